@@ -1,0 +1,9 @@
+"""sgdsweep: where does SGD's probability mass go, and how well does the SDE /
+Fokker–Planck picture predict it? The science library (no Dask, no Hydra)."""
+
+from sgdsweep.errors import ConfigError
+from sgdsweep.grid import Grid1D
+from sgdsweep.landscape import Landscape, build_landscape
+
+__all__ = ["ConfigError", "Grid1D", "Landscape", "build_landscape"]
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""The density grid shared by the Fokker–Planck solver and Monte Carlo histograms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgdsweep.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Grid1D:
+    """``cells`` equal finite-volume cells on [lower, upper]; densities are per unit θ."""
+
+    lower: float
+    upper: float
+    cells: int
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.lower) and np.isfinite(self.upper)):
+            raise ConfigError(f"grid: bounds must be finite, got [{self.lower}, {self.upper}]")
+        if not self.lower < self.upper:
+            raise ConfigError(f"grid.lower: must be < grid.upper, got {self.lower} >= {self.upper}")
+        if int(self.cells) != self.cells or self.cells < 3:
+            raise ConfigError(f"grid.cells: must be an integer >= 3, got {self.cells!r}")
+
+    @property
+    def dx(self) -> float:
+        return (self.upper - self.lower) / self.cells
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Cell faces, shape (cells + 1,)."""
+        return np.linspace(self.lower, self.upper, self.cells + 1)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Cell centres, shape (cells,)."""
+        e = self.edges
+        return 0.5 * (e[:-1] + e[1:])
+
+    def normalise(self, p: np.ndarray) -> np.ndarray:
+        """Scale cell values so that Σ p·dx = 1 along the last axis."""
+        mass = p.sum(axis=-1, keepdims=True) * self.dx
+        return p / mass
