@@ -1,9 +1,20 @@
 """sgdsweep: where does SGD's probability mass go, and how well does the SDE /
 Fokker–Planck picture predict it? The science library (no Dask, no Hydra)."""
 
+from sgdsweep.cell import cell_template, run_cell
+from sgdsweep.cellconfig import CellConfig, parse_cell
 from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import Landscape, build_landscape
 
-__all__ = ["ConfigError", "Grid1D", "Landscape", "build_landscape"]
+__all__ = [
+    "CellConfig",
+    "ConfigError",
+    "Grid1D",
+    "Landscape",
+    "build_landscape",
+    "cell_template",
+    "parse_cell",
+    "run_cell",
+]
 __version__ = "0.1.0"
