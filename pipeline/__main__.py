@@ -1,0 +1,8 @@
+"""``python -m pipeline``: see pipeline.cli."""
+
+import sys
+
+from pipeline.cli import main
+
+if __name__ == "__main__":  # worker processes re-import this module; only the CLI runs main
+    sys.exit(main(sys.argv[1:]))

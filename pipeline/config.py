@@ -1,0 +1,392 @@
+"""The sweep configuration: Hydra composition, its typed schema, and grid expansion.
+
+``compose(overrides)`` builds the config from ``conf/`` (Hydra's compose API, so
+nothing changes directory and no output folders appear). ``expand(cfg)`` turns it
+into a :class:`SweepPlan`: one sweep axis per ``grid`` entry and one plain cell
+mapping (the ``sgdsweep.run_cell`` input) per grid point, all validated with
+``sgdsweep.parse_cell`` before anything touches the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+
+from sgdsweep.cellconfig import parse_cell
+from sgdsweep.errors import ConfigError
+
+#: Where the config tree lives: $SGDSWEEP_CONF, else ``conf/`` next to the package.
+CONF_DIR = Path(os.environ.get("SGDSWEEP_CONF", Path(__file__).resolve().parents[1] / "conf"))
+
+#: Top-level keys that configure the run, not the numbers: excluded from the config
+#: hash, so moving a store or changing the cluster still resumes.
+RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries")
+#: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
+UNSWEEPABLE = ("grid", "density_grid", "time", "methods", *RUNTIME_KEYS)
+#: Top-level keys passed to run_cell; ``density_grid`` is the cell's ``grid``.
+CELL_KEYS = {"landscape": "landscape", "lr": "lr", "batch_size": "batch_size",
+             "sampling": "sampling", "methods": "methods", "seed": "seed", "init": "init",
+             "density_grid": "grid", "time": "time", "mc": "mc", "langevin": "langevin",
+             "fp": "fp", "escape": "escape"}
+RANGE_KEYS = {"start", "stop", "num", "log"}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class DensityGridConf:
+    lower: Any = -1.0  # a number, or one per axis for 2-D landscapes
+    upper: Any = 4.0
+    cells: Any = 250
+
+
+@dataclass
+class TimeConf:
+    t_end: float = 10.0  # SDE time t = η · step
+    snapshots: int = 21
+
+
+@dataclass
+class MCConf:
+    chains: int = 1000
+    sde_substeps: int = 1
+    max_steps: int = 20_000_000
+
+
+@dataclass
+class LangevinConf:
+    temperature: float | None = None
+
+
+@dataclass
+class FPConf:
+    convention: str = "ito"
+    dt: float | None = None
+
+
+@dataclass
+class EscapeConf:
+    threshold: float | None = None
+
+
+@dataclass
+class SweepConf:
+    """Typed schema of conf/config.yaml; Hydra rejects unknown keys and bad types."""
+
+    landscape: Any = MISSING
+    cluster: Any = MISSING
+    store: str = MISSING
+    overwrite: bool = False
+    grid: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    lr: float = 0.02
+    batch_size: int = 1
+    sampling: str = "with_replacement"
+    methods: list[str] = field(default_factory=lambda: ["sgd", "sde", "langevin", "gd", "fp", "fp_drift"])
+    init: dict[str, Any] = field(default_factory=lambda: {"kind": "normal", "mean": 0.5, "std": 0.175})
+    density_grid: DensityGridConf = field(default_factory=DensityGridConf)
+    time: TimeConf = field(default_factory=TimeConf)
+    mc: MCConf = field(default_factory=MCConf)
+    langevin: LangevinConf = field(default_factory=LangevinConf)
+    fp: FPConf = field(default_factory=FPConf)
+    escape: EscapeConf = field(default_factory=EscapeConf)
+    cells_per_task: int = 1
+    retries: int = 2
+
+
+ConfigStore.instance().store(name="sweep_schema", node=SweepConf)
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """The composed config for these Hydra overrides; bad input raises ConfigError.
+
+    ``grid`` overrides are applied after composition with replace (not merge)
+    semantics, so ``grid.lr='[…]'`` adds or replaces an axis, a range spec may
+    replace a list, ``~grid.lr`` drops an axis and ``grid='{…}'`` replaces the grid.
+    """
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise ConfigError(f"config: no config.yaml in {CONF_DIR} (set SGDSWEEP_CONF)")
+    try:
+        grid_ovs = [o for o in overrides if re.match(r"^[~+]*grid(\.|=|$)", o)]
+        hydra_ovs = [o for o in overrides if o not in grid_ovs]
+        parsed = OverridesParser.create().parse_overrides(grid_ovs)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=hydra_ovs)
+        with open_dict(cfg):
+            for o in parsed:
+                key = o.key_or_group
+                if o.is_delete():
+                    parent, _, leaf = key.rpartition(".")
+                    node = OmegaConf.select(cfg, parent)
+                    if not isinstance(node, DictConfig) or leaf not in node:
+                        raise ConfigError(f"{key}: not in the grid, nothing to delete")
+                    node.pop(leaf)
+                elif not isinstance(o.value(), str | int | float | bool | list | dict | type(None)):
+                    raise ConfigError(f"{key}: sweeps are written as lists, e.g. {key}='[1,2]'")
+                else:
+                    OmegaConf.update(cfg, key, o.value(), merge=False, force_add=True)
+        OmegaConf.resolve(cfg)  # surfaces interpolation and type errors now
+        unknown = sorted(set(cfg) - set(SweepConf.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown config key")
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf report bad input with many exception types
+        raise ConfigError(hydra_message(exc)) from None
+    return cfg
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def hydra_message(exc: BaseException) -> str:
+    """One line ``<field>: <problem>`` for a Hydra/OmegaConf exception."""
+    chain = _chain(exc)
+    texts = [str(e).strip() for e in chain]
+    text = "\n".join(texts)
+    first = next((t.splitlines()[0] for t in texts if t), type(exc).__name__)
+    m = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        avail = re.findall(r"^\s+(\S+)\s*$", text.split("Available options", 1)[-1], re.M)
+        known = f" (available: {', '.join(avail)})" if avail else ""
+        return f"{group}: unknown option {option!r}{known}"
+    m = re.search(r"Key '([^']+)' (?:not in '[^']*'|is not in struct)", text)
+    if m:
+        full = re.search(r"full_key: (\S+)", text)
+        return f"{full.group(1) if full else m.group(1)}: unknown config key"
+    m = re.search(r"Could not (?:override|append to|delete) '([^']+)'", text)
+    if m:
+        return f"{m.group(1)}: {_short(texts[-1].splitlines()[0])}"
+    m = re.search(r"full_key: (\S+)", text)
+    if m:
+        detail = next(t.splitlines()[0] for t in reversed(texts) if t and "full_key" in t)
+        return f"{m.group(1)}: {_short(detail)}"
+    m = re.search(r"override (\S+?)=", first)
+    if m:
+        return f"{m.group(1)}: {_short(texts[-1].splitlines()[0])}"
+    if "override" in type(exc).__name__.lower() or "parse" in first.lower():
+        return f"overrides: {_short(first)}"
+    return f"config: {_short(first)}"
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+# --------------------------------------------------------------------------- the sweep plan
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweep dimension: store dimension ``name`` varies config ``path``."""
+
+    name: str
+    path: str
+    values: tuple[Any, ...]
+
+
+@dataclass
+class SweepPlan:
+    """Every cell of a sweep, in C order over ``axes``."""
+
+    axes: list[Axis]
+    cells: list[dict[str, Any]]  # run_cell mappings
+    config_hash: str
+    resolved_yaml: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a.values) for a in self.axes)
+
+    def index(self, flat: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.unravel_index(flat, self.shape))
+
+    def coords(self, flat: int) -> dict[str, Any]:
+        return {a.name: a.values[i] for a, i in zip(self.axes, self.index(flat), strict=True)}
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Scalar leaves of a plain nested mapping, by dotted path."""
+    out: dict[str, Any] = {}
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}{k}."))
+    elif not isinstance(node, list):
+        out[prefix[:-1]] = node
+    return out
+
+
+def _flatten_grid(grid: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``grid.landscape.width_left=[…]`` arrives nested; range specs are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in grid.items():
+        if isinstance(v, Mapping) and not (set(v) & RANGE_KEYS):
+            if not v:
+                raise ConfigError(f"grid.{prefix}{k}: empty mapping (expected a list of values)")
+            out.update(_flatten_grid(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _resolve_path(key: str, leaves: Mapping[str, Any]) -> str:
+    if key in leaves:
+        path = key
+    elif "." in key:
+        raise ConfigError(f"grid.{key}: no such config key")
+    else:
+        hits = [p for p in leaves if p.rsplit(".", 1)[-1] == key]
+        if not hits:
+            raise ConfigError(f"grid.{key}: no such config key")
+        if len(hits) > 1:
+            raise ConfigError(f"grid.{key}: ambiguous, matches {', '.join(sorted(hits))}; give the full path")
+        path = hits[0]
+    if path.split(".", 1)[0] in UNSWEEPABLE:
+        raise ConfigError(f"grid.{key}: {path} cannot be swept (it shapes the store's coordinates "
+                          "or the run itself); set it directly instead")
+    return path
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _values(key: str, spec: Any, default: Any) -> tuple[Any, ...]:
+    field_ = f"grid.{key}"
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - RANGE_KEYS
+        missing = {"start", "stop", "num"} - set(spec)
+        if unknown or missing:
+            bad = sorted(unknown or missing)[0]
+            raise ConfigError(f"{field_}: range spec {'has unknown key' if unknown else 'needs'} {bad!r} "
+                              "(give {start, stop, num[, log]})")
+        start, stop, num = spec["start"], spec["stop"], spec["num"]
+        if not (_is_number(start) and _is_number(stop)):
+            raise ConfigError(f"{field_}: range start/stop must be numbers, got {start!r}, {stop!r}")
+        if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+            raise ConfigError(f"{field_}: range num must be an integer >= 1, got {num!r}")
+        if spec.get("log", False):
+            if start <= 0 or stop <= 0:
+                raise ConfigError(f"{field_}: log range needs start, stop > 0, got {start!r}, {stop!r}")
+            values = [float(v) for v in np.geomspace(start, stop, num)]
+        else:
+            values = [float(v) for v in np.linspace(start, stop, num)]
+    elif isinstance(spec, list | tuple):
+        values = list(spec)
+    elif spec is None:
+        raise ConfigError(f"{field_}: expected a list of values, got null")
+    else:
+        values = [spec]
+    if not values:
+        raise ConfigError(f"{field_}: empty list of values")
+    numeric = default is None or _is_number(default)
+    for v in values:
+        if isinstance(v, Mapping | list | tuple):
+            raise ConfigError(f"{field_}: expected scalar values, got {v!r}")
+        if numeric and not _is_number(v):
+            raise ConfigError(f"{field_}: expected numbers, got {v!r}")
+        if not numeric and not isinstance(v, type(default)):
+            raise ConfigError(f"{field_}: expected {type(default).__name__} values, got {v!r}")
+    if len(set(values)) != len(values):
+        dup = next(v for v in values if values.count(v) > 1)
+        raise ConfigError(f"{field_}: duplicate value {dup!r}")
+    if numeric and all(isinstance(v, int | np.integer) for v in values):
+        return tuple(int(v) for v in values)
+    if numeric:
+        return tuple(float(v) for v in values)
+    return tuple(values)
+
+
+def _dim_names(paths: Sequence[str], reserved: set[str]) -> list[str]:
+    short = [p.rsplit(".", 1)[-1] for p in paths]
+    return [s if short.count(s) == 1 and s not in reserved else p.replace(".", "_")
+            for s, p in zip(short, paths, strict=True)]
+
+
+def sweep_axes(cfg: DictConfig, reserved: set[str] = frozenset()) -> list[Axis]:
+    """The grid of ``cfg`` as axes (validated paths and values)."""
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
+    flat = _flatten_grid(grid or {})
+    if not flat:
+        raise ConfigError("grid: empty; give at least one axis, e.g. grid.lr='[0.01,0.02]'")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    leaves = {p: v for p, v in _leaves(plain).items() if p.split(".", 1)[0] != "grid"}
+    paths, values = [], []
+    for key, spec in flat.items():
+        path = _resolve_path(key, leaves)
+        if path in paths:
+            raise ConfigError(f"grid.{key}: {path} is swept twice")
+        paths.append(path)
+        values.append(_values(key, spec, leaves[path]))
+    names = _dim_names(paths, set(reserved))
+    return [Axis(n, p, v) for n, p, v in zip(names, paths, values, strict=True)]
+
+
+def cell_mapping(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``run_cell`` input from a resolved sweep config (plain containers)."""
+    return {cell_key: plain[key] for key, cell_key in CELL_KEYS.items()}
+
+
+def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
+    """All cells of the sweep, each validated with ``parse_cell`` (raises ConfigError).
+
+    Swept values are set on an unstructured copy of the *unresolved* config and then
+    resolved, so interpolations (``${..width_left}``) see them.
+    """
+    axes = sweep_axes(cfg, reserved)
+    base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    cells = []
+    for combo in itertools.product(*(a.values for a in axes)):
+        c = base.copy()
+        for axis, value in zip(axes, combo, strict=True):
+            OmegaConf.update(c, axis.path, value, merge=False)
+        try:
+            cell = cell_mapping(OmegaConf.to_container(c, resolve=True))
+        except Exception as exc:
+            raise ConfigError(hydra_message(exc)) from None
+        try:
+            parse_cell(cell)
+        except ConfigError as exc:
+            where = ", ".join(f"{a.name}={v}" for a, v in zip(axes, combo, strict=True))
+            msg = str(exc)
+            raise ConfigError(f"{msg} (in the cell {where})" if len(axes) and msg else msg) from None
+        cells.append(cell)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    return SweepPlan(axes=axes, cells=cells, config_hash=config_hash(axes, cells), resolved_yaml=resolved)
+
+
+def config_hash(axes: Sequence[Axis], cells: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 of what determines the numbers: the axes and every cell mapping."""
+    payload = json.dumps({"axes": [[a.name, a.path, list(a.values)] for a in axes], "cells": list(cells)},
+                         sort_keys=True, default=repr)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def to_plain(node: Any) -> Any:
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

@@ -1,0 +1,70 @@
+"""``python -m pipeline status STORE``: progress, failures and config of a store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from pipeline import store as stores
+from sgdsweep.errors import ConfigError
+
+
+def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
+    """The status text, cells done and cells total of the store at ``path``."""
+    if not Path(path).exists():
+        raise ConfigError(f"store: {path} does not exist")
+    try:
+        ds = stores.read_status(path)
+    except Exception as exc:
+        raise ConfigError(f"store: {path} is not a readable sweep store ({type(exc).__name__})") from None
+    if "done" not in ds or "config_hash" not in ds.attrs:
+        raise ConfigError(f"store: {path} is not a sweep store (no done flags)")
+    dims = list(ds.attrs.get("sweep_dims", ds["done"].dims))
+    if isinstance(dims, str):
+        dims = [dims]
+    paths = json.loads(ds.attrs.get("sweep_paths", "{}"))
+    done = ds["done"].values
+    error = ds["error"].values
+    total, n_done = done.size, int(done.sum())
+    failed = np.argwhere((~done) & (error != ""))
+    lines = [f"store   : {path}",
+             f"cells   : {n_done}/{total} done, {len(failed)} failed, {total - n_done - len(failed)} pending"]
+    for d in dims:
+        vals = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds[d].values.tolist())
+        lines.append(f"axis    : {d} ({paths.get(d, d)}) = [{vals}]")
+    landscape = ds.attrs.get("landscape", "?")
+    methods = ", ".join(str(m) for m in ds["method"].values) if "method" in ds.coords else "?"
+    chains = ds.attrs.get("chains", "?")
+    lines.append(f"config  : landscape {landscape}, methods [{methods}], chains {chains},"
+                 f" hash {str(ds.attrs.get('config_hash'))[:12]}")
+    lines.append(f"created : {ds.attrs.get('created', '?')}  commit {ds.attrs.get('git_commit') or '?'}")
+    runs = json.loads(ds.attrs.get("runs", "[]"))
+    if runs:
+        last = runs[-1]
+        lines.append(f"last run: finished {last.get('finished')}, computed {last.get('computed')}, "
+                     f"failed {last.get('failed')}, wall {last.get('wall_time_s')} s")
+    else:
+        lines.append("last run: not finished (interrupted, or still running); rerun the sweep to resume")
+    for idx in failed[:max_failures]:
+        where = ", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(dims, idx, strict=True))
+        lines.append(f"failed  : {where}: {error[tuple(idx)]}")
+    if len(failed) > max_failures:
+        lines.append(f"failed  : ... and {len(failed) - max_failures} more")
+    return "\n".join(lines), n_done, total
+
+
+def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+    """Exit status 0 when every cell is done, 1 otherwise, 2 for a bad path."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline status",
+                                     description="Show progress, failures and config of a sweep store.")
+    parser.add_argument("store", help="path of the Zarr store")
+    args = parser.parse_args(argv)
+    text, n_done, total = describe(args.store)
+    out.write(text + "\n")
+    return 0 if n_done == total else 1
