@@ -1,0 +1,409 @@
+"""Compiled Monte Carlo ensembles: minibatch SGD, its Itô SDE, Langevin and gradient descent.
+
+Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
+
+* ``sgd``: θ ← θ − η·(1/b) Σ_{i∈B} ∇l_i(θ) on the finite dataset. Minibatch sampling:
+  ``with_replacement`` (b iid uniform indices), ``without_replacement`` (b distinct
+  indices per step, a partial Fisher–Yates shuffle of a per-chain permutation) or
+  ``reshuffle`` (a fresh per-chain permutation each epoch, cut into consecutive
+  batches of b; when b does not divide n the last n mod b indices of each
+  permutation are dropped, like ``drop_last``, so an epoch is ⌊n/b⌋ steps).
+* ``sde``: Euler–Maruyama of the Itô SDE dθ = −G dt + sqrt(η Σ_b(θ)) dW with
+  ``substeps`` EM steps per SGD step (dt = η/substeps), Σ_b = noise_factor·Σ;
+  in 2-D the noise is the Cholesky factor of Σ_b times a standard normal pair.
+* ``langevin``: dθ = −G dt + sqrt(2T) dW, same dt and substeps; stationary law ∝ exp(−L/T).
+* ``gd``: θ ← θ − η G (full batch, deterministic).
+
+Chains run in parallel (numba prange); each owns a counter-based random stream
+(:mod:`sgdsweep.rng`) keyed by (seed, method, chain), so results are
+bit-identical for any thread count and do not depend on the snapshot schedule.
+Between snapshots the compiled kernel advances every chain; at each snapshot
+histograms, moments, basin counts and the lost count are accumulated serially
+in chain order. Trajectories are never stored.
+
+A chain that becomes non-finite or leaves the grid box [lower, upper] (any axis)
+is frozen and counted as lost from the (sub)step it left; it is excluded from
+histograms, moments and basin counts, which are still meant to be normalised by
+the total number of chains (densities then integrate to 1 − lost fraction).
+Chains whose initial position lies outside the grid are lost at step 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from sgdsweep.errors import ConfigError
+from sgdsweep.grid import Grid1D
+from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad_cov
+from sgdsweep.noise import SAMPLINGS, batch_noise_factor
+from sgdsweep.rng import chain_states, next_below, next_normal_pair, stream_key
+
+METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3}
+_SGD, _SDE, _LANGEVIN, _GD = 0, 1, 2, 3
+_WITH, _WITHOUT, _RESHUFFLE = 0, 1, 2
+SAMPLING_IDS = {s: k for k, s in enumerate(SAMPLINGS)}
+assert SAMPLING_IDS == {"with_replacement": _WITH, "without_replacement": _WITHOUT, "reshuffle": _RESHUFFLE}
+
+
+@dataclass
+class EnsembleResult:
+    """Streamed statistics of one ensemble at the S snapshots.
+
+    ``counts`` are histogram counts on the grid cells; divide by (chains · cell
+    volume) for a density that integrates to 1 − lost/chains. ``mean`` and ``var``
+    (population variance) are over the chains still inside the grid (NaN if none).
+    ``basin_counts`` counts in-grid chains per basin of axis 0 (basin j is
+    [edge_{j−1}, edge_j)). ``lost`` is the number of chains lost by each snapshot.
+    ``escape_step`` is each chain's first SGD step with θ₀ past the threshold
+    (0 if it starts there, −1 if never, all −1 without a threshold).
+    ``lost_step`` is the SGD step at which each chain was lost (−1 if never).
+    """
+
+    counts: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    basin_counts: np.ndarray
+    lost: np.ndarray
+    escape_step: np.ndarray
+    chains: int
+    lost_step: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@nb.njit(cache=True)
+def _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi):
+    """G(θ) into g, summed sample by sample in index order (the order of Landscape.evaluate)."""
+    d = th.shape[0]
+    n = ptr.shape[0] - 1
+    for a in range(d):
+        g[a] = 0.0
+    for i in range(n):
+        for a in range(d):
+            gi[a] = 0.0
+        add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
+        for a in range(d):
+            g[a] += gi[a]
+    for a in range(d):
+        g[a] /= n
+
+
+@nb.njit(cache=True)
+def _check(c, th, step, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+    """Record a first passage, then freeze the chain if it left the box. True if lost."""
+    if has_esc and escape_step[c] < 0 and direction * (th[0] - thr) > 0.0:
+        escape_step[c] = step
+    for a in range(th.shape[0]):
+        # NaN fails both comparisons, so divergence is caught here too.
+        if not (lower[a] <= th[a] <= upper[a]):
+            lost_step[c] = step
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def _advance_chain(c, pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling,
+                   batch, lr, noise_factor, substeps, temperature, lower, upper, has_esc, thr,
+                   direction, kind, amp, centre, mat, ptr, scratch, covs):
+    if lost_step[c] >= 0:
+        return
+    d = pos.shape[1]
+    n = ptr.shape[0] - 1
+    th = pos[c]
+    r = scratch[c, 0]
+    g = scratch[c, 1]
+    gi = scratch[c, 2]
+    cov = covs[c]
+    st = state[c]
+    dt = lr / substeps
+    sde_scale = math.sqrt(lr * noise_factor * dt)
+    lan_scale = math.sqrt(2.0 * temperature * dt)
+    step_scale = lr / batch
+    for s in range(s0, s1):
+        if method == _SGD:
+            for a in range(d):
+                g[a] = 0.0
+            if sampling == _WITH:
+                for _ in range(batch):
+                    st, i = next_below(st, n)
+                    add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+            elif sampling == _WITHOUT:
+                for j in range(batch):
+                    st, k = next_below(st, n - j)
+                    k += j
+                    i = perm[c, k]
+                    perm[c, k] = perm[c, j]
+                    perm[c, j] = i
+                    add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+            else:
+                if cursor[c] + batch > n:
+                    for j in range(n - 1, 0, -1):
+                        st, k = next_below(st, j + 1)
+                        i = perm[c, k]
+                        perm[c, k] = perm[c, j]
+                        perm[c, j] = i
+                    cursor[c] = 0
+                for j in range(cursor[c], cursor[c] + batch):
+                    add_sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
+                cursor[c] += batch
+            for a in range(d):
+                th[a] -= step_scale * g[a]
+            if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+                break
+        elif method == _GD:
+            _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
+            for a in range(d):
+                th[a] = th[a] - lr * g[a]
+            if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+                break
+        else:
+            left = False
+            z1 = 0.0
+            for m in range(substeps):
+                if method == _SDE:
+                    mean_grad_cov(th, kind, amp, centre, mat, ptr, r, g, gi, cov)
+                    if d == 1:
+                        # Pair the normals within one SGD step, so the stream does not
+                        # depend on where snapshots cut the run.
+                        if m % 2 == 0:
+                            st, z0, z1 = next_normal_pair(st)
+                        else:
+                            z0 = z1
+                        th[0] += -g[0] * dt + sde_scale * math.sqrt(cov[0, 0]) * z0
+                    else:
+                        st, z0, z1b = next_normal_pair(st)
+                        l11 = math.sqrt(max(cov[0, 0], 0.0))
+                        l21 = cov[1, 0] / l11 if l11 > 0.0 else 0.0
+                        # Rounding can make the Schur complement a tiny negative number.
+                        l22 = math.sqrt(max(cov[1, 1] - l21 * l21, 0.0))
+                        th[0] += -g[0] * dt + sde_scale * l11 * z0
+                        th[1] += -g[1] * dt + sde_scale * (l21 * z0 + l22 * z1b)
+                else:
+                    _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
+                    if d == 1:
+                        if m % 2 == 0:
+                            st, z0, z1 = next_normal_pair(st)
+                        else:
+                            z0 = z1
+                        th[0] += -g[0] * dt + lan_scale * z0
+                    else:
+                        st, z0, z1b = next_normal_pair(st)
+                        th[0] += -g[0] * dt + lan_scale * z0
+                        th[1] += -g[1] * dt + lan_scale * z1b
+                if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+                    left = True
+                    break
+            if left:
+                break
+    state[c] = st
+
+
+@nb.njit(cache=True, parallel=True)
+def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling, batch, lr,
+             noise_factor, substeps, temperature, lower, upper, has_esc, thr, direction,
+             kind, amp, centre, mat, ptr, scratch, covs):
+    """Advance every chain from SGD step s0 to s1 (chains are independent: prange)."""
+    for c in nb.prange(pos.shape[0]):
+        _advance_chain(c, pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling,
+                       batch, lr, noise_factor, substeps, temperature, lower, upper, has_esc, thr,
+                       direction, kind, amp, centre, mat, ptr, scratch, covs)
+
+
+@nb.njit(cache=True)
+def _accumulate(pos, lost_step, lower, dx, cells, basin_edges, counts, mean, var, basin_counts):
+    """Histogram, moments and basin counts of the in-grid chains, serially in chain order."""
+    chains, d = pos.shape
+    alive = 0
+    for a in range(d):
+        mean[a] = 0.0
+        var[a] = 0.0
+    for c in range(chains):
+        if lost_step[c] >= 0:
+            continue
+        alive += 1
+        ix = 0
+        iy = 0
+        for a in range(d):
+            mean[a] += pos[c, a]
+            k = math.floor((pos[c, a] - lower[a]) / dx[a])
+            # θ == upper belongs to the last cell; rounding may also push k one past either end.
+            k = min(max(k, 0), cells[a] - 1)
+            if a == 0:
+                ix = k
+            else:
+                iy = k
+        counts[ix, iy] += 1
+        nb_ = basin_edges.shape[0]
+        j = 0
+        while j < nb_ and pos[c, 0] >= basin_edges[j]:
+            j += 1
+        basin_counts[j] += 1
+    if alive == 0:
+        for a in range(d):
+            mean[a] = np.nan
+            var[a] = np.nan
+        return
+    for a in range(d):
+        mean[a] /= alive
+    for c in range(chains):
+        if lost_step[c] >= 0:
+            continue
+        for a in range(d):
+            dv = pos[c, a] - mean[a]
+            var[a] += dv * dv
+    for a in range(d):
+        var[a] /= alive
+
+
+# --------------------------------------------------------------------------- wrapper
+
+
+def _positive_int(value, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ConfigError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _finite(value, field: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{field}: expected a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{field}: must be finite, got {value!r}")
+    return v
+
+
+def run_ensemble(
+    landscape: Landscape,
+    method: str,
+    x0: np.ndarray,
+    lr: float,
+    steps: np.ndarray,
+    grids: Sequence[Grid1D],
+    *,
+    batch_size: int = 1,
+    sampling: str = "with_replacement",
+    noise_factor: float | None = None,
+    substeps: int = 1,
+    temperature: float | None = None,
+    seed: int = 0,
+    basin_edges: Sequence[float] = (),
+    escape_threshold: float | None = None,
+    escape_direction: int = +1,
+) -> EnsembleResult:
+    """Run one ensemble of ``len(x0)`` chains and stream its statistics at ``steps``.
+
+    ``x0`` (chains, d) are the initial positions; ``steps`` (S,) non-decreasing SGD
+    step counts of the snapshots (SDE time t = lr·step; steps[0] may be 0). ``grids``
+    holds one :class:`Grid1D` per axis. ``noise_factor`` is Σ_b/Σ for ``sde``
+    (default :func:`batch_noise_factor` of n, batch_size, sampling); ``temperature``
+    T is required for ``langevin``. ``basin_edges`` are sorted interior basin
+    boundaries on axis 0. A first passage is θ₀ > threshold for ``escape_direction``
+    +1, θ₀ < threshold for −1. See the module docstring for the methods and the
+    lost-chain convention.
+    """
+    if not isinstance(landscape, Landscape):
+        raise ConfigError(f"landscape: expected a sgdsweep Landscape, got {type(landscape).__name__}")
+    if method not in METHOD_IDS:
+        raise ConfigError(f"method: unknown Monte Carlo method {method!r} (known: {', '.join(METHOD_IDS)})")
+    d, n = landscape.dim, landscape.n
+    try:
+        pos = np.array(x0, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError("x0: expected an array of initial positions (chains, d)") from None
+    if pos.ndim == 1 and d == 1:
+        pos = pos[:, None]
+    if pos.ndim != 2 or pos.shape[1] != d or pos.shape[0] < 1:
+        raise ConfigError(f"x0: expected shape (chains, {d}), got {np.shape(x0)}")
+    if not np.all(np.isfinite(pos)):
+        raise ConfigError("x0: initial positions must be finite")
+    pos = np.ascontiguousarray(pos)
+    chains = pos.shape[0]
+    lr = _finite(lr, "lr")
+    if lr <= 0:
+        raise ConfigError(f"lr: must be > 0, got {lr}")
+    st = np.asarray(steps)
+    if st.ndim != 1 or st.size < 1 or not np.issubdtype(st.dtype, np.number):
+        raise ConfigError("steps: expected a non-empty 1-D array of SGD step counts")
+    if not np.all(np.isfinite(st)) or np.any(st != np.round(st)) or np.any(st < 0):
+        raise ConfigError("steps: must be non-negative integers")
+    st = st.astype(np.int64)
+    if np.any(np.diff(st) < 0):
+        raise ConfigError("steps: must be non-decreasing")
+    grids = tuple(grids)
+    if len(grids) != d or not all(isinstance(g, Grid1D) for g in grids):
+        raise ConfigError(f"grids: expected {d} Grid1D (one per axis), got {grids!r}")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ConfigError(f"batch_size: {batch_size} is larger than the dataset (n = {n})")
+    if noise_factor is None:
+        noise_factor = batch_noise_factor(n, batch_size, sampling)
+    noise_factor = _finite(noise_factor, "noise_factor")
+    if noise_factor < 0:
+        raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor}")
+    substeps = _positive_int(substeps, "substeps")
+    if method == "langevin":
+        if temperature is None:
+            raise ConfigError("temperature: required for the langevin method")
+        temperature = _finite(temperature, "temperature")
+        if temperature < 0:
+            raise ConfigError(f"temperature: must be >= 0, got {temperature}")
+    else:
+        temperature = 0.0
+    seed = _positive_int(seed, "seed", minimum=0)
+    edges = np.asarray(basin_edges, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise ConfigError(f"basin_edges: must be finite and strictly increasing, got {list(edges)}")
+    has_esc = escape_threshold is not None
+    thr = _finite(escape_threshold, "escape_threshold") if has_esc else 0.0
+    if escape_direction not in (1, -1):
+        raise ConfigError(f"escape_direction: must be +1 or -1, got {escape_direction!r}")
+
+    lower = np.array([g.lower for g in grids], dtype=np.float64)
+    upper = np.array([g.upper for g in grids], dtype=np.float64)
+    dx = np.array([g.dx for g in grids], dtype=np.float64)
+    cells = np.array([g.cells for g in grids], dtype=np.int64)
+
+    state = chain_states(stream_key(seed, METHOD_IDS[method]), chains)
+    needs_perm = method == "sgd" and sampling != "with_replacement"
+    perm = np.tile(np.arange(n, dtype=np.int64), (chains if needs_perm else 0, 1))
+    cursor = np.full(chains, n, dtype=np.int64)  # n: the first step starts an epoch
+    lost_step = np.full(chains, -1, dtype=np.int64)
+    escape_step = np.full(chains, -1, dtype=np.int64)
+    outside = np.any((pos < lower) | (pos > upper), axis=1)
+    lost_step[outside] = 0
+    if has_esc:
+        escape_step[escape_direction * (pos[:, 0] - thr) > 0] = 0
+    scratch = np.zeros((chains, 3, d))
+    covs = np.zeros((chains, d, d))
+
+    S = st.size
+    ny = cells[1] if d == 2 else 1
+    counts = np.zeros((S, cells[0], ny), dtype=np.int64)
+    mean = np.empty((S, d))
+    var = np.empty((S, d))
+    basin_counts = np.zeros((S, edges.size + 1), dtype=np.int64)
+    lost = np.empty(S, dtype=np.int64)
+    current = 0
+    for k in range(S):
+        if st[k] > current:
+            _advance(pos, state, perm, cursor, lost_step, escape_step, current, int(st[k]),
+                     METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor,
+                     substeps, temperature, lower, upper, has_esc, thr, float(escape_direction),
+                     *landscape.arrays, scratch, covs)
+            current = int(st[k])
+        _accumulate(pos, lost_step, lower, dx, cells, edges, counts[k], mean[k], var[k], basin_counts[k])
+        lost[k] = np.count_nonzero(lost_step >= 0)
+    if d == 1:
+        counts = counts[:, :, 0]
+    return EnsembleResult(counts=counts, mean=mean, var=var, basin_counts=basin_counts, lost=lost,
+                          escape_step=escape_step, chains=chains, lost_step=lost_step)
