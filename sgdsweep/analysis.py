@@ -1,0 +1,113 @@
+"""Opening a sweep store, and the per-cell NumPy reductions the ``ds.sgd`` accessor maps lazily.
+
+The reductions act on the last axis (the density grid ``x``) of arrays of any
+leading shape, like :mod:`sgdsweep.metrics`, so ``xarray.apply_ufunc`` can run
+them chunk by chunk on Dask-backed stores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from sgdsweep.basins import find_basins
+
+#: Variables every sweep store (and every 1-D cell) holds; used to recognise one.
+SWEEP_VARIABLES = ("density", "done")
+
+
+def open_sweep(path: str | Path) -> xr.Dataset:
+    """Open a sweep store lazily (Dask-backed), as plain ``xarray.open_zarr`` would.
+
+    Uses the consolidated metadata when the sweep wrote it (a finished run) and
+    reads the arrays' own metadata otherwise (a sweep still running or interrupted).
+    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` when the
+    path is not a sweep store.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such store")
+    with warnings.catch_warnings():
+        # Fixed-width strings (the ``error`` variable) are a zarr-3 extension dtype.
+        warnings.filterwarnings("ignore", message=".*(consolidated|UnstableSpecification|not part of).*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+        try:
+            try:
+                ds = xr.open_zarr(str(path), consolidated=True)
+            except (KeyError, ValueError, FileNotFoundError):
+                ds = xr.open_zarr(str(path), consolidated=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a Zarr store ({type(exc).__name__}: {exc})") from None
+    missing = [v for v in SWEEP_VARIABLES if v not in ds.variables]
+    if missing:
+        raise ValueError(f"{path}: not a sweep store (no {missing[0]!r} variable)")
+    return ds
+
+
+def basin_labels(loss: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the basin holding each grid cell: L split at its strict local maxima.
+
+    The same split ``run_cell`` uses (:func:`sgdsweep.basins.find_basins`) when the
+    landscape does not name its basins; a cell on a boundary belongs to the right.
+    """
+    b = find_basins(np.asarray(x), np.asarray(loss))
+    return np.searchsorted(b.edges, np.asarray(x), side="right")
+
+
+def basin_integrals(density: np.ndarray, loss: np.ndarray, x: np.ndarray, dx: float,
+                    n_basins: int) -> np.ndarray:
+    """∫ p dθ over each basin of L (split at the local maxima of ``loss``), shape (..., n_basins).
+
+    ``density`` and ``loss`` share the last axis ``x``; leading axes broadcast.
+    Basins beyond those ``loss`` has are NaN; a cell whose loss is NaN (not computed)
+    gives NaN everywhere.
+    """
+    density, loss = np.broadcast_arrays(np.asarray(density, float), np.asarray(loss, float))
+    lead = density.shape[:-1]
+    p2 = density.reshape(-1, density.shape[-1])
+    l2 = loss.reshape(-1, loss.shape[-1])
+    out = np.full((p2.shape[0], n_basins), np.nan)
+    for i in range(p2.shape[0]):
+        if not np.all(np.isfinite(l2[i])):
+            continue
+        lab = basin_labels(l2[i], x)
+        for k in range(min(int(lab.max()) + 1, n_basins)):
+            out[i, k] = p2[i, lab == k].sum() * dx
+    return out.reshape((*lead, n_basins))
+
+
+def fit_temperature(density: np.ndarray, loss: np.ndarray, x: np.ndarray | None = None,
+                    basin: int | None = None, rel_floor: float = 1e-3) -> np.ndarray:
+    """Effective temperature T from a weighted least-squares fit log p = c − L/T (last axis x).
+
+    Cells enter the fit where p ≥ ``rel_floor``·max p — and, if ``basin`` is given,
+    where :func:`basin_labels` of the row's loss (needs ``x``) equals it — each
+    weighted by p, so sparse histogram tails count little. T = −1/slope of log p
+    against L; NaN with fewer than three usable cells or a non-negative slope (no
+    Gibbs-like decay). Exact for a Gibbs density p ∝ exp(−L/T).
+    """
+    density, loss = np.broadcast_arrays(np.asarray(density, float), np.asarray(loss, float))
+    lead = density.shape[:-1]
+    p2 = density.reshape(-1, density.shape[-1])
+    l2 = loss.reshape(-1, loss.shape[-1])
+    out = np.full(p2.shape[0], np.nan)
+    for i in range(p2.shape[0]):
+        p, L = p2[i], l2[i]
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(L))) or p.max() <= 0:
+            continue
+        use = p >= rel_floor * p.max()
+        if basin is not None:
+            use &= basin_labels(L, x) == basin
+        if use.sum() < 3 or np.ptp(L[use]) == 0:
+            continue
+        w = p[use]
+        Lu, yu = L[use], np.log(p[use])
+        lm = np.average(Lu, weights=w)
+        ym = np.average(yu, weights=w)
+        slope = np.sum(w * (Lu - lm) * (yu - ym)) / np.sum(w * (Lu - lm) ** 2)
+        if slope < 0:
+            out[i] = -1.0 / slope
+    return out.reshape(lead)
