@@ -52,8 +52,8 @@ def check(cluster: Mapping[str, Any]) -> None:
 def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
     """A connected Client for ``cfg.cluster``; closes what it started on exit.
 
-    ``cfg`` is the whole sweep config (jobqueue clusters read more than the
-    cluster node, e.g. the store path for their logs).
+    ``cfg`` is the whole sweep config (plain containers): jobqueue clusters also
+    use the store path (for their logs and the workers' Numba cache).
     """
     cluster = cfg["cluster"]
     kind = cluster["kind"]
@@ -93,11 +93,11 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
     else:
         from pipeline.jobqueue import make_jobqueue_cluster  # written for kind slurm/pbs
 
-        jq = make_jobqueue_cluster(cfg)
+        jq, description = make_jobqueue_cluster(cfg["cluster"], store=cfg.get("store"))
         try:
             client = Client(jq)
             try:
-                say(f"cluster: {kind} via dask-jobqueue; dashboard {_dashboard(client)}")
+                say(f"cluster: {description}; dashboard {_dashboard(client)}")
                 yield client
             finally:
                 client.close()

@@ -101,8 +101,8 @@ def build_template(plan: SweepPlan, cell: xr.Dataset, attrs: Mapping[str, Any]) 
                                      attrs={"long_name": "failure message of the cell's last attempt"})
     coords: dict[str, Any] = {}
     for a in plan.axes:
-        attrs = {"long_name": f"swept config value {a.path}", "config_path": a.path}
-        coords[a.name] = xr.Variable((a.name,), np.asarray(a.values), attrs=attrs)
+        axis_attrs = {"long_name": f"swept config value {a.path}", "config_path": a.path}
+        coords[a.name] = xr.Variable((a.name,), np.asarray(a.values), attrs=axis_attrs)
     for name, c in cell.coords.items():
         coords[name] = c.variable
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))

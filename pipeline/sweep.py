@@ -60,6 +60,7 @@ class Progress:
         self.start = time.perf_counter()
         self.last = 0.0
         self.done = self.failed = 0
+        self.shown = -1
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.start
@@ -85,10 +86,10 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + self.line() + "\033[K")
             self.stream.flush()
-        elif force or t - self.last >= self.every:
+        elif (force and self.shown != self.done + self.failed) or t - self.last >= self.every:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
-            self.last = t
+            self.last, self.shown = t, self.done + self.failed
 
     def close(self) -> None:
         if self.tty:
@@ -144,12 +145,11 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
                 progress = Progress(total, already)
                 t_submit = time.perf_counter()
                 compute_time, write_time = _execute(client, plan, todo, plain, writer, progress, failures)
-                progress.close()
                 t_run = time.perf_counter() - t_submit
         except KeyboardInterrupt:
             interrupted = True
-            if progress is not None:
-                progress.close()
+        if progress is not None:
+            progress.close()
     else:
         t_run = 0.0
     wall = time.perf_counter() - t0

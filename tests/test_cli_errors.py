@@ -1,0 +1,110 @@
+"""Bad input: one line ``error: <field>: <problem>`` on stderr, exit status 2, no
+traceback, and an existing store left exactly as it was (bytes and mtimes)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import TINY, run_pipeline, snapshot
+
+
+@pytest.fixture(scope="module")
+def existing_store(tmp_path_factory) -> Path:
+    """A finished one-cell store (real sweep, one worker)."""
+    cwd = tmp_path_factory.mktemp("existing")
+    res = run_pipeline("sweep", *TINY, "grid.lr=[0.02]", "cluster.n_workers=1", "store=s.zarr", cwd=cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return cwd / "s.zarr"
+
+
+BAD = [
+    (["grid.lr=[]"], "grid.lr: empty list of values"),
+    (["~grid.lr"], "grid: empty"),
+    (["grid.lr=[0.01,fast]"], "grid.lr: expected numbers, got 'fast'"),
+    (["grid.batch_size=[1,two]"], "grid.batch_size: expected numbers, got 'two'"),
+    (["landscape=no_such_landscape"], "landscape: unknown option 'no_such_landscape'"),
+    (["no_such_key=1"], "no_such_key: unknown config key"),
+    (["mc.no_such_key=1"], "mc.no_such_key: unknown config key"),
+    (["grid.no_such_key=[1,2]"], "grid.no_such_key: no such config key"),
+    (["grid.lr=[0.01,0.0]"], "lr: must be > 0, got 0.0"),
+    (["grid.lr=[-0.01]"], "lr: must be > 0, got -0.01"),
+    (["~grid.lr", "grid.batch_size=[1]", "lr=-1"], "lr: must be > 0, got -1.0"),
+    (["grid.batch_size=[1,3]"], "batch_size: 3 is larger than the dataset"),
+    (["lr=fast"], "lr: Value 'fast'"),
+    (["grid.time.t_end=[1,2]"], "grid.time.t_end: time.t_end cannot be swept"),
+    (["grid.lr={start:0.01,stop:0.1}"], "grid.lr: range spec needs 'num'"),
+    (["cluster=address"], "cluster.address: missing"),
+]
+
+
+def _run(capsys, args: list[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_one_line_and_store_untouched(capsys, tmp_path, existing_store, overrides, message):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(existing_store, store)
+    before = snapshot(store)
+    code, _, err = _run(capsys, ["sweep", *TINY, f"store={store}", *overrides])
+    assert code == 2
+    assert err.startswith(f"error: {message}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert snapshot(store) == before
+
+
+def test_unwritable_store_path(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code, _, err = _run(capsys, ["sweep", *TINY, f"store={blocker}/sub/s.zarr"])
+    assert code == 2
+    assert err == f"error: store: cannot create {blocker}/sub/s.zarr: {blocker} is not a directory\n"
+    assert blocker.read_text() == "not a directory"
+
+
+def test_existing_store_of_another_sweep_is_refused(capsys, tmp_path, existing_store):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(existing_store, store)
+    before = snapshot(store)
+    code, _, err = _run(capsys, ["sweep", *TINY, f"store={store}", "grid.lr=[0.03]"])
+    assert code == 2
+    assert err.startswith(f"error: store: {store} holds a different sweep (config hash ")
+    assert "overwrite=true" in err and err.count("\n") == 1
+    assert snapshot(store) == before
+
+
+def test_not_a_store_is_refused(capsys, tmp_path):
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / "notes.txt").write_text("mine")
+    before = snapshot(store)
+    code, _, err = _run(capsys, ["sweep", *TINY, f"store={store}"])
+    assert code == 2 and "is not a sweep store" in err
+    assert snapshot(store) == before
+
+
+def test_status_of_missing_store(capsys, tmp_path):
+    code, _, err = _run(capsys, ["status", str(tmp_path / "nothing.zarr")])
+    assert code == 2 and err == f"error: store: {tmp_path / 'nothing.zarr'} does not exist\n"
+
+
+@pytest.mark.integration
+def test_errors_through_a_real_process(tmp_path, existing_store):
+    """The same contract as seen by a shell: exit status and stderr of the process."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(existing_store, store)
+    before = snapshot(store)
+    for overrides, message in [(["no_such_key=1"], "no_such_key: unknown config key"),
+                               (["grid.lr=[0.05]"], f"store: {store} holds a different sweep"),
+                               (["landscape=nope"], "landscape: unknown option 'nope'")]:
+        res = run_pipeline("sweep", *TINY, f"store={store}", *overrides, cwd=tmp_path)
+        assert res.returncode == 2
+        assert res.stderr.startswith(f"error: {message}") and res.stderr.count("\n") == 1, res.stderr
+        assert res.stdout == ""
+    assert snapshot(store) == before

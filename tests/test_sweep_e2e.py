@@ -1,0 +1,126 @@
+"""End to end: ``python -m pipeline sweep`` as a user runs it, on real Dask clusters.
+
+All runs share one small grid (TINY cells of the seed model, lr × batch_size × seed)
+and are compared with one uninterrupted 2-worker run, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from tests.conftest import (
+    ENV,
+    SMALL_GRID,
+    TINY,
+    assert_same_numbers,
+    free_port,
+    open_store,
+    pipeline_cmd,
+    run_pipeline,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_store_complete_and_normalised(reference_store: Path):
+    ds = open_store(reference_store)
+    assert ds["done"].all()
+    assert (ds["error"] == "").all()
+    np.testing.assert_array_equal(ds["lr"].values, [0.01, 0.02])
+    np.testing.assert_array_equal(ds["batch_size"].values, [1, 2])
+    np.testing.assert_array_equal(ds["seed"].values, [0, 1])
+    assert ds["density"].dims[:3] == ("lr", "batch_size", "seed")
+    # Density grid: 60 cells on [-1, 4], centres.
+    dx = 5.0 / 60
+    np.testing.assert_allclose(ds["x"].values, -1.0 + dx * (np.arange(60) + 0.5), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ds["t"].values, [0.0, 0.2, 0.4], rtol=0, atol=1e-12)
+    assert list(ds["method"].values) == ["sgd", "sde", "fp"]
+    # Every density integrates to the mass still on the grid.
+    mass = ds["density"].sum("x") * dx
+    np.testing.assert_allclose(mass, 1.0 - ds["lost_fraction"], rtol=0, atol=1e-9)
+    assert (ds["runtime"] > 0).all()
+    # Chunks: one cell per chunk along the sweep axes, whole along the cell's own dims.
+    arr = zarr.open_group(str(reference_store), mode="r")["density"]
+    assert arr.chunks == (1, 1, 1, 3, 3, 60)
+    assert "config_hash" in ds.attrs and "lr:" in ds.attrs["config"]
+
+
+def test_one_worker_gives_identical_store(reference_store: Path, tmp_path: Path):
+    res = run_pipeline("sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", "store=one.zarr", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert_same_numbers(open_store(tmp_path / "one.zarr"), open_store(reference_store))
+
+
+def _done_count(path: Path) -> int:
+    try:
+        return int(np.asarray(zarr.open_group(str(path), mode="r")["done"][...]).sum())
+    except Exception:  # the template is still being written
+        return 0
+
+
+def test_kill_and_resume_gives_identical_store(reference_store: Path, tmp_path: Path):
+    store = tmp_path / "resumed.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2", f"store={store.name}"]
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _done_count(store) < 1:
+            assert proc.poll() is None, "the sweep finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client and its LocalCluster workers
+        proc.wait()
+    done_before = _done_count(store)
+    assert 1 <= done_before < 8
+
+    res = run_pipeline(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"cells\s*: 8 total, (\d+) computed now, (\d+) already done, 0 failed", res.stdout)
+    assert m, res.stdout
+    assert int(m.group(2)) >= done_before  # cells finished while being killed count too
+    assert int(m.group(1)) == 8 - int(m.group(2)) < 8
+    assert_same_numbers(open_store(store), open_store(reference_store))
+
+    # Once complete, the same command computes nothing.
+    again = run_pipeline(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "0 computed now, 8 already done" in again.stdout
+
+
+def test_address_cluster_of_real_processes(reference_store: Path, tmp_path: Path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], env=ENV, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                           "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
+                                          env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        res = run_pipeline("sweep", *TINY, *SMALL_GRID, "cluster=address", f"cluster.address={address}",
+                           "store=addr.zarr", cwd=tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"scheduler {address}" in res.stdout
+        assert_same_numbers(open_store(tmp_path / "addr.zarr"), open_store(reference_store))
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
