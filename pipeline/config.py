@@ -372,7 +372,7 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
             parse_cell(cell)
         except ConfigError as exc:
             where = ", ".join(f"{a.name}={v}" for a, v in zip(axes, combo, strict=True))
-            msg = str(exc)
+            msg = re.sub(r"^grid\b", "density_grid", str(exc))  # the cell's grid is our density_grid
             raise ConfigError(f"{msg} (in the cell {where})" if len(axes) and msg else msg) from None
         cells.append(cell)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,90 @@
+"""Hydra composition and grid expansion (in process, no cluster)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pipeline.config import compose, expand
+from sgdsweep import parse_cell
+from sgdsweep.cellconfig import DEFAULTS
+from sgdsweep.errors import ConfigError
+
+
+def test_default_config_is_the_seed_model_over_learning_rates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose([])
+    plan = expand(cfg)
+    assert [a.name for a in plan.axes] == ["lr"]
+    assert 3 <= len(plan.cells) <= 4
+    assert cfg.store == "results/seed_two_point.zarr"
+    assert cfg.landscape.name == "seed_two_point" and cfg.cluster.kind == "local"
+    # Hydra neither changed directory nor wrote anything.
+    assert os.getcwd() == str(tmp_path) and list(tmp_path.iterdir()) == []
+
+
+def test_cells_are_run_cell_mappings_in_c_order():
+    plan = expand(compose(["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]"]))
+    assert plan.shape == (2, 2)
+    assert [(c["lr"], c["batch_size"]) for c in plan.cells] == [(0.01, 1), (0.01, 2), (0.02, 1), (0.02, 2)]
+    assert plan.index(3) == (1, 1) and plan.coords(2) == {"lr": 0.02, "batch_size": 1}
+    for c in plan.cells:
+        assert set(c) == {"landscape", *DEFAULTS}
+        assert c["grid"] == {"lower": -1.0, "upper": 4.0, "cells": 250}  # from density_grid
+        parse_cell(c)
+
+
+def test_range_specs():
+    plan = expand(compose(["grid.lr={start:0.01,stop:0.04,num:4}",
+                           "grid.seed={start:0,stop:2,num:3}"]))
+    np.testing.assert_array_equal(plan.axes[0].values, np.linspace(0.01, 0.04, 4))
+    assert plan.axes[1].values == (0.0, 1.0, 2.0)
+    log = expand(compose(["grid.lr={start:0.001,stop:0.1,num:3,log:true}"])).axes[0].values
+    np.testing.assert_allclose(log, [0.001, 0.01, 0.1], rtol=1e-15)
+
+
+def test_landscape_parameter_by_short_and_full_path():
+    short = expand(compose(["landscape=two_basin", "grid.width_left=[0.1,0.3]"]))
+    full = expand(compose(["landscape=two_basin", "grid.landscape.width_left=[0.1,0.3]"]))
+    assert short.axes[1].name == full.axes[1].name == "width_left"
+    assert short.axes[1].path == "landscape.width_left"
+    assert short.config_hash == full.config_hash
+    # The interpolated term width follows the swept value.
+    widths = {c["landscape"]["width_left"]: c["landscape"]["reference"][0]["width"] for c in short.cells}
+    assert widths == {0.1: 0.1, 0.3: 0.3}
+
+
+def test_issue_example_grid():
+    plan = expand(compose(["landscape=two_basin", "grid.lr=[0.005,0.01,0.02]", "grid.batch_size=[1,2,4]",
+                           "grid.width_left=[0.1,0.2,0.4]"]))
+    assert [a.name for a in plan.axes] == ["lr", "batch_size", "width_left"]
+    assert plan.shape == (3, 3, 3)
+
+
+def test_string_axis_and_name_clash():
+    overrides = ["grid.sampling=[with_replacement,without_replacement]", "grid.init.mean=[0.4,0.6]"]
+    plan = expand(compose(overrides), reserved={"mean"})
+    assert [a.name for a in plan.axes] == ["lr", "sampling", "init_mean"]
+
+
+def test_hash_ignores_runtime_settings_but_not_numbers():
+    base = expand(compose([])).config_hash
+    assert expand(compose(["store=elsewhere.zarr", "cluster.n_workers=1", "retries=0"])).config_hash == base
+    assert expand(compose(["mc.chains=999"])).config_hash != base
+    assert expand(compose(["grid.lr=[0.01,0.02]"])).config_hash != base
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["grid.lr=[0.01,0.01]"], "grid.lr: duplicate value 0.01"),
+    (["grid.density_grid.cells=[10,20]"], "grid.density_grid.cells: density_grid.cells cannot be swept"),
+    (["grid.lr={start:0.0,stop:0.1,num:3,log:true}"], "grid.lr: log range needs start, stop > 0"),
+    (["grid.lr=[[0.1]]"], "grid.lr: expected scalar values"),
+    (["grid.lr=[true]"], "grid.lr: expected numbers, got True"),
+    (["landscape=two_basin", "grid.n=[8,16]"], "grid.n: ambiguous"),
+    (["density_grid.cells=abc"], "density_grid.cells"),
+])
+def test_bad_grids(overrides, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")):
+        expand(compose(overrides))
