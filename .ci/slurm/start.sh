@@ -34,8 +34,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    # policy-rc.d may refuse to start services during install; the daemons are started below.
+    # The packages' postinst would start the system daemons, which fail without /etc/slurm/slurm.conf
+    # and fail the install; forbid service starts for its duration (ours are started below).
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 </dev/null
+    if [ -n "$policy" ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 fi
 
 export SLURM_CONF="$CONF"
