@@ -201,17 +201,17 @@ def test_zero_noise_stationary_is_finite_and_flagged():
 def test_bad_input_names_the_field():
     grid = Grid1D(0.0, 1.0, 10)
     z = np.zeros(11)
-    with pytest.raises(ConfigError, match="^drift_faces"):
+    with pytest.raises(ConfigError, match=r"^drift_faces"):
         FokkerPlanck1D(grid, np.zeros(10), z, np.zeros(10))
-    with pytest.raises(ConfigError, match="^diff_faces"):
+    with pytest.raises(ConfigError, match=r"^diff_faces"):
         FokkerPlanck1D(grid, z, -np.ones(11), np.zeros(10))
     fp = FokkerPlanck1D(grid, z, np.ones(11), np.ones(10))
     p0 = np.ones(10)
-    with pytest.raises(ConfigError, match="^times"):
+    with pytest.raises(ConfigError, match=r"^times"):
         fp.evolve(p0, np.array([0.0, 1.0, 1.0]), 0.1)
-    with pytest.raises(ConfigError, match="^dt"):
+    with pytest.raises(ConfigError, match=r"^dt"):
         fp.evolve(p0, np.array([0.0, 1.0]), 0.0)
-    with pytest.raises(ConfigError, match="^p0"):
+    with pytest.raises(ConfigError, match=r"^p0"):
         fp.evolve(-p0, np.array([0.0, 1.0]), 0.1)
-    with pytest.raises(ConfigError, match="^lr"):
+    with pytest.raises(ConfigError, match=r"^lr"):
         FokkerPlanck1D.from_landscape(build_landscape(SMOOTH), grid, -0.1, 1.0)
