@@ -8,7 +8,7 @@
 * :func:`sgd_quadratic_stationary_variance` — exact discrete-time SGD on l_i = h/2 (θ − c_i)²,
   and :func:`sde_quadratic_stationary_variance`, what the SDE predicts there.
 
-Time is SDE time t = η·step throughout. Numpy only.
+Time is SDE time t = η·step throughout. Numpy (and one small Numba loop) only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numba as nb
 import numpy as np
 
 from sgdsweep.errors import ConfigError
@@ -140,18 +141,20 @@ def langevin_default_temperature(landscape, grid: Grid1D, lr: float, noise_facto
     Langevin dθ = −G dt + sqrt(2T) dW and the SGD SDE then share the local temperature at
     the deepest minimum (the cell centre of ``grid`` with the smallest L), so their
     difference elsewhere measures how far SGD is from Gibbs. If D vanishes there, T is
-    the mean of D over the grid centres; if that is 0 too, ConfigError asks for one.
+    the mean of D over the grid centres; if that vanishes too, ConfigError asks for one.
+    "Vanishes" means Σ below 1e-20 of the largest mean squared gradient on the grid: the
+    round-off floor of a variance of identical per-sample gradients.
     """
     if landscape.dim != 1:
         raise ConfigError(f"landscape.dim: expected 1, got {landscape.dim}")
     ev = landscape.evaluate(grid.centres)
-    D = diffusion(ev["cov"][:, 0, 0], lr, noise_factor)
-    T = float(D[int(np.argmin(ev["loss"]))])
-    if T > 0:
-        return T
-    T = float(np.mean(D))
-    if T > 0:
-        return T
+    cov = ev["cov"][:, 0, 0]
+    floor = 1e-20 * float(np.max(cov + ev["grad"][:, 0] ** 2))
+    k = int(np.argmin(ev["loss"]))
+    if cov[k] > floor:
+        return float(diffusion(cov[k], lr, noise_factor))
+    if np.mean(cov) > floor and noise_factor > 0:
+        return float(np.mean(diffusion(cov, lr, noise_factor)))
     raise ConfigError("langevin.temperature: the gradient noise vanishes on the whole grid; "
                       "give one explicitly")
 
@@ -159,33 +162,56 @@ def langevin_default_temperature(landscape, grid: Grid1D, lr: float, noise_facto
 # --------------------------------------------------------------------------- first passage
 
 
-def _log_expm1_over(u: np.ndarray) -> np.ndarray:
-    """log((eᵘ − 1)/u), stable for all u (→ u − log u for large u, −log|u| for u → −∞)."""
-    u = np.asarray(u, dtype=np.float64)
-    out = np.empty_like(u)
-    small = np.abs(u) < 1e-6
-    out[small] = 0.5 * u[small]
-    pos = (u > 0) & ~small
-    out[pos] = u[pos] + np.log(-np.expm1(-u[pos])) - np.log(u[pos])
-    neg = (u < 0) & ~small
-    out[neg] = np.log(-np.expm1(u[neg])) - np.log(-u[neg])
-    return out
+@nb.njit(cache=True)
+def _log_gap(e0: float, e1: float, h: float) -> float:
+    """log ∫ over a gap of width h of exp(e), e linear from e0 to e1 (exact for exponentials).
 
-
-def _log_integral(logf: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """log of ∫ f over each gap, with log f interpolated linearly (exact for exponentials).
-
-    This "exponentially fitted trapezoid" is second order for smooth f and stays right
-    when f changes by many orders of magnitude within one gap (D ≪ |G| h).
+    Anchored at the larger end, so only log((1 − e^(−u))/u), u ≥ 0, is needed: no
+    cancellation even when the endpoints differ by 1e200. This "exponentially fitted
+    trapezoid" is second order for smooth integrands and stays right when the integrand
+    changes by many orders of magnitude within one gap (D ≪ |G| h).
     """
-    a, b = logf[:-1], logf[1:]
-    out = np.full(a.shape, -np.inf)
-    both = np.isfinite(a) & np.isfinite(b)
-    out[both] = a[both] + np.log(h[both]) + _log_expm1_over(b[both] - a[both])
-    # A zero endpoint (f = 0 at the reflecting wall): f is linear there, not exponential.
-    one = ~both & (np.isfinite(a) | np.isfinite(b))
-    out[one] = np.log(0.5 * h[one]) + np.maximum(a[one], b[one])
-    return out
+    if e0 == -np.inf and e1 == -np.inf:
+        return -np.inf
+    hi = max(e0, e1)
+    if e0 == -np.inf or e1 == -np.inf:
+        # A zero endpoint (Ψ = 0 at the reflecting wall) is linear, not exponential.
+        return math.log(0.5 * h) + hi
+    u = hi - min(e0, e1)
+    if u < 1e-6:
+        return math.log(h) + hi - 0.5 * u
+    return math.log(h) + hi + math.log(-math.expm1(-u)) - math.log(u)
+
+
+@nb.njit(cache=True)
+def _logaddexp(x: float, y: float) -> float:
+    if x == -np.inf:
+        return y
+    if y == -np.inf:
+        return x
+    m = max(x, y)
+    return m + math.log1p(math.exp(min(x, y) - m))
+
+
+@nb.njit(cache=True)
+def _log_mfpt_reflecting(h, r, logd, i0):
+    """log T(y_i0) for reflecting y_0 and absorbing y_K (see mean_first_passage_time).
+
+    Carries u = Ψ/φ itself, u_{k+1} = u_k φ_k/φ_{k+1} + ∫_gap φ/(D φ_{k+1}), so only
+    gap-local differences of log φ appear and D → 0 (|G|/D ~ 1e250) stays exact.
+    """
+    logu = -np.inf
+    logT = -np.inf
+    for k in range(h.shape[0]):
+        dl = -0.5 * (r[k] + r[k + 1]) * h[k]  # log φ_{k+1} − log φ_k
+        gap = _log_gap(-dl - logd[k], -logd[k + 1], h[k])
+        new = _logaddexp(logu - dl, gap)
+        if not new < np.inf:
+            return np.inf
+        if k >= i0:
+            logT = _logaddexp(logT, _log_gap(logu, new, h[k]))
+        logu = new
+    return logT
 
 
 def _mfpt_once(x0: float, a: float, b: float, G: Callable, D: Callable, reflecting: bool,
@@ -193,7 +219,6 @@ def _mfpt_once(x0: float, a: float, b: float, G: Callable, D: Callable, reflecti
     # Nodes a = y_0 < … < y_K = b (a < b here): k1 gaps up to x0 and k2 after it, so x0 is
     # a node and doubling (k1, k2) halves every gap (clean Richardson extrapolation).
     y = np.concatenate((np.linspace(a, x0, k1 + 1)[:-1], np.linspace(x0, b, k2 + 1)))
-    i0 = k1
     h = np.diff(y)
     g = np.asarray(G(y), dtype=np.float64) * np.ones_like(y)
     d = np.asarray(D(y), dtype=np.float64) * np.ones_like(y)
@@ -202,25 +227,26 @@ def _mfpt_once(x0: float, a: float, b: float, G: Callable, D: Callable, reflecti
     if np.any(d < 0):
         raise ConfigError("diffusion: must be >= 0 between a and b")
     # Where D underflows to 0, a tiny floor reproduces the D → 0 limit (deterministic transit
-    # where the drift points to b, no escape where it points back) without inf − inf.
+    # where the drift points to b, no arrival where it points back) without inf − inf.
     d = np.maximum(d, 1e-250)
     r = g / d
-    logphi = -np.concatenate(([0.0], np.cumsum(0.5 * (r[1:] + r[:-1]) * h)))
-    # Ψ(y) = ∫_a^y φ/D: logaddexp-accumulated gap integrals of the log-linear integrand.
-    log_inner = np.concatenate(([-np.inf], np.logaddexp.accumulate(_log_integral(logphi - np.log(d), h))))
-    log_outer = log_inner - logphi  # Ψ(y)/φ(y), the slope −T'(y)
-    gaps = _log_integral(log_outer, h)
     if reflecting:
-        # T(x0) = ∫_{x0}^{b} Ψ/φ dy.
-        tail = gaps[i0:]
-        return float(np.exp(np.logaddexp.reduce(tail))) if tail.size else 0.0
-    # Both ends absorbing: T(x) = ∫_a^x (K − Ψ)/φ, K fixed by T(b) = 0.
+        return float(np.exp(_log_mfpt_reflecting(h, r, np.log(d), k1)))
+    # Both ends absorbing: T(x) = ∫_a^x (K − Ψ)/φ, K fixed by T(b) = 0. This branch works
+    # with log φ itself, so it needs ∫|G|/D over [a, b] well below ~1e15 (moderate noise).
+    logphi = -np.concatenate(([0.0], np.cumsum(0.5 * (r[1:] + r[:-1]) * h)))
+    e = logphi - np.log(d)
+    log_inner = [-np.inf]
+    for k in range(h.size):
+        log_inner.append(_logaddexp(log_inner[-1], _log_gap(e[k], e[k + 1], h[k])))
+    log_outer = np.array(log_inner) - logphi
+    gaps = np.array([_log_gap(log_outer[k], log_outer[k + 1], h[k]) for k in range(h.size)])
+    log_inv_phi = np.array([_log_gap(-logphi[k], -logphi[k + 1], h[k]) for k in range(h.size)])
     # Each cumulative integral is scaled by its own largest gap to stay finite.
-    log_inv_phi = _log_integral(-logphi, h)
     s1, s2 = log_inv_phi.max(), gaps.max()
     inv_phi = np.concatenate(([0.0], np.cumsum(np.exp(log_inv_phi - s1))))
     psi_phi = np.concatenate(([0.0], np.cumsum(np.exp(gaps - s2))))
-    return float(np.exp(s2) * (psi_phi[-1] * inv_phi[i0] / inv_phi[-1] - psi_phi[i0]))
+    return float(np.exp(s2) * (psi_phi[-1] * inv_phi[k1] / inv_phi[-1] - psi_phi[k1]))
 
 
 def mean_first_passage_time(x0: float, a: float, b: float, drift: Callable, diffusion: Callable,
