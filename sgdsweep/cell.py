@@ -23,6 +23,9 @@ import xarray as xr
 from sgdsweep.basins import Basins, escape_threshold, find_basins, named_basins
 from sgdsweep.cellconfig import CONVENTIONS, FP_METHODS, MC_METHODS, CellConfig, parse_cell
 from sgdsweep.errors import ConfigError
+from sgdsweep.escape import mean_passage_times
+from sgdsweep.fokker_planck import FokkerPlanck1D
+from sgdsweep.grid import Grid1D
 from sgdsweep.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.noise import diffusion
 
@@ -49,7 +52,8 @@ _ATTRS: dict[str, dict[str, str]] = {
     "escape_time_mean": {"long_name": "mean first-passage time over escaped chains", "units": "1"},
     "escaped_fraction": {"long_name": "fraction of chains past the escape threshold by t_end",
                          "units": "1"},
-    "escape_time_exact": {"long_name": "exact mean first-passage time of the Itô SDE", "units": "1"},
+    "escape_time_exact": {"long_name": "mean first-passage time of the Itô SDE from the initial law "
+                          "(backward equation on the refined FP grid)", "units": "1"},
     "escape_threshold": {"long_name": "escape threshold (θ)", "units": "1"},
     "loss": {"long_name": "training loss L(θ)", "units": "1"},
     "grad_mean": {"long_name": "mean gradient G(θ) = L'(θ)", "units": "1"},
@@ -169,7 +173,6 @@ def run_cell(cfg: Mapping[str, Any]) -> xr.Dataset:
 
 
 def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> None:
-    from sgdsweep.fokker_planck import FokkerPlanck1D
     from sgdsweep.references import gibbs_density, langevin_default_temperature
 
     grid = cell.grids[0]
@@ -186,15 +189,26 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
         temperature = langevin_default_temperature(cell.landscape, grid, cell.lr, factor)
     ds["temperature"] = ((), float(temperature), _ATTRS["temperature"])
 
+    # The FP solver runs on a grid `fp.refine` times finer than the output grid (narrow
+    # pits need it; MC histograms do not), and is averaged back onto the output cells.
+    fine = Grid1D(grid.lower, grid.upper, grid.cells * cell.fp_refine)
+
+    def coarse(p: np.ndarray) -> np.ndarray:
+        return p.reshape(*p.shape[:-1], grid.cells, cell.fp_refine).mean(axis=-1)
+
+    def solver(alpha: float, drift_only: bool = False) -> FokkerPlanck1D:
+        return FokkerPlanck1D.from_landscape(cell.landscape, fine, cell.lr, factor, alpha=alpha,
+                                             drift_only=drift_only)
+
     # Stationary references: the FP null vector under each convention, and Gibbs.
     degenerate = False
     for kind, alpha in CONVENTIONS.items():
-        fp = FokkerPlanck1D.from_landscape(cell.landscape, grid, cell.lr, factor, alpha=alpha)
-        st = fp.stationary()
-        ds["stationary"].loc[{"kind": kind}] = st.density
+        st = solver(alpha).stationary()
+        ds["stationary"].loc[{"kind": kind}] = coarse(st.density)
         if kind == cell.convention:
             degenerate = bool(st.degenerate)
-    ds["stationary"].loc[{"kind": "gibbs"}] = gibbs_density(land["loss"], temperature, dx)
+    fine_loss = cell.landscape.evaluate(fine.centres)["loss"]
+    ds["stationary"].loc[{"kind": "gibbs"}] = coarse(gibbs_density(fine_loss, temperature, fine.dx))
     ds["fp_degenerate"] = ((), degenerate, _ATTRS["fp_degenerate"])
 
     # Escape threshold: configured, or the barrier top next to the starting basin.
@@ -214,11 +228,9 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
 
     for method in cell.methods:
         if method in FP_METHODS:
-            fp = FokkerPlanck1D.from_landscape(cell.landscape, grid, cell.lr, factor, alpha=alpha,
-                                               drift_only=(method == "fp_drift"))
-            p0 = cell.init.cell_masses(grid) / dx
+            p0 = cell.init.cell_masses(fine) / fine.dx
             dt = cell.fp_dt if cell.fp_dt is not None else cell.lr / cell.sde_substeps
-            dens = fp.evolve(p0, cell.times, dt)
+            dens = coarse(solver(alpha, drift_only=(method == "fp_drift")).evolve(p0, cell.times, dt))
             mass = dens.sum(axis=1) * dx
             mean = (dens * x).sum(axis=1) * dx / mass
             var = (dens * (x[None, :] - mean[:, None]) ** 2).sum(axis=1) * dx / mass
@@ -234,14 +246,16 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
             _run_mc_1d(ds, cell, method, temperature, edges, esc)
 
     if esc is not None and "sde" in cell.methods:
-        ds["escape_time_exact"] = ((), _exact_escape(cell, land, D, esc), _ATTRS["escape_time_exact"])
+        fp = solver(CONVENTIONS["ito"])
+        T = _exact_escape(fp, cell.init.cell_masses(fine), esc)
+        ds["escape_time_exact"] = ((), T, _ATTRS["escape_time_exact"])
 
     if DISTANCE_REFERENCE in cell.methods:
-        ref = ds["density"].sel(method=DISTANCE_REFERENCE).values
+        ref = ds["density"].sel({"method": DISTANCE_REFERENCE}).values
         for method in cell.methods:
             if method == DISTANCE_REFERENCE:
                 continue
-            p = ds["density"].sel(method=method).values
+            p = ds["density"].sel({"method": method}).values
             ds["tv"].loc[{"method": method}] = total_variation(p, ref, dx)
             ds["kl"].loc[{"method": method}] = kl_divergence(p, ref, dx)
             ds["w1"].loc[{"method": method}] = wasserstein1(p, ref, dx)
@@ -282,31 +296,10 @@ def _run_mc_1d(ds: xr.Dataset, cell: CellConfig, method: str, temperature: float
         )
 
 
-def _exact_escape(cell: CellConfig, land: dict, D: np.ndarray, esc: tuple[float, int]) -> float:
-    """E[T(X₀)] of the Itô SDE from the initial law to the threshold (reflecting far wall)."""
-    from sgdsweep.references import mean_first_passage_time
-
-    grid = cell.grids[0]
-    threshold, direction = esc
-    x = grid.centres
-    G = land["grad"][:, 0]
-
-    def drift(y):
-        return np.interp(y, x, G)
-
-    def diff(y):
-        return np.interp(y, x, D)
-
-    wall = grid.lower if direction > 0 else grid.upper
-    p0 = cell.init.cell_masses(grid)
-    inside = (x < threshold) if direction > 0 else (x > threshold)
-    if not np.any(inside & (p0 > 0)):
-        return 0.0
-    pts = x[inside & (p0 > 1e-12)]
-    w = p0[inside & (p0 > 1e-12)]
-    T = np.array([mean_first_passage_time(float(p), wall, threshold, drift, diff) for p in pts])
-    # Chains that start past the threshold have passage time 0.
-    return float((T * w).sum() / p0.sum())
+def _exact_escape(fp: FokkerPlanck1D, p0: np.ndarray, esc: tuple[float, int]) -> float:
+    """E[T(X₀)] of the Itô SDE from the initial law (cell masses ``p0`` on the FP grid)."""
+    T = mean_passage_times(fp, *esc)
+    return float(np.dot(T, p0) / p0.sum())
 
 
 # --------------------------------------------------------------------------- 2-D

@@ -39,9 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "init": {"kind": "normal", "mean": 0.5, "std": 0.175},
     "grid": {"lower": -1.0, "upper": 4.0, "cells": 250},
     "time": {"t_end": 10.0, "snapshots": 21},
-    "mc": {"chains": 1000, "sde_substeps": 1, "max_steps": 20_000_000},
+    "mc": {"chains": 1000, "sde_substeps": 10, "max_steps": 20_000_000},
     "langevin": {"temperature": None},
-    "fp": {"convention": "ito", "dt": None},
+    "fp": {"convention": "ito", "dt": None, "refine": 8},
     "escape": {"threshold": None},
 }
 
@@ -65,6 +65,7 @@ class CellConfig:
     temperature: float | None  # None: the documented default (see references)
     convention: str
     fp_dt: float | None  # None: η / sde_substeps
+    fp_refine: int  # FP cells per output cell
     escape_threshold: float | None  # None: barrier top next to the starting basin
     raw: dict[str, Any]  # the merged mapping this was parsed from
 
@@ -192,6 +193,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         raise ConfigError(f"fp.convention: unknown {convention!r} (known: {', '.join(CONVENTIONS)})")
     fp_dt = raw["fp"]["dt"]
     fp_dt = None if fp_dt is None else _real(fp_dt, "fp.dt", positive=True)
+    fp_refine = _integer(raw["fp"]["refine"], "fp.refine", 1)
     thr = raw["escape"]["threshold"]
     thr = None if thr is None else _real(thr, "escape.threshold")
 
@@ -199,5 +201,5 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,
         methods=tuple(methods), seed=seed, init=init, grids=grids, times=times, steps=steps,
         chains=chains, sde_substeps=substeps, temperature=temperature, convention=convention,
-        fp_dt=fp_dt, escape_threshold=thr, raw=raw,
+        fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr, raw=raw,
     )
