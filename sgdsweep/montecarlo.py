@@ -77,7 +77,17 @@ class EnsembleResult:
 # --------------------------------------------------------------------------- kernels
 
 
-@nb.njit(cache=True)
+# The landscape's own per-sample gradient, inlined here: called once per sample per step,
+# a real call (with ~10 exploded array arguments) would cost more than the arithmetic.
+_sample_grad = nb.njit(cache=True, inline="always")(add_sample_grad.py_func)
+
+# Chains advance in blocks of _BLOCK stepped in lockstep: one SGD step is a short
+# dependent chain of operations, and interleaving independent chains lets the CPU
+# overlap them. The block size is fixed, so the arithmetic does not depend on threads.
+_BLOCK = 8
+
+
+@nb.njit(cache=True, inline="always")
 def _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi):
     """G(θ) into g, summed sample by sample in index order (the order of Landscape.evaluate)."""
     d = th.shape[0]
@@ -87,14 +97,14 @@ def _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi):
     for i in range(n):
         for a in range(d):
             gi[a] = 0.0
-        add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
+        _sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
         for a in range(d):
             g[a] += gi[a]
     for a in range(d):
         g[a] /= n
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _check(c, th, step, lower, upper, has_esc, thr, direction, lost_step, escape_step):
     """Record a first passage, then freeze the chain if it left the box. True if lost."""
     if has_esc and escape_step[c] < 0 and direction * (th[0] - thr) > 0.0:
@@ -107,100 +117,89 @@ def _check(c, th, step, lower, upper, has_esc, thr, direction, lost_step, escape
     return False
 
 
-@nb.njit(cache=True)
-def _advance_chain(c, pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling,
-                   batch, lr, noise_factor, substeps, temperature, lower, upper, has_esc, thr,
-                   direction, kind, amp, centre, mat, ptr, scratch, covs):
-    if lost_step[c] >= 0:
-        return
-    d = pos.shape[1]
+@nb.njit(cache=True, inline="always")
+def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, batch, step_scale,
+              lower, upper, has_esc, thr, direction, kind, amp, centre, mat, ptr, r, g):
+    d = th.shape[0]
     n = ptr.shape[0] - 1
-    th = pos[c]
-    r = scratch[c, 0]
-    g = scratch[c, 1]
-    gi = scratch[c, 2]
-    cov = covs[c]
+    st = state[c]
+    for a in range(d):
+        g[a] = 0.0
+    if sampling == _WITH:
+        for _ in range(batch):
+            st, i = next_below(st, n)
+            _sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+    elif sampling == _WITHOUT:
+        # Partial Fisher–Yates: the first b entries become a uniform b-subset whatever
+        # order the persistent permutation is in.
+        for j in range(batch):
+            st, k = next_below(st, n - j)
+            k += j
+            i = perm[c, k]
+            perm[c, k] = perm[c, j]
+            perm[c, j] = i
+            _sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+    else:
+        if cursor[c] + batch > n:
+            for j in range(n - 1, 0, -1):
+                st, k = next_below(st, j + 1)
+                i = perm[c, k]
+                perm[c, k] = perm[c, j]
+                perm[c, j] = i
+            cursor[c] = 0
+        for j in range(cursor[c], cursor[c] + batch):
+            _sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
+        cursor[c] += batch
+    state[c] = st
+    for a in range(d):
+        th[a] -= step_scale * g[a]
+    _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step)
+
+
+@nb.njit(cache=True)
+def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_factor, substeps,
+                temperature, lower, upper, has_esc, thr, direction, kind, amp, centre, mat, ptr,
+                r, g, gi, cov):
+    """One SGD step's worth (η of SDE time) of ``substeps`` Euler–Maruyama steps."""
+    d = th.shape[0]
     st = state[c]
     dt = lr / substeps
     sde_scale = math.sqrt(lr * noise_factor * dt)
     lan_scale = math.sqrt(2.0 * temperature * dt)
-    step_scale = lr / batch
-    for s in range(s0, s1):
-        if method == _SGD:
-            for a in range(d):
-                g[a] = 0.0
-            if sampling == _WITH:
-                for _ in range(batch):
-                    st, i = next_below(st, n)
-                    add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
-            elif sampling == _WITHOUT:
-                for j in range(batch):
-                    st, k = next_below(st, n - j)
-                    k += j
-                    i = perm[c, k]
-                    perm[c, k] = perm[c, j]
-                    perm[c, j] = i
-                    add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
-            else:
-                if cursor[c] + batch > n:
-                    for j in range(n - 1, 0, -1):
-                        st, k = next_below(st, j + 1)
-                        i = perm[c, k]
-                        perm[c, k] = perm[c, j]
-                        perm[c, j] = i
-                    cursor[c] = 0
-                for j in range(cursor[c], cursor[c] + batch):
-                    add_sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
-                cursor[c] += batch
-            for a in range(d):
-                th[a] -= step_scale * g[a]
-            if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
-                break
-        elif method == _GD:
-            _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
-            for a in range(d):
-                th[a] = th[a] - lr * g[a]
-            if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
-                break
-        else:
-            left = False
-            z1 = 0.0
-            for m in range(substeps):
-                if method == _SDE:
-                    mean_grad_cov(th, kind, amp, centre, mat, ptr, r, g, gi, cov)
-                    if d == 1:
-                        # Pair the normals within one SGD step, so the stream does not
-                        # depend on where snapshots cut the run.
-                        if m % 2 == 0:
-                            st, z0, z1 = next_normal_pair(st)
-                        else:
-                            z0 = z1
-                        th[0] += -g[0] * dt + sde_scale * math.sqrt(cov[0, 0]) * z0
-                    else:
-                        st, z0, z1b = next_normal_pair(st)
-                        l11 = math.sqrt(max(cov[0, 0], 0.0))
-                        l21 = cov[1, 0] / l11 if l11 > 0.0 else 0.0
-                        # Rounding can make the Schur complement a tiny negative number.
-                        l22 = math.sqrt(max(cov[1, 1] - l21 * l21, 0.0))
-                        th[0] += -g[0] * dt + sde_scale * l11 * z0
-                        th[1] += -g[1] * dt + sde_scale * (l21 * z0 + l22 * z1b)
+    z1 = 0.0
+    for m in range(substeps):
+        if method == _SDE:
+            mean_grad_cov(th, kind, amp, centre, mat, ptr, r, g, gi, cov)
+            if d == 1:
+                # Pair the normals within one SGD step, so the stream does not
+                # depend on where snapshots cut the run.
+                if m % 2 == 0:
+                    st, z0, z1 = next_normal_pair(st)
                 else:
-                    _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
-                    if d == 1:
-                        if m % 2 == 0:
-                            st, z0, z1 = next_normal_pair(st)
-                        else:
-                            z0 = z1
-                        th[0] += -g[0] * dt + lan_scale * z0
-                    else:
-                        st, z0, z1b = next_normal_pair(st)
-                        th[0] += -g[0] * dt + lan_scale * z0
-                        th[1] += -g[1] * dt + lan_scale * z1b
-                if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
-                    left = True
-                    break
-            if left:
-                break
+                    z0 = z1
+                th[0] += -g[0] * dt + sde_scale * math.sqrt(cov[0, 0]) * z0
+            else:
+                st, z0, z1b = next_normal_pair(st)
+                l11 = math.sqrt(max(cov[0, 0], 0.0))
+                l21 = cov[1, 0] / l11 if l11 > 0.0 else 0.0
+                # Rounding can make the Schur complement a tiny negative number.
+                l22 = math.sqrt(max(cov[1, 1] - l21 * l21, 0.0))
+                th[0] += -g[0] * dt + sde_scale * l11 * z0
+                th[1] += -g[1] * dt + sde_scale * (l21 * z0 + l22 * z1b)
+        else:
+            _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
+            if d == 1:
+                if m % 2 == 0:
+                    st, z0, z1 = next_normal_pair(st)
+                else:
+                    z0 = z1
+                th[0] += -g[0] * dt + lan_scale * z0
+            else:
+                st, z0, z1b = next_normal_pair(st)
+                th[0] += -g[0] * dt + lan_scale * z0
+                th[1] += -g[1] * dt + lan_scale * z1b
+        if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+            break
     state[c] = st
 
 
@@ -208,11 +207,33 @@ def _advance_chain(c, pos, state, perm, cursor, lost_step, escape_step, s0, s1, 
 def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling, batch, lr,
              noise_factor, substeps, temperature, lower, upper, has_esc, thr, direction,
              kind, amp, centre, mat, ptr, scratch, covs):
-    """Advance every chain from SGD step s0 to s1 (chains are independent: prange)."""
-    for c in nb.prange(pos.shape[0]):
-        _advance_chain(c, pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling,
-                       batch, lr, noise_factor, substeps, temperature, lower, upper, has_esc, thr,
-                       direction, kind, amp, centre, mat, ptr, scratch, covs)
+    """Advance every chain from SGD step s0 to s1 (chains are independent: prange over blocks)."""
+    chains = pos.shape[0]
+    d = pos.shape[1]
+    step_scale = lr / batch
+    for blk in nb.prange((chains + _BLOCK - 1) // _BLOCK):
+        c0 = blk * _BLOCK
+        c1 = min(c0 + _BLOCK, chains)
+        for s in range(s0, s1):
+            for c in range(c0, c1):
+                if lost_step[c] >= 0:
+                    continue
+                th = pos[c]
+                r = scratch[c, 0]
+                g = scratch[c, 1]
+                if method == _SGD:
+                    _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, batch,
+                              step_scale, lower, upper, has_esc, thr, direction,
+                              kind, amp, centre, mat, ptr, r, g)
+                elif method == _GD:
+                    _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
+                    for a in range(d):
+                        th[a] = th[a] - lr * g[a]
+                    _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step)
+                else:
+                    _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_factor,
+                                substeps, temperature, lower, upper, has_esc, thr, direction,
+                                kind, amp, centre, mat, ptr, r, g, scratch[c, 2], covs[c])
 
 
 @nb.njit(cache=True)
