@@ -1,0 +1,138 @@
+"""Orchestration overhead of ``python -m pipeline sweep``.
+
+A sweep of N cells of about 1 s each (replicates of the seed model over
+``grid.seed``) on a LocalCluster of W worker processes. Baseline, measured in the
+same run: the sum of the cells' own runtimes (the store's ``runtime`` variable).
+
+    parallel efficiency = Σ runtime / (W × wall time on the cluster)
+    lost worker time per cell = (W × wall − Σ runtime) / N       [ms]
+    store write per cell  (direct chunk writes, as the pipeline does)  [ms]
+    store write per cell  with xarray ``to_zarr(region=…)``, for comparison  [ms]
+
+Usage: python benchmarks/bench_pipeline.py [--cells 200] [--workers 2] [--cell-seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Calibrate cells on one thread, as the workers run them.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import xarray as xr
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = ["time.t_end=2.0", "time.snapshots=5", "density_grid.cells=100", "methods=[sgd,sde,fp]"]
+
+
+def calibrate_chains(target: float) -> int:
+    """Chains giving a cell of about ``target`` seconds (one thread, after compiling)."""
+    import sgdsweep
+    from pipeline.config import compose, expand
+
+    def seconds(chains: int) -> float:
+        cell = expand(compose([*CELL, f"mc.chains={chains}", "grid.lr=[0.02]"])).cells[0]
+        sgdsweep.run_cell(cell)  # compile / load the cache
+        t = time.perf_counter()
+        sgdsweep.run_cell(cell)
+        return time.perf_counter() - t
+
+    chains = 2000
+    for _ in range(3):
+        t = seconds(chains)
+        chains = max(16, round(chains * target / t))
+    return chains
+
+
+def region_write_ms(store: Path, n: int = 20) -> tuple[float, float]:
+    """Per-cell write time: direct chunk writes vs xarray region writes (same cells)."""
+    from pipeline import store as stores
+
+    ds = xr.open_zarr(str(store)).isel(seed=slice(0, n)).load()
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "copy.zarr"
+        template = xr.open_zarr(str(store)).isel(seed=slice(0, n))
+        template.attrs = {}
+        with stores.quiet_zarr():
+            template.to_zarr(str(copy), mode="w-", compute=False, zarr_format=3, consolidated=False)
+        writer = stores.CellWriter(copy, template, ["seed"])
+        cells = [ds.isel(seed=i).drop_vars(["done", "error", "seed"]) for i in range(n)]
+        t = time.perf_counter()
+        for i, c in enumerate(cells):
+            writer.write((i,), c)
+        direct = (time.perf_counter() - t) / n
+        drop = [v for v in ds.variables if "seed" not in ds[v].dims]
+        t = time.perf_counter()
+        with stores.quiet_zarr():
+            for i in range(n):
+                ds.isel(seed=[i]).drop_vars(drop).to_zarr(str(copy), region={"seed": slice(i, i + 1)},
+                                                          mode="r+", consolidated=False)
+        via_xarray = (time.perf_counter() - t) / n
+    return 1e3 * direct, 1e3 * via_xarray
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cell-seconds", type=float, default=1.0)
+    args = ap.parse_args()
+
+    chains = calibrate_chains(args.cell_seconds)
+    seeds = ",".join(str(s) for s in range(args.cells))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.zarr"
+        cmd = [sys.executable, "-m", "pipeline", "sweep", *CELL, f"mc.chains={chains}", "~grid.lr",
+               f"grid.seed=[{seeds}]", f"cluster.n_workers={args.workers}", f"store={store}"]
+        env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        t = time.perf_counter()
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        total_wall = time.perf_counter() - t
+        if res.returncode != 0:
+            sys.stderr.write(res.stdout + res.stderr)
+            return 1
+        cluster_wall = float(re.search(r"\(([\d.]+) s on the cluster", res.stdout).group(1))
+        write_ms_run = float(re.search(r"store write: ([\d.]+) ms per cell", res.stdout).group(1))
+        ds = xr.open_zarr(str(store))
+        runtime = ds["runtime"].values
+        assert bool(ds["done"].all()), "not every cell finished"
+        direct_ms, xarray_ms = region_write_ms(store)
+
+    busy = float(runtime.sum())
+    w, n = args.workers, args.cells
+    print(f"machine          : {os.cpu_count()} cores ({cpu_model()}), shared and noisy")
+    print(f"sweep            : {n} cells on {w} workers, mc.chains={chains}")
+    print(f"cell runtime     : mean {runtime.mean():.3f} s, min {runtime.min():.3f}, max {runtime.max():.3f},"
+          f" sum {busy:.1f} s (baseline)")
+    print(f"wall time        : {cluster_wall:.1f} s on the cluster, {total_wall:.1f} s end to end"
+          " (incl. start-up, validation, store creation)")
+    print(f"efficiency       : {busy / (w * cluster_wall):.1%} of the cluster phase,"
+          f" {busy / (w * total_wall):.1%} end to end")
+    print(f"lost worker time : {1e3 * (w * cluster_wall - busy) / n:.0f} ms per cell (scheduling, transfer,"
+          " idle tail)")
+    print(f"store write      : {write_ms_run:.1f} ms per cell in the run (client process, overlapped)")
+    print(f"store write      : {direct_ms:.1f} ms per cell direct vs {xarray_ms:.1f} ms with "
+          f"xarray to_zarr(region=…) (ratio {xarray_ms / direct_ms:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
