@@ -45,26 +45,49 @@ def _backward_solve(A, C, h, lo, hi, T):
         T[lo + k] = dp[k] - cp[k] * T[lo + k + 1]
 
 
-def mean_passage_times(fp: FokkerPlanck1D, threshold: float, direction: int) -> np.ndarray:
-    """Mean first-passage time from each cell to the threshold (SDE time units), (N,).
+def _passage_to_cell(fp: FokkerPlanck1D, k: int, direction: int) -> np.ndarray:
+    """MFPT from every cell to cell k (absorbing k and beyond, in ``direction``)."""
+    n = fp.grid.cells
+    T = np.zeros(n)
+    if direction > 0:
+        if k > 0:
+            _backward_solve(fp.A, fp.C, fp.grid.dx, 0, k, T)
+        return T
+    # Mirror the chain so the absorbing cells lie to the right.
+    if k < n - 1:
+        _backward_solve(fp.C[::-1].copy(), fp.A[::-1].copy(), fp.grid.dx, 0, n - 1 - k, T)
+    return T[::-1].copy()
 
-    ``direction`` +1: passage means reaching a cell whose centre is ≥ ``threshold``;
-    −1: ≤ ``threshold``. Cells already past it have T = 0; unreachable ones T = inf.
+
+def mean_passage_times(fp: FokkerPlanck1D, threshold: float, direction: int) -> np.ndarray:
+    """Mean first-passage time from each cell to ``threshold`` (SDE time units), shape (N,).
+
+    ``direction`` +1: passage upwards (θ reaches the threshold from below); −1: downwards.
+    The chain is absorbed on reaching a cell centre; the passage time to a threshold
+    between two centres is interpolated linearly between the times to those two centres,
+    which keeps second-order accuracy. Cells already past it have T = 0; cells with
+    no path to it have T = inf.
     """
     x = fp.grid.centres
-    past = x >= threshold if direction > 0 else x <= threshold
-    T = np.zeros(fp.grid.cells)
-    if past.all():
-        return T
-    transient = np.flatnonzero(~past)
-    lo, hi = int(transient[0]), int(transient[-1]) + 1
+    n = fp.grid.cells
+    # k_far: first centre at or past the threshold; k_near: the last one before it.
     if direction > 0:
-        _backward_solve(fp.A, fp.C, fp.grid.dx, lo, hi, T)
+        k_far = int(np.searchsorted(x, threshold, side="left"))
+        if k_far >= n:
+            raise ValueError(f"threshold {threshold} lies beyond the grid's last cell centre")
+        k_near = k_far - 1
     else:
-        # Mirror the chain so the absorbing cells lie to the right.
-        A_m, C_m = fp.C[::-1].copy(), fp.A[::-1].copy()
-        Tm = np.zeros_like(T)
-        n = fp.grid.cells
-        _backward_solve(A_m, C_m, fp.grid.dx, n - hi, n - lo, Tm)
-        T = Tm[::-1].copy()
+        k_far = int(np.searchsorted(x, threshold, side="right")) - 1
+        if k_far < 0:
+            raise ValueError(f"threshold {threshold} lies below the grid's first cell centre")
+        k_near = k_far + 1
+    T_far = _passage_to_cell(fp, k_far, direction)
+    if k_near < 0 or k_near >= n or x[k_far] == threshold:
+        return T_far
+    w = (threshold - x[k_near]) / (x[k_far] - x[k_near])
+    T_near = _passage_to_cell(fp, k_near, direction)
+    past = (x >= threshold) if direction > 0 else (x <= threshold)
+    with np.errstate(invalid="ignore"):
+        T = (1.0 - w) * T_near + w * T_far
+    T[past] = 0.0
     return T

@@ -1,0 +1,133 @@
+"""run_cell end to end against exact results: escape times, FP vs SDE, structure."""
+
+import numpy as np
+import pytest
+
+from sgdsweep import cell_template, run_cell
+from sgdsweep.escape import mean_passage_times
+from sgdsweep.fokker_planck import FokkerPlanck1D
+from sgdsweep.grid import Grid1D
+from sgdsweep.landscape import build_landscape
+from sgdsweep.references import mean_first_passage_time
+
+DOUBLE_WELL = {
+    "name": "double_well",
+    "reference": [
+        {"kind": "gaussian", "amplitude": -1.0, "centre": -1.0, "width": 0.5},
+        {"kind": "gaussian", "amplitude": -1.0, "centre": 1.0, "width": 0.5},
+        {"kind": "quadratic", "curvature": 0.05, "centre": 0.0},
+    ],
+    "shifts": {"n": 4, "std": 0.5},
+}
+
+
+def test_backward_equation_matches_the_exact_double_integral():
+    """Two independent exact MFPTs of the Itô SDE: FV backward solve vs quadrature."""
+    land = build_landscape(DOUBLE_WELL)
+    lr, grid = 0.2, Grid1D(-3.0, 3.0, 6000)
+    fp = FokkerPlanck1D.from_landscape(land, grid, lr, 1.0)
+
+    def G(y):
+        return land.evaluate(y)["grad"][:, 0]
+
+    def D(y):
+        return 0.5 * lr * land.evaluate(y)["cov"][:, 0, 0]
+
+    thr = 0.0  # the barrier of the symmetric double well
+    T = mean_passage_times(fp, thr, +1)
+    for x0 in (-1.5, -1.0, -0.5):
+        k = int(np.argmin(np.abs(grid.centres - x0)))
+        exact = mean_first_passage_time(grid.centres[k], -3.0, thr, G, D)
+        assert T[k] == pytest.approx(exact, rel=1e-4), (x0, T[k], exact)
+    # the same passage downwards, from the right well, by symmetry of the landscape
+    T_down = mean_passage_times(fp, thr, -1)
+    np.testing.assert_allclose(T_down[::-1][: grid.cells // 2], T[: grid.cells // 2], rtol=1e-9)
+
+
+def test_sde_escape_time_matches_the_exact_first_passage_time():
+    """Measured SDE first-passage times converge to the exact double integral.
+
+    Euler–Maruyama monitors the threshold only at the substeps, which delays
+    passage by O(√dt) (paths that cross and return between substeps are missed).
+    Two step sizes give the √dt extrapolation; the exact value must lie within
+    4 standard errors of it, and the finer run must be the closer one.
+    """
+    chains, lr = 2000, 0.2
+    land = build_landscape(DOUBLE_WELL)
+    measured, exact_fv = {}, None
+    for substeps in (10, 40):
+        ds = run_cell({
+            "landscape": DOUBLE_WELL, "lr": lr, "methods": ["sde"],
+            "init": {"kind": "point", "mean": -1.0},
+            "grid": {"lower": -3.0, "upper": 3.0, "cells": 120},
+            "time": {"t_end": 150.0, "snapshots": 2},
+            "mc": {"chains": chains, "sde_substeps": substeps},
+        })
+        assert float(ds.escaped_fraction.sel({"method": "sde"})) >= 0.999
+        measured[substeps] = float(ds.escape_time_mean.sel({"method": "sde"}))
+        exact_fv = float(ds.escape_time_exact)
+    thr = float(ds.escape_threshold)
+    assert abs(thr) <= 0.025 + 1e-12  # the barrier top of the symmetric double well, to a cell
+    exact = mean_first_passage_time(
+        -1.0, -3.0, thr,
+        lambda y: land.evaluate(y)["grad"][:, 0],
+        lambda y: 0.5 * lr * land.evaluate(y)["cov"][:, 0, 0],
+    )
+    se = exact / np.sqrt(chains)  # first-passage times are close to exponential
+    extrapolated = 2.0 * measured[40] - measured[10]  # T(dt) = T* + c·√dt, dt ratio 4
+    print(f"MFPT exact {exact:.4f} | backward equation {exact_fv:.4f} | SDE MC dt=η/10 "
+          f"{measured[10]:.4f}, dt=η/40 {measured[40]:.4f}, √dt-extrapolated {extrapolated:.4f} "
+          f"(SE {np.sqrt(5) * se:.4f})")
+    assert abs(extrapolated - exact) < 4 * np.sqrt(5) * se
+    assert abs(measured[40] - exact) < abs(measured[10] - exact)
+    assert exact_fv == pytest.approx(exact, rel=2e-3)
+
+
+def test_fp_and_sde_agree_at_small_learning_rate():
+    """At small η the SDE ensemble's histogram is the FP density up to sampling noise."""
+    chains = 20000
+    cfg = {
+        "landscape": DOUBLE_WELL, "lr": 0.01, "methods": ["sde", "fp"],
+        "init": {"kind": "normal", "mean": -0.8, "std": 0.2},
+        "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+        "time": {"t_end": 3.0, "snapshots": 4},
+        "mc": {"chains": chains, "sde_substeps": 2},
+    }
+    ds = run_cell(cfg)
+    fp = ds.density.sel({"method": "fp"}).values
+    dx = float(ds.attrs["dx"])
+    # Sampling-noise floor: TV between the FP law and a multinomial sample of it.
+    rng = np.random.default_rng(1)
+    floor = []
+    for p in fp:
+        mass = p * dx / (p * dx).sum()
+        counts = rng.multinomial(chains, mass)
+        floor.append(0.5 * np.abs(counts / chains - mass).sum())
+    tv = ds.tv.sel({"method": "sde"}).values
+    print("TV(sde, fp) per snapshot:", np.round(tv, 4), "noise floor:", np.round(floor, 4))
+    assert np.all(tv < 2.0 * np.asarray(floor) + 0.01)
+    m_fp = ds["mean"].sel({"method": "fp"}).values
+    m_sde = ds["mean"].sel({"method": "sde"}).values
+    s_sde = ds["std"].sel({"method": "sde"}).values
+    assert np.all(np.abs(m_fp - m_sde) < 4 * s_sde / np.sqrt(chains) + dx / 2)
+
+
+def test_template_has_the_structure_of_the_result_and_densities_are_normalised():
+    cfg = {"landscape": DOUBLE_WELL, "lr": 0.05, "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+           "init": {"kind": "normal", "mean": -1.0, "std": 0.2},
+           "time": {"t_end": 2.0, "snapshots": 3}, "mc": {"chains": 300, "sde_substeps": 2}}
+    ds, tpl = run_cell(cfg), cell_template(cfg)
+    assert set(ds.data_vars) == set(tpl.data_vars)
+    for name in ds.data_vars:
+        assert ds[name].dims == tpl[name].dims, name
+        assert ds[name].dtype == tpl[name].dtype, name
+    for c in tpl.coords:
+        np.testing.assert_array_equal(ds[c].values, tpl[c].values)
+    mass = ds.density.sum("x") * ds.attrs["dx"]
+    lost = ds.lost_fraction
+    np.testing.assert_allclose(mass.values, 1.0 - lost.values, atol=1e-12)
+    np.testing.assert_allclose(ds.stationary.sum("x").values * ds.attrs["dx"], 1.0, atol=1e-12)
+    again = run_cell(cfg)
+    for name in ds.data_vars:
+        if name != "runtime":
+            np.testing.assert_array_equal(ds[name].values, again[name].values)
