@@ -72,3 +72,21 @@ def reference_store(tmp_path_factory) -> Path:
     res = run_pipeline("sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2", "store=ref.zarr", cwd=cwd)
     assert res.returncode == 0, res.stdout + res.stderr
     return cwd / "ref.zarr"
+
+
+def landscape_failing_on_workers(fail: int = 0, **spec):
+    """A ``landscape._target_`` builder that works where the sweep is validated but
+    raises inside a Dask worker when ``fail`` is set — like data or code that only
+    the submitting machine has. The landscape itself is ``spec`` (e.g. the seed model)."""
+    from distributed import get_worker
+
+    from sgdsweep import build_landscape
+
+    if fail:
+        try:
+            get_worker()
+        except ValueError:  # not in a worker: validation in the client
+            pass
+        else:
+            raise RuntimeError(f"landscape data unavailable on this worker (fail={fail})")
+    return build_landscape(spec)

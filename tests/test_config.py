@@ -88,3 +88,16 @@ def test_hash_ignores_runtime_settings_but_not_numbers():
 def test_bad_grids(overrides, message):
     with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")):
         expand(compose(overrides))
+
+
+def test_cfg_job_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
+    import yaml
+
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "landscape=quadratic", "grid.lr=[0.1,0.2]", "--cfg", "job"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["store"] == "results/quadratic.zarr" and cfg["grid"] == {"lr": [0.1, 0.2]}
+    assert cfg["landscape"]["shifts"] == {"n": 8, "std": 1.0}  # interpolations resolved
+    assert list(tmp_path.iterdir()) == []  # nothing computed, nothing written

@@ -19,6 +19,7 @@ import zarr
 
 from tests.conftest import (
     ENV,
+    REPO,
     SMALL_GRID,
     TINY,
     assert_same_numbers,
@@ -124,3 +125,33 @@ def test_address_cluster_of_real_processes(reference_store: Path, tmp_path: Path
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
+
+
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
+    args = ["sweep", *TINY, "+landscape._target_=tests.conftest.landscape_failing_on_workers",
+            "+landscape.fail=0", "grid.lr=[0.02]", "grid.fail=[0,1]", "retries=1", "cluster.n_workers=2",
+            "store=f.zarr"]
+    env = {**ENV, "PYTHONPATH": str(REPO)}  # workers import the builder from tests/
+    res = subprocess.run(pipeline_cmd(*args), cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "cells      : 2 total, 1 computed now, 0 already done, 1 failed" in res.stdout
+    assert "fail=1: RuntimeError: landscape data unavailable on this worker (fail=1)" in res.stdout
+    ds = open_store(tmp_path / "f.zarr")
+    np.testing.assert_array_equal(ds["done"].values, [[True, False]])
+    assert ds["error"].values[0, 1] == "RuntimeError: landscape data unavailable on this worker (fail=1)"
+    assert np.isnan(ds["density"].sel(fail=1).values).all()
+    np.testing.assert_allclose(ds["density"].sel(fail=0).sum("x") * ds.attrs["dx"],
+                               1 - ds["lost_fraction"].sel(fail=0), rtol=0, atol=1e-9)
+
+    status = subprocess.run(pipeline_cmd("status", "f.zarr"), cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 1
+    assert "1/2 done, 1 failed, 0 pending" in status.stdout
+    assert "lr=0.02, fail=1: RuntimeError: landscape data unavailable" in status.stdout
+
+    # A rerun retries only the failed cell.
+    again = subprocess.run(pipeline_cmd(*args), cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 1
+    assert "cells      : 2 total, 0 computed now, 1 already done, 1 failed" in again.stdout
