@@ -143,7 +143,9 @@ def compose(overrides: Sequence[str]) -> DictConfig:
                     raise ConfigError(f"{key}: sweeps are written as lists, e.g. {key}='[1,2]'")
                 else:
                     OmegaConf.update(cfg, key, o.value(), merge=False, force_add=True)
-        OmegaConf.resolve(cfg)  # surfaces interpolation and type errors now
+        # Surface interpolation and type errors now, but keep the interpolations:
+        # swept values set later must flow through them (e.g. ${...width_left}).
+        OmegaConf.to_container(cfg, resolve=True)
         unknown = sorted(set(cfg) - set(SweepConf.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown config key")
