@@ -1,0 +1,376 @@
+"""Figures of a sweep store (or of any ``.sel`` subset, or one ``run_cell`` result).
+
+Each function takes a dataset and returns a :class:`matplotlib.figure.Figure`
+built without pyplot (no global state; works under any backend, displays in
+Jupyter, saves with ``fig.savefig``). Colours are the Okabe–Ito palette, safe for
+the common colour-vision deficiencies; θ and t = η·step are dimensionless.
+
+Graceful degradation: figures of one cell take the first finished cell of the
+selection (and say which in the title); heatmaps over (lr, batch_size) become a
+single row or column when an axis is absent; further sweep axes (e.g. basin
+widths) become panels; cells not ``done`` show as grey "n/a".
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+
+#: Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}
+METHOD_STYLE: dict[str, dict[str, Any]] = {
+    "fp": {"color": OKABE_ITO["black"], "label": "Fokker–Planck (Itô)"},
+    "fp_drift": {"color": OKABE_ITO["sky"], "label": "FP, drift only", "linestyle": "--"},
+    "sgd": {"color": OKABE_ITO["vermillion"], "label": "SGD (Monte Carlo)"},
+    "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
+    "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
+    "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
+}
+KIND_STYLE: dict[str, dict[str, Any]] = {
+    "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
+    "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
+    "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
+    "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
+}
+STYLE = {
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+}
+THETA = "θ"
+TIME = "t = η·step"
+DENSITY = "density p(θ)  [1/θ]"
+MAX_PANELS = 6
+
+
+def _figure(ncols: int, nrows: int = 1, width: float = 3.6, height: float = 3.0) -> Figure:
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(min(width * ncols, 16), height * nrows + 0.6), dpi=100, layout="constrained")
+        fig.subplots(nrows, ncols, squeeze=False)
+    return fig
+
+
+def _axes(fig: Figure) -> np.ndarray:
+    axs = np.asarray(fig.axes, dtype=object)
+    for ax in axs:
+        with mpl.rc_context(STYLE):
+            ax.grid(True, alpha=0.3)
+            ax.spines[["top", "right"]].set_visible(False)
+    return axs
+
+
+def _message(text: str) -> Figure:
+    fig = Figure(figsize=(6, 2), dpi=100)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    return fig
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.4g}"
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+def _cell_label(sel: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {_fmt(v)}" for k, v in sel.items())
+
+
+def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
+    """The first finished cell of ``ds`` (C order over the sweep dims) and its coordinates."""
+    dims = ds.sgd.sweep_dims
+    if not dims:
+        return ds, {}
+    done = np.asarray(ds["done"].values, dtype=bool)
+    if not done.any():
+        return None
+    idx = np.unravel_index(int(np.argmax(done)), done.shape)
+    isel = dict(zip(dims, (int(i) for i in idx), strict=True))
+    return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
+
+
+def _legend_below(fig: Figure, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), frameon=False)
+
+
+def _support(x: np.ndarray, dens: np.ndarray, tail: float = 5e-4) -> tuple[float, float]:
+    """θ-range holding all but ``tail`` of the mass on each side, for every density shown."""
+    d = np.nan_to_num(np.asarray(dens, float).reshape(-1, len(x)))
+    cdf = np.cumsum(d, axis=1)
+    total = cdf[:, -1:]
+    ok = total[:, 0] > 0
+    if not ok.any():
+        return float(x[0]), float(x[-1])
+    cdf = cdf[ok] / total[ok]
+    i_lo = int(min(np.argmax(c >= tail) for c in cdf))
+    i_hi = int(max(np.argmax(c >= 1 - tail) for c in cdf))
+    pad = max(0.1 * (x[i_hi] - x[i_lo]), 3 * (x[1] - x[0]))
+    return max(float(x[0]), float(x[i_lo] - pad)), min(float(x[-1]), float(x[i_hi] + pad))
+
+
+def _snapshot_indices(n: int, k: int) -> list[int]:
+    return sorted({round(float(i)) for i in np.linspace(0, n - 1, min(k, n))})
+
+
+def _methods(ds: xr.Dataset, wanted: Sequence[str]) -> list[str]:
+    return [m for m in wanted if m in ds.sgd.methods]
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
+                      methods: Sequence[str] = ("fp", "sgd", "sde"), panels: int = 4) -> Figure:
+    """FP density (lines) and Monte Carlo histograms (steps) at several times, one cell.
+
+    ``times`` are SDE times (nearest snapshot); by default ``panels`` snapshots
+    evenly spaced from t = 0 to the last one.
+    """
+    found = first_done_cell(ds)
+    if found is None:
+        return _message("density evolution: no finished cell in this selection")
+    cell, where = found
+    methods = _methods(cell, methods)
+    if not methods:
+        return _message("density evolution: none of the methods " + ", ".join(methods) + " in the store")
+    t_all = np.asarray(cell["t"].values, dtype=float)
+    idx = (_snapshot_indices(len(t_all), panels) if times is None
+           else sorted({int(np.abs(t_all - float(t)).argmin()) for t in times}))
+    x = np.asarray(cell["x"].values, dtype=float)
+    dens = cell["density"].sel({"method": methods}).isel(t=idx).load()
+    fig = _figure(len(idx), width=3.3, height=3.0)
+    axs = _axes(fig)
+    for ax, k in zip(axs, range(len(idx)), strict=True):
+        for m in methods:
+            st = METHOD_STYLE.get(m, {"label": m})
+            y = dens.sel({"method": m}).isel(t=k).values
+            if m in ("fp", "fp_drift"):
+                ax.plot(x, y, lw=1.8, **st)
+            else:
+                ax.plot(x, y, drawstyle="steps-mid", lw=1.1, alpha=0.9, **st)
+        ax.set_title(f"t = {t_all[idx[k]]:.3g}")
+        ax.set_xlabel(THETA)
+        ax.set_ylim(bottom=0)
+    axs[0].set_ylabel(DENSITY)
+    lo, hi = _support(x, dens.values)
+    for ax in axs:
+        ax.set_xlim(lo, hi)
+    _legend_below(fig, axs[0])
+    fig.suptitle("Density evolution" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde")) -> Figure:
+    """Ensemble mean ± std of θ over time (left) and the std alone (right), one cell."""
+    found = first_done_cell(ds)
+    if found is None:
+        return _message("moments: no finished cell in this selection")
+    cell, where = found
+    methods = _methods(cell, methods)
+    t = np.asarray(cell["t"].values, dtype=float)
+    mean = cell["mean"].sel({"method": methods}).load()
+    std = cell["std"].sel({"method": methods}).load()
+    if "axis" in mean.dims:  # 2-D landscapes: the first component
+        mean, std = mean.isel(axis=0), std.isel(axis=0)
+    fig = _figure(2, width=4.6, height=3.2)
+    ax_m, ax_s = _axes(fig)
+    for m in methods:
+        st = METHOD_STYLE.get(m, {"label": m})
+        mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
+        marker = None if m in ("fp", "fp_drift") else "o"
+        ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
+        ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)
+        ax_s.plot(t, sd, marker=marker, ms=3, lw=1.5, **st)
+    ax_m.set_xlabel(TIME)
+    ax_m.set_ylabel("mean θ (band: ± std)")
+    ax_s.set_xlabel(TIME)
+    ax_s.set_ylabel("std of θ")
+    ax_s.set_ylim(bottom=0)
+    _legend_below(fig, ax_m)
+    fig.suptitle("Mean and spread over time" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+# --------------------------------------------------------------------------- over learning rates
+
+
+def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs"),
+                         panels: int = 4) -> Figure:
+    """Stationary FP (Itô) and Gibbs densities beside the long-run (last-snapshot) ``method``
+    histogram, one panel per learning rate (up to ``panels``, evenly picked).
+
+    Other sweep dims: the first finished cell for each learning rate.
+    """
+    if "stationary" not in ds:
+        return _message("stationary densities: this store has no stationary references (2-D landscape?)")
+    lrs = list(ds["lr"].values) if "lr" in ds.sgd.sweep_dims else [None]
+    lrs = [lrs[i] for i in _snapshot_indices(len(lrs), panels)]
+    cells = []
+    for lr in lrs:
+        found = first_done_cell(ds if lr is None else ds.sel(lr=[lr]))
+        if found is not None:
+            cells.append(found)
+    if not cells:
+        return _message("stationary densities: no finished cell in this selection")
+    kinds = [k for k in kinds if k in ds.sgd.kinds]
+    x = np.asarray(ds["x"].values, dtype=float)
+    fig = _figure(len(cells), width=3.4, height=3.0)
+    axs = _axes(fig)
+    for ax, (cell, where) in zip(axs, cells, strict=True):
+        for k in kinds:
+            ax.plot(x, cell["stationary"].sel(kind=k).values, lw=1.7, **KIND_STYLE.get(k, {"label": k}))
+        if method in cell.sgd.methods:
+            st = dict(METHOD_STYLE.get(method, {"label": method}))
+            st["label"] = f"{st['label']}, t = {float(cell['t'].values[-1]):.3g}"
+            ax.plot(x, cell["density"].sel({"method": method}).isel(t=-1).values,
+                    drawstyle="steps-mid", lw=1.1, **st)
+        ax.set_title(_cell_label(where) if where else "")
+        ax.set_xlabel(THETA)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylim(bottom=0)
+    axs[0].set_ylabel(DENSITY + " (log above 0.01)")
+    _legend_below(fig, axs[0])
+    fig.suptitle("Stationary densities: Fokker–Planck (Itô), Gibbs, and long-run " + method.upper())
+    return fig
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def _facets(da: xr.DataArray, keep: Sequence[str]) -> list[dict[str, Any]]:
+    """Index combinations of every dim of ``da`` outside ``keep`` (capped at MAX_PANELS)."""
+    other = [d for d in da.dims if d not in keep]
+    combos = itertools.product(*(range(da.sizes[d]) for d in other))
+    return [dict(zip(other, c, strict=True)) for c in itertools.islice(combos, MAX_PANELS)]
+
+
+def _heatmap(ax: Any, da: xr.DataArray, norm: Normalize, cmap: str, fmt: Any) -> Any:
+    """lr along x, batch_size along y; an absent axis is a single row/column."""
+    for d in ("batch_size", "lr"):
+        if d not in da.dims:
+            da = da.expand_dims({d: [None]})
+    da = da.transpose("batch_size", "lr")
+    vals = np.asarray(da.values, dtype=float)
+    cm = mpl.colormaps[cmap].copy()
+    cm.set_bad("#DDDDDD")
+    # ±inf (e.g. a ratio with an empty basin) takes the end colour; NaN (not done) is grey.
+    shown = np.clip(np.where(np.isnan(vals), np.nan, vals), norm.vmin, norm.vmax)
+    im = ax.imshow(np.ma.masked_invalid(shown), origin="lower", aspect="auto", cmap=cm, norm=norm)
+    for name, setter, label in (("lr", ax.set_xticks, "learning rate η"),
+                                ("batch_size", ax.set_yticks, "batch size b")):
+        values = da[name].values
+        if values[0] is None:
+            setter([])
+        else:
+            setter(range(len(values)), [_fmt(v) for v in values])
+            (ax.set_xlabel if name == "lr" else ax.set_ylabel)(label)
+    ax.grid(False)
+    for (i, j), v in np.ndenumerate(vals):
+        if np.isnan(v):
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#555555")
+            continue
+        r, g, b, _ = cm(norm(shown[i, j]))
+        colour = "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+        ax.text(j, i, fmt(v), ha="center", va="center", fontsize=8, color=colour)
+    return im
+
+
+def _heat_height(ds: xr.Dataset) -> float:
+    return 2.9 if ds.sizes.get("batch_size", 1) > 1 else 1.9
+
+
+def _ratio_text(log_ratio: float) -> str:
+    if np.isinf(log_ratio):
+        return "∞" if log_ratio > 0 else "0"
+    r = 10.0**log_ratio
+    return f"{r:.2g}" if 1e-2 <= r < 1e3 else f"1e{log_ratio:.0f}"
+
+
+def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = None,
+                   denominator: str | None = None, t: Any = "last", reference: str = "gibbs") -> Figure:
+    """log10 of mass(numerator)/mass(denominator) over (lr, batch size): ``source`` at time ``t``
+    (left) beside the stationary ``reference`` prediction (right), one row per value of
+    the other sweep dims (e.g. basin width).
+
+    Basin masses of the reference integrate its density over the basins of L (see
+    :meth:`SweepAccessor.basin_masses`). Colours share one diverging scale, clipped at
+    ±4 decades; the numbers printed are the ratios themselves.
+    """
+    if len(ds.sgd.basins) < 2:
+        return _message("basin heatmaps: the landscape has a single basin")
+    acc = ds.sgd
+    numerator = acc.basins[-1] if numerator is None else numerator
+    denominator = acc.basins[0] if denominator is None else denominator
+    cols = {source: acc.basin_ratio(source, numerator, denominator, t)}
+    if reference in acc.kinds:
+        cols[reference] = acc.basin_ratio(reference, numerator, denominator)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = {k: np.log10(v.compute()) for k, v in cols.items()}
+    finite = np.concatenate([np.asarray(v.values, float).ravel() for v in logs.values()])
+    finite = finite[np.isfinite(finite)]
+    lim = min(max(float(np.abs(finite).max()) if finite.size else 1.0, 0.5), 4.0)
+    norm = Normalize(-lim, lim)
+    rows = _facets(next(iter(logs.values())), ("lr", "batch_size"))
+    fig = _figure(len(cols), len(rows), width=4.2, height=_heat_height(ds))
+    axs = _axes(fig).reshape(len(rows), len(cols))
+    im = None
+    for r, facet in enumerate(rows):
+        for c, (name, da) in enumerate(logs.items()):
+            ax = axs[r, c]
+            im = _heatmap(ax, da.isel(facet), norm, "PuOr", _ratio_text)
+            what = METHOD_STYLE.get(name, KIND_STYLE.get(name, {})).get("label", name)
+            label = ", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items())
+            ax.set_title(f"{what}" + (f"\n{label}" if label else ""))
+    cb = fig.colorbar(im, ax=axs.ravel().tolist(), shrink=0.8, extend="both")
+    cb.set_label(f"log10 mass({numerator}) / mass({denominator})")
+    fig.suptitle(f"Basin-mass ratio {numerator} : {denominator}" + (" (rows: other sweep axes)"
+                                                                      if len(rows) > 1 else ""))
+    return fig
+
+
+def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method: str = "sgd",
+                     reference: str = "fp") -> Figure:
+    """The SDE-validity map: distance(SGD, FP) at time ``t`` over (lr, batch size),
+    one panel per value of the other sweep dims. Sequential colour scale (cividis)."""
+    if method not in ds.sgd.methods or reference not in ds.sgd.methods:
+        return _message(f"SDE validity: the store lacks {method!r} or {reference!r}")
+    da = ds.sgd.sde_validity(metric=metric, t=t, method=method, reference=reference).compute()
+    panels = _facets(da, ("lr", "batch_size"))
+    vals = np.asarray(da.values, float)
+    top = float(np.nanmax(vals)) if np.isfinite(vals).any() else 1.0
+    norm = Normalize(0.0, top if top > 0 else 1.0)
+    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.2, height=_heat_height(ds))
+    axs = _axes(fig)
+    im = None
+    for ax, facet in zip(axs, panels, strict=False):
+        im = _heatmap(ax, da.isel(facet), norm, "cividis", lambda v: f"{v:.3f}")
+        ax.set_title(", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items()))
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    t_txt = f"t = {float(ds['t'].values[-1]):.3g}" if t == "last" or t == -1 else f"t ≈ {t}"
+    cb = fig.colorbar(im, ax=[a for a in axs if a.get_visible()], shrink=0.85)
+    cb.set_label(f"{metric.upper()}({method.upper()}, {reference.upper()})")
+    fig.suptitle(f"SDE validity: {metric.upper()} distance between {method.upper()} and "
+                 f"{reference.upper()} at {t_txt}")
+    return fig
+
+
+#: The figures ``python -m pipeline report`` renders, by file stem.
+FIGURES = {
+    "density_evolution": density_evolution,
+    "moments": moments,
+    "stationary_densities": stationary_densities,
+    "basin_heatmaps": basin_heatmaps,
+    "sde_validity": sde_validity_map,
+}
