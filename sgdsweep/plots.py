@@ -99,9 +99,9 @@ def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
     return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
 
 
-def _legend_below(fig: Figure, ax: Any) -> None:
+def _legend_below(fig: Figure, ax: Any, ncols: int = 5) -> None:
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), ncols), frameon=False)
 
 
 def _support(x: np.ndarray, dens: np.ndarray, tail: float = 5e-4) -> tuple[float, float]:
@@ -190,14 +190,15 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
         mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
         marker = None if m in ("fp", "fp_drift") else "o"
         ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
-        ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)
+        if m in ("fp", "sgd"):  # two bands stay readable; more turn to mud
+            ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)
         ax_s.plot(t, sd, marker=marker, ms=3, lw=1.5, **st)
     ax_m.set_xlabel(TIME)
-    ax_m.set_ylabel("mean θ (band: ± std)")
+    ax_m.set_ylabel("mean θ (band: ± std of FP, SGD)")
     ax_s.set_xlabel(TIME)
     ax_s.set_ylabel("std of θ")
     ax_s.set_ylim(bottom=0)
-    _legend_below(fig, ax_m)
+    _legend_below(fig, ax_m, ncols=3)
     fig.suptitle("Mean and spread over time" + (f" ({_cell_label(where)})" if where else ""))
     return fig
 
@@ -235,7 +236,10 @@ def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[st
             st["label"] = f"{st['label']}, t = {float(cell['t'].values[-1]):.3g}"
             ax.plot(x, cell["density"].sel({"method": method}).isel(t=-1).values,
                     drawstyle="steps-mid", lw=1.1, **st)
-        ax.set_title(_cell_label(where) if where else "")
+        if where:
+            first, *rest = list(where.items())
+            ax.set_title(_cell_label(dict([first])) + ("\n" + _cell_label(dict(rest)) if rest else ""),
+                         fontsize=9)
         ax.set_xlabel(THETA)
         ax.set_yscale("symlog", linthresh=1e-2)
         ax.set_ylim(bottom=0)

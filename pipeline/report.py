@@ -1,0 +1,289 @@
+"""``python -m pipeline report STORE [--out DIR]``: figures and one self-contained HTML page.
+
+Writes every figure of :data:`sgdsweep.plots.FIGURES` as PNG into DIR (default:
+``<store stem>_report`` beside the store) and ``report.html`` with the same
+figures embedded as base64 PNG, a summary table (cells done/total, failures with
+their messages, distances and basin masses at the last snapshot) and the store's
+provenance. The page has no scripts and no external resources: it opens from
+disk in any browser. A partially finished store reports what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from sgdsweep.analysis import open_sweep
+from sgdsweep.errors import ConfigError
+from sgdsweep.plots import FIGURES
+
+CAPTIONS = {
+    "density_evolution": "Fokker–Planck density (line) and Monte Carlo histograms (steps) at several "
+                         "times, for the first finished cell.",
+    "moments": "Ensemble mean ± std of θ over SDE time t = η·step: FP, SGD, gradient descent, "
+               "drift-only FP and the SDE.",
+    "stationary_densities": "Stationary FP density (Itô), Gibbs density and the last-snapshot SGD "
+                            "histogram, one panel per learning rate.",
+    "basin_heatmaps": "Basin-mass ratio (right-most over left-most basin) of SGD at the last "
+                      "snapshot beside the Gibbs prediction, over learning rate × batch size.",
+    "sde_validity": "Total-variation distance between SGD and the Itô FP density at the last "
+                    "snapshot: where the SDE picture holds (dark) and where it fails (bright).",
+}
+MAX_CELL_ROWS = 60
+DPI = 110
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+td { white-space: nowrap; } td.l { white-space: normal; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+tr.fail td { background: #fde8e0; } tr.pending td { color: #888; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #444; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.muted { color: #666; } .warn { color: #a03000; }
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise ConfigError(f"report: {message}")
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """The ``report`` command; returns the exit status (2 on bad input, with one stderr line)."""
+    parser = _Parser(prog="python -m pipeline report",
+                     description="Figures (PNG) and a self-contained report.html from a sweep store.")
+    parser.add_argument("store", help="the sweep's Zarr store")
+    parser.add_argument("--out", default=None, help="output directory (default: <store stem>_report "
+                        "beside the store)")
+    try:
+        args = parser.parse_args(list(argv))
+        page = write_report(args.store, args.out)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 2
+    sys.stdout.write(f"report: {page}\n")
+    return 0
+
+
+def default_out(store: str | Path) -> Path:
+    store = Path(store)
+    return store.with_name(store.stem + "_report")
+
+
+def write_report(store: str | Path, out: str | Path | None = None) -> Path:
+    """Render the figures and ``report.html`` for ``store`` into ``out``; returns the page's path.
+
+    Raises :class:`ConfigError` for a missing or foreign store or an unwritable ``out``.
+    """
+    store = Path(store)
+    try:
+        ds = open_sweep(store)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"store: {exc}") from None
+    out = default_out(store) if out is None else Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
+
+    figures: list[tuple[str, str | None, str]] = []  # (name, base64 png or None, note)
+    for name, plot in FIGURES.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
+                fig = plot(ds)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=DPI)
+            (out / f"{name}.png").write_bytes(buf.getvalue())
+            figures.append((name, base64.b64encode(buf.getvalue()).decode("ascii"), ""))
+        except Exception as exc:  # one figure that cannot be drawn must not sink the report
+            figures.append((name, None, f"{type(exc).__name__}: {exc}"))
+    page = out / "report.html"
+    page.write_text(render_html(store, ds, figures), encoding="utf-8")
+    return page
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _e(v)
+    if not np.isfinite(f):
+        return "—" if np.isnan(f) else ("∞" if f > 0 else "−∞")
+    return f"{f:.{digits}g}"
+
+
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], left: int = 0,
+           row_classes: Sequence[str] | None = None) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(header or ()))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        tds = "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{tds}</tr>")
+    head = f"<thead><tr>{th}</tr></thead>" if header else ""
+    return f"<table>{head}<tbody>{''.join(body)}</tbody></table>"
+
+
+def _summary(ds: xr.Dataset) -> str:
+    acc = ds.sgd
+    n_done, total = acc.progress()
+    failures = acc.failures()
+    runtime = float(np.nansum(ds["runtime"].values)) if "runtime" in ds else float("nan")
+    rows = [["cells done", f"{n_done} / {total}"],
+            ["failed", str(len(failures))],
+            ["pending", str(total - n_done - len(failures))],
+            ["compute time of done cells", f"{_num(runtime)} s"]]
+    paths = json.loads(ds.attrs.get("sweep_paths", "{}") or "{}")
+    for d in acc.sweep_dims:
+        vals = ", ".join(_num(v, 4) for v in ds[d].values)
+        rows.append([f"axis {_e(d)} ({_e(paths.get(d, d))})", f"[{vals}]"])
+    for key in ("landscape", "chains", "sampling", "fp_convention"):
+        if key in ds.attrs:
+            rows.append([key, _e(ds.attrs[key])])
+    html_ = _table(None, [[_e(r[0]), r[1]] for r in rows], left=2)
+    if failures:
+        frows = [[_e(", ".join(f"{k} = {_num(v, 4)}" for k, v in f["cell"].items())), _e(f["error"])]
+                 for f in failures]
+        html_ += "<h3>Failed cells</h3>" + _table(["cell", "message"], frows, left=2)
+    return html_
+
+
+def _last_time_tables(ds: xr.Dataset) -> str:
+    """Distances to FP per method (median/max over done cells) and the per-cell table."""
+    acc = ds.sgd
+    if "fp" not in acc.methods or "y" in ds.dims:
+        return '<p class="muted">No Fokker–Planck reference in this store: no distance table.</p>'
+    t_last = float(ds["t"].values[-1])
+    others = [m for m in acc.methods if m != "fp"]
+    metrics = ("tv", "kl", "w1", "hellinger")
+    dist = xr.Dataset({f"{m}:{k}": acc.distance(m, "fp", metric=k, t="last")
+                       for m in others for k in metrics})
+    cells = xr.Dataset()
+    if "sgd" in acc.methods:
+        cells["TV(SGD, FP)"] = dist["sgd:tv"]
+        cells["W1(SGD, FP)"] = dist["sgd:w1"]
+    if "sde" in acc.methods:
+        cells["TV(SDE, FP)"] = dist["sde:tv"]
+    if "gibbs" in acc.kinds and "sgd" in acc.methods:
+        cells["TV(SGD, Gibbs)"] = acc.distance_to_stationary("sgd", "gibbs", "tv")
+    basins = acc.basins
+    for src in ("sgd", "fp", "gibbs"):
+        if (src in acc.methods or src in acc.kinds) and basins:
+            bm = acc.basin_masses(src)
+            for b in basins:
+                cells[f"{src} mass {b}"] = bm.sel(basin=b, drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        dist, cells = xr.merge([dist]).compute(), cells.compute()
+        rows = []
+        for m in others:
+            row = [_e(m)]
+            for k in metrics:
+                v = np.asarray(dist[f"{m}:{k}"].values, float)
+                row.append(f"{_num(np.nanmedian(v))} / {_num(np.nanmax(v))}" if np.isfinite(v).any() else "—")
+            rows.append(row)
+    out = (f"<p>Distance of each method from the Itô Fokker–Planck density at the last snapshot "
+           f"t = {_num(t_last)}: median / max over finished cells. TV and Hellinger in [0, 1], "
+           f"KL in nats (floor 1e-12), W1 in units of θ.</p>"
+           + _table(["method", "TV", "KL", "W1", "Hellinger"], rows, left=1))
+
+    dims = list(acc.sweep_dims)
+    done = np.asarray(ds["done"].values, bool) if "done" in ds else np.ones((), bool)
+    error = np.asarray(ds["error"].values) if "error" in ds else np.full(done.shape, "")
+    header = [*dims, "status", *cells.data_vars]
+    rows, classes = [], []
+    for idx in np.ndindex(done.shape):
+        if len(rows) == MAX_CELL_ROWS:
+            break
+        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
+        status = "done" if done[idx] else ("failed" if error[idx] else "pending")
+        vals = [_num(np.asarray(cells[v].values)[idx]) if done[idx] else "" for v in cells.data_vars]
+        rows.append([*coords, status, *vals])
+        classes.append({"failed": "fail", "pending": "pending"}.get(status, ""))
+    out += (f"<h3>Cells at t = {_num(t_last)}</h3>"
+            + _table(header, rows, left=len(dims) + 1, row_classes=classes))
+    if done.size > MAX_CELL_ROWS:
+        out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
+    return out
+
+
+def _provenance(ds: xr.Dataset) -> str:
+    attrs = ds.attrs
+    rows = [[_e(k), _e(attrs[k])] for k in ("created", "last_run_finished", "git_commit", "command_line",
+                                             "config_hash") if k in attrs]
+    out = _table(None, rows, left=2)
+    try:
+        versions = json.loads(attrs.get("versions", "{}") or "{}")
+    except json.JSONDecodeError:
+        versions = {}
+    if versions:
+        out += "<h3>Package versions</h3>" + _table(["package", "version"],
+                                                    [[_e(k), _e(v)] for k, v in versions.items()], left=2)
+    try:
+        runs = json.loads(attrs.get("runs", "[]") or "[]")
+    except json.JSONDecodeError:
+        runs = []
+    if runs:
+        keys = list(runs[0])
+        rows = [[_e(r.get(k, "")) for k in keys] for r in runs]
+        out += "<h3>Runs</h3>" + _table(keys, rows, left=len(keys))
+    if "config" in attrs:
+        out += "<h3>Resolved configuration</h3><pre>" + _e(attrs["config"]) + "</pre>"
+    return out
+
+
+def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | None, str]]) -> str:
+    """The report page (no scripts, no external resources)."""
+    n_done, total = ds.sgd.progress()
+    title = f"sgdsweep report — {store.name}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="muted">Store <code>{_e(store.resolve())}</code> · {n_done} of {total} cells done'
+        f" · landscape {_e(ds.attrs.get('landscape', '?'))}</p>",
+    ]
+    if n_done < total:
+        parts.append('<p class="warn">This sweep is not finished: figures and tables show the '
+                     "finished cells only.</p>")
+    parts += ["<h2>Summary</h2>", _summary(ds), "<h2>At the last snapshot</h2>", _last_time_tables(ds),
+              "<h2>Figures</h2>"]
+    for name, b64, note in figures:
+        caption = _e(CAPTIONS.get(name, name))
+        if b64 is None:
+            parts.append(f'<figure><p class="warn">{_e(name)}: not drawn ({_e(note)})</p></figure>')
+        else:
+            parts.append(f'<figure id="{_e(name)}"><img alt="{_e(name)}" src="data:image/png;base64,{b64}">'
+                         f"<figcaption><b>{_e(name.replace('_', ' '))}.</b> {caption} "
+                         f'(<a href="{_e(name)}.png">{_e(name)}.png</a>)</figcaption></figure>')
+    parts += ["<h2>Provenance</h2>", _provenance(ds), "</body></html>"]
+    return "\n".join(parts)
