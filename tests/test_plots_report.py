@@ -1,0 +1,183 @@
+"""Figures and ``python -m pipeline report`` on a real (small) sweep store.
+
+The store is written by the pipeline's own template and cell writer with the
+real ``run_cell`` (serially, no cluster): the seed model over lr × batch size ×
+initial spread, with one cell failed and one never computed, so the report is
+exercised on a partially finished sweep. The page is then rendered in headless
+Chromium (Debian's ``chromium``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+
+import sgdsweep
+from pipeline import store as stores
+from pipeline.config import compose, expand
+from pipeline.report import report_main
+from pipeline.sweep import templates
+from sgdsweep import plots
+from sgdsweep.analysis import open_sweep
+
+OVERRIDES = ["mc.chains=200", "time.t_end=2.0", "time.snapshots=5", "density_grid.cells=100",
+             "grid.lr=[0.02,0.04]", "grid.batch_size=[1,2]", "grid.seed=[0,1]"]
+FAILED, PENDING = 5, 7  # flat cell indices
+FAIL_MESSAGE = "ValueError: a failure recorded for the report"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "seed.zarr"
+    cfg = compose(OVERRIDES)
+    plan = expand(cfg, reserved={"x", "y", "t", "method", "kind", "basin", "axis"})
+    cell = templates(plan)
+    template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", *OVERRIDES]))
+    stores.create(path, template, replace=False)
+    writer = stores.CellWriter(path, template, [a.name for a in plan.axes])
+    for i, c in enumerate(plan.cells):
+        if i == PENDING:
+            continue
+        if i == FAILED:
+            writer.fail(plan.index(i), FAIL_MESSAGE)
+            continue
+        writer.write(plan.index(i), sgdsweep.run_cell(c))
+    writer.finish({"last_run_finished": stores.now()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "rep"
+    assert report_main([str(store), "--out", str(out)]) == 0
+    return out
+
+
+def test_figures_show_the_accessor_numbers(store):
+    ds = open_sweep(store)
+    assert ds.sgd.sweep_dims == ("lr", "batch_size", "seed")
+    fig = plots.sde_validity_map(ds)
+    expected = ds.sgd.sde_validity().compute()
+    # panels: seed = 0, 1; image rows batch_size, columns lr
+    for k in range(2):
+        shown = np.ma.filled(fig.axes[k].images[0].get_array(), np.nan)
+        np.testing.assert_allclose(shown, expected.isel(seed=k).transpose("batch_size", "lr").values,
+                                   rtol=1e-12)
+    # the failed and the pending cell are masked (NaN) in the map
+    assert np.isnan(expected.values).sum() == 2
+    fig = plots.basin_heatmaps(ds)
+    gibbs = np.log10(ds.sgd.basin_ratio("gibbs").compute())
+    shown = np.ma.filled(fig.axes[1].images[0].get_array(), np.nan)
+    lim = fig.axes[1].images[0].norm.vmax
+    np.testing.assert_allclose(shown, np.clip(gibbs.isel(seed=0).transpose("batch_size", "lr").values,
+                                              -lim, lim), rtol=1e-12)
+
+
+def test_figures_degrade_gracefully(store):
+    ds = open_sweep(store)
+    subsets = {
+        "no batch_size axis": ds.isel(batch_size=0),
+        "lr only": ds.isel(batch_size=0, seed=0),
+        "no sweep axis": ds.isel(lr=0, batch_size=0, seed=0),
+    }
+    for what, sub in subsets.items():
+        for name, plot in plots.FIGURES.items():
+            fig = plot(sub)
+            assert isinstance(fig, Figure), (what, name)
+            fig.savefig(io.BytesIO(), format="png")
+    # only unfinished cells selected: a figure that says so instead of an empty plot
+    none_done = ds.isel(lr=[1], batch_size=[1], seed=[1])
+    assert not bool(none_done.done.any())
+    fig = plots.density_evolution(none_done)
+    assert "no finished cell" in fig.texts[0].get_text()
+    # one run_cell result on its own (no sweep dims, no done)
+    cell = sgdsweep.run_cell({"landscape": {"name": "q", "dim": 1, "datapoints": [
+        [{"kind": "quadratic", "curvature": 1.0, "centre": -0.5}],
+        [{"kind": "quadratic", "curvature": 1.0, "centre": 0.5}]]},
+        "mc": {"chains": 100}, "time": {"t_end": 1.0, "snapshots": 3}, "grid": {"cells": 80},
+        "methods": ["sgd", "fp"]})
+    fig = plots.density_evolution(cell)
+    assert len([a for a in fig.axes if a.lines]) == 3  # three snapshots, FP + SGD each
+
+
+def test_report_files_and_html(store, report):
+    for name in plots.FIGURES:
+        data = (report / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+    page = (report / "report.html").read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(plots.FIGURES)
+    assert base64.b64decode(images[0]).startswith(PNG_MAGIC)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "6 / 8" in page  # cells done / total
+    assert FAIL_MESSAGE in page and "pending" in page and "not finished" in page
+    ds = open_sweep(store)
+    tv = float(ds.sgd.sde_validity().sel(lr=0.02, batch_size=1, seed=0))
+    assert f"{tv:.3g}" in page  # TV(SGD, FP) of the first cell in the cell table
+    assert "Resolved configuration" in page and "seed_two_point" in page
+    assert ds.attrs["git_commit"] in page
+
+
+def test_report_default_out_dir(store):
+    out = store.with_name(store.stem + "_report")
+    assert report_main([str(store)]) == 0
+    assert (out / "report.html").is_file()
+
+
+def test_report_bad_input(tmp_path, capsys):
+    assert report_main([str(tmp_path / "missing.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "missing.zarr" in err
+    xr.Dataset({"a": ("x", [1.0])}).to_zarr(str(tmp_path / "other.zarr"))
+    assert report_main([str(tmp_path / "other.zarr")]) == 2
+    assert "not a sweep store" in capsys.readouterr().err
+    # through the CLI: one line, no traceback
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                    reason="chromium not installed (apt-get install -y chromium); required in CI")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from PIL import Image
+
+    assert CHROMIUM is not None, "CI=true but chromium is not installed"
+    url = (report / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                               "--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
+                               "--window-size=1280,2000", url],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr, proc.stderr[-2000:]
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2000, 1280)
+    # not blank: text and figures give many dark pixels and a wide spread of grey levels
+    assert (img < 128).mean() > 0.01 and img.std() > 20
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") == len(plots.FIGURES) and "<h1>sgdsweep report" in dom
