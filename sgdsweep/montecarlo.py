@@ -19,7 +19,11 @@ Chains run in parallel (numba prange); each owns a counter-based random stream
 bit-identical for any thread count and do not depend on the snapshot schedule.
 Between snapshots the compiled kernel advances every chain; at each snapshot
 histograms, moments, basin counts and the lost count are accumulated serially
-in chain order. Trajectories are never stored.
+in chain order. Trajectories are never stored. 1-D SGD has its own kernel that steps
+64 chains per SIMD block; it draws the same indices and forms the same products and
+sums as the general kernel, except that Gaussian terms use a branch-free polynomial
+exp (relative error ≤ 4e-16) instead of libm's, so trajectories can differ in the
+last bits from a 2-D embedding of the same data.
 
 A chain that becomes non-finite or leaves the grid box [lower, upper] (any axis)
 is frozen and counted as lost from the (sub)step it left; it is excluded from
