@@ -19,11 +19,12 @@ Chains run in parallel (numba prange); each owns a counter-based random stream
 bit-identical for any thread count and do not depend on the snapshot schedule.
 Between snapshots the compiled kernel advances every chain; at each snapshot
 histograms, moments, basin counts and the lost count are accumulated serially
-in chain order. Trajectories are never stored. 1-D SGD has its own kernel that steps
-64 chains per SIMD block; it draws the same indices and forms the same products and
-sums as the general kernel, except that Gaussian terms use a branch-free polynomial
-exp (relative error ≤ 4e-16) instead of libm's, so trajectories can differ in the
-last bits from a 2-D embedding of the same data.
+in chain order. Trajectories are never stored. In 1-D, ``sgd``, ``sde`` and ``langevin``
+run on kernels that step 64 chains per SIMD block; they draw the same random numbers
+and form the same products and sums as the general kernel, except that Gaussian terms
+use a branch-free polynomial exp (relative error ≤ 4e-16) instead of libm's, so
+trajectories can differ from the general kernel in the last bits. ``gd`` always uses
+the general kernel and reproduces θ − η·``Landscape.evaluate``(θ)["grad"] exactly.
 
 A chain that becomes non-finite or leaves the grid box [lower, upper] (any axis)
 is frozen and counted as lost from the (sub)step it left; it is excluded from
@@ -242,8 +243,8 @@ def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, s
                                 kind, amp, centre, mat, ptr, r, g, scratch[c, 2], covs[c])
 
 
-# --------------------------------------------------------------------------- 1-D SGD, vectorised
-# In 1-D, SGD is the hot path. There chains advance in blocks of _LANES stepped in lockstep
+# --------------------------------------------------------------------------- 1-D, vectorised
+# In 1-D, chains advance in blocks of _LANES stepped in lockstep
 # with every loop over the block free of calls and branches, so that the compiler runs it
 # on SIMD lanes (one chain per lane, gathers for the sampled datapoints' parameters).
 # This needs a branch-free exp: :func:`_exp_nonpos`. Each lane's arithmetic is the same
@@ -397,6 +398,78 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
                 es[c] = s + 1 if crossed else es[c]
                 left = live and not (lower <= xn <= upper)
                 ls[c] = s + 1 if left else ls[c]
+        for c in range(L):
+            pos[c0 + c, 0] = x[c]
+            state[c0 + c] = st[c]
+            lost_step[c0 + c] = ls[c]
+            escape_step[c0 + c] = es[c]
+
+
+@nb.njit(cache=True, parallel=True)
+def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, noise_factor, substeps,
+                      temperature, lower, upper, has_esc, thr, direction, n, T, cp, ap, gg, gq):
+    """1-D ``sde`` / ``langevin`` from step s0 to s1, _LANES chains per SIMD block.
+
+    Same arithmetic and normal draws as the general kernel (G and Σ as in
+    ``mean_grad_cov``: sums in sample order, Σ = E[g²] − G² clipped at 0).
+    """
+    L = _LANES
+    dt = lr / substeps
+    sde_scale = math.sqrt(lr * noise_factor * dt)
+    lan_scale = math.sqrt(2.0 * temperature * dt)
+    sde = method == _SDE
+    for blk in nb.prange(pos.shape[0] // L):
+        c0 = blk * L
+        x = np.empty(L)
+        g = np.empty(L)
+        gi = np.empty(L)
+        q2 = np.empty(L)
+        z0 = np.empty(L)
+        z1 = np.empty(L)
+        st = np.empty(L, dtype=np.uint64)
+        ls = np.empty(L, dtype=np.int64)
+        es = np.empty(L, dtype=np.int64)
+        for c in range(L):
+            x[c] = pos[c0 + c, 0]
+            st[c] = state[c0 + c]
+            ls[c] = lost_step[c0 + c]
+            es[c] = escape_step[c0 + c]
+        for s in range(s0, s1):
+            for m in range(substeps):
+                for c in range(L):
+                    g[c] = 0.0
+                    q2[c] = 0.0
+                for i in range(n):
+                    for c in range(L):
+                        gi[c] = 0.0
+                    for k in range(T):
+                        j = i * T + k
+                        cj, aj, ggj, gqj = cp[j], ap[j], gg[j], gq[j]
+                        for c in range(L):
+                            r = x[c] - cj
+                            ar = aj * r
+                            gi[c] += (ggj * _exp_nonpos(-(ar * r)) + gqj) * ar
+                    for c in range(L):
+                        g[c] += gi[c]
+                        q2[c] += gi[c] * gi[c]
+                # Normals are paired within one SGD step, as in the general kernel.
+                if m % 2 == 0:
+                    for c in range(L):
+                        st[c], z0[c], z1[c] = next_normal_pair(st[c])
+                for c in range(L):
+                    G = g[c] / n
+                    z = z0[c] if m % 2 == 0 else z1[c]
+                    if sde:
+                        var = max(q2[c] / n - G * G, 0.0)
+                        xn = x[c] + (-G * dt + sde_scale * math.sqrt(var) * z)
+                    else:
+                        xn = x[c] + (-G * dt + lan_scale * z)
+                    live = ls[c] < 0
+                    x[c] = xn if live else x[c]
+                    crossed = has_esc and live and es[c] < 0 and direction * (xn - thr) > 0.0
+                    es[c] = s + 1 if crossed else es[c]
+                    left = live and not (lower <= xn <= upper)
+                    ls[c] = s + 1 if left else ls[c]
         for c in range(L):
             pos[c0 + c, 0] = x[c]
             state[c0 + c] = st[c]
@@ -576,7 +649,7 @@ def run_ensemble(
     if has_esc:
         escape_step[:chains][escape_direction * (pos[:, 0] - thr) > 0] = 0
     pos = np.concatenate([pos, np.tile(lower, (padded - chains, 1))])
-    terms = _padded_terms_1d(landscape) if method == "sgd" else None
+    terms = _padded_terms_1d(landscape) if method in ("sgd", "sde", "langevin") else None
     scratch = np.zeros((padded, 3, d)) if terms is None else np.zeros((0, 3, d))
     covs = np.zeros((padded, d, d))
 
@@ -590,7 +663,11 @@ def run_ensemble(
     current = 0
     for k in range(S):
         if st[k] > current:
-            if terms is not None:
+            if terms is not None and method != "sgd":
+                _advance_noisy_1d(pos, state, lost_step, escape_step, current, int(st[k]),
+                                  METHOD_IDS[method], lr, noise_factor, substeps, temperature,
+                                  lower[0], upper[0], has_esc, thr, float(escape_direction), n, *terms)
+            elif terms is not None:
                 _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, current, int(st[k]),
                                 SAMPLING_IDS[sampling], batch_size, lr, lower[0], upper[0], has_esc, thr,
                                 float(escape_direction), n, *terms)
