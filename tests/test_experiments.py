@@ -1,0 +1,92 @@
+"""Every experiment under conf/experiment runs end to end at reduced size.
+
+Real ``python -m pipeline sweep +experiment=NAME`` subprocesses (LocalCluster with
+two workers), shrunk by overrides; each store is then checked against a number
+known exactly for that experiment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sgdsweep.accessor  # noqa: F401
+from sgdsweep.analysis import open_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+REDUCED = {
+    "seed_validation": ["mc.chains=200"],
+    "ou_variance": ["grid.lr=[0.25,1.0]", "grid.batch_size=[2]", "mc.chains=200", "time.t_end=8",
+                    "time.snapshots=3", "density_grid.cells=160"],
+    "flat_minima": ["grid.lr=[0.1]", "grid.batch_size=[4]", "grid.landscape.width_left=[0.3,0.6]",
+                    "mc.chains=100", "time.t_end=2", "time.snapshots=3", "density_grid.cells=140"],
+    "escape": ["grid.lr=[0.04,0.08]", "mc.chains=100", "time.t_end=6", "time.snapshots=3"],
+}
+
+
+def sweep(name: str, store: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "sweep", f"+experiment={name}",
+                           f"store={store}", *REDUCED[name]],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_every_experiment_has_a_reduced_run():
+    assert set(EXPERIMENTS) == set(REDUCED)
+
+
+@pytest.mark.integration
+def test_seed_validation(tmp_path):
+    store = tmp_path / "seed_validation.zarr"
+    sweep("seed_validation", store)
+    ds = open_sweep(store)
+    assert bool(ds.done.all())
+    # drift only: the FP transport equation and gradient descent agree to a fraction of a cell
+    w1 = float(ds.sgd.distance("gd", "fp_drift", metric="w1", t="last").isel(lr=0))
+    assert w1 < 0.2 * float(ds.x[1] - ds.x[0])
+    assert ds.sizes["t"] == 51 and float(ds.t[-1]) == 10.0
+
+
+@pytest.mark.integration
+def test_ou_variance(tmp_path):
+    store = tmp_path / "ou_variance.zarr"
+    sweep("ou_variance", store)
+    ds = open_sweep(store).load()
+    assert bool(ds.done.all())
+    for lr in ds.lr.values:
+        fp_var = float(ds["std"].sel({"method": "fp"}).sel(lr=lr, batch_size=2).isel(t=-1)) ** 2
+        # the FP (continuous-time) stationary variance of the OU process: η h Var(c) / (2 b)
+        assert fp_var == pytest.approx(lr / (2 * 2), rel=0.02)
+
+
+@pytest.mark.integration
+def test_flat_minima(tmp_path):
+    store = tmp_path / "flat_minima.zarr"
+    sweep("flat_minima", store)
+    ds = open_sweep(store)
+    assert bool(ds.done.all()) and ds.sgd.sweep_dims == ("lr", "batch_size", "width_left")
+    gibbs = ds.sgd.basin_masses("gibbs").compute()
+    np.testing.assert_allclose(gibbs.sum("basin").values, 1.0, atol=1e-9)
+    # equal widths: the landscape is symmetric, so is the Gibbs density (up to the barrier cell)
+    np.testing.assert_allclose(gibbs.sel(width_left=0.6).values, 0.5, atol=0.01)
+
+
+@pytest.mark.integration
+def test_escape(tmp_path):
+    store = tmp_path / "escape.zarr"
+    sweep("escape", store)
+    ds = open_sweep(store)
+    assert bool(ds.done.all())
+    es = ds.sgd.escape_summary().compute()
+    assert np.all(es.escape_time_exact.values > 0) and np.all(np.isfinite(es.escape_time_exact.values))
+    # barrier top between the pit (θ ≈ 1) and the wide minimum (θ = 2)
+    assert np.all((es.escape_threshold.values > 1.0) & (es.escape_threshold.values < 1.5))
+    assert np.all(es.escaped_fraction.sel({"method": "sde"}).values > 0.9)
