@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 ON_SLURM = ["cluster=slurm", "cluster.scheduler_host=127.0.0.1", "cluster.memory=1GiB",
             "cluster.minimum_jobs=2", "cluster.maximum_jobs=2"]
 #: Cells slow enough (about a second each) that a job can be cancelled while cells remain.
-SLOW = ["mc.chains=3000"]
+SLOW = ["mc.chains=60000"]
 DEFAULT_SLURM_CONF = Path(os.environ.get("SGDSWEEP_SLURM_DIR", "/tmp/sgdsweep-slurm")) / "slurm.conf"
 
 
@@ -285,8 +285,9 @@ def test_sweep_survives_a_cancelled_worker_job(slurm, tmp_path):
     numba_cache = tmp_path.parent / "slurm-numba-cache"
     name = f"sgdsweep-cancel-{os.getpid()}"
     store = tmp_path / "cancel.zarr"
-    args = ["sweep", *TINY, *SLOW, *SMALL_GRID, f"cluster.numba_cache_dir={numba_cache}"]
-    command = pipeline_cmd(*args, *ON_SLURM, f"cluster.job_name={name}", f"store={store}")
+    args = ["sweep", *TINY, *SLOW, *SMALL_GRID]
+    command = pipeline_cmd(*args, *ON_SLURM, f"cluster.numba_cache_dir={numba_cache}",
+                           f"cluster.job_name={name}", f"store={store}")
     proc = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -327,3 +328,34 @@ def test_submit_runs_the_sweep_as_a_slurm_job(slurm, reference_store, tmp_path):
     assert _wait_for_job(job_id, timeout=600) == "COMPLETED", log.read_text() if log.exists() else "no log"
     assert f"sweep job {job_id} on" in log.read_text()
     assert_same_numbers(open_store(tmp_path / "submitted.zarr"), open_store(reference_store))
+
+
+@pytest.mark.slurm
+def test_workers_retire_at_lifetime_and_jobs_are_renewed(slurm, tmp_path):
+    """`lifetime` ends a worker (and so its job) before the walltime; adaptive scaling starts a new job."""
+    from distributed import Client
+
+    cfg = _cluster_cfg("slurm", scheduler_host="127.0.0.1", memory="1GiB", minimum_jobs=1, maximum_jobs=1,
+                       lifetime="3s", lifetime_stagger="0s", walltime="00:02:00")
+    cluster, _ = make_jobqueue_cluster(cfg, store=tmp_path / "s.zarr")
+    seen: set[str] = set()
+
+    def job_id():
+        return os.environ.get("SLURM_JOB_ID")
+
+    try:
+        with Client(cluster) as client:
+            deadline = time.monotonic() + 90
+            while len(seen) < 2 and time.monotonic() < deadline:
+                try:
+                    seen.add(client.submit(job_id, pure=False).result(timeout=30))
+                except TimeoutError:
+                    pass
+                time.sleep(0.5)
+    finally:
+        cluster.close()
+    assert len(seen) >= 2, f"workers seen in jobs {seen}"
+    first = min(seen, key=int)
+    assert _job_state(first) in {"COMPLETED", "CANCELLED"}
+    log = (tmp_path / "s.jobs" / f"sgdsweep-worker-{first}.err").read_text()
+    assert "worker-lifetime-reached" in log
