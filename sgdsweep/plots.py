@@ -71,8 +71,8 @@ def _axes(fig: Figure) -> np.ndarray:
 
 
 def _message(text: str) -> Figure:
-    fig = Figure(figsize=(6, 2), dpi=100)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    fig = Figure(figsize=(8, 1.2), dpi=100)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
     return fig
 
 
@@ -149,6 +149,11 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
            else sorted({int(np.abs(t_all - float(t)).argmin()) for t in times}))
     x = np.asarray(cell["x"].values, dtype=float)
     dens = cell["density"].sel({"method": methods}).isel(t=idx).load()
+    xlabel = THETA
+    if "y" in dens.dims:  # 2-D landscapes: the marginal density of the first component
+        y = np.asarray(cell["y"].values, dtype=float)
+        dens = dens.sum("y") * (y[1] - y[0])
+        xlabel = "θ₁ (density marginal over θ₂)"
     fig = _figure(len(idx), width=3.3, height=3.0)
     axs = _axes(fig)
     for ax, k in zip(axs, range(len(idx)), strict=True):
@@ -160,7 +165,7 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
             else:
                 ax.plot(x, y, drawstyle="steps-mid", lw=1.1, alpha=0.9, **st)
         ax.set_title(f"t = {t_all[idx[k]]:.3g}")
-        ax.set_xlabel(THETA)
+        ax.set_xlabel(xlabel)
         ax.set_ylim(bottom=0)
     axs[0].set_ylabel(DENSITY)
     lo, hi = _support(x, dens.values)
@@ -181,8 +186,10 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
     t = np.asarray(cell["t"].values, dtype=float)
     mean = cell["mean"].sel({"method": methods}).load()
     std = cell["std"].sel({"method": methods}).load()
+    component = "θ"
     if "axis" in mean.dims:  # 2-D landscapes: the first component
         mean, std = mean.isel(axis=0), std.isel(axis=0)
+        component = "θ₁"
     fig = _figure(2, width=4.6, height=3.2)
     ax_m, ax_s = _axes(fig)
     for m in methods:
@@ -194,9 +201,9 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
             ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)
         ax_s.plot(t, sd, marker=marker, ms=3, lw=1.5, **st)
     ax_m.set_xlabel(TIME)
-    ax_m.set_ylabel("mean θ (band: ± std of FP, SGD)")
+    ax_m.set_ylabel(f"mean {component} (band: ± std of FP, SGD)")
     ax_s.set_xlabel(TIME)
-    ax_s.set_ylabel("std of θ")
+    ax_s.set_ylabel(f"std of {component}")
     ax_s.set_ylim(bottom=0)
     _legend_below(fig, ax_m, ncols=3)
     fig.suptitle("Mean and spread over time" + (f" ({_cell_label(where)})" if where else ""))

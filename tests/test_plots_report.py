@@ -113,6 +113,22 @@ def test_figures_degrade_gracefully(store):
     assert len([a for a in fig.axes if a.lines]) == 3  # three snapshots, FP + SGD each
 
 
+def test_figures_of_a_2d_cell_show_marginals():
+    cell = sgdsweep.run_cell({"landscape": {"name": "q2", "dim": 2, "reference": [
+        {"kind": "quadratic", "curvature": [1.0, 4.0], "centre": [0.0, 0.0]}],
+        "shifts": {"n": 4, "std": 0.5, "direction": [1.0, 1.0]}},
+        "methods": ["sgd", "gd"], "mc": {"chains": 100}, "time": {"t_end": 1.0, "snapshots": 3},
+        "grid": {"lower": -2.0, "upper": 2.0, "cells": 40},
+        "init": {"kind": "normal", "mean": 0.0, "std": 0.2}})
+    fig = plots.density_evolution(cell)
+    dx = float(cell.x[1] - cell.x[0])
+    for ax in [a for a in fig.axes if a.lines]:
+        line = ax.lines[0]  # SGD: the θ₁ marginal of a normalised 2-D histogram integrates to 1
+        assert float(np.sum(line.get_ydata()) * dx) == pytest.approx(1.0, abs=1e-12)
+    for name, plot in plots.FIGURES.items():
+        assert isinstance(plot(cell), Figure), name
+
+
 def test_report_files_and_html(store, report):
     for name in plots.FIGURES:
         data = (report / f"{name}.png").read_bytes()
