@@ -235,6 +235,43 @@ def _last_time_tables(ds: xr.Dataset) -> str:
     return out
 
 
+def _escape_table(ds: xr.Dataset) -> str:
+    """Escape times per cell, when the store holds any (finished cells only)."""
+    try:
+        es = ds.sgd.escape_summary()
+    except KeyError:
+        return ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        es = es.compute()
+    exact = np.asarray(es["escape_time_exact"].values, float)
+    if not np.isfinite(exact).any():
+        return ""
+    methods = [str(m) for m in es["method"].values
+               if np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values, float)).any()]
+    dims = list(ds.sgd.sweep_dims)
+    header = [*dims, "threshold θ", "exact SDE time"]
+    for m in methods:
+        header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
+    rows = []
+    for idx in np.ndindex(exact.shape):
+        if len(rows) == MAX_CELL_ROWS:
+            break
+        if not np.isfinite(exact[idx]):
+            continue
+        row = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
+        row += [_num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
+                _num(exact[idx])]
+        for m in methods:
+            sel = es.sel({"method": m})
+            row += [_num(np.asarray(sel[v].values)[idx])
+                    for v in ("escape_time_mean", "escaped_fraction", "ratio_to_exact")]
+        rows.append(row)
+    return ("<h3>Escapes</h3><p>Mean first-passage time over the chains that crossed the threshold by "
+            "the last snapshot (biased low where not all did), in t = η·step, beside the exact "
+            "passage time of the Itô SDE.</p>" + _table(header, rows, left=len(dims)))
+
+
 def _provenance(ds: xr.Dataset) -> str:
     attrs = ds.attrs
     rows = [[_e(k), _e(attrs[k])] for k in ("created", "last_run_finished", "git_commit", "command_line",
@@ -276,7 +313,7 @@ def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | 
         parts.append('<p class="warn">This sweep is not finished: figures and tables show the '
                      "finished cells only.</p>")
     parts += ["<h2>Summary</h2>", _summary(ds), "<h2>At the last snapshot</h2>", _last_time_tables(ds),
-              "<h2>Figures</h2>"]
+              _escape_table(ds), "<h2>Figures</h2>"]
     for name, b64, note in figures:
         caption = _e(CAPTIONS.get(name, name))
         if b64 is None:

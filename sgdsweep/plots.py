@@ -266,6 +266,11 @@ def _facets(da: xr.DataArray, keep: Sequence[str]) -> list[dict[str, Any]]:
     return [dict(zip(other, c, strict=True)) for c in itertools.islice(combos, MAX_PANELS)]
 
 
+def _shown(da: xr.DataArray, keep: Sequence[str], panels: int) -> str:
+    total = int(np.prod([da.sizes[d] for d in da.dims if d not in keep]))
+    return f" — first {panels} of {total} panels; select with .sel" if total > panels else ""
+
+
 def _heatmap(ax: Any, da: xr.DataArray, norm: Normalize, cmap: str, fmt: Any) -> Any:
     """lr along x, batch_size along y; an absent axis is a single row/column."""
     for d in ("batch_size", "lr"):
@@ -345,8 +350,9 @@ def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = 
             ax.set_title(f"{what}" + (f"\n{label}" if label else ""))
     cb = fig.colorbar(im, ax=axs.ravel().tolist(), shrink=0.8, extend="both")
     cb.set_label(f"log10 mass({numerator}) / mass({denominator})")
-    fig.suptitle(f"Basin-mass ratio {numerator} : {denominator}" + (" (rows: other sweep axes)"
-                                                                      if len(rows) > 1 else ""))
+    fig.suptitle(f"Basin-mass ratio {numerator} : {denominator}"
+                 + (" (rows: other sweep axes)" if len(rows) > 1 else "")
+                 + _shown(next(iter(logs.values())), ("lr", "batch_size"), len(rows)))
     return fig
 
 
@@ -373,7 +379,7 @@ def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method
     cb = fig.colorbar(im, ax=[a for a in axs if a.get_visible()], shrink=0.85)
     cb.set_label(f"{metric.upper()}({method.upper()}, {reference.upper()})")
     fig.suptitle(f"SDE validity: {metric.upper()} distance between {method.upper()} and "
-                 f"{reference.upper()} at {t_txt}")
+                 f"{reference.upper()} at {t_txt}" + _shown(da, ("lr", "batch_size"), len(panels)))
     return fig
 
 

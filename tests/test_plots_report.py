@@ -143,6 +143,7 @@ def test_report_files_and_html(store, report):
     ds = open_sweep(store)
     tv = float(ds.sgd.sde_validity().sel(lr=0.02, batch_size=1, seed=0))
     assert f"{tv:.3g}" in page  # TV(SGD, FP) of the first cell in the cell table
+    assert "<h3>Escapes</h3>" in page
     assert "Resolved configuration" in page and "seed_two_point" in page
     assert ds.attrs["git_commit"] in page
 
