@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -72,7 +73,7 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
             try:
                 say(f"cluster: LocalCluster, {n} worker process(es) x 1 thread; "
                     f"dashboard {_dashboard(client)}")
-                yield client
+                yield from _guarded(client)
             finally:
                 client.close()
         finally:
@@ -87,7 +88,7 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
         try:
             n = len(client.scheduler_info().get("workers", {}))
             say(f"cluster: scheduler {cluster['address']}, {n} worker(s) now; dashboard {_dashboard(client)}")
-            yield client
+            yield from _guarded(client)
         finally:
             client.close()
     else:
@@ -98,11 +99,21 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
             client = Client(jq)
             try:
                 say(f"cluster: {description}; dashboard {_dashboard(client)}")
-                yield client
+                yield from _guarded(client)
             finally:
                 client.close()
         finally:
             jq.close()
+
+
+def _guarded(client: Client) -> Iterator[Client]:
+    """Yield the client; on Ctrl-C the workers die with the terminal's process group,
+    and the cluster's shutdown complaints about it are noise, not news."""
+    try:
+        yield client
+    except KeyboardInterrupt:
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise
 
 
 def _dashboard(client: Client) -> str:
