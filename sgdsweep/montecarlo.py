@@ -327,6 +327,10 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
     L = _LANES
     scale = lr / batch
     nu = np.uint64(n)
+    gauss_slot = np.zeros(T, dtype=np.bool_)
+    for j in range(n * T):
+        if gg[j] != 0.0:
+            gauss_slot[j % T] = True
     for blk in nb.prange(pos.shape[0] // L):
         c0 = blk * L
         x = np.empty(L)
@@ -383,10 +387,16 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
                         pa[c] = ap[j]
                         pg[c] = gg[j]
                         pq[c] = gq[j]
-                    for c in range(L):
-                        r = x[c] - pc[c]
-                        ar = pa[c] * r
-                        g[c] += (pg[c] * _exp_nonpos(-(ar * r)) + pq[c]) * ar
+                    if gauss_slot[k]:
+                        for c in range(L):
+                            r = x[c] - pc[c]
+                            ar = pa[c] * r
+                            g[c] += (pg[c] * _exp_nonpos(-(ar * r)) + pq[c]) * ar
+                    else:
+                        # No sample has a Gaussian in this slot: (0·e + q)·ar is exactly q·ar.
+                        for c in range(L):
+                            r = x[c] - pc[c]
+                            g[c] += pq[c] * (pa[c] * r)
             if sampling == _RESHUFFLE:
                 for c in range(L):
                     cursor[c0 + c] += batch
@@ -445,10 +455,15 @@ def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, no
                     for k in range(T):
                         j = i * T + k
                         cj, aj, ggj, gqj = cp[j], ap[j], gg[j], gq[j]
-                        for c in range(L):
-                            r = x[c] - cj
-                            ar = aj * r
-                            gi[c] += (ggj * _exp_nonpos(-(ar * r)) + gqj) * ar
+                        if ggj != 0.0:
+                            for c in range(L):
+                                r = x[c] - cj
+                                ar = aj * r
+                                gi[c] += (ggj * _exp_nonpos(-(ar * r)) + gqj) * ar
+                        else:
+                            # (0·e + q)·ar is exactly q·ar: skip the exp.
+                            for c in range(L):
+                                gi[c] += gqj * (aj * (x[c] - cj))
                     for c in range(L):
                         g[c] += gi[c]
                         q2[c] += gi[c] * gi[c]
