@@ -64,7 +64,7 @@ class TimeConf:
 @dataclass
 class MCConf:
     chains: int = 1000
-    sde_substeps: int = 1
+    sde_substeps: int = 10  # Euler–Maruyama steps per SGD step (dt = η / substeps)
     max_steps: int = 20_000_000
 
 
@@ -77,6 +77,7 @@ class LangevinConf:
 class FPConf:
     convention: str = "ito"
     dt: float | None = None
+    refine: int = 8  # FP cells per density-grid cell
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """sgdsweep: where does SGD's probability mass go, and how well does the SDE /
 Fokker–Planck picture predict it? The science library (no Dask, no Hydra)."""
 
+import sgdsweep.accessor  # noqa: F401  (registers the ds.sgd accessor)
+from sgdsweep.analysis import open_sweep
 from sgdsweep.cell import cell_template, run_cell
 from sgdsweep.cellconfig import CellConfig, parse_cell
 from sgdsweep.errors import ConfigError
@@ -14,6 +16,7 @@ __all__ = [
     "Landscape",
     "build_landscape",
     "cell_template",
+    "open_sweep",
     "parse_cell",
     "run_cell",
 ]

@@ -100,7 +100,9 @@ def sample_value(theta, i, kind, amp, centre, mat, ptr, r):
     return v
 
 
-@nb.njit(cache=True)
+# Inlined into callers: it runs once per sample per step, where a real call with
+# ~10 exploded array arguments costs more than the arithmetic.
+@nb.njit(cache=True, inline="always")
 def add_sample_grad(theta, i, kind, amp, centre, mat, ptr, r, out, weight):
     """out += weight · ∇l_i(θ). ``r`` is a scratch vector of length d."""
     d = theta.shape[0]

@@ -84,10 +84,6 @@ class EnsembleResult:
 # --------------------------------------------------------------------------- kernels
 
 
-# The landscape's own per-sample gradient, inlined here: called once per sample per step,
-# a real call (with ~10 exploded array arguments) would cost more than the arithmetic.
-_sample_grad = nb.njit(cache=True, inline="always")(add_sample_grad.py_func)
-
 # Chains advance in blocks of _BLOCK stepped in lockstep: one SGD step is a short
 # dependent chain of operations, and interleaving independent chains lets the CPU
 # overlap them. The block size is fixed, so the arithmetic does not depend on threads.
@@ -104,7 +100,7 @@ def _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi):
     for i in range(n):
         for a in range(d):
             gi[a] = 0.0
-        _sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
+        add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
         for a in range(d):
             g[a] += gi[a]
     for a in range(d):
@@ -135,7 +131,7 @@ def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, b
     if sampling == _WITH:
         for _ in range(batch):
             st, i = next_below(st, n)
-            _sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+            add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
     elif sampling == _WITHOUT:
         # Partial Fisher–Yates: the first b entries become a uniform b-subset whatever
         # order the persistent permutation is in.
@@ -145,7 +141,7 @@ def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, b
             i = perm[c, k]
             perm[c, k] = perm[c, j]
             perm[c, j] = i
-            _sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
+            add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
     else:
         if cursor[c] + batch > n:
             for j in range(n - 1, 0, -1):
@@ -155,7 +151,7 @@ def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, b
                 perm[c, j] = i
             cursor[c] = 0
         for j in range(cursor[c], cursor[c] + batch):
-            _sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
+            add_sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
         cursor[c] += batch
     state[c] = st
     for a in range(d):
