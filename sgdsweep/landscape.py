@@ -144,6 +144,23 @@ def add_sample_hess(theta, i, kind, amp, centre, mat, ptr, r, out, weight):
                     out[a, b] += amp[j] * weight * mat[j, a, b]
 
 
+@nb.njit(cache=True, inline="always")
+def mean_grad(th, kind, amp, centre, mat, ptr, r, g, gi):
+    """G(θ) into g, summed sample by sample in index order (the order of Landscape.evaluate)."""
+    d = th.shape[0]
+    n = ptr.shape[0] - 1
+    for a in range(d):
+        g[a] = 0.0
+    for i in range(n):
+        for a in range(d):
+            gi[a] = 0.0
+        add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
+        for a in range(d):
+            g[a] += gi[a]
+    for a in range(d):
+        g[a] /= n
+
+
 @nb.njit(cache=True)
 def mean_grad_cov(theta, kind, amp, centre, mat, ptr, r, g, gi, cov):
     """G(θ) into ``g`` and population covariance Σ(θ) into ``cov``; ``gi`` is scratch (d,)."""

@@ -46,7 +46,7 @@ from numba.extending import intrinsic
 
 from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad_cov
+from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad, mean_grad_cov
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
 from sgdsweep.rng import _GAMMA, _S32, chain_states, mix64, next_below, next_normal_pair, stream_key
 
@@ -88,23 +88,6 @@ class EnsembleResult:
 # dependent chain of operations, and interleaving independent chains lets the CPU
 # overlap them. The block size is fixed, so the arithmetic does not depend on threads.
 _BLOCK = 8
-
-
-@nb.njit(cache=True, inline="always")
-def _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi):
-    """G(θ) into g, summed sample by sample in index order (the order of Landscape.evaluate)."""
-    d = th.shape[0]
-    n = ptr.shape[0] - 1
-    for a in range(d):
-        g[a] = 0.0
-    for i in range(n):
-        for a in range(d):
-            gi[a] = 0.0
-        add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, gi, 1.0)
-        for a in range(d):
-            g[a] += gi[a]
-    for a in range(d):
-        g[a] /= n
 
 
 @nb.njit(cache=True, inline="always")
@@ -190,7 +173,7 @@ def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_facto
                 th[0] += -g[0] * dt + sde_scale * l11 * z0
                 th[1] += -g[1] * dt + sde_scale * (l21 * z0 + l22 * z1b)
         else:
-            _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, gi)
+            mean_grad(th, kind, amp, centre, mat, ptr, r, g, gi)
             if d == 1:
                 if m % 2 == 0:
                     st, z0, z1 = next_normal_pair(st)
@@ -229,7 +212,7 @@ def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, s
                               step_scale, lower, upper, has_esc, thr, direction,
                               kind, amp, centre, mat, ptr, r, g)
                 elif method == _GD:
-                    _gradient_mean(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
+                    mean_grad(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
                     for a in range(d):
                         th[a] = th[a] - lr * g[a]
                     _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step)
