@@ -176,7 +176,7 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
     from sgdsweep.references import gibbs_density, langevin_default_temperature
 
     grid = cell.grids[0]
-    x, dx = grid.centres, grid.dx
+    dx = grid.dx
     factor = cell.noise_factor
     D = diffusion(land["cov"][:, 0, 0], cell.lr, factor)
     ds["loss"][:] = land["loss"]
@@ -223,21 +223,23 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
         ds["escape_threshold"] = ((), esc[0], _ATTRS["escape_threshold"])
 
     edges = basins.edges
-    basin_of_cell = np.searchsorted(edges, x, side="right")
+    basin_of_fine = np.searchsorted(edges, fine.centres, side="right")
     alpha = CONVENTIONS[cell.convention]
 
     for method in cell.methods:
         if method in FP_METHODS:
             p0 = cell.init.cell_masses(fine) / fine.dx
             dt = cell.fp_dt if cell.fp_dt is not None else cell.lr / cell.sde_substeps
-            dens = coarse(solver(alpha, drift_only=(method == "fp_drift")).evolve(p0, cell.times, dt))
-            mass = dens.sum(axis=1) * dx
-            mean = (dens * x).sum(axis=1) * dx / mass
-            var = (dens * (x[None, :] - mean[:, None]) ** 2).sum(axis=1) * dx / mass
-            bmass = np.stack([dens[:, basin_of_cell == k].sum(axis=1) * dx
+            dens = solver(alpha, drift_only=(method == "fp_drift")).evolve(p0, cell.times, dt)
+            # Moments and basin masses from the fine solution; only the density is coarsened.
+            xf, dxf = fine.centres, fine.dx
+            mass = dens.sum(axis=1) * dxf
+            mean = (dens * xf).sum(axis=1) * dxf / mass
+            var = (dens * (xf[None, :] - mean[:, None]) ** 2).sum(axis=1) * dxf / mass
+            bmass = np.stack([dens[:, basin_of_fine == k].sum(axis=1) * dxf
                               for k in range(len(basins.names))], axis=1)
             sel = {"method": method}
-            ds["density"].loc[sel] = dens
+            ds["density"].loc[sel] = coarse(dens)
             ds["mean"].loc[sel] = mean
             ds["std"].loc[sel] = np.sqrt(var)
             ds["basin_mass"].loc[sel] = bmass
