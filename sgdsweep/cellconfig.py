@@ -8,7 +8,6 @@ and raises :class:`~sgdsweep.errors.ConfigError` naming the first bad one.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from sgdsweep.grid import Grid1D
 from sgdsweep.initial import Initial
 from sgdsweep.landscape import Landscape, build_landscape
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
+from sgdsweep.validate import integer, real
 
 #: Monte Carlo methods: real minibatch SGD, Euler–Maruyama of its Itô SDE,
 #: constant-temperature Langevin, and full-batch gradient descent (drift only).
@@ -101,37 +101,13 @@ def merge_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _real(value: Any, field: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{field}: expected a number, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{field}: expected a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ConfigError(f"{field}: must be finite, got {value!r}")
-    if positive and x <= 0:
-        raise ConfigError(f"{field}: must be > 0, got {value!r}")
-    return x
-
-
-def _integer(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer | float):
-        raise ConfigError(f"{field}: expected an integer, got {value!r}")
-    if int(value) != value:
-        raise ConfigError(f"{field}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{field}: must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _grids(spec: Mapping[str, Any], dim: int) -> tuple[Grid1D, ...]:
     lo = np.broadcast_to(np.asarray(spec["lower"], dtype=object), (dim,))
     hi = np.broadcast_to(np.asarray(spec["upper"], dtype=object), (dim,))
     n = np.broadcast_to(np.asarray(spec["cells"], dtype=object), (dim,))
     return tuple(
-        Grid1D(_real(lo[a], "grid.lower"), _real(hi[a], "grid.upper"),
-               _integer(n[a], "grid.cells", 3))
+        Grid1D(real(lo[a], "grid.lower"), real(hi[a], "grid.upper"),
+               integer(n[a], "grid.cells", 3))
         for a in range(dim)
     )
 
@@ -145,8 +121,8 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
     raw = merge_defaults(cfg)
     land = build_landscape(raw["landscape"])
 
-    lr = _real(raw["lr"], "lr", positive=True)
-    batch_size = _integer(raw["batch_size"], "batch_size", 1)
+    lr = real(raw["lr"], "lr", positive=True)
+    batch_size = integer(raw["batch_size"], "batch_size", 1)
     sampling = raw["sampling"]
     if sampling not in SAMPLINGS:
         raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
@@ -160,7 +136,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
             raise ConfigError(f"methods: unknown method {m!r} (known: {', '.join(METHODS)})")
     if land.dim != 1 and any(m in FP_METHODS for m in methods):
         raise ConfigError("methods: the Fokker–Planck solver is 1-D; drop fp/fp_drift for dim 2")
-    seed = _integer(raw["seed"], "seed", 0)
+    seed = integer(raw["seed"], "seed", 0)
 
     init = Initial.from_dict(dict(raw["init"]), land.dim)
     grids = _grids(raw["grid"], land.dim)
@@ -173,13 +149,13 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
                 f"(its support is [{lo:.4g}, {hi:.4g}])"
             )
 
-    t_end = _real(raw["time"]["t_end"], "time.t_end", positive=True)
-    snapshots = _integer(raw["time"]["snapshots"], "time.snapshots", 2)
+    t_end = real(raw["time"]["t_end"], "time.t_end", positive=True)
+    snapshots = integer(raw["time"]["snapshots"], "time.snapshots", 2)
     times = np.linspace(0.0, t_end, snapshots)
     steps = np.rint(times / lr).astype(np.int64)
-    chains = _integer(raw["mc"]["chains"], "mc.chains", 1)
-    substeps = _integer(raw["mc"]["sde_substeps"], "mc.sde_substeps", 1)
-    max_steps = _integer(raw["mc"]["max_steps"], "mc.max_steps", 1)
+    chains = integer(raw["mc"]["chains"], "mc.chains", 1)
+    substeps = integer(raw["mc"]["sde_substeps"], "mc.sde_substeps", 1)
+    max_steps = integer(raw["mc"]["max_steps"], "mc.max_steps", 1)
     if steps[-1] > max_steps:
         raise ConfigError(f"time.t_end: {t_end} / lr {lr} = {steps[-1]} SGD steps exceeds "
                           f"mc.max_steps = {max_steps}")
@@ -187,15 +163,15 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         raise ConfigError(f"time.t_end: {t_end} is shorter than one SGD step (lr = {lr})")
 
     temp = raw["langevin"]["temperature"]
-    temperature = None if temp is None else _real(temp, "langevin.temperature", positive=True)
+    temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)
     convention = raw["fp"]["convention"]
     if convention not in CONVENTIONS:
         raise ConfigError(f"fp.convention: unknown {convention!r} (known: {', '.join(CONVENTIONS)})")
     fp_dt = raw["fp"]["dt"]
-    fp_dt = None if fp_dt is None else _real(fp_dt, "fp.dt", positive=True)
-    fp_refine = _integer(raw["fp"]["refine"], "fp.refine", 1)
+    fp_dt = None if fp_dt is None else real(fp_dt, "fp.dt", positive=True)
+    fp_refine = integer(raw["fp"]["refine"], "fp.refine", 1)
     thr = raw["escape"]["threshold"]
-    thr = None if thr is None else _real(thr, "escape.threshold")
+    thr = None if thr is None else real(thr, "escape.threshold")
 
     return CellConfig(
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,

@@ -49,6 +49,7 @@ from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad, mean_grad_cov
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
 from sgdsweep.rng import _GAMMA, _S32, chain_states, mix64, next_below, next_normal_pair, stream_key
+from sgdsweep.validate import integer, real
 
 METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3}
 _SGD, _SDE, _LANGEVIN, _GD = 0, 1, 2, 3
@@ -520,22 +521,6 @@ def _accumulate(pos, lost_step, lower, dx, cells, basin_edges, counts, mean, var
 # --------------------------------------------------------------------------- wrapper
 
 
-def _positive_int(value, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ConfigError(f"{field}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _finite(value, field: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{field}: expected a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ConfigError(f"{field}: must be finite, got {value!r}")
-    return v
-
-
 def run_ensemble(
     landscape: Landscape,
     method: str,
@@ -582,7 +567,7 @@ def run_ensemble(
         raise ConfigError("x0: initial positions must be finite")
     pos = np.ascontiguousarray(pos)
     chains = pos.shape[0]
-    lr = _finite(lr, "lr")
+    lr = real(lr, "lr")
     if lr <= 0:
         raise ConfigError(f"lr: must be > 0, got {lr}")
     st = np.asarray(steps)
@@ -598,29 +583,29 @@ def run_ensemble(
         raise ConfigError(f"grids: expected {d} Grid1D (one per axis), got {grids!r}")
     if sampling not in SAMPLINGS:
         raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = integer(batch_size, "batch_size", 1)
     if batch_size > n:
         raise ConfigError(f"batch_size: {batch_size} is larger than the dataset (n = {n})")
     if noise_factor is None:
         noise_factor = batch_noise_factor(n, batch_size, sampling)
-    noise_factor = _finite(noise_factor, "noise_factor")
+    noise_factor = real(noise_factor, "noise_factor")
     if noise_factor < 0:
         raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor}")
-    substeps = _positive_int(substeps, "substeps")
+    substeps = integer(substeps, "substeps", 1)
     if method == "langevin":
         if temperature is None:
             raise ConfigError("temperature: required for the langevin method")
-        temperature = _finite(temperature, "temperature")
+        temperature = real(temperature, "temperature")
         if temperature < 0:
             raise ConfigError(f"temperature: must be >= 0, got {temperature}")
     else:
         temperature = 0.0
-    seed = _positive_int(seed, "seed", minimum=0)
+    seed = integer(seed, "seed", 0)
     edges = np.asarray(basin_edges, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
         raise ConfigError(f"basin_edges: must be finite and strictly increasing, got {list(edges)}")
     has_esc = escape_threshold is not None
-    thr = _finite(escape_threshold, "escape_threshold") if has_esc else 0.0
+    thr = real(escape_threshold, "escape_threshold") if has_esc else 0.0
     if escape_direction not in (1, -1):
         raise ConfigError(f"escape_direction: must be +1 or -1, got {escape_direction!r}")
 
