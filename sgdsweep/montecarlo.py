@@ -48,7 +48,16 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad, mean_grad_cov
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
-from sgdsweep.rng import _GAMMA, _S32, chain_states, mix64, next_below, next_normal_pair, stream_key
+from sgdsweep.rng import (
+    _GAMMA,
+    _S32,
+    chain_states,
+    mix64,
+    next_below,
+    next_normal_pair,
+    side_uniform,
+    stream_key,
+)
 from sgdsweep.validate import integer, real
 
 METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3}
@@ -67,7 +76,9 @@ class EnsembleResult:
     (population variance) are over the chains still inside the grid (NaN if none).
     ``basin_counts`` counts in-grid chains per basin of axis 0 (basin j is
     [edge_{j−1}, edge_j)). ``lost`` is the number of chains lost by each snapshot.
-    ``escape_step`` is each chain's first SGD step with θ₀ past the threshold
+    ``escape_step`` is each chain's first SGD step with θ₀ past the threshold (for
+    ``sde`` / ``langevin`` including Brownian-bridge crossings between substeps, so the
+    continuous-time passage is not detected O(√dt) late)
     (0 if it starts there, −1 if never, all −1 without a threshold).
     ``lost_step`` is the SGD step at which each chain was lost (−1 if never).
     """
@@ -155,6 +166,7 @@ def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_facto
     lan_scale = math.sqrt(2.0 * temperature * dt)
     z1 = 0.0
     for m in range(substeps):
+        x_old = th[0]
         if method == _SDE:
             mean_grad_cov(th, kind, amp, centre, mat, ptr, r, g, gi, cov)
             if d == 1:
@@ -185,6 +197,10 @@ def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_facto
                 st, z0, z1b = next_normal_pair(st)
                 th[0] += -g[0] * dt + lan_scale * z0
                 th[1] += -g[1] * dt + lan_scale * z1b
+        if has_esc and escape_step[c] < 0:
+            var_dt = sde_scale * sde_scale * cov[0, 0] if method == _SDE else lan_scale * lan_scale
+            if _bridge_crossed(direction * (thr - x_old), direction * (thr - th[0]), var_dt, st, m):
+                escape_step[c] = s + 1
         if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
             break
     state[c] = st
@@ -274,6 +290,25 @@ def _exp_nonpos(x):
     p = p * r + _E0
     e = p * _int_bits_as_float((np.int64(k) + 1023) << 52)
     return e if x >= -708.0 else 0.0
+
+
+# Salt of the side uniforms of the Brownian-bridge test (one per substep parity).
+_BRIDGE_SALT = np.uint64(0xB41D6E5A17C3F00D)
+
+
+@nb.njit(cache=True, inline="always")
+def _bridge_crossed(gap0, gap1, var_dt, st, m):
+    """Did the continuous path cross the threshold between two Euler–Maruyama points?
+
+    ``gap0``, ``gap1`` are the distances to the threshold before and after the substep
+    (both > 0 when the endpoints did not cross) and ``var_dt`` the increment variance.
+    Given its endpoints a Brownian path crossed with probability
+    exp(−2 gap0 gap1 / var_dt); without this test first passages are detected O(√dt)
+    late, because paths that cross and return within a substep are missed.
+    """
+    arg = -2.0 * gap0 * gap1 / var_dt if var_dt > 0.0 else -1.0e300
+    p = _exp_nonpos(max(arg, -745.0)) if (gap0 > 0.0 and gap1 > 0.0) else 0.0
+    return side_uniform(st, _BRIDGE_SALT ^ np.uint64(m & 1)) < p
 
 
 def _padded_terms_1d(landscape: Landscape):
@@ -457,11 +492,15 @@ def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, no
                     if sde:
                         var = max(q2[c] / n - G * G, 0.0)
                         xn = x[c] + (-G * dt + sde_scale * math.sqrt(var) * z)
+                        var_dt = sde_scale * sde_scale * var
                     else:
                         xn = x[c] + (-G * dt + lan_scale * z)
+                        var_dt = lan_scale * lan_scale
                     live = ls[c] < 0
+                    bridged = _bridge_crossed(direction * (thr - x[c]), direction * (thr - xn),
+                                              var_dt, st[c], m)
                     x[c] = xn if live else x[c]
-                    crossed = has_esc and live and es[c] < 0 and direction * (xn - thr) > 0.0
+                    crossed = has_esc and live and es[c] < 0 and (direction * (xn - thr) > 0.0 or bridged)
                     es[c] = s + 1 if crossed else es[c]
                     left = live and not (lower <= xn <= upper)
                     ls[c] = s + 1 if left else ls[c]

@@ -75,6 +75,16 @@ def next_uniform(st):
 
 
 @nb.njit(cache=True, inline="always")
+def side_uniform(st, salt):
+    """A uniform on [0, 1) hashed from a stream state without advancing it.
+
+    For occasional extra decisions (e.g. a Brownian-bridge crossing test) that must
+    not shift the stream, so that positions stay identical with or without them.
+    """
+    return float(mix64(st ^ salt) >> _S11) * _TWO_M53
+
+
+@nb.njit(cache=True, inline="always")
 def next_below(st, n):
     """Integer in [0, n) by Lemire's multiply-shift on 32 random bits (bias ≤ n / 2^32)."""
     st, x = next_u64(st)
