@@ -196,9 +196,15 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
     def coarse(p: np.ndarray) -> np.ndarray:
         return p.reshape(*p.shape[:-1], grid.cells, cell.fp_refine).mean(axis=-1)
 
+    solvers: dict[tuple[float, bool], FokkerPlanck1D] = {}
+
     def solver(alpha: float, drift_only: bool = False) -> FokkerPlanck1D:
-        return FokkerPlanck1D.from_landscape(cell.landscape, fine, cell.lr, factor, alpha=alpha,
-                                             drift_only=drift_only)
+        # One operator per (convention, drift-only): stationary, evolve and escape share it.
+        key = (alpha, drift_only)
+        if key not in solvers:
+            solvers[key] = FokkerPlanck1D.from_landscape(cell.landscape, fine, cell.lr, factor,
+                                                         alpha=alpha, drift_only=drift_only)
+        return solvers[key]
 
     # Stationary references: the FP null vector under each convention, and Gibbs.
     degenerate = False
@@ -226,9 +232,11 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
     basin_of_fine = np.searchsorted(edges, fine.centres, side="right")
     alpha = CONVENTIONS[cell.convention]
 
+    x0 = _initial_positions(cell)
+    p0_mass = cell.init.cell_masses(fine)  # initial law on the FP grid (probability per cell)
     for method in cell.methods:
         if method in FP_METHODS:
-            p0 = cell.init.cell_masses(fine) / fine.dx
+            p0 = p0_mass / fine.dx
             dt = cell.fp_dt if cell.fp_dt is not None else cell.lr / cell.sde_substeps
             dens = solver(alpha, drift_only=(method == "fp_drift")).evolve(p0, cell.times, dt)
             # Moments and basin masses from the fine solution; only the density is coarsened.
@@ -245,11 +253,11 @@ def _fill_1d(ds: xr.Dataset, cell: CellConfig, basins: Basins, land: dict) -> No
             ds["basin_mass"].loc[sel] = bmass
             ds["lost_fraction"].loc[sel] = 0.0
         else:
-            _run_mc_1d(ds, cell, method, temperature, edges, esc)
+            _run_mc_1d(ds, cell, method, x0, temperature, edges, esc)
 
     if esc is not None and "sde" in cell.methods:
         fp = solver(CONVENTIONS["ito"])
-        T = _exact_escape(fp, cell.init.cell_masses(fine), esc)
+        T = _exact_escape(fp, p0_mass, esc)
         ds["escape_time_exact"] = ((), T, _ATTRS["escape_time_exact"])
 
     if DISTANCE_REFERENCE in cell.methods:
@@ -269,12 +277,11 @@ def _initial_positions(cell: CellConfig) -> np.ndarray:
     return cell.init.sample(cell.chains, rng)
 
 
-def _run_mc_1d(ds: xr.Dataset, cell: CellConfig, method: str, temperature: float,
+def _run_mc_1d(ds: xr.Dataset, cell: CellConfig, method: str, x0: np.ndarray, temperature: float,
                edges: np.ndarray, esc: tuple[float, int] | None) -> None:
     from sgdsweep.montecarlo import run_ensemble
 
     grid = cell.grids[0]
-    x0 = _initial_positions(cell)
     res = run_ensemble(
         cell.landscape, method, x0, cell.lr, cell.steps, cell.grids,
         batch_size=cell.batch_size, sampling=cell.sampling, noise_factor=cell.noise_factor,
