@@ -335,6 +335,34 @@ def _padded_terms_1d(landscape: Landscape):
     return T, cp, ap, gg, gq
 
 
+# Per-lane bookkeeping shared by the SIMD kernels: branch-free, inlined into the lane loops.
+@nb.njit(cache=True, inline="always")
+def _settle(x, xn, es, ls, step, has_esc, thr, direction, lower, upper, bridged):
+    """Move a live lane to xn; record its first passage and the step it left the grid."""
+    live = ls < 0
+    crossed = has_esc and live and es < 0 and (direction * (xn - thr) > 0.0 or bridged)
+    left = live and not (lower <= xn <= upper)
+    return (xn if live else x), (step if crossed else es), (step if left else ls)
+
+
+@nb.njit(cache=True, inline="always")
+def _load_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es):
+    for c in range(x.shape[0]):
+        x[c] = pos[c0 + c, 0]
+        st[c] = state[c0 + c]
+        ls[c] = lost_step[c0 + c]
+        es[c] = escape_step[c0 + c]
+
+
+@nb.njit(cache=True, inline="always")
+def _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es):
+    for c in range(x.shape[0]):
+        pos[c0 + c, 0] = x[c]
+        state[c0 + c] = st[c]
+        lost_step[c0 + c] = ls[c]
+        escape_step[c0 + c] = es[c]
+
+
 @nb.njit(cache=True, parallel=True)
 def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sampling, batch, lr,
                     lower, upper, has_esc, thr, direction, n, T, cp, ap, gg, gq):
@@ -358,11 +386,7 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
         pa = np.empty(L)
         pg = np.empty(L)
         pq = np.empty(L)
-        for c in range(L):
-            x[c] = pos[c0 + c, 0]
-            st[c] = state[c0 + c]
-            ls[c] = lost_step[c0 + c]
-            es[c] = escape_step[c0 + c]
+        _load_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
         for s in range(s0, s1):
             for c in range(L):
                 g[c] = 0.0
@@ -416,18 +440,9 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
                 for c in range(L):
                     cursor[c0 + c] += batch
             for c in range(L):
-                live = ls[c] < 0
-                xn = x[c] - scale * g[c]
-                x[c] = xn if live else x[c]
-                crossed = has_esc and live and es[c] < 0 and direction * (xn - thr) > 0.0
-                es[c] = s + 1 if crossed else es[c]
-                left = live and not (lower <= xn <= upper)
-                ls[c] = s + 1 if left else ls[c]
-        for c in range(L):
-            pos[c0 + c, 0] = x[c]
-            state[c0 + c] = st[c]
-            lost_step[c0 + c] = ls[c]
-            escape_step[c0 + c] = es[c]
+                x[c], es[c], ls[c] = _settle(x[c], x[c] - scale * g[c], es[c], ls[c], s + 1, has_esc,
+                                             thr, direction, lower, upper, False)
+        _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -454,11 +469,7 @@ def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, no
         st = np.empty(L, dtype=np.uint64)
         ls = np.empty(L, dtype=np.int64)
         es = np.empty(L, dtype=np.int64)
-        for c in range(L):
-            x[c] = pos[c0 + c, 0]
-            st[c] = state[c0 + c]
-            ls[c] = lost_step[c0 + c]
-            es[c] = escape_step[c0 + c]
+        _load_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
         for s in range(s0, s1):
             for m in range(substeps):
                 for c in range(L):
@@ -496,19 +507,11 @@ def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, no
                     else:
                         xn = x[c] + (-G * dt + lan_scale * z)
                         var_dt = lan_scale * lan_scale
-                    live = ls[c] < 0
-                    bridged = _bridge_crossed(direction * (thr - x[c]), direction * (thr - xn),
-                                              var_dt, st[c], m)
-                    x[c] = xn if live else x[c]
-                    crossed = has_esc and live and es[c] < 0 and (direction * (xn - thr) > 0.0 or bridged)
-                    es[c] = s + 1 if crossed else es[c]
-                    left = live and not (lower <= xn <= upper)
-                    ls[c] = s + 1 if left else ls[c]
-        for c in range(L):
-            pos[c0 + c, 0] = x[c]
-            state[c0 + c] = st[c]
-            lost_step[c0 + c] = ls[c]
-            escape_step[c0 + c] = es[c]
+                    bridged = has_esc and _bridge_crossed(direction * (thr - x[c]),
+                                                          direction * (thr - xn), var_dt, st[c], m)
+                    x[c], es[c], ls[c] = _settle(x[c], xn, es[c], ls[c], s + 1, has_esc, thr,
+                                                 direction, lower, upper, bridged)
+        _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
 
 
 @nb.njit(cache=True)
