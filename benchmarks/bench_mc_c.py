@@ -1,12 +1,15 @@
 """SGD Monte Carlo against a hand-written C loop and NumPy, measured in one run.
 
-The problem of issue 11: 1-D minibatch SGD, b = 1 (with replacement), on 4 Gaussian
-datapoints l_i(θ) = −exp(−(θ − s_i)²) (offsets s_i evenly spaced, std 0.5), 10⁵ chains.
+Problems: 1-D minibatch SGD, b = 1 (with replacement), 10⁵ chains, on
+``four_gaussians`` (issue 11's reference: 4 datapoints l_i(θ) = −exp(−(θ − s_i)²), offsets
+s_i evenly spaced with std 0.5) and on ``two_basin`` (n = 16 samples of 2 Gaussian wells
+and a quadratic, as in ``bench_mc.py``).
 
 * **C**: a straightforward loop — steps outer, chains inner; per chain one splitmix64
   draw (the same stream as ours: same per-chain states, same increment, same
   multiply-shift index), the gradient with libm ``exp``, the step, the grid-box check
-  that freezes a chain and records the step it left. Compiled here with
+  that freezes a chain and records the step it left (for ``two_basin`` one pass over the
+  chains per term slot, so that the chain loop stays vectorisable). Compiled here with
   ``cc -O3 -ffast-math -march=native`` (gcc vectorises the chain loop and calls
   libmvec's SIMD exp) and called through ctypes on the NumPy arrays. Skipped with a
   message when no C compiler is found.
@@ -37,17 +40,19 @@ import numba
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_mc import numpy_sgd
+from bench_mc import TWO_BASIN, numpy_sgd
 
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import _LANES, METHOD_IDS, run_ensemble
+from sgdsweep.montecarlo import _LANES, METHOD_IDS, _padded_terms_1d, run_ensemble
 from sgdsweep.rng import chain_states, stream_key
 
 FOUR_GAUSSIANS = {"dim": 1, "shifts": {"n": 4, "std": 0.5},
                   "reference": [{"kind": "gaussian", "amplitude": -1.0, "centre": 0.0, "width": 1.0}]}
-LR = 0.1
-GRID = Grid1D(-6.0, 6.0, 240)
+CASES = [  # (name, landscape, lr, grid, std of the N(0, std²) start)
+    ("four_gaussians", FOUR_GAUSSIANS, 0.1, Grid1D(-6.0, 6.0, 240), 1.0),
+    ("two_basin", TWO_BASIN, 0.05, Grid1D(-3.0, 3.0, 240), 0.5),
+]
 CFLAGS = ["-O3", "-ffast-math", "-march=native"]
 
 C_SOURCE = r"""
@@ -82,6 +87,41 @@ void sgd1d(long chains, long s0, long s1, double *restrict x, uint64_t *restrict
         }
     }
 }
+
+/* Any 1-D landscape of Gaussian and quadratic terms, b = 1 with replacement: sample i has T term
+   slots i*T .. i*T+T-1 (zero terms pad), gradient sum_t (gg exp(-a r^2) + gq) a r, r = x - c.
+   One pass per slot over all chains (so that gcc vectorises the chain loop); idx and g are
+   per-chain scratch. The same products and sums, in the same order, as the compiled kernel. */
+void sgd1d_terms(long chains, long s0, long s1, double *restrict x, uint64_t *restrict state,
+                 long *restrict lost_step, long *restrict idx, double *restrict g, long n, long T,
+                 const double *restrict cp, const double *restrict ap, const double *restrict gg,
+                 const double *restrict gq, double lr, double lo, double hi) {
+    for (long s = s0; s < s1; s++) {
+        for (long k = 0; k < chains; k++) {
+            uint64_t z = state[k] + 0x9E3779B97F4A7C15ULL;
+            state[k] = z;
+            idx[k] = (long)(((mix64(z) >> 32) * (uint64_t)n) >> 32) * T;
+            g[k] = 0.0;
+        }
+        for (long t = 0; t < T; t++) {
+            for (long k = 0; k < chains; k++) {
+                long j = idx[k] + t;
+                double r = x[k] - cp[j];
+                double ar = ap[j] * r;
+                g[k] += (gg[j] * exp(-ar * r) + gq[j]) * ar;
+            }
+        }
+        for (long k = 0; k < chains; k++) {
+            double xk = x[k];
+            long ls = lost_step[k];
+            double xn = xk - lr * g[k];
+            int live = ls < 0;
+            int left = live & !(lo <= xn && xn <= hi);
+            x[k] = live ? xn : xk;
+            lost_step[k] = left ? s + 1 : ls;
+        }
+    }
+}
 """
 
 
@@ -108,89 +148,83 @@ def build_c(workdir: str) -> ctypes.CDLL | None:
     L, D = ctypes.c_long, ctypes.c_double
     so.sgd1d.argtypes = [L, L, L, dp, up, lp, L, dp, dp, dp, D, D, D]
     so.sgd1d.restype = None
+    so.sgd1d_terms.argtypes = [L, L, L, dp, up, lp, lp, dp, L, L, dp, dp, dp, dp, D, D, D]
+    so.sgd1d_terms.restype = None
     return so
 
 
-def run_c(so, land, x0, steps, seed=1):
+def run_c(so, case, land, x0, steps, seed=1):
     """The C loop on the same chain streams as ``run_ensemble(..., seed=seed)``.
 
     Returns (x, lost_step, wall seconds, CPU seconds of this process).
     """
-    kind, amp, centre, mat, ptr = land.arrays
-    assert np.all(np.diff(ptr) == 1) and np.all(kind == 0)
+    name, _, lr, grid, _ = case
     chains = x0.shape[0]
     padded = -(-chains // _LANES) * _LANES
     state = chain_states(stream_key(seed, METHOD_IDS["sgd"]), padded)[:chains].copy()
     x = x0[:, 0].copy()  # the C loop writes in place
-    lost = np.where((x < GRID.lower) | (x > GRID.upper), 0, -1).astype(np.int64)
-    c = np.ascontiguousarray(centre[:, 0])
-    a = np.ascontiguousarray(mat[:, 0, 0])
-    gg = -2.0 * amp
+    lost = np.where((x < grid.lower) | (x > grid.upper), 0, -1).astype(np.int64)
+    T, cp, ap, gg, gq = _padded_terms_1d(land)
     t, p = time.perf_counter(), time.process_time()
-    so.sgd1d(chains, 0, steps, x, state, lost, land.n, c, a, gg, LR, GRID.lower, GRID.upper)
+    if name == "four_gaussians":  # the issue's reference: one Gaussian term per sample
+        assert T == 1 and not np.any(gq)
+        so.sgd1d(chains, 0, steps, x, state, lost, land.n, cp, ap, gg, lr, grid.lower, grid.upper)
+    else:
+        idx, g = np.empty(chains, dtype=np.int64), np.empty(chains)
+        so.sgd1d_terms(chains, 0, steps, x, state, lost, idx, g, land.n, T, cp, ap, gg, gq, lr,
+                       grid.lower, grid.upper)
     return x, lost, time.perf_counter() - t, time.process_time() - p
 
 
-def ours(land, x0, steps, threads, seed=1):
+def ours(case, land, x0, steps, threads, seed=1):
+    _, _, lr, grid, _ = case
     numba.set_num_threads(threads)
     t, p = time.perf_counter(), time.process_time()
-    res = run_ensemble(land, "sgd", x0, LR, np.array([0, steps]), (GRID,), batch_size=1, seed=seed)
+    res = run_ensemble(land, "sgd", x0, lr, np.array([0, steps]), (grid,), batch_size=1, seed=seed)
     return res, time.perf_counter() - t, time.process_time() - p
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--chains", type=int, default=100_000)
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=5)
-    args = ap.parse_args()
-    chains, steps = args.chains, args.steps
-    threads = min(2, numba.config.NUMBA_NUM_THREADS)
-    print(f"{platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
-          f"python {platform.python_version()}, numba {numba.__version__}, numpy {np.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"1-D SGD, 4 Gaussian datapoints, b = 1, lr = {LR}, {chains} chains, {steps} steps")
-    land = build_landscape(FOUR_GAUSSIANS)
-    x0 = np.random.default_rng(0).normal(0.0, 1.0, (chains, 1))
-    ours(land, x0[:64], 2, 1)  # compile / load from the on-disk cache outside the timing
-
-    # Best of --repeat, by wall time and by CPU time of the process. On a shared machine the
+def bench_case(so, case, chains, steps, repeat, threads) -> None:
+    name, cfg, lr, _, x0_std = case
+    land = build_landscape(cfg)
+    x0 = np.random.default_rng(0).normal(0.0, x0_std, (chains, 1))
+    ours(case, land, x0[:64], 2, 1)  # compile / load from the on-disk cache outside the timing
+    print(f"\n{name}: 1-D SGD, n = {land.n}, b = 1, lr = {lr}, {chains} chains, {steps} steps")
+    # Best of ``repeat``, by wall time and by CPU time of the process. On a shared machine the
     # CPU time of a one-thread run is the steadier figure (it does not count time spent
     # waiting for a core); with 2 threads only wall time measures the speed-up.
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
-    def keep(name, dt, dp):
-        wall[name] = min(wall.get(name, np.inf), dt)
-        cpu[name] = min(cpu.get(name, np.inf), dp)
+    def keep(key, dt, dp):
+        wall[key] = min(wall.get(key, np.inf), dt)
+        cpu[key] = min(cpu.get(key, np.inf), dp)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        so = build_c(tmp)
-        res_c = None
-        np_steps = max(steps // 10, 1)
-        for _ in range(args.repeat):
-            if so is not None:
-                x, lost, dt, dp = run_c(so, land, x0, steps)
-                keep("C", dt, dp)
-                res_c = (x, lost)
-            res1, dt, dp = ours(land, x0, steps, 1)
-            keep("ours, 1 thread", dt, dp)
-            res2, dt, dp = ours(land, x0, steps, threads)
-            keep(f"ours, {threads} threads", dt, dp)
-            t, p = time.perf_counter(), time.process_time()
-            numpy_sgd(land, x0, LR, np_steps, 1, np.random.default_rng(1))
-            per = steps / np_steps  # NumPy runs a tenth of the steps; rates are per step
-            keep("NumPy", (time.perf_counter() - t) * per, (time.process_time() - p) * per)
+    res_c = None
+    np_steps = max(steps // 10, 1)
+    for _ in range(repeat):
+        if so is not None:
+            x, lost, dt, dp = run_c(so, case, land, x0, steps)
+            keep("C", dt, dp)
+            res_c = (x, lost)
+        res1, dt, dp = ours(case, land, x0, steps, 1)
+        keep("ours, 1 thread", dt, dp)
+        res2, dt, dp = ours(case, land, x0, steps, threads)
+        keep(f"ours, {threads} threads", dt, dp)
+        t, p = time.perf_counter(), time.process_time()
+        numpy_sgd(land, x0, lr, np_steps, 1, np.random.default_rng(1))
+        per = steps / np_steps  # NumPy runs a tenth of the steps; rates are per step
+        keep("NumPy", (time.perf_counter() - t) * per, (time.process_time() - p) * per)
     numba.set_num_threads(threads)
 
     assert np.array_equal(res1.counts, res2.counts), "thread count changed the result"
-    ref_w, ref_c = wall.get("C"), cpu.get("C")
+    has_c = "C" in wall
     print(f"{'':18s} {'wall: M steps/s':>16s} {'vs C':>6s} | {'CPU time: M steps/s':>20s} {'vs C':>6s}")
-    for name in wall:
-        rw, rc = chains * steps / wall[name] / 1e6, chains * steps / cpu[name] / 1e6
-        vw = f"{wall['C'] / wall[name]:5.2f}x" if ref_w else ""
-        vc = f"{cpu['C'] / cpu[name]:5.2f}x" if ref_c and "threads" not in name else ""
-        print(f"{name:18s} {rw:16.1f} {vw:>6s} | {rc:20.1f} {vc:>6s}")
+    for key in wall:
+        rw, rc = chains * steps / wall[key] / 1e6, chains * steps / cpu[key] / 1e6
+        vw = f"{wall['C'] / wall[key]:5.2f}x" if has_c else ""
+        vc = f"{cpu['C'] / cpu[key]:5.2f}x" if has_c and "threads" not in key else ""
+        print(f"{key:18s} {rw:16.1f} {vw:>6s} | {rc:20.1f} {vc:>6s}")
     scaling = wall["ours, 1 thread"] / wall[f"ours, {threads} threads"]
     print(f"scaling {threads} threads / 1 thread (wall): {scaling:.2f}x")
     if res_c is not None:
@@ -199,6 +233,25 @@ def main() -> None:
         print(f"C vs ours: lost {np.count_nonzero(~alive)} vs {res1.lost[-1]}; "
               f"|Δ mean| {abs(x[alive].mean() - res1.mean[-1, 0]):.1e}, "
               f"|Δ var| {abs(x[alive].var() - res1.var[-1, 0]):.1e}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chains", type=int, default=100_000)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--case", choices=[c[0] for c in CASES], action="append",
+                    help="run only this case (repeatable); default all")
+    args = ap.parse_args()
+    threads = min(2, numba.config.NUMBA_NUM_THREADS)
+    print(f"{platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
+          f"python {platform.python_version()}, numba {numba.__version__}, numpy {np.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        so = build_c(tmp)
+        for case in CASES:
+            if args.case is None or case[0] in args.case:
+                bench_case(so, case, args.chains, args.steps, args.repeat, threads)
 
 
 if __name__ == "__main__":
