@@ -13,8 +13,9 @@ functions of (μ_2, μ_3, μ_4, n, b), no sampling involved:
   sample gradient.
 * **without replacement** (a uniform b-subset of the N = n samples; also the per-step
   marginal of random reshuffling): the classical finite-population moments of a sample
-  mean (e.g. Kendall & Stuart, *The Advanced Theory of Statistics*, vol. 1, §12; Cochran,
-  *Sampling Techniques*, §2), with f = (N − b):
+  mean (sampling moments without replacement, as in Kendall & Stuart, *The Advanced
+  Theory of Statistics*, vol. 1; the variance is Cochran's, *Sampling Techniques*; all
+  three are checked against enumeration of every minibatch in the tests), with f = N − b:
   m_2 = μ_2 · f / (b (N − 1)),
   m_3 = μ_3 · f (N − 2b) / (b² (N − 1)(N − 2)),
   m_4 = f / (b³ (N − 1)(N − 2)(N − 3)) · [(N² + N − 6bN + 6b²) μ_4 + 3N (b − 1)(N − b − 1) μ_2²].
@@ -29,10 +30,11 @@ its shape is meaningless". A spread below 64 ulp of the largest |g_i| counts as 
 because it cannot be told from the rounding of the per-sample gradients.
 
 **Noise-to-signal ratio.** Li, Malladi & Arora (2021, "On the validity of modeling SGD
-with SDEs", §5) compare the minibatch gradient noise E|ḡ_B − ∇L|² with the squared signal
-|∇L|²; their necessary condition for the SDE approximation (and with it the linear
-scaling rule η ∝ b) is that the noise is not small against the signal, NSR ≳ 1. Here,
-at each θ,
+with SDEs", §5) compare the minibatch gradient noise E|ḡ_B − ∇L|² = tr Σ_b with the
+squared signal |∇L|²: their necessary condition for the SDE approximation (and with it
+the linear scaling rule η ∝ b) is that the noise is not small against the signal, and
+since scaling b by κ divides the ratio by κ, the rule breaks once κb makes it small (they
+evaluate it along training, at equilibrium). Here, pointwise at each θ,
 
     NSR_b(θ) = tr Σ_b(θ) / |G(θ)|²,   Σ_b = noise_factor(n, b, sampling) · Σ,
 
