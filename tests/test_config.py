@@ -56,6 +56,19 @@ def test_landscape_parameter_by_short_and_full_path():
     assert widths == {0.1: 0.1, 0.3: 0.3}
 
 
+def test_heavy_tailed_degrees_of_freedom_are_sweepable():
+    from sgdsweep import build_landscape
+
+    plan = expand(compose(["landscape=heavy_tailed", "grid.shift_nu=[1.5,30]"]))
+    assert plan.axes[-1].path == "landscape.shift_nu"
+    spread = {}
+    for c in plan.cells:
+        assert c["landscape"]["shifts"]["nu"] == c["landscape"]["shift_nu"]
+        s = build_landscape(c["landscape"]).centre[::3, 0] + 1.0  # offsets of the first term
+        spread[c["landscape"]["shift_nu"]] = np.abs(s).max() / s.std()
+    assert spread[1.5] > spread[30] > 1.0  # heavier tails: the farthest sample sits farther out
+
+
 def test_issue_example_grid():
     plan = expand(compose(["landscape=two_basin", "grid.lr=[0.005,0.01,0.02]", "grid.batch_size=[1,2,4]",
                            "grid.width_left=[0.1,0.2,0.4]"]))
