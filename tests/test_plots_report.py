@@ -198,3 +198,31 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
                              capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<img") == len(plots.FIGURES) and "<h1>sgdsweep report" in dom
+
+
+def test_report_shows_the_most_informative_cell(store, report):
+    """One-cell figures show the finished cell with the largest TV(SGD, FP) at the last
+    snapshot (computed here with numpy from the plain-xarray store), and the page says so."""
+    raw = xr.open_zarr(str(store)).load()
+    p = raw.density.sel({"method": "sgd"}).isel(t=-1).values
+    q = raw.density.sel({"method": "fp"}).isel(t=-1).values
+    tv = 0.5 * np.abs(p - q).sum(axis=-1) * float(raw.x[1] - raw.x[0])
+    tv = np.where(raw.done.values, tv, np.nan)
+    idx = np.unravel_index(int(np.nanargmax(tv)), tv.shape)
+    expected = {d: raw[d].values[i] for d, i in zip(raw.done.dims, idx, strict=True)}
+    first = np.unravel_index(int(np.argmax(raw.done.values)), tv.shape)
+    assert idx != first  # otherwise the first-cell default would pass too
+
+    ds = open_sweep(store)
+    cell, where = plots.most_informative_cell(ds)
+    assert where == expected
+    assert float(cell.sgd.sde_validity().squeeze()) == pytest.approx(float(np.nanmax(tv)), rel=1e-12)
+    fig = plots.density_evolution(cell)
+    assert all(f"{d} = {plots._fmt(v)}" in fig._suptitle.get_text() for d, v in expected.items())
+    page = (report / "report.html").read_text(encoding="utf-8")
+    label = ", ".join(f"{d} = {float(v):.4g}" for d, v in expected.items())
+    assert f"The one-cell figures show the cell {label}" in page
+    assert f"TV(SGD, FP) = {np.nanmax(tv):.3g} at the last snapshot (the largest in the sweep)" in page
+    # without an FP reference the choice falls back to the first finished cell
+    assert plots.most_informative_cell(ds.sel({"method": ["sgd", "sde"]}))[1] == {
+        d: ds[d].values[i] for d, i in zip(raw.done.dims, first, strict=True)}
