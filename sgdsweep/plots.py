@@ -25,6 +25,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from sgdsweep.metrics import total_variation
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
@@ -197,6 +198,58 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
         ax.set_xlim(lo, hi)
     _legend_below(fig, axs[0])
     fig.suptitle("Density evolution" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde"),
+                   kinds: Sequence[str] = ("ito", "gibbs")) -> Figure:
+    """One cell at one snapshot: the densities of ``methods`` (FP as a line, Monte Carlo
+    histograms as steps, TV to FP in the legend) and the stationary ``kinds``.
+
+    ``cell`` is one cell (a ``run_cell`` result or a selection of one cell of a store);
+    ``t`` as in the accessor: "last", a negative index, or a time (nearest snapshot).
+    """
+    found = first_done_cell(cell)
+    if found is None:
+        return _message("cell densities: this cell is not finished")
+    cell, where = found
+    methods = _methods(cell, methods)
+    kinds = [k for k in kinds if k in cell.sgd.kinds]
+    x = np.asarray(cell["x"].values, dtype=float)
+    t_all = np.asarray(cell["t"].values, dtype=float)
+    if t == "last":
+        it = len(t_all) - 1
+    elif isinstance(t, int | np.integer) and t < 0:
+        it = len(t_all) + int(t)
+    else:
+        it = int(np.abs(t_all - float(t)).argmin())
+    fig = _figure(1, width=6.4, height=3.6)
+    (ax,) = _axes(fig)
+    shown = []
+    fp = None
+    if "fp" in methods:
+        fp = np.asarray(cell["density"].sel({"method": "fp"}).isel(t=it).values, float)
+    for k in kinds:
+        y = np.asarray(cell["stationary"].sel(kind=k).values, float)
+        ax.plot(x, y, lw=1.4, **KIND_STYLE.get(k, {"label": k}))
+        shown.append(y)
+    for m in methods:
+        st = dict(METHOD_STYLE.get(m, {"label": m}))
+        y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
+        if m != "fp" and fp is not None:
+            st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
+        if m in ("fp", "fp_drift"):
+            ax.plot(x, y, lw=1.8, **st)
+        else:
+            ax.plot(x, y, drawstyle="steps-mid", lw=1.1, **st)
+        shown.append(y)
+    lo, hi = _support(x, np.asarray(shown))
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(THETA)
+    ax.set_ylabel(DENSITY)
+    _legend_below(fig, ax, ncols=3)
+    fig.suptitle(f"t = {t_all[it]:.3g}" + (f" ({_cell_label(where)})" if where else ""))
     return fig
 
 
