@@ -52,9 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sweep_main(rest)
         if command == "submit":  # its own parser takes the long forms, with absolute paths
             rest, config_name, config_dirs = hydra_flags(rest)
-            for d in config_dirs:
-                rest = ["--config-dir", d, *rest]
-            rest = ["--config-name", config_name, *rest] if config_name else rest
+            flags = [a for d in config_dirs for a in ("--config-dir", d)]
+            rest = [*(["--config-name", config_name] if config_name else []), *flags, *rest]
         if command == "status":
             from pipeline.status import status_main
 

@@ -148,8 +148,11 @@ def test_bad_flags_are_one_line(capsys, user_dir, args, message):
 
 def test_submit_passes_config_dir_and_name_to_the_job(capsys, user_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert main(["submit", "--dry-run", "-cd", str(user_dir), "-cn", "mine", "mc.chains=50"]) == 0
+    (tmp_path / "more").mkdir()
+    args = ["--dry-run", "-cd", str(user_dir), "-cn", "mine", "-cd", "more", "mc.chains=50"]
+    assert main(["submit", *args]) == 0
     script = capsys.readouterr().out
     last = script.strip().splitlines()[-1]
-    assert last.endswith(f"sweep --config-name mine --config-dir {user_dir} mc.chains=50"), last
+    assert last.endswith(f"sweep --config-name mine --config-dir {user_dir} --config-dir {tmp_path / 'more'} "
+                         "mc.chains=50"), last
     assert last.startswith("exec ")
