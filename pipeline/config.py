@@ -29,8 +29,20 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from sgdsweep.cellconfig import parse_cell
 from sgdsweep.errors import ConfigError
 
-#: Where the config tree lives: $SGDSWEEP_CONF, else ``conf/`` next to the package.
-CONF_DIR = Path(os.environ.get("SGDSWEEP_CONF", Path(__file__).resolve().parents[1] / "conf"))
+
+def _conf_dir() -> Path:
+    """$SGDSWEEP_CONF; else ``pipeline/conf`` of an installed wheel (setup.py ships the
+    repository's ``conf/`` there); else ``conf/`` beside the package (a checkout or an
+    editable install)."""
+    if os.environ.get("SGDSWEEP_CONF"):
+        return Path(os.environ["SGDSWEEP_CONF"])
+    here = Path(__file__).resolve().parent
+    shipped = here / "conf"
+    return shipped if (shipped / "config.yaml").is_file() else here.parent / "conf"
+
+
+#: Where the package's config tree lives (the primary entry of Hydra's search path).
+CONF_DIR = _conf_dir()
 
 #: Top-level keys that configure the run, not the numbers: excluded from the config
 #: hash, so moving a store or changing the cluster still resumes.
@@ -116,8 +128,15 @@ ConfigStore.instance().store(name="sweep_schema", node=SweepConf)
 # --------------------------------------------------------------------------- composition
 
 
-def compose(overrides: Sequence[str]) -> DictConfig:
+def compose(overrides: Sequence[str], config_name: str = "config",
+            config_dirs: Sequence[str | Path] = ()) -> DictConfig:
     """The composed config for these Hydra overrides; bad input raises ConfigError.
+
+    ``config_name`` is the primary config (``--config-name``) and ``config_dirs`` are
+    the user's config directories (``--config-dir``): as in Hydra's own CLI they join
+    the search path after :data:`CONF_DIR` (they add landscapes, experiments and
+    primary configs; they do not shadow the package's). ``hydra.searchpath=[…]``
+    overrides add further directories for config groups (not for the primary config).
 
     ``grid`` overrides are applied after composition with replace (not merge)
     semantics, so ``grid.lr='[…]'`` adds or replaces an axis, a range spec may
@@ -130,7 +149,9 @@ def compose(overrides: Sequence[str]) -> DictConfig:
         hydra_ovs = [o for o in overrides if o not in grid_ovs]
         parsed = OverridesParser.create().parse_overrides(grid_ovs)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=hydra_ovs)
+            if config_dirs:
+                _add_config_dirs(config_dirs)
+            cfg = hydra_compose(config_name=config_name, overrides=hydra_ovs)
         with open_dict(cfg):
             for o in parsed:
                 key = o.key_or_group
@@ -157,6 +178,24 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def _add_config_dirs(dirs: Sequence[str | Path]) -> None:
+    """Hydra's own ``--config-dir`` (hydra._internal.utils.run_hydra) for the compose API:
+    the same search path, each directory inserted before the structured-config schema."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    csp = create_config_search_path(str(CONF_DIR))
+    for d in dirs:
+        path = Path(d).expanduser().absolute()
+        if not path.is_dir():
+            raise ConfigError(f"--config-dir: {path} is not a directory")
+        csp.prepend(provider="command-line", path=f"file://{path}", anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()  # the enclosing initialize_config_dir restores its state on exit
+    Hydra.create_main_hydra2(task_name="app", config_search_path=csp)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     out: list[BaseException] = []
     while exc is not None and exc not in out:
@@ -171,6 +210,9 @@ def hydra_message(exc: BaseException) -> str:
     texts = [str(e).strip() for e in chain]
     text = "\n".join(texts)
     first = next((t.splitlines()[0] for t in texts if t), type(exc).__name__)
+    m = re.search(r"Cannot find primary config '([^']+)'", text)
+    if m:
+        return f"--config-name: no {m.group(1)}.yaml in the config search path (add its directory with -cd)"
     m = re.search(r"Could not find '([^/']+)/([^']+)'", text)
     if m:
         group, option = m.groups()

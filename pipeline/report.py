@@ -27,20 +27,27 @@ import xarray as xr
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
-from sgdsweep.plots import FIGURES
+from sgdsweep.plots import FIGURES, most_informative_cell
 
 CAPTIONS = {
     "density_evolution": "Fokker–Planck density (line) and Monte Carlo histograms (steps) at several "
-                         "times, for the first finished cell.",
+                         "times, for the cell shown (see above).",
     "moments": "Ensemble mean ± std of θ over SDE time t = η·step: FP, SGD, gradient descent, "
-               "drift-only FP and the SDE.",
+               "drift-only FP and the SDE, for the cell shown.",
     "stationary_densities": "Stationary FP density (Itô), Gibbs density and the last-snapshot SGD "
-                            "histogram, one panel per learning rate.",
+                            "histogram, one panel per learning rate, at the other coordinates of the "
+                            "cell shown.",
     "basin_heatmaps": "Basin-mass ratio (right-most over left-most basin) of SGD at the last "
                       "snapshot beside the Gibbs prediction, over learning rate × batch size.",
     "sde_validity": "Total-variation distance between SGD and the Itô FP density at the last "
                     "snapshot: where the SDE picture holds (dark) and where it fails (bright).",
+    "escape_times": "Mean escape time over the barrier of each Monte Carlo method (hollow: not every "
+                    "chain escaped, so the mean is biased low) beside the Itô SDE's exact mean "
+                    "first-passage time, against the learning rate.",
 }
+#: The figures of one cell, and the one that keeps the learning rates of that cell's row.
+ONE_CELL = ("density_evolution", "moments")
+PER_LR = ("stationary_densities",)
 MAX_CELL_ROWS = 60
 DPI = 110
 
@@ -107,11 +114,18 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
         raise ConfigError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
 
     figures: list[tuple[str, str | None, str]] = []  # (name, base64 png or None, note)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        chosen = most_informative_cell(ds)
+    cell, where = chosen if chosen is not None else (ds, {})
+    views = {name: cell for name in ONE_CELL}
+    if where:
+        views.update({name: ds.sel({d: [v] for d, v in where.items() if d != "lr"}) for name in PER_LR})
     for name, plot in FIGURES.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
-                fig = plot(ds)
+                fig = plot(views.get(name, ds))
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=DPI)
             (out / f"{name}.png").write_bytes(buf.getvalue())
@@ -119,7 +133,7 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
         except Exception as exc:  # one figure that cannot be drawn must not sink the report
             figures.append((name, None, f"{type(exc).__name__}: {exc}"))
     page = out / "report.html"
-    page.write_text(render_html(store, ds, figures), encoding="utf-8")
+    page.write_text(render_html(store, ds, figures, chosen_text(ds, where)), encoding="utf-8")
     return page
 
 
@@ -297,7 +311,23 @@ def _provenance(ds: xr.Dataset) -> str:
     return out
 
 
-def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | None, str]]) -> str:
+def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
+    """The sentence that says which cell the one-cell figures show, and why."""
+    if not where:
+        return ""
+    label = ", ".join(f"{_e(d)} = {_num(v, 4)}" for d, v in where.items())
+    acc = ds.sgd
+    if "sgd" in acc.methods and "fp" in acc.methods and "y" not in ds.dims:
+        tv = float(acc.sde_validity().sel({d: v for d, v in where.items()}))
+        if np.isfinite(tv):
+            return (f"<p>The one-cell figures show the cell {label}: the finished cell where SGD departs "
+                    f"most from the Itô Fokker–Planck density, TV(SGD, FP) = {_num(tv)} at the last "
+                    "snapshot (the largest in the sweep).</p>")
+    return f"<p>The one-cell figures show the first finished cell, {label}.</p>"
+
+
+def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | None, str]],
+                chosen: str = "") -> str:
     """The report page (no scripts, no external resources)."""
     n_done, total = ds.sgd.progress()
     title = f"sgdsweep report — {store.name}"
@@ -313,7 +343,7 @@ def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | 
         parts.append('<p class="warn">This sweep is not finished: figures and tables show the '
                      "finished cells only.</p>")
     parts += ["<h2>Summary</h2>", _summary(ds), "<h2>At the last snapshot</h2>", _last_time_tables(ds),
-              _escape_table(ds), "<h2>Figures</h2>"]
+              _escape_table(ds), "<h2>Figures</h2>", chosen]
     for name, b64, note in figures:
         caption = _e(CAPTIONS.get(name, name))
         if b64 is None:

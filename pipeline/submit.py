@@ -79,13 +79,15 @@ def submit_settings(overrides: Sequence[str]) -> dict[str, Any]:
     return OmegaConf.to_container(settings, resolve=True)
 
 
-def compose_config(overrides: Sequence[str]) -> dict[str, Any]:
+def compose_config(overrides: Sequence[str], config_name: str | None = None,
+                   config_dirs: Sequence[str] = ()) -> dict[str, Any]:
     """The sweep's resolved config (as `pipeline sweep` composes it) plus its `submit` settings."""
     from omegaconf import OmegaConf
 
     from .config import compose
 
-    cfg = OmegaConf.to_container(compose(sweep_overrides(overrides)), resolve=True)
+    cfg = OmegaConf.to_container(compose(sweep_overrides(overrides), config_name or "config",
+                                           config_dirs), resolve=True)
     cfg["submit"] = submit_settings(overrides)
     return cfg
 
@@ -100,7 +102,8 @@ def _sbatch_memory(memory: Any) -> str:
         raise ConfigError(f"submit.memory: cannot read {memory!r} as an amount of memory") from err
 
 
-def batch_script(cfg: Mapping[str, Any], overrides: Sequence[str], workdir: Path, log_path: Path) -> str:
+def batch_script(cfg: Mapping[str, Any], overrides: Sequence[str], workdir: Path, log_path: Path,
+                 config_name: str | None = None, config_dirs: Sequence[str] = ()) -> str:
     """The sbatch script that runs the sweep of `cfg` (composed from `overrides`) from `workdir`."""
     sub = {**SUBMIT_DEFAULTS, **(cfg.get("submit") or {})}
     cluster = cfg.get("cluster") or {}
@@ -134,7 +137,10 @@ def batch_script(cfg: Mapping[str, Any], overrides: Sequence[str], workdir: Path
         *[str(line) for line in prologue],
         f"cd {shlex.quote(str(workdir))}",
         'echo "sgdsweep: sweep job ${SLURM_JOB_ID:-?} on $(hostname) started $(date -Is)"',
-        "exec " + shlex.join([str(python), "-m", "pipeline", "sweep", *sweep_overrides(overrides)]),
+        "exec " + shlex.join([str(python), "-m", "pipeline", "sweep",
+                              *(["--config-name", config_name] if config_name else []),
+                              *[a for d in config_dirs for a in ("--config-dir", str(d))],
+                              *sweep_overrides(overrides)]),
         "",
     ]
     return "\n".join(lines)
@@ -148,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         "submit.account, submit.job_extra_directives, submit.job_script_prologue.",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the script, do not submit it")
+    parser.add_argument("--config-name", default=None, help="primary config (as for `pipeline sweep`)")
+    parser.add_argument("--config-dir", action="append", default=[],
+                        help="a user config directory (as for `pipeline sweep`)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, exactly as for `pipeline sweep`")
     return parser
 
@@ -156,7 +165,7 @@ def submit_main(argv: list[str]) -> int:
     """Entry point of `python -m pipeline submit`; returns the exit status (2 for bad input)."""
     args = _parser().parse_args(argv)
     try:
-        cfg = compose_config(args.overrides)
+        cfg = compose_config(args.overrides, args.config_name, args.config_dir)
         store = cfg.get("store")
         if not store:
             raise ConfigError("store: the config names no store path")
@@ -164,7 +173,7 @@ def submit_main(argv: list[str]) -> int:
         directory = Path((cfg.get("submit") or {}).get("directory") or jobs_directory(store))
         directory = directory.expanduser().absolute()
         log_pattern = directory / "sweep-%j.out"
-        script = batch_script(cfg, args.overrides, workdir, log_pattern)
+        script = batch_script(cfg, args.overrides, workdir, log_pattern, args.config_name, args.config_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

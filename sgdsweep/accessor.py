@@ -281,6 +281,16 @@ class SweepAccessor:
                                        "units": "1"}
         return out
 
+    # ------------------------------------------------------------------ interactive
+
+    def explore(self, methods: tuple[str, ...] = ("fp", "sgd", "sde")) -> Any:
+        """An interactive view for Jupyter: sliders over the sweep axes and time, the
+        selected cell's densities redrawn on change (needs ipywidgets; see
+        :mod:`sgdsweep.explore`, which raises an ImportError with the install hint)."""
+        from sgdsweep.explore import explore
+
+        return explore(self._ds, methods)
+
     # ------------------------------------------------------------------ bookkeeping
 
     def failures(self) -> list[dict[str, Any]]:

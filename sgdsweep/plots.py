@@ -6,7 +6,8 @@ Jupyter, saves with ``fig.savefig``). Colours are the Okabe–Ito palette, safe 
 the common colour-vision deficiencies; θ and t = η·step are dimensionless.
 
 Graceful degradation: figures of one cell take the first finished cell of the
-selection (and say which in the title); heatmaps over (lr, batch_size) become a
+selection (and say which in the title; :func:`most_informative_cell` picks a better
+one to pass them); heatmaps over (lr, batch_size) become a
 single row or column when an axis is absent; further sweep axes (e.g. basin
 widths) become panels; cells not ``done`` show as grey "n/a".
 """
@@ -24,6 +25,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from sgdsweep.metrics import total_variation
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
@@ -97,6 +99,29 @@ def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
     idx = np.unravel_index(int(np.argmax(done)), done.shape)
     isel = dict(zip(dims, (int(i) for i in idx), strict=True))
     return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
+
+
+def most_informative_cell(ds: xr.Dataset, metric: str = "tv", method: str = "sgd",
+                          reference: str = "fp") -> tuple[xr.Dataset, dict[str, Any]] | None:
+    """The finished cell where ``method`` departs most from ``reference`` at the last
+    snapshot (largest ``metric``, by default TV(SGD, FP)), as a selection that keeps its
+    sweep dims (length 1), and its coordinates.
+
+    Falls back to :func:`first_done_cell` when either method is missing or no distance
+    is finite; None when no cell is finished.
+    """
+    dims = ds.sgd.sweep_dims
+    if not dims:
+        return ds, {}
+    if method in ds.sgd.methods and reference in ds.sgd.methods and "y" not in ds.dims:
+        dist = ds.sgd.sde_validity(metric, method=method, reference=reference).transpose(*dims)
+        vals = np.asarray(dist.values, dtype=float)
+        if np.isfinite(vals).any():
+            idx = np.unravel_index(int(np.nanargmax(vals)), vals.shape)
+            isel = dict(zip(dims, (int(i) for i in idx), strict=True))
+            # length-1 sweep dims: the one-cell figures then name the cell in their titles
+            return ds.isel({d: [i] for d, i in isel.items()}), {d: ds[d].values[i] for d, i in isel.items()}
+    return first_done_cell(ds)
 
 
 def _legend_below(fig: Figure, ax: Any, ncols: int = 5) -> None:
@@ -173,6 +198,58 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
         ax.set_xlim(lo, hi)
     _legend_below(fig, axs[0])
     fig.suptitle("Density evolution" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde"),
+                   kinds: Sequence[str] = ("ito", "gibbs")) -> Figure:
+    """One cell at one snapshot: the densities of ``methods`` (FP as a line, Monte Carlo
+    histograms as steps, TV to FP in the legend) and the stationary ``kinds``.
+
+    ``cell`` is one cell (a ``run_cell`` result or a selection of one cell of a store);
+    ``t`` as in the accessor: "last", a negative index, or a time (nearest snapshot).
+    """
+    found = first_done_cell(cell)
+    if found is None:
+        return _message("cell densities: this cell is not finished")
+    cell, where = found
+    methods = _methods(cell, methods)
+    kinds = [k for k in kinds if k in cell.sgd.kinds]
+    x = np.asarray(cell["x"].values, dtype=float)
+    t_all = np.asarray(cell["t"].values, dtype=float)
+    if t == "last":
+        it = len(t_all) - 1
+    elif isinstance(t, int | np.integer) and t < 0:
+        it = len(t_all) + int(t)
+    else:
+        it = int(np.abs(t_all - float(t)).argmin())
+    fig = _figure(1, width=6.4, height=3.6)
+    (ax,) = _axes(fig)
+    shown = []
+    fp = None
+    if "fp" in methods:
+        fp = np.asarray(cell["density"].sel({"method": "fp"}).isel(t=it).values, float)
+    for k in kinds:
+        y = np.asarray(cell["stationary"].sel(kind=k).values, float)
+        ax.plot(x, y, lw=1.4, **KIND_STYLE.get(k, {"label": k}))
+        shown.append(y)
+    for m in methods:
+        st = dict(METHOD_STYLE.get(m, {"label": m}))
+        y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
+        if m != "fp" and fp is not None:
+            st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
+        if m in ("fp", "fp_drift"):
+            ax.plot(x, y, lw=1.8, **st)
+        else:
+            ax.plot(x, y, drawstyle="steps-mid", lw=1.1, **st)
+        shown.append(y)
+    lo, hi = _support(x, np.asarray(shown))
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(THETA)
+    ax.set_ylabel(DENSITY)
+    _legend_below(fig, ax, ncols=3)
+    fig.suptitle(f"t = {t_all[it]:.3g}" + (f" ({_cell_label(where)})" if where else ""))
     return fig
 
 
@@ -383,6 +460,62 @@ def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method
     return fig
 
 
+# --------------------------------------------------------------------------- escapes
+
+
+def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langevin")) -> Figure:
+    """Mean escape time of each Monte Carlo method against the learning rate, beside the
+    Itô SDE's exact mean first-passage time (log scale, t = η·step); one panel per value
+    of the other sweep dims. Hollow markers: not every chain escaped by the last snapshot,
+    so the mean over the escapers is biased low; the label gives the escaped fraction."""
+    try:
+        es = ds.sgd.escape_summary().compute()
+    except KeyError:
+        return _message("escape times: this store holds no escape statistics")
+    methods = [m for m in methods if m in es["method"].values]
+    exact = es["escape_time_exact"]
+    if not np.isfinite(np.asarray(exact.values, float)).any():
+        return _message("escape times: no finished cell with an escape threshold in this selection")
+    dims = list(ds.sgd.sweep_dims)
+    xdim = "lr" if "lr" in dims else (dims[0] if dims else None)
+    panels = _facets(exact, (xdim,) if xdim else ())
+    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.2, height=3.2)
+    axs = _axes(fig)
+    for ax, facet in zip(axs, panels, strict=False):
+        sub = es.isel(facet)
+        x = np.asarray(sub[xdim].values, float) if xdim else np.zeros(1)
+        ax.plot(x, np.atleast_1d(sub["escape_time_exact"].values), color=OKABE_ITO["black"], lw=1.8,
+                marker="s", ms=4, label="exact SDE passage time")
+        for m in methods:
+            st = METHOD_STYLE.get(m, {"label": m})
+            sel = sub.sel({"method": m})
+            mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
+            frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
+            if not np.isfinite(mean).any():
+                continue
+            ax.plot(x, mean, lw=1.2, color=st.get("color"), label=st["label"])
+            for xi, mi, fi in zip(x, mean, frac, strict=True):
+                if np.isfinite(mi):
+                    ax.plot([xi], [mi], "o", ms=5, color=st.get("color"),
+                            markerfacecolor=st.get("color") if fi >= 1 else "white")
+                    if fi < 1:
+                        ax.annotate(f"{100 * fi:.2g}%", (xi, mi), textcoords="offset points", xytext=(4, 3),
+                                    fontsize=7, color=st.get("color"))
+        ax.set_yscale("log")
+        if xdim:
+            ax.set_xlabel("learning rate η" if xdim == "lr" else xdim)
+            if x.size > 1 and x.min() > 0 and x.max() / x.min() > 3:
+                ax.set_xscale("log")
+        ax.set_ylabel("mean escape time (t = η·step)")
+        ax.set_title(", ".join(f"{d} = {_fmt(exact[d].values[i])}" for d, i in facet.items()))
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    _legend_below(fig, axs[0], ncols=4)
+    fig.suptitle("Escape over the barrier: Monte Carlo means (hollow: not all escaped) vs the exact SDE time"
+                 + _shown(exact, (xdim,) if xdim else (), len(panels)))
+    return fig
+
+
 #: The figures ``python -m pipeline report`` renders, by file stem.
 FIGURES = {
     "density_evolution": density_evolution,
@@ -390,4 +523,5 @@ FIGURES = {
     "stationary_densities": stationary_densities,
     "basin_heatmaps": basin_heatmaps,
     "sde_validity": sde_validity_map,
+    "escape_times": escape_times,
 }

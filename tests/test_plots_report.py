@@ -198,3 +198,60 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
                              capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<img") == len(plots.FIGURES) and "<h1>sgdsweep report" in dom
+
+
+def test_report_shows_the_most_informative_cell(store, report):
+    """One-cell figures show the finished cell with the largest TV(SGD, FP) at the last
+    snapshot (computed here with numpy from the plain-xarray store), and the page says so."""
+    raw = xr.open_zarr(str(store)).load()
+    p = raw.density.sel({"method": "sgd"}).isel(t=-1).values
+    q = raw.density.sel({"method": "fp"}).isel(t=-1).values
+    tv = 0.5 * np.abs(p - q).sum(axis=-1) * float(raw.x[1] - raw.x[0])
+    tv = np.where(raw.done.values, tv, np.nan)
+    idx = np.unravel_index(int(np.nanargmax(tv)), tv.shape)
+    expected = {d: raw[d].values[i] for d, i in zip(raw.done.dims, idx, strict=True)}
+    first = np.unravel_index(int(np.argmax(raw.done.values)), tv.shape)
+    assert idx != first  # otherwise the first-cell default would pass too
+
+    ds = open_sweep(store)
+    cell, where = plots.most_informative_cell(ds)
+    assert where == expected
+    assert float(cell.sgd.sde_validity().squeeze()) == pytest.approx(float(np.nanmax(tv)), rel=1e-12)
+    fig = plots.density_evolution(cell)
+    assert all(f"{d} = {plots._fmt(v)}" in fig._suptitle.get_text() for d, v in expected.items())
+    page = (report / "report.html").read_text(encoding="utf-8")
+    label = ", ".join(f"{d} = {float(v):.4g}" for d, v in expected.items())
+    assert f"The one-cell figures show the cell {label}" in page
+    assert f"TV(SGD, FP) = {np.nanmax(tv):.3g} at the last snapshot (the largest in the sweep)" in page
+    # without an FP reference the choice falls back to the first finished cell
+    assert plots.most_informative_cell(ds.sel({"method": ["sgd", "sde"]}))[1] == {
+        d: ds[d].values[i] for d, i in zip(raw.done.dims, first, strict=True)}
+
+
+def test_cell_densities_and_explore(store, monkeypatch):
+    """The interactive view redraws the selected cell and time; the figure shows the stored
+    densities; without ipywidgets, an ImportError that says what to install."""
+    pytest.importorskip("ipywidgets", reason="ipywidgets is in the dev extra")
+    ds = open_sweep(store)
+    raw = xr.open_zarr(str(store)).load()
+    box = ds.sgd.explore()
+    assert set(box.sliders) == {"lr", "batch_size", "seed", "t"}
+    box.sliders["lr"].value = 0.04
+    box.sliders["t"].value = float(raw.t[1])
+    fig = box.figure
+    assert "lr = 0.04, batch_size = 1, seed = 0" in fig._suptitle.get_text()
+    lines = {ln.get_label().split(" (")[0]: ln for ln in fig.axes[0].lines}
+    cell = raw.sel(lr=0.04, batch_size=1, seed=0).isel(t=1)
+    np.testing.assert_array_equal(lines["SGD"].get_ydata(), cell.density.sel({"method": "sgd"}))
+    np.testing.assert_array_equal(lines["Fokker–Planck"].get_ydata(), cell.density.sel({"method": "fp"}))
+    np.testing.assert_array_equal(lines["Gibbs ∝ exp(−L/T)"].get_ydata(), cell.stationary.sel(kind="gibbs"))
+    tv = 0.5 * float(np.abs(cell.density.sel({"method": "sgd"}) - cell.density.sel({"method": "fp"})).sum()) \
+        * float(raw.x[1] - raw.x[0])
+    sgd_label = next(ln.get_label() for ln in fig.axes[0].lines if ln.get_label().startswith("SGD"))
+    assert sgd_label.endswith(f"(TV to FP {tv:.3f})")
+    box.picker.value = ("sgd",)
+    assert [ln.get_label() for ln in box.figure.axes[0].lines][-1] == "SGD (Monte Carlo)"
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"needs ipywidgets: pip install ipywidgets"):
+        ds.sgd.explore()
