@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.sparse.csgraph import connected_components
 
 from sgdsweep.errors import ConfigError
 
@@ -58,104 +59,175 @@ def evolve_masses(P, m0: np.ndarray, steps) -> np.ndarray:
     return out
 
 
-def stationary_masses(P) -> np.ndarray:
-    """The invariant law (P − I) m = 0, Σ m = 1, by one sparse LU solve.
+def closed_classes(P) -> list[np.ndarray]:
+    """The closed communicating classes of the chain (cells it can enter but never leave).
 
-    One equation of the singular system (P − I) m = 0 is redundant (the columns of
-    P − I sum to zero); it is replaced by the normalisation Σ m = 1. The replaced row is
-    the one of the cell with the most stationary-looking mass (largest diagonal of P),
-    which stays well inside a basin. No power iteration is involved, so the cost does not
-    depend on the spectral gap; for a metastable chain the accuracy of the *ratio* of the
-    basin masses is limited by the round-off in the tiny couplings (tested to 1e-6
-    relative at a gap of 1e-13, see the tests). Round-off negatives (≥ −1e-14·max) are
-    set to 0 and the result renormalised.
+    Several closed classes happen where no path joins two attractors: a deterministic
+    region whose fixed point sits exactly on a cell face (both neighbours keep their
+    mass), or basins between which no minibatch step reaches.
     """
     P = _csc(P)
+    ncomp, lab = connected_components(P.T, directed=True, connection="strong")
+    C = P.tocoo()
+    leaves = np.zeros(ncomp, dtype=bool)
+    cross = (lab[C.col] != lab[C.row]) & (C.data > 0)
+    leaves[lab[C.col[cross]]] = True
+    return [np.flatnonzero(lab == c) for c in range(ncomp) if not leaves[c]]
+
+
+def _replaced_lu(P):
+    """LU of P − I with one equation replaced by Σ m = 1 (row k: the largest diagonal of P)."""
     n = P.shape[0]
     A = (P - sp.identity(n, format="csc")).tolil()
     k = int(np.argmax(P.diagonal()))
     A[k, :] = np.ones(n)
+    return spla.splu(sp.csc_matrix(A)), k
+
+
+def _class_stationary(P) -> np.ndarray:
+    n = P.shape[0]
+    if n == 1:
+        return np.ones(1)
+    lu, k = _replaced_lu(P)
     rhs = np.zeros(n)
     rhs[k] = 1.0
-    m = spla.splu(sp.csc_matrix(A)).solve(rhs)
-    if not np.all(np.isfinite(m)):
-        raise ConfigError("operator: the stationary system is singular (the chain is reducible: "
-                          "more than one closed class of cells)")
+    m = lu.solve(rhs)
     m = np.where(m < 0.0, 0.0, m)
     return m / m.sum()
 
 
+def stationary_masses(P, m0: np.ndarray | None = None) -> np.ndarray:
+    """The invariant law (P − I) m = 0, Σ m = 1, by sparse LU solves.
+
+    One equation of the singular system (P − I) m = 0 is redundant (the columns of
+    P − I sum to zero); it is replaced by the normalisation Σ m = 1 (the row of the
+    cell with the largest P[k, k]). No power iteration is involved, so the cost does not
+    depend on the spectral gap (tested at a gap of 1e-13 against detailed balance).
+    Round-off negatives are set to 0 and the result renormalised.
+
+    When the chain has several closed classes (:func:`closed_classes`) the limit law
+    depends on where the mass starts: then ``m0`` (initial cell masses) is required and
+    the result is Σ_C (probability of being absorbed in C from m0) · (C's own invariant
+    law), the t → ∞ limit of the (Cesàro-averaged) evolution from m0.
+    """
+    P = _csc(P)
+    n = P.shape[0]
+    classes = closed_classes(P)
+    if len(classes) == 1 and classes[0].size == n:
+        return _class_stationary(P)
+    out = np.zeros(n)
+    laws = [_class_stationary(P[c][:, c]) for c in classes]
+    if len(classes) == 1:
+        out[classes[0]] = laws[0]
+        return out
+    if m0 is None:
+        raise ConfigError(f"init: the chain has {len(classes)} closed classes (no step joins them), "
+                          "so its limit law depends on the initial law; give the initial masses")
+    m0 = np.asarray(m0, dtype=np.float64)
+    closed = np.zeros(n, dtype=bool)
+    for c in classes:
+        closed[c] = True
+    trans = np.flatnonzero(~closed)
+    lu = spla.splu(sp.identity(trans.size, format="csc") - sp.csc_matrix(P[trans][:, trans].T)) \
+        if trans.size else None
+    for c, law in zip(classes, laws, strict=True):
+        weight = m0[c].sum()
+        if lu is not None:
+            # h(i) = P(absorbed in c | start i): h = Qᵀh + R_cᵀ1 on the transient cells.
+            r = np.asarray(P[c][:, trans].sum(axis=0)).ravel()
+            weight += float(np.dot(m0[trans], lu.solve(r)))
+        out[c] = weight * law
+    return out / out.sum()
+
+
 @dataclass(frozen=True)
 class Relaxation:
-    """Second eigenvalue λ₂ of P (largest modulus after λ₁ = 1) and the relaxation time.
+    """Slowest decaying mode: eigenvalue λ₂, gap 1 − |λ₂|, relaxation time in steps and in t.
 
-    ``gap`` = 1 − |λ₂| (computed without cancellation), ``steps`` = −1/ln|λ₂| and
-    ``time`` = η·steps (SDE time units t = η·step). ``inf`` where |λ₂| = 1.
+    λ₂ is the eigenvalue of largest modulus after the unit eigenvalue(s) of the closed
+    classes: the larger of each closed class's second eigenvalue and the spectral radius
+    of the transient block. ``steps`` = −1/ln|λ₂|, ``time`` = η·steps (t = η·step); ``inf``
+    where |λ₂| = 1. ``classes`` is the number of closed classes.
     """
 
     eigenvalue: complex
     gap: float
     steps: float
     time: float
+    classes: int = 1
 
 
-def _near_one_solver(P, m_stat: np.ndarray):
-    """x ↦ (P − I)⁻¹ on zero-sum vectors, after projecting out the stationary part."""
-    n = P.shape[0]
-    A = (P - sp.identity(n, format="csc")).tolil()
-    k = int(np.argmax(P.diagonal()))
-    A[k, :] = np.ones(n)
-    lu = spla.splu(sp.csc_matrix(A))
+def _slowest(M, nearest_one) -> tuple[complex, float]:
+    """Largest-|λ| eigenvalue of M: the one nearest 1 via ``nearest_one`` (x ↦ (M − I)⁻¹x)
+    and the largest-modulus one via ARPACK on M; the gap 1 − |λ| without cancellation."""
+    n = M.shape[0]
+    if n <= 8:
+        ev = np.linalg.eigvals(M.toarray() if sp.issparse(M) else M)
+        lam = complex(ev[np.argmax(np.abs(ev))])
+        return lam, 1.0 - abs(lam)
+    ncv = min(n - 1, 24)
+    inv = spla.LinearOperator((n, n), matvec=nearest_one, dtype=complex)
+    mu = complex(spla.eigs(inv, k=1, which="LM", return_eigenvectors=False, tol=1e-12, ncv=ncv)[0])
+    d = 1.0 / mu  # λ − 1
+    q = 2.0 * d.real + abs(d) ** 2  # |λ|² − 1
+    lam_near, gap_near = 1.0 + d, -q / (1.0 + math.sqrt(max(1.0 + q, 0.0)))
+    op = spla.LinearOperator((n, n), matvec=lambda v: M @ v, dtype=float)
+    lam_far = complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-10, ncv=ncv)[0])
+    if abs(lam_far) > abs(lam_near) * (1.0 + 1e-9):
+        return lam_far, 1.0 - abs(lam_far)
+    return lam_near, gap_near
 
-    def apply(y):
-        z = np.array(y, dtype=complex)
-        z -= m_stat * z.sum()  # into the range of P − I: zero sum
-        z[k] = 0.0  # the replaced equation Σ x = 0 keeps x in the same subspace
-        return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
 
-    return apply
-
-
-def relaxation(P, lr: float, m_stat: np.ndarray | None = None) -> Relaxation:
+def relaxation(P, lr: float) -> Relaxation:
     """λ₂ and the relaxation time τ = −η/ln|λ₂| (see :class:`Relaxation`).
 
-    Two ARPACK runs: on (P − I)⁻¹ restricted to zero-sum vectors (its dominant eigenvalue
-    1/(λ − 1) is the eigenvalue nearest 1, and 1 − λ comes out free of cancellation even
-    when the gap is 1e-13), and on P − m 1ᵀ (largest modulus, which can be a negative
-    eigenvalue near −1 for an oscillating chain). The larger modulus wins.
+    Within a closed class, (P − I)⁻¹ on zero-sum vectors (the replaced-row LU, after
+    projecting out the invariant law) has dominant eigenvalue 1/(λ₂ − 1), so 1 − λ₂ comes
+    out free of cancellation even at a gap of 1e-13; a second ARPACK run on P − m1ᵀ finds a
+    negative λ near −1 (an oscillating chain) if that is larger in modulus.
     """
     P = _csc(P)
     n = P.shape[0]
-    if m_stat is None:
-        m_stat = stationary_masses(P)
-    ones = np.ones(n)
-    if n < 8:
-        M = P.toarray() - np.outer(m_stat, ones)
-        ev = np.linalg.eigvals(M)
-        lam = complex(ev[np.argmax(np.abs(ev))])
-        return _relaxation_from(lam, 1.0 - abs(lam), lr)
-    solve = _near_one_solver(P, m_stat)
-    Linv = spla.LinearOperator((n, n), matvec=solve, dtype=complex)
-    mu = complex(spla.eigs(Linv, k=1, which="LM", return_eigenvectors=False, tol=1e-12,
-                           ncv=min(n - 1, 20))[0])
-    d = 1.0 / mu  # λ − 1
-    lam_near = 1.0 + d
-    # 1 − |λ| = 1 − sqrt(1 + 2 Re d + |d|²) without cancellation.
-    q = 2.0 * d.real + abs(d) ** 2
-    gap_near = -q / (1.0 + math.sqrt(max(1.0 + q, 0.0)))
-    Pd = spla.LinearOperator((n, n), matvec=lambda v: P @ v - m_stat * (ones @ v), dtype=float)
-    ev = spla.eigs(Pd, k=1, which="LM", return_eigenvectors=False, tol=1e-10, ncv=min(n - 1, 20))
-    lam_far = complex(ev[0])
-    if abs(lam_far) > abs(lam_near) * (1.0 + 1e-9):
-        return _relaxation_from(lam_far, 1.0 - abs(lam_far), lr)
-    return _relaxation_from(lam_near, gap_near, lr)
+    classes = closed_classes(P)
+    best: tuple[complex, float] = (0j, 1.0)
+    closed = np.zeros(n, dtype=bool)
+    for c in classes:
+        closed[c] = True
+        if c.size < 2:
+            continue
+        Pc = sp.csc_matrix(P[c][:, c])
+        m = _class_stationary(Pc)
+        lu, k = _replaced_lu(Pc)
 
+        def near(y, lu=lu, k=k, m=m):
+            z = np.array(y, dtype=complex)
+            z -= m * z.sum()  # into the range of P − I (zero sum)
+            z[k] = 0.0  # the replaced equation Σ x = 0 keeps x there
+            return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
 
-def _relaxation_from(lam: complex, gap: float, lr: float) -> Relaxation:
+        ones = np.ones(c.size)
+        deflated = spla.LinearOperator(Pc.shape, matvec=lambda v, Pc=Pc, m=m, ones=ones:
+                                       Pc @ v - m * (ones @ v), dtype=float)
+        cand = _slowest(deflated if c.size > 8 else Pc.toarray() - np.outer(m, ones), near)
+        if cand[1] < best[1]:
+            best = cand
+    trans = np.flatnonzero(~closed)
+    if trans.size:
+        Q = sp.csc_matrix(P[trans][:, trans])
+        lu = spla.splu(sp.csc_matrix(Q - sp.identity(trans.size, format="csc")))
+
+        def near_t(y):
+            z = np.array(y, dtype=complex)
+            return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
+
+        cand = _slowest(Q, near_t)
+        if cand[1] < best[1]:
+            best = cand
+    lam, gap = best
     if gap <= 0.0:
-        return Relaxation(lam, gap, math.inf, math.inf)
+        return Relaxation(lam, gap, math.inf, math.inf, len(classes))
     steps = -1.0 / math.log1p(-gap)
-    return Relaxation(lam, gap, steps, lr * steps)
+    return Relaxation(lam, gap, steps, lr * steps, len(classes))
 
 
 def passage_steps(P, absorbing: np.ndarray) -> np.ndarray:

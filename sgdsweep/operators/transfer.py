@@ -124,9 +124,13 @@ class TransferOperator:
         """
         return markov.evolve_masses(self.matrix, m0, steps) / self.grid.dx
 
-    def stationary(self) -> np.ndarray:
-        """The stationary density (per unit θ, Σ p·dx = 1) on the fine grid, by a direct sparse solve."""
-        return markov.stationary_masses(self.matrix) / self.grid.dx
+    def stationary(self, m0: np.ndarray | None = None) -> np.ndarray:
+        """The stationary density (per unit θ, Σ p·dx = 1) on the fine grid, by direct sparse solves.
+
+        ``m0`` (initial cell masses) is needed only when the chain has several closed
+        classes, where the limit depends on it (:func:`~sgdsweep.operators.markov.stationary_masses`).
+        """
+        return markov.stationary_masses(self.matrix, m0) / self.grid.dx
 
     def relaxation(self) -> markov.Relaxation:
         """Second eigenvalue and relaxation time τ = −η / ln|λ₂| (t units) and in steps."""
