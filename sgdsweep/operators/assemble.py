@@ -18,10 +18,17 @@ walls of the Fokker–Planck solver; :func:`assemble` reports how much was clamp
 Gaussian tails beyond 8.5σ of a piece are dropped (< 2e-17 of its mass) and each column
 is finally divided by its own total, so columns sum to 1 to round-off.
 
-Alongside the matrix, the kernel returns per column the variance of the pieces
-*before* projection onto the cells (the exact variance of the represented one-step
-image of cell i) and of the projected column read as piecewise-uniform cell masses;
-their difference is the numerical diffusion the projection adds in that step.
+Alongside the matrix, the kernel returns per column the *projection kick*: the projected
+column equals the exact image followed by a random displacement K (from a point of a
+piece to the point of the piecewise-uniform cell mass it is moved to), and
+
+    kick_i = Σ_pieces m · [Σ_j frac_j ((x_j − mid)² + dx²/12) − (w²/12 + σ²)] / Σ m
+
+is its mean square about each piece's own mean: the numerical diffusion of one step
+(≤ dx²/3 per piece: r(1 − r)dx² for a shift by r·dx, dx²/4 + dx²/12 for a point on a
+face). The column's variance differs from the exact one by this plus a cross term
+between the piece positions and their O(dx) mean shifts, which changes sign from column
+to column and averages out; the pre- and post-projection variances are returned too.
 """
 
 from __future__ import annotations
@@ -93,6 +100,7 @@ def _assemble(lower, dx, n, ptr, lo, hi, sig, mass):
     pre_var = np.empty(n)
     post_var = np.empty(n)
     clamped = np.zeros(n)
+    kick = np.zeros(n)
     acc = np.zeros(n)
     upper = lower + n * dx
     nnz = 0
@@ -115,10 +123,15 @@ def _assemble(lower, dx, n, ptr, lo, hi, sig, mass):
             j1 = _cell_of(z + TAIL * s, lower, dx, n)
             # Outer faces of the span: the grid walls count as ∓∞ (clamping).
             prev = 0.0 if j0 == 0 else _below(lower + j0 * dx, a, z, s)
+            sq = 0.0
             for j in range(j0, j1 + 1):
                 nxt = 1.0 if j == n - 1 else _below(lower + (j + 1) * dx, a, z, s)
-                acc[j] += m * (nxt - prev)
+                fr = nxt - prev
+                acc[j] += m * fr
+                r = lower + (j + 0.5) * dx - mid
+                sq += fr * (r * r + dx * dx / 12.0)
                 prev = nxt
+            kick[i] += m * (sq - (z - a) * (z - a) / 12.0 - s * s)
             clamped[i] += m * (_below(lower, a, z, s) + 1.0 - _below(upper, a, z, s))
         mean = m1 / m0
         pre_var[i] = m2 / m0 - mean * mean
@@ -139,8 +152,9 @@ def _assemble(lower, dx, n, ptr, lo, hi, sig, mass):
                 nnz += 1
         post_var[i] = q2 - q1 * q1 + dx * dx / 12.0
         clamped[i] /= m0
+        kick[i] /= m0
         indptr[i + 1] = nnz
-    return indptr, indices[:nnz].copy(), data[:nnz].copy(), pre_var, post_var, clamped
+    return indptr, indices[:nnz].copy(), data[:nnz].copy(), pre_var, post_var, kick, clamped
 
 
 def assemble(lower: float, dx: float, cells: int, ptr: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -148,14 +162,15 @@ def assemble(lower: float, dx: float, cells: int, ptr: np.ndarray, lo: np.ndarra
     """Assemble the column-stochastic CSC matrix of the pieces (see module docstring).
 
     Pieces of column i are ``lo/hi/sig/mass[ptr[i]:ptr[i+1]]`` (lo ≤ hi, σ ≥ 0, mass > 0).
-    Returns ``(matrix, pre_var, post_var, clamped)``: the (cells, cells) CSC matrix P with
-    P[j, i] the probability of moving from cell i to cell j, the exact variance of the
-    pieces of each column, the variance of the projected column (piecewise uniform), and
-    the fraction of each column's mass clamped into an edge cell.
+    Returns ``(matrix, kick, pre_var, post_var, clamped)``: the (cells, cells) CSC matrix P
+    with P[j, i] the probability of moving from cell i to cell j; per column the mean-square
+    projection kick (the numerical diffusion of the step, θ²), the exact variance of its
+    pieces, the variance of the projected column (piecewise uniform), and the fraction of
+    its mass clamped into an edge cell.
     """
-    indptr, indices, data, pre, post, clamped = _assemble(
+    indptr, indices, data, pre, post, kick, clamped = _assemble(
         float(lower), float(dx), int(cells), np.ascontiguousarray(ptr, dtype=np.int64),
         np.ascontiguousarray(lo, dtype=np.float64), np.ascontiguousarray(hi, dtype=np.float64),
         np.ascontiguousarray(sig, dtype=np.float64), np.ascontiguousarray(mass, dtype=np.float64))
     P = sp.csc_matrix((data, indices, indptr), shape=(cells, cells))
-    return P, pre, post, clamped
+    return P, kick, pre, post, clamped

@@ -16,18 +16,19 @@ and variance η²Σ_b(θ) (Σ_b = Σ·:func:`~sgdsweep.noise.batch_noise_factor`
 exactly over the target cells: the density of Euler–Maruyama of the Itô SDE at dt = η.
 
 **Numerical diffusion.** Reading the cell masses back as uniform densities adds
-variance to every step: ≤ dx²/4 per step (r(1 − r)·dx² for a translation by r·dx,
-dx²/6 on average), measured per column as ``added_var`` (projected minus exact
-variance of the column's image). It must be small against the minibatch variance
-η²Σ_b. By default the operator is therefore built on a grid ``refine`` times finer than
-the output grid, with the smallest refine (1, 2, 4, … ≤ ``max_refine``) for which the
-a-priori bound dx²/4 is below ``diffusion_ratio`` (default 1 %) of η²Σ_b on the
-*resolved* cells — those where η√Σ_b is at least ``spread_floor`` (10 %) of its largest
-value on the grid. Where Σ_b is smaller still (e.g. where every sample agrees) SGD is
-locally deterministic and the operator is a first-order transport with the dx²/4
-per-step diffusion of upwinding, as the ``fp_drift`` method is. When ``max_refine``
-cannot meet the target a ``RuntimeWarning`` says so; a grid whose cells are wider than
-the largest minibatch spread even after refinement is a ``ConfigError``.
+variance to every step: a mean-square kick of at most dx²/3 (r(1 − r)·dx² for a
+translation by r·dx; dx²/4 + dx²/12 for a point image on a cell face), measured per
+column as ``added_var`` (:mod:`~sgdsweep.operators.assemble`). It must be small against
+the minibatch variance η²Σ_b. By default the operator is therefore built on a grid
+``refine`` times finer than the output grid, with the smallest refine (1, 2, 4, …
+≤ ``max_refine``) for which the a-priori bound dx²/3 is below ``diffusion_ratio``
+(default 1 %) of η²Σ_b on the *resolved* cells: those where η√Σ_b is at least
+``spread_floor`` (10 %) of its largest value on the grid. Where Σ_b is smaller still
+(e.g. where every sample agrees) SGD is locally deterministic and the operator is a
+first-order transport with the ≤ dx²/3 per-step diffusion of upwinding, as the
+``fp_drift`` method is. When ``max_refine`` cannot meet the target a ``RuntimeWarning``
+says so; a grid whose cells are wider than the largest minibatch spread even after
+refinement is a ``ConfigError``.
 
 **Many minibatches.** Beyond ``max_minibatches`` distinct minibatches the step law at
 each sub-cell midpoint is the binned b-fold convolution of the per-sample updates
@@ -62,9 +63,10 @@ DIFFUSION_RATIO = 0.01
 #: Cells whose minibatch spread is below this fraction of the largest are not "resolved".
 SPREAD_FLOOR = 0.1
 #: Default cap on the automatic refinement.
-MAX_REFINE = 16
+MAX_REFINE = 64
 #: Sub-cells per cell.
 QUADRATURE = 4
+_SQRT3 = math.sqrt(3.0)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class TransferOperator:
 
     ``matrix`` (N, N) CSC: P[j, i] = probability that one step moves mass from cell i to
     cell j of ``grid`` (N = base.cells · refine), columns summing to 1. Per fine cell:
-    ``added_var`` the numerical variance the projection added in one step (θ²),
+    ``added_var`` the numerical diffusion of one step, the mean-square projection kick
+    (θ², :mod:`~sgdsweep.operators.assemble`),
     ``spread_var`` the minibatch variance η²Σ_b (θ²) at the cell centre, ``clamped`` the
     fraction of the column's mass clamped into an edge cell. ``diffusion_ratio`` is the
     measured max of added_var / spread_var over the resolved cells (see the module
@@ -195,7 +198,7 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
                   max_refine: int = MAX_REFINE) -> int:
     """The refinement of ``grid`` the operator is built on (see the module docstring).
 
-    ``refine`` None: the smallest power of two ≤ ``max_refine`` with dx²/4 ≤
+    ``refine`` None: the smallest power of two ≤ ``max_refine`` with dx²/3 ≤
     diffusion_ratio · (spread_floor · max η√Σ_b)², with a RuntimeWarning when none is.
     ConfigError when the refined cells are wider than the largest minibatch spread.
     """
@@ -203,15 +206,15 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
     smax = float(spread.max())
     if refine is None:
         max_refine = integer(max_refine, "max_refine", 1)
-        target = math.sqrt(diffusion_ratio) * spread_floor * smax  # dx/2 must be below this
+        target = math.sqrt(diffusion_ratio) * spread_floor * smax  # dx/√3 must be below this
         refine = 1
-        while refine < max_refine and grid.dx / refine / 2.0 > target:
+        while refine < max_refine and grid.dx / refine / _SQRT3 > target:
             refine *= 2
         refine = min(refine, max_refine)
         fine_dx = grid.dx / refine
-        if smax > 0 and fine_dx / 2.0 > target and fine_dx < smax:
+        if smax > 0 and fine_dx / _SQRT3 > target and fine_dx < smax:
             warnings.warn(
-                f"grid.cells: numerical diffusion (dx/2 = {fine_dx / 2:.3g} at refine {refine}) is not "
+                f"grid.cells: numerical diffusion (dx/√3 = {fine_dx / _SQRT3:.3g} at refine {refine}) is not "
                 f"below {math.sqrt(diffusion_ratio):.3g} of the minibatch spread on the resolved cells "
                 f"(floor {spread_floor * smax:.3g}); use more cells or a larger max_refine",
                 RuntimeWarning, stacklevel=3)
@@ -233,8 +236,7 @@ def _sub_points(grid: Grid1D, q: int) -> tuple[np.ndarray, np.ndarray]:
     return faces, 0.5 * (faces[:-1] + faces[1:])
 
 
-def _finish(P, pre, post, clamped, grid, base, refine, lr, kind, K, approx, spread_var, lattice_var):
-    added = post - pre
+def _finish(P, added, clamped, grid, base, refine, lr, kind, K, approx, spread_var, lattice_var):
     smax = float(np.sqrt(spread_var.max()))
     resolved = np.sqrt(spread_var) >= SPREAD_FLOOR * smax if smax > 0 else np.zeros(grid.cells, bool)
     resolved &= clamped < 1e-12
@@ -291,8 +293,8 @@ def sgd_transfer(
         hi = np.maximum(Y[:-1], Y[1:]).reshape(-1)
         mass = np.broadcast_to(weights / q, (N * q, K)).reshape(-1)
         ptr = np.arange(N + 1, dtype=np.int64) * (q * K)
-        P, pre, post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, np.zeros_like(lo), mass)
-        return _finish(P, pre, post, clamped, fine, grid, refine, lr, "sgd", K, "exact", spread_var, 0.0)
+        P, kick, _pre, _post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, np.zeros_like(lo), mass)
+        return _finish(P, kick, clamped, fine, grid, refine, lr, "sgd", K, "exact", spread_var, 0.0)
 
     ev = landscape.evaluate(mids)
     U = -(lr / b) * ev["sample_grads"][:, :, 0]  # (N·q, n) per-sample updates
@@ -312,8 +314,8 @@ def sgd_transfer(
     hi = centre + 0.5 * width[point]
     col = point // q
     ptr = np.concatenate(([0], np.cumsum(np.bincount(col, minlength=N)))).astype(np.int64)
-    P, pre, post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, np.zeros_like(lo), p / q)
-    return _finish(P, pre, post, clamped, fine, grid, refine, lr, "sgd", K, "convolution", spread_var,
+    P, kick, _pre, _post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, np.zeros_like(lo), p / q)
+    return _finish(P, kick, clamped, fine, grid, refine, lr, "sgd", K, "convolution", spread_var,
                    b * h * h / 4.0)
 
 
@@ -350,7 +352,8 @@ def gauss_step(
     lo = np.minimum(Y[:-1], Y[1:])
     hi = np.maximum(Y[:-1], Y[1:])
     ptr = np.arange(N + 1, dtype=np.int64) * q
-    P, pre, post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, sig, np.full(N * q, 1.0 / q))
+    mass = np.full(N * q, 1.0 / q)
+    P, kick, _pre, _post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, sig, mass)
     spread_var = lr * lr * np.maximum(factor * landscape.evaluate(fine.centres)["cov"][:, 0, 0], 0.0)
-    return _finish(P, pre, post, clamped, fine, grid, refine, lr, "gauss_step", 0, "gaussian", spread_var,
+    return _finish(P, kick, clamped, fine, grid, refine, lr, "gauss_step", 0, "gaussian", spread_var,
                    0.0)
