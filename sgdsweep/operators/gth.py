@@ -31,31 +31,31 @@ def bandwidths(P: sp.csc_matrix) -> tuple[int, int]:
 
 @nb.njit(cache=True)
 def _gth(B, low, up, n, out):
-    """B[i, j − i + low] = P[j, i] (column i). Returns False if the chain is reducible."""
+    """B[i, j − i + up] = P[j, i] (column i, rows i − up … i + low). False if reducible."""
     s = np.empty(n)
     for k in range(n - 1, 0, -1):
         tot = 0.0
-        for j in range(max(0, k - low), k):
-            tot += B[k, j - k + low]
+        for j in range(max(0, k - up), k):
+            tot += B[k, j - k + up]
         if not tot > 0.0:
             return False
         s[k] = tot
-        for i in range(max(0, k - up), k):
-            pki = B[i, k - i + low]
+        for i in range(max(0, k - low), k):
+            pki = B[i, k - i + up]
             if pki == 0.0:
                 continue
             f = pki / tot
-            for j in range(max(0, k - low), k):
+            for j in range(max(0, k - up), k):
                 if j == i:
                     continue
-                pjk = B[k, j - k + low]
+                pjk = B[k, j - k + up]
                 if pjk != 0.0:
-                    B[i, j - i + low] += f * pjk
+                    B[i, j - i + up] += f * pjk
     out[0] = 1.0
     for k in range(1, n):
         acc = 0.0
-        for i in range(max(0, k - up), k):
-            acc += out[i] * B[i, k - i + low]
+        for i in range(max(0, k - low), k):
+            acc += out[i] * B[i, k - i + up]
         out[k] = acc / s[k]
     tot = 0.0
     for k in range(n):
@@ -72,7 +72,7 @@ def gth_stationary(P: sp.csc_matrix) -> np.ndarray | None:
     low, up = bandwidths(P)
     C = P.tocoo()
     B = np.zeros((n, low + up + 1))
-    B[C.col, C.row - C.col + low] = C.data
+    B[C.col, C.row - C.col + up] = C.data
     out = np.empty(n)
     return out if _gth(B, low, up, n, out) else None
 

@@ -86,7 +86,7 @@ def _replaced_lu(P):
 
 
 #: Above this many multiply-adds (N·l·u) the stationary law falls back from GTH to sparse LU.
-GTH_MAX_COST = 4_000_000_000
+GTH_MAX_COST = 20_000_000_000
 
 
 def _class_stationary(P) -> np.ndarray:

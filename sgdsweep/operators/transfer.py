@@ -199,14 +199,17 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
     """The refinement of ``grid`` the operator is built on (see the module docstring).
 
     ``refine`` None: the smallest power of two ≤ ``max_refine`` with dx²/3 ≤
-    diffusion_ratio · (spread_floor · max η√Σ_b)², with a RuntimeWarning when none is.
+    diffusion_ratio · η²Σ_b on every resolved cell (η√Σ_b ≥ spread_floor · its max),
+    with a RuntimeWarning when none is.
     ConfigError when the refined cells are wider than the largest minibatch spread.
     """
     spread = _spread_std(landscape, grid, lr, factor)
     smax = float(spread.max())
     if refine is None:
         max_refine = integer(max_refine, "max_refine", 1)
-        target = math.sqrt(diffusion_ratio) * spread_floor * smax  # dx/√3 must be below this
+        resolved = spread[spread >= spread_floor * smax]
+        target = math.sqrt(diffusion_ratio) * (float(resolved.min()) if smax > 0 else 0.0)
+        # dx/√3 (the worst rms kick) must be below ``target``
         refine = 1
         while refine < max_refine and grid.dx / refine / _SQRT3 > target:
             refine *= 2
@@ -216,7 +219,7 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
             warnings.warn(
                 f"grid.cells: numerical diffusion (dx/√3 = {fine_dx / _SQRT3:.3g} at refine {refine}) is not "
                 f"below {math.sqrt(diffusion_ratio):.3g} of the minibatch spread on the resolved cells "
-                f"(floor {spread_floor * smax:.3g}); use more cells or a larger max_refine",
+                f"(smallest {target / math.sqrt(diffusion_ratio):.3g}); use more cells or a larger max_refine",
                 RuntimeWarning, stacklevel=3)
     else:
         refine = integer(refine, "refine", 1)
