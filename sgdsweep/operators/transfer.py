@@ -51,7 +51,7 @@ from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import Landscape
 from sgdsweep.noise import batch_noise_factor
 from sgdsweep.operators import markov
-from sgdsweep.operators.assemble import assemble
+from sgdsweep.operators.assemble import assemble, assemble_minibatches
 from sgdsweep.operators.convolution import ATOM_CUT, binned_step_laws
 from sgdsweep.operators.minibatches import check_sampling, enumerate_minibatches, minibatch_count
 from sgdsweep.validate import integer, real
@@ -219,7 +219,8 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
             warnings.warn(
                 f"grid.cells: numerical diffusion (dx/√3 = {fine_dx / _SQRT3:.3g} at refine {refine}) is not "
                 f"below {math.sqrt(diffusion_ratio):.3g} of the minibatch spread on the resolved cells "
-                f"(smallest {target / math.sqrt(diffusion_ratio):.3g}); use more cells or a larger max_refine",
+                f"(smallest {target / math.sqrt(diffusion_ratio):.3g}); use more cells or a larger "
+                "max_refine",
                 RuntimeWarning, stacklevel=3)
     else:
         refine = integer(refine, "refine", 1)
@@ -288,15 +289,12 @@ def sgd_transfer(
     spread_var = lr * lr * np.maximum(factor * centres["cov"][:, 0, 0], 0.0)
     if K <= max_minibatches:
         counts, weights = enumerate_minibatches(n, b, sampling)
+        members = np.repeat(np.tile(np.arange(n), (K, 1)), counts.ravel()).reshape(K, b)
         sg = landscape.evaluate(faces)["sample_grads"][:, :, 0]  # (M, n)
-        Y = faces[:, None] - (lr / b) * (sg @ counts.T.astype(np.float64))  # (M, K)
-        if not np.all(np.isfinite(Y)):
+        if not np.all(np.isfinite(sg)):
             raise ConfigError("landscape: non-finite gradients on the grid")
-        lo = np.minimum(Y[:-1], Y[1:]).reshape(-1)  # (N·q·K,), column-major by cell
-        hi = np.maximum(Y[:-1], Y[1:]).reshape(-1)
-        mass = np.broadcast_to(weights / q, (N * q, K)).reshape(-1)
-        ptr = np.arange(N + 1, dtype=np.int64) * (q * K)
-        P, kick, _pre, _post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, np.zeros_like(lo), mass)
+        P, kick, _pre, _post, clamped = assemble_minibatches(fine.lower, fine.dx, N, q, faces, sg,
+                                                              members, weights, lr / b)
         return _finish(P, kick, clamped, fine, grid, refine, lr, "sgd", K, "exact", spread_var, 0.0)
 
     ev = landscape.evaluate(mids)
