@@ -97,6 +97,8 @@ def bench_time_to_stationary(repeat: int, quick: bool) -> None:
          Grid1D(-1.5, 1.5, 100), 0.5, {"kind": "normal", "mean": 0.0, "std": 0.3}, "uniform"),
         ("two_basin (shift std 0.5), lr 0.05", build_landscape(two_basin(0.5)),
          Grid1D(-2.5, 2.5, 100), 0.05, {"kind": "normal", "mean": -1.0, "std": 0.2}, "fine"),
+        ("two_basin (shift std 0.5), lr 0.01", build_landscape(two_basin(0.5)),
+         Grid1D(-2.5, 2.5, 100), 0.01, {"kind": "normal", "mean": -1.0, "std": 0.2}, "fine"),
     ]
     print(f"\n(b) time to SGD's stationary density at TV ≤ {target} (100-cell output grid, one core)")
     print("| case | operator (refine, build + solve) | its TV | MC chains × steps | MC time | MC TV | "

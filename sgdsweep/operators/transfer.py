@@ -53,6 +53,7 @@ from sgdsweep.noise import batch_noise_factor
 from sgdsweep.operators import markov
 from sgdsweep.operators.assemble import assemble, assemble_minibatches
 from sgdsweep.operators.convolution import ATOM_CUT, binned_step_laws
+from sgdsweep.operators.gradients import grad_mean_var, sample_grads
 from sgdsweep.operators.minibatches import check_sampling, enumerate_minibatches, minibatch_count
 from sgdsweep.validate import integer, real
 
@@ -189,7 +190,7 @@ def _check_common(landscape: Landscape, grid: Grid1D, lr: float, quadrature: int
 def _spread_std(landscape: Landscape, grid: Grid1D, lr: float, factor: float, probe: int = 4):
     """η·sqrt(Σ_b) on a probe grid ``probe`` times finer than ``grid``."""
     x = Grid1D(grid.lower, grid.upper, grid.cells * probe).centres
-    cov = landscape.evaluate(x)["cov"][:, 0, 0]
+    cov = grad_mean_var(landscape, x)[1]
     return lr * np.sqrt(np.maximum(factor * cov, 0.0))
 
 
@@ -285,12 +286,11 @@ def sgd_transfer(
     fine = Grid1D(grid.lower, grid.upper, grid.cells * refine)
     N = fine.cells
     faces, mids = _sub_points(fine, q)
-    centres = landscape.evaluate(fine.centres)
-    spread_var = lr * lr * np.maximum(factor * centres["cov"][:, 0, 0], 0.0)
+    spread_var = lr * lr * factor * grad_mean_var(landscape, fine.centres)[1]
     if K <= max_minibatches:
         counts, weights = enumerate_minibatches(n, b, sampling)
         members = np.repeat(np.tile(np.arange(n), (K, 1)), counts.ravel()).reshape(K, b)
-        sg = landscape.evaluate(faces)["sample_grads"][:, :, 0]  # (M, n)
+        sg = sample_grads(landscape, faces)  # (M, n)
         if not np.all(np.isfinite(sg)):
             raise ConfigError("landscape: non-finite gradients on the grid")
         P, kick, _pre, _post, clamped = assemble_minibatches(fine.lower, fine.dx, N, q, faces, sg,
@@ -346,8 +346,8 @@ def gauss_step(
     fine = Grid1D(grid.lower, grid.upper, grid.cells * refine)
     N = fine.cells
     faces, mids = _sub_points(fine, q)
-    Y = faces - lr * landscape.evaluate(faces)["grad"][:, 0]
-    sig = lr * np.sqrt(np.maximum(factor * landscape.evaluate(mids)["cov"][:, 0, 0], 0.0))
+    Y = faces - lr * grad_mean_var(landscape, faces)[0]
+    sig = lr * np.sqrt(factor * grad_mean_var(landscape, mids)[1])
     if not (np.all(np.isfinite(Y)) and np.all(np.isfinite(sig))):
         raise ConfigError("landscape: non-finite gradients on the grid")
     lo = np.minimum(Y[:-1], Y[1:])
@@ -355,6 +355,6 @@ def gauss_step(
     ptr = np.arange(N + 1, dtype=np.int64) * q
     mass = np.full(N * q, 1.0 / q)
     P, kick, _pre, _post, clamped = assemble(fine.lower, fine.dx, N, ptr, lo, hi, sig, mass)
-    spread_var = lr * lr * np.maximum(factor * landscape.evaluate(fine.centres)["cov"][:, 0, 0], 0.0)
+    spread_var = lr * lr * factor * grad_mean_var(landscape, fine.centres)[1]
     return _finish(P, kick, clamped, fine, grid, refine, lr, "gauss_step", 0, "gaussian", spread_var,
                    0.0)
