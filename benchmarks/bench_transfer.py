@@ -184,30 +184,46 @@ def bench_scaling(repeat: int) -> None:
 # --------------------------------------------------------------------------- convergence
 
 
-def bench_convergence(refines) -> None:
-    land = build_landscape(yaml.safe_load((CONF / "seed_two_point.yaml").read_text()))
-    init = Initial.from_dict({"kind": "normal", "mean": 0.5, "std": 0.175}, 1)
-    base = Grid1D(-1.0, 4.0, 250)  # the default density grid
+def _convergence_rows(land, base, init, lrs, refines, relax: bool) -> None:
     basins = find_basins(base.centres, land.evaluate(base.centres)["loss"])
-    thr, direction = escape_threshold(basins, 0.5)
-    print(f"\nGrid convergence, seed model, grid [-1, 4] × 250·refine, init N(0.5, 0.175²), "
-          f"escape over θ = {thr:.4g}; basins split at {basins.edges.round(4).tolist()}")
-    print("| lr | refine | cells | dx | stationary mass b0 / b1 / b2 | escape (steps) | escape (t) | "
-          "relaxation τ (t) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for lr in (0.02, 0.05):
+    thr, direction = escape_threshold(basins, init.mean[0])
+    print(f"escape over θ = {thr:.4g} ({'up' if direction > 0 else 'down'}); basins split at "
+          f"{basins.edges.round(4).tolist()}")
+    print("| lr | refine | cells | dx | stationary mass " + " / ".join(basins.names) +
+          " | escape (steps) | escape (t) |" + (" relaxation τ (t) | λ₂ |" if relax else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if relax else ""))
+    for lr in lrs:
         for r in refines:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                op = sgd_transfer(land, base, lr, refine=r)
+                try:
+                    op = sgd_transfer(land, base, lr, refine=r)
+                except ConfigError as e:
+                    print(f"| {lr} | {r} | {base.cells * r:,} | — | {e} | | |" + (" | |" if relax else ""))
+                    continue
             m0 = op.initial_masses(init)
             p = op.stationary(m0) * op.grid.dx
             k = np.searchsorted(basins.edges, op.grid.centres, side="right")
-            masses = " / ".join(f"{p[k == b].sum():.4f}" for b in range(len(basins.names)))
+            masses = " / ".join(f"{p[k == b].sum():.4g}" for b in range(len(basins.names)))
             esc = op.escape(m0, thr, direction)
-            rel = op.relaxation()
-            print(f"| {lr} | {r} | {op.grid.cells:,} | {op.grid.dx:.2e} | {masses} | {esc.steps:.2f} | "
-                  f"{esc.time:.4f} | {rel.time:.4g} |")
+            row = (f"| {lr} | {r} | {op.grid.cells:,} | {op.grid.dx:.2e} | {masses} | {esc.steps:.2f} | "
+                   f"{esc.time:.4f} |")
+            if relax:
+                rel = op.relaxation()
+                row += f" {rel.time:.5g} | {rel.eigenvalue.real:.8f} |"
+            print(row, flush=True)
+
+
+def bench_convergence(refines) -> None:
+    seed = build_landscape(yaml.safe_load((CONF / "seed_two_point.yaml").read_text()))
+    print("\nGrid convergence, seed model, default grid [-1, 4] × 250·refine, init N(0.5, 0.175²)")
+    _convergence_rows(seed, Grid1D(-1.0, 4.0, 250),
+                      Initial.from_dict({"kind": "normal", "mean": 0.5, "std": 0.175}, 1),
+                      (0.02, 0.05), refines, relax=False)
+    print("\nGrid convergence, two_basin (shift std 0.5), grid [-2.5, 2.5] × 250·refine, init N(-1, 0.2²)")
+    _convergence_rows(build_landscape(two_basin(0.5)), Grid1D(-2.5, 2.5, 250),
+                      Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.2}, 1),
+                      (0.02,), refines[:-1], relax=True)
 
 
 def main() -> None:
