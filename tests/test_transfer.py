@@ -299,3 +299,39 @@ def test_bad_input_one_line_errors():
     with pytest.raises(ConfigError, match=r"^grid.cells: .* too coarse for the step") as e:
         sgd_transfer(build_landscape(TWO_POINT), Grid1D(-1.5, 1.5, 10), 0.01, refine=1)
     assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- 2-D
+
+
+FOUR_CORNERS = {"dim": 2, "datapoints": [[{"kind": "quadratic", "curvature": 1.0, "centre": [sx, sy]}]
+                                          for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)]}
+
+
+@pytest.mark.parametrize("lr", [0.2, 0.5])
+def test_2d_four_corners(lr):
+    """n = 4, c = (±1, ±1), b = 1: each axis is the 1-D IFS θ ← (1 − η)θ ± η with independent
+    signs, so the stationary law has variance η/(2 − η) per axis (1 %) and no correlation;
+    at η = 0.5 it is uniform on [−1, 1]² (TV < 0.03)."""
+    from sgdsweep.operators.transfer2d import sgd_transfer_2d
+
+    g = Grid1D(-1.5, 1.5, 100)
+    op = sgd_transfer_2d(build_landscape(FOUR_CORNERS), (g, g), lr)
+    P = op.matrix
+    assert np.all(P.data >= 0)
+    assert np.max(np.abs(np.asarray(P.sum(axis=0)).ravel() - 1.0)) < 1e-12
+    m0 = op.initial_masses(Initial.from_dict({"kind": "normal", "mean": [0.3, -0.2], "std": 0.2}, 2))
+    steps = math.ceil(40 / -math.log1p(-lr))  # (1 − η)^steps < e^-40
+    p = op.evolve(m0, [steps])[0] * op.cell_area
+    x = g.centres
+    px, py = p.sum(axis=1), p.sum(axis=0)
+    for marg in (px, py):
+        mean = (marg * x).sum()
+        assert abs(mean) < 1e-3
+        assert (marg * (x - mean) ** 2).sum() == pytest.approx(lr / (2 - lr), rel=0.01)
+    cov = (p * np.outer(x, x)).sum() - (px * x).sum() * (py * x).sum()
+    assert abs(cov) < 1e-3
+    if lr == 0.5:
+        inside = (np.abs(x) < 1)[:, None] & (np.abs(x) < 1)[None, :]
+        uniform = np.where(inside, 1.0 / inside.sum(), 0.0)
+        assert 0.5 * np.abs(p - uniform).sum() < 0.03
