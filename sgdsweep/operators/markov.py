@@ -201,7 +201,14 @@ def relaxation(P, lr: float) -> Relaxation:
     projecting out the invariant law) has dominant eigenvalue 1/(λ₂ − 1), so 1 − λ₂ comes
     out without cancellation; the LU solves limit its relative accuracy to ~eps/gap
     (2e-3 at a gap of 6.5e-14 in the tests, against 60-digit arithmetic). A second ARPACK
-    run on P − m1ᵀ finds a negative λ near −1 (an oscillating chain) if that is larger in modulus.
+    run on P − m1ᵀ finds a negative λ near −1 (an oscillating chain) if that is larger in
+    modulus. Transient cells contribute the spectral radius of their block.
+
+    Limitation: where SGD is deterministic (every sample agrees, Σ_b = 0) the transient
+    block is a non-normal upwind transport; its slowest mode is mass creeping across a
+    plateau cell by cell at a rate ∝ drift/dx, so τ from such a block depends on the grid
+    (the seed model's far-left plateau: 24, 12.8, 9.9, 8.3 t at dx = 0.02 … 0.0025). The
+    escape times and the closed classes' λ₂ converge (benchmarks/README.md).
     """
     P = _csc(P)
     n = P.shape[0]
