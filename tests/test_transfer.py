@@ -336,3 +336,23 @@ def test_2d_four_corners(lr):
         inside = (np.abs(x) < 1)[:, None] & (np.abs(x) < 1)[None, :]
         uniform = np.where(inside, 1.0 / inside.sum(), 0.0)
         assert 0.5 * np.abs(p - uniform).sum() < 0.03
+
+
+def test_escape_direction_mirror_symmetry():
+    """Escape downwards on the mirrored landscape equals escape upwards (symmetric grid), to 1e-8."""
+    def mirrored(spec: dict, sign: float) -> dict:
+        return {"reference": [{**t, "centre": sign * t["centre"]} for t in spec["reference"]],
+                "shifts": {"n": 16, "std": 0.5}}  # with std 0.1 the narrow well cannot be left at all
+
+    grid = Grid1D(-2.5, 2.5, 200)
+    out = []
+    for sign in (1.0, -1.0):
+        op = sgd_transfer(build_landscape(mirrored(TWO_BASIN, sign)), grid, 0.05, refine=4)
+        init = Initial.from_dict({"kind": "normal", "mean": -1.0 * sign, "std": 0.1}, 1)
+        out.append(op.escape(op.initial_masses(init), -0.137 * sign, int(sign)))
+    assert np.isfinite(out[0].steps) and out[0].steps > 1
+    assert out[1].steps == pytest.approx(out[0].steps, rel=1e-8)
+    # ... and with std 0.1 no minibatch sequence leaves the narrow well: passage time inf.
+    op = sgd_transfer(build_landscape(TWO_BASIN), grid, 0.05, refine=4)
+    init = Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.1}, 1)
+    assert op.escape(op.initial_masses(init), -0.137, 1).steps == math.inf
