@@ -212,6 +212,18 @@ def test_stationary_and_gap_at_tiny_spectral_gap():
     assert rel.time == pytest.approx(-0.1 / math.log1p(-gap_exact), rel=5e-3)
 
 
+@pytest.mark.parametrize("lr", [0.5, 1.8])
+def test_relaxation_of_the_two_point_ifs(lr):
+    """θ ← (1 − η)θ ± η: the mean obeys E′ = (1 − η)E exactly, and no mode decays slower,
+    so λ₂ = 1 − η (negative, an oscillating chain, at η = 1.8), to 1e-6."""
+    op = sgd_transfer(build_landscape(TWO_POINT), Grid1D(-12, 12, 2400), lr, refine=1)
+    rel = op.relaxation()
+    assert abs(rel.eigenvalue) == pytest.approx(abs(1 - lr), rel=1e-6)
+    if lr > 1:
+        assert rel.eigenvalue.real < 0
+    assert rel.time == pytest.approx(-lr / math.log(abs(1 - lr)), rel=1e-5)
+
+
 def test_reducible_chain_needs_the_initial_law():
     # The seed model: both samples agree around W = 2, a fixed point on a cell face here.
     land = build_landscape(yaml.safe_load((CONF / "seed_two_point.yaml").read_text()))

@@ -79,9 +79,11 @@ def closed_classes(P) -> list[np.ndarray]:
 def _replaced_lu(P):
     """LU of P − I with one equation replaced by Σ m = 1 (row k: the largest diagonal of P)."""
     n = P.shape[0]
-    A = (P - sp.identity(n, format="csc")).tolil()
     k = int(np.argmax(P.diagonal()))
-    A[k, :] = np.ones(n)
+    keep = np.ones(n)
+    keep[k] = 0.0
+    ones_row = sp.csr_matrix((np.ones(n), (np.full(n, k), np.arange(n))), shape=(n, n))
+    A = sp.diags(keep) @ (P - sp.identity(n, format="csc")) + ones_row
     return spla.splu(sp.csc_matrix(A)), k
 
 
@@ -167,31 +169,61 @@ class Relaxation:
     classes: int = 1
 
 
-def _slowest(M, nearest_one) -> tuple[complex, float]:
-    """Largest-|λ| eigenvalue of M: the one nearest 1 via ``nearest_one`` (x ↦ (M − I)⁻¹x)
-    and the largest-modulus one via ARPACK on M; the gap 1 − |λ| without cancellation."""
+def _dominant(apply, n: int, maxiter: int | None = None) -> complex | None:
+    """Dominant eigenvalue of the linear map ``apply`` (ARPACK), None if not converged."""
+    op = spla.LinearOperator((n, n), matvec=apply, dtype=complex)
+    try:
+        return complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-12,
+                                 ncv=min(n - 1, 24), maxiter=maxiter)[0])
+    except spla.ArpackNoConvergence:
+        return None
+
+
+def _complex_solver(lu, project=None, k=None):
+    def apply(y):
+        z = np.array(y, dtype=complex)
+        if project is not None:
+            z -= project * z.sum()  # into the zero-sum subspace (projecting out the invariant law)
+        if k is not None:
+            z[k] = 0.0  # the replaced equation Σ x = 0 keeps x there
+        return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
+    return apply
+
+
+def _slowest(M, near_plus, near_minus) -> tuple[complex, float]:
+    """Slowest mode of M among the eigenvalues nearest +1 and nearest −1.
+
+    ``near_plus`` is x ↦ (M − I)⁻¹x and ``near_minus`` x ↦ (M + I)⁻¹x (None if M + I is
+    singular: λ = −1); their dominant eigenvalues are 1/(λ ∓ 1). The gap 1 − |λ| comes
+    from d = λ ∓ 1 without cancellation.
+    """
     n = M.shape[0]
     if n <= 8:
-        ev = np.linalg.eigvals(M.toarray() if sp.issparse(M) else M)
+        ev = np.linalg.eigvals(M)
         lam = complex(ev[np.argmax(np.abs(ev))])
         return lam, 1.0 - abs(lam)
-    ncv = min(n - 1, 24)
-    inv = spla.LinearOperator((n, n), matvec=nearest_one, dtype=complex)
-    mu = complex(spla.eigs(inv, k=1, which="LM", return_eigenvectors=False, tol=1e-12, ncv=ncv)[0])
-    d = 1.0 / mu  # λ − 1
-    q = 2.0 * d.real + abs(d) ** 2  # |λ|² − 1
-    lam_near, gap_near = 1.0 + d, -q / (1.0 + math.sqrt(max(1.0 + q, 0.0)))
-    op = spla.LinearOperator((n, n), matvec=lambda v: M @ v, dtype=float)
+    best = (0j, 1.0)
+    for sign, apply in ((1.0, near_plus), (-1.0, near_minus)):
+        if apply is None:
+            return -1.0 + 0j, 0.0
+        # Near −1 a slow mode is well separated (1/(λ + 1) ≫ ½) and converges in a few
+        # iterations; when ARPACK does not, there is none, and the search is dropped.
+        mu = _dominant(apply, n, None if sign > 0 else 4)
+        if mu is None:
+            continue
+        d = 1.0 / mu  # λ − sign
+        q = 2.0 * sign * d.real + abs(d) ** 2  # |λ|² − 1
+        gap = -q / (1.0 + math.sqrt(max(1.0 + q, 0.0)))
+        if gap < best[1]:
+            best = (sign + d, gap)
+    return best
+
+
+def _lu_or_none(A):
     try:
-        lam_far = complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-10, ncv=ncv,
-                                    maxiter=20 * n)[0])
-    except spla.ArpackNoConvergence:
-        # Strongly non-normal blocks (deterministic transport) can defeat plain Arnoldi;
-        # the shift-inverted eigenvalue nearest 1 is then the answer.
-        return lam_near, gap_near
-    if abs(lam_far) > abs(lam_near) * (1.0 + 1e-9):
-        return lam_far, 1.0 - abs(lam_far)
-    return lam_near, gap_near
+        return spla.splu(sp.csc_matrix(A))
+    except RuntimeError:  # exactly singular
+        return None
 
 
 def relaxation(P, lr: float) -> Relaxation:
@@ -200,9 +232,11 @@ def relaxation(P, lr: float) -> Relaxation:
     Within a closed class, (P − I)⁻¹ on zero-sum vectors (the replaced-row LU, after
     projecting out the invariant law) has dominant eigenvalue 1/(λ₂ − 1), so 1 − λ₂ comes
     out without cancellation; the LU solves limit its relative accuracy to ~eps/gap
-    (2e-3 at a gap of 6.5e-14 in the tests, against 60-digit arithmetic). A second ARPACK
-    run on P − m1ᵀ finds a negative λ near −1 (an oscillating chain) if that is larger in
-    modulus. Transient cells contribute the spectral radius of their block.
+    (2e-3 at a gap of 6.5e-14 in the tests, against 60-digit arithmetic). The same with
+    (P + I)⁻¹ finds the eigenvalue nearest −1 (an oscillating chain, η·L″ near 2); the
+    larger modulus wins. Complex eigenvalues far from ±1 are not searched (a rotating
+    slow mode would be missed). Transient cells contribute their block's eigenvalues
+    nearest ±1 the same way.
 
     Limitation: where SGD is deterministic (every sample agrees, Σ_b = 0) the transient
     block is a non-normal upwind transport; its slowest mode is mass creeping across a
@@ -221,30 +255,27 @@ def relaxation(P, lr: float) -> Relaxation:
             continue
         Pc = sp.csc_matrix(P[c][:, c])
         m = _class_stationary(Pc)
-        lu, k = _replaced_lu(Pc)
-
-        def near(y, lu=lu, k=k, m=m):
-            z = np.array(y, dtype=complex)
-            z -= m * z.sum()  # into the range of P − I (zero sum)
-            z[k] = 0.0  # the replaced equation Σ x = 0 keeps x there
-            return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
-
-        ones = np.ones(c.size)
-        deflated = spla.LinearOperator(Pc.shape, matvec=lambda v, Pc=Pc, m=m, ones=ones:
-                                       Pc @ v - m * (ones @ v), dtype=float)
-        cand = _slowest(deflated if c.size > 8 else Pc.toarray() - np.outer(m, ones), near)
+        if c.size <= 8:
+            cand = _slowest(Pc.toarray() - np.outer(m, np.ones(c.size)), None, None)
+        else:
+            lu, k = _replaced_lu(Pc)
+            lu_m = _lu_or_none(Pc + sp.identity(c.size, format="csc"))
+            cand = _slowest(Pc, _complex_solver(lu, m, k),
+                            None if lu_m is None else _complex_solver(lu_m, m))
         if cand[1] < best[1]:
             best = cand
     trans = np.flatnonzero(~closed)
     if trans.size:
         Q = sp.csc_matrix(P[trans][:, trans])
-        lu = spla.splu(sp.csc_matrix(Q - sp.identity(trans.size, format="csc")))
-
-        def near_t(y):
-            z = np.array(y, dtype=complex)
-            return lu.solve(z.real.copy()) + 1j * lu.solve(z.imag.copy())
-
-        cand = _slowest(Q, near_t)
+        if trans.size <= 8:
+            cand = _slowest(Q.toarray(), None, None)
+        else:
+            eye = sp.identity(trans.size, format="csc")
+            lu_p, lu_m = _lu_or_none(Q - eye), _lu_or_none(Q + eye)
+            if lu_p is None:  # an eigenvalue 1 in a transient block cannot happen; be safe
+                cand = (1.0 + 0j, 0.0)
+            else:
+                cand = _slowest(Q, _complex_solver(lu_p), None if lu_m is None else _complex_solver(lu_m))
         if cand[1] < best[1]:
             best = cand
     lam, gap = best
