@@ -224,6 +224,17 @@ def test_relaxation_of_the_two_point_ifs(lr):
     assert rel.time == pytest.approx(-lr / math.log(abs(1 - lr)), rel=1e-5)
 
 
+def test_passage_steps_hand_chain():
+    """0 → 1 with probability ½ per step (geometric: 2 steps), 1 → 2 surely, 2 absorbing,
+    3 a closed cell that never reaches it: T = (3, 1, 0, inf) exactly."""
+    P = np.zeros((4, 4))
+    P[0, 0] = P[1, 0] = 0.5
+    P[2, 1] = P[2, 2] = P[3, 3] = 1.0
+    T = markov.passage_steps(sp.csc_matrix(P), np.array([False, False, True, False]))
+    np.testing.assert_allclose(T[:3], [3.0, 1.0, 0.0], rtol=1e-14)
+    assert T[3] == math.inf
+
+
 def test_reducible_chain_needs_the_initial_law():
     # The seed model: both samples agree around W = 2, a fixed point on a cell face here.
     land = build_landscape(yaml.safe_load((CONF / "seed_two_point.yaml").read_text()))
