@@ -28,6 +28,7 @@ import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.plots import FIGURES
+from sgdsweep.schema import DONE, ERROR
 
 CAPTIONS = {
     "density_evolution": "Fokker–Planck density (line) and Monte Carlo histograms (steps) at several "
@@ -216,8 +217,8 @@ def _last_time_tables(ds: xr.Dataset) -> str:
            + _table(["method", "TV", "KL", "W1", "Hellinger"], rows, left=1))
 
     dims = list(acc.sweep_dims)
-    done = np.asarray(ds["done"].values, bool) if "done" in ds else np.ones((), bool)
-    error = np.asarray(ds["error"].values) if "error" in ds else np.full(done.shape, "")
+    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
     header = [*dims, "status", *cells.data_vars]
     rows, classes = [], []
     for idx in np.ndindex(done.shape):

@@ -56,7 +56,7 @@ def test_sde_escape_time_matches_the_exact_first_passage_time():
     ds = run_cell({
         "landscape": DOUBLE_WELL, "lr": lr, "methods": ["sde"],
         "init": {"kind": "point", "mean": -1.0},
-        "grid": {"lower": -3.0, "upper": 3.0, "cells": 120},
+        "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 120},
         "time": {"t_end": 150.0, "snapshots": 2},
         "mc": {"chains": chains, "sde_substeps": 10},
     })
@@ -82,7 +82,7 @@ def test_fp_and_sde_agree_at_small_learning_rate():
     cfg = {
         "landscape": DOUBLE_WELL, "lr": 0.01, "methods": ["sde", "fp"],
         "init": {"kind": "normal", "mean": -0.8, "std": 0.2},
-        "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+        "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
         "time": {"t_end": 3.0, "snapshots": 4},
         "mc": {"chains": chains, "sde_substeps": 2},
     }
@@ -106,7 +106,7 @@ def test_fp_and_sde_agree_at_small_learning_rate():
 
 
 def test_template_has_the_structure_of_the_result_and_densities_are_normalised():
-    cfg = {"landscape": DOUBLE_WELL, "lr": 0.05, "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+    cfg = {"landscape": DOUBLE_WELL, "lr": 0.05, "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
            "init": {"kind": "normal", "mean": -1.0, "std": 0.2},
            "time": {"t_end": 2.0, "snapshots": 3}, "mc": {"chains": 300, "sde_substeps": 2}}
     ds, tpl = run_cell(cfg), cell_template(cfg)
