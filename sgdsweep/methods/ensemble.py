@@ -1,6 +1,6 @@
 """Monte Carlo methods: real minibatch SGD, its Itô SDE, Langevin and gradient descent.
 
-Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.run_ensemble`) from the
+Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.simulate`) from the
 cell's shared initial positions and writes its histogram density, moments, basin
 masses, lost fraction and escape statistics.
 """
@@ -20,17 +20,19 @@ ENSEMBLE_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass",
 
 def fill_ensemble(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Run the ensemble of method ``name`` and write its statistics into ``ds``."""
-    from sgdsweep.montecarlo import run_ensemble
+    from sgdsweep.montecarlo import simulate
 
     cell = ctx.cell
     esc = ctx.escape
-    res = run_ensemble(
+    edges = ctx.basins.edges if ctx.dim == 1 else ()
+    # The cell was validated by parse_cell: no second round of checks (run_ensemble's).
+    res = simulate(
         cell.landscape, name, ctx.initial_positions, cell.lr, cell.steps, cell.grids,
         batch_size=cell.batch_size, sampling=cell.sampling, noise_factor=cell.noise_factor,
-        substeps=cell.sde_substeps, temperature=ctx.temperature if name == "langevin" else None,
-        seed=cell.seed, basin_edges=tuple(ctx.basins.edges) if ctx.dim == 1 else (),
-        escape_threshold=None if esc is None else esc[0],
-        escape_direction=1 if esc is None else esc[1],
+        substeps=cell.sde_substeps, temperature=ctx.temperature if name == "langevin" else 0.0,
+        seed=cell.seed, basin_edges=np.asarray(edges, dtype=np.float64).reshape(-1),
+        escape_threshold=None if esc is None else float(esc[0]),
+        escape_direction=1 if esc is None else int(esc[1]),
     )
     write_ensemble(ctx, ds, name, res)
 
