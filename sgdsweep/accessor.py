@@ -271,7 +271,8 @@ class SweepAccessor:
         ``escape_time_mean`` averages over the chains that escaped by the last
         snapshot only (biased low when ``escaped_fraction`` < 1);
         ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
-        SDE's mean first-passage time from the initial law). Times in t = η·step.
+        SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
+        its relative grid error, where stored). Times in t = η·step.
         """
         ds = self._ds
         needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
@@ -284,8 +285,9 @@ class SweepAccessor:
             "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": mc})),
             "escape_time_exact": self._masked(ds["escape_time_exact"]),
         })
-        if "escape_threshold" in ds:
-            out["escape_threshold"] = self._masked(ds["escape_threshold"])
+        for name in ("escape_threshold", "escape_time_exact_error"):
+            if name in ds:
+                out[name] = self._masked(ds[name])
         out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
         out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
                                        "units": "1"}
