@@ -8,7 +8,6 @@ before any store is created or changed.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,10 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return status_main(rest)
         if command in ("report", "submit"):
-            module = f"pipeline.{command}"
-            if importlib.util.find_spec(module) is None:
-                raise ConfigError(f"{command}: not available in this installation")
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(f"pipeline.{command}")
             return getattr(mod, f"{command}_main")(rest)
         raise ConfigError(f"command: unknown {command!r} (known: sweep, status, report, submit)")
     except ConfigError as exc:

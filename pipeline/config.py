@@ -3,17 +3,23 @@
 ``compose(overrides)`` builds the config from ``conf/`` (Hydra's compose API, so
 nothing changes directory and no output folders appear). ``expand(cfg)`` turns it
 into a :class:`SweepPlan`: one sweep axis per ``grid`` entry and one plain cell
-mapping (the ``sgdsweep.run_cell`` input) per grid point, all validated with
-``sgdsweep.parse_cell`` before anything touches the store.
+mapping (the ``sgdsweep.run_cell`` input) per grid point, each validated once with
+``sgdsweep.parse_cell`` before anything touches the store; the parsed cells are what
+the workers run. The schema is the cell's own (``sgdsweep.cellconfig.CellSchema``)
+plus the sweep's keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import itertools
 import json
 import os
 import re
+import sys
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +30,10 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
-from sgdsweep.cellconfig import parse_cell
+from sgdsweep import cellconfig
+from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell
 from sgdsweep.errors import ConfigError
 
 
@@ -48,81 +55,63 @@ CONF_DIR = _conf_dir()
 #: hash, so moving a store or changing the cluster still resumes.
 RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries")
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
-UNSWEEPABLE = ("grid", "density_grid", "time", "methods", *RUNTIME_KEYS)
-#: Top-level keys passed to run_cell; ``density_grid`` is the cell's ``grid``.
-CELL_KEYS = {"landscape": "landscape", "lr": "lr", "batch_size": "batch_size",
-             "sampling": "sampling", "methods": "methods", "seed": "seed", "init": "init",
-             "density_grid": "grid", "time": "time", "mc": "mc", "langevin": "langevin",
-             "fp": "fp", "escape": "escape"}
+UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
 
 
 # --------------------------------------------------------------------------- schema
 
 
-@dataclass
-class DensityGridConf:
-    lower: Any = -1.0  # a number, or one per axis for 2-D landscapes
-    upper: Any = 4.0
-    cells: Any = 250
+def _copy_field(f: dataclasses.Field) -> dataclasses.Field:
+    if f.default is not dataclasses.MISSING:
+        return field(default=f.default, metadata=f.metadata)
+    return field(default_factory=f.default_factory, metadata=f.metadata)
 
 
-@dataclass
-class TimeConf:
-    t_end: float = 10.0  # SDE time t = η · step
-    snapshots: int = 21
+def sweep_schema() -> type:
+    """Typed schema of the sweep config; Hydra rejects unknown keys and bad types.
+
+    The cell's settings are :class:`sgdsweep.cellconfig.CellSchema` (defaults, units and
+    meanings are defined there once) plus the sections method modules registered; the
+    sweep adds the landscape and cluster groups, the store, the grid and the execution
+    settings. Built when composing, so sections of plugin methods are included.
+    """
+    hints = typing.get_type_hints(CellSchema)
+    cell = [(f.name, hints[f.name], _copy_field(f)) for f in dataclasses.fields(CellSchema)]
+    extra = [(name, schema, field(default_factory=schema))
+             for name, schema in cellconfig.sections().items()]
+    return dataclasses.make_dataclass("SweepConf", [
+        ("landscape", Any, field(default=MISSING)),
+        ("cluster", Any, field(default=MISSING)),
+        ("store", str, field(default="results/${landscape.name}.zarr",
+                             metadata={"help": "Zarr store of the sweep (relative to the working dir)"})),
+        ("overwrite", bool, field(default=False,
+                                  metadata={"help": "replace an existing store of a different sweep"})),
+        ("grid", dict[str, Any], field(default_factory=dict,
+                                       metadata={"help": "sweep axes: config path -> values or range"})),
+        ("plugins", list[str], field(default_factory=list,
+                                     metadata={"help": "modules imported first: they register methods"})),
+        *cell, *extra,
+        ("cells_per_task", int, field(default=1, metadata={"help": "cells batched into one Dask task"})),
+        ("retries", int, field(default=2, metadata={"help": "Dask retries per task"})),
+    ])
 
 
-@dataclass
-class MCConf:
-    chains: int = 1000
-    sde_substeps: int = 10  # Euler–Maruyama steps per SGD step (dt = η / substeps)
-    max_steps: int = 20_000_000
+def cell_keys() -> tuple[str, ...]:
+    """Top-level keys passed to run_cell: ``landscape`` and the cell schema's keys."""
+    return ("landscape", *cellconfig.defaults())
 
 
-@dataclass
-class LangevinConf:
-    temperature: float | None = None
-
-
-@dataclass
-class FPConf:
-    convention: str = "ito"
-    dt: float | None = None
-    refine: int = 8  # FP cells per density-grid cell
-
-
-@dataclass
-class EscapeConf:
-    threshold: float | None = None
-
-
-@dataclass
-class SweepConf:
-    """Typed schema of conf/config.yaml; Hydra rejects unknown keys and bad types."""
-
-    landscape: Any = MISSING
-    cluster: Any = MISSING
-    store: str = MISSING
-    overwrite: bool = False
-    grid: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    lr: float = 0.02
-    batch_size: int = 1
-    sampling: str = "with_replacement"
-    methods: list[str] = field(default_factory=lambda: ["sgd", "sde", "langevin", "gd", "fp", "fp_drift"])
-    init: dict[str, Any] = field(default_factory=lambda: {"kind": "normal", "mean": 0.5, "std": 0.175})
-    density_grid: DensityGridConf = field(default_factory=DensityGridConf)
-    time: TimeConf = field(default_factory=TimeConf)
-    mc: MCConf = field(default_factory=MCConf)
-    langevin: LangevinConf = field(default_factory=LangevinConf)
-    fp: FPConf = field(default_factory=FPConf)
-    escape: EscapeConf = field(default_factory=EscapeConf)
-    cells_per_task: int = 1
-    retries: int = 2
-
-
-ConfigStore.instance().store(name="sweep_schema", node=SweepConf)
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the modules named in ``plugins`` (they register methods and sections)."""
+    for name in modules:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"plugins: cannot import {name!r} ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 # --------------------------------------------------------------------------- composition
@@ -144,6 +133,28 @@ def compose(overrides: Sequence[str], config_name: str = "config",
     """
     if not (CONF_DIR / "config.yaml").is_file():
         raise ConfigError(f"config: no config.yaml in {CONF_DIR} (set SGDSWEEP_CONF)")
+    _plugins_from_overrides(overrides)
+    cfg = _compose(overrides)
+    known = set(cellconfig.sections())
+    import_plugins(list(cfg.get("plugins") or ()))
+    if set(cellconfig.sections()) != known:  # a plugin from the config files added a section
+        cfg = _compose(overrides)
+    return cfg
+
+
+def _plugins_from_overrides(overrides: Sequence[str]) -> None:
+    for o in overrides:
+        if re.match(r"^\+{0,2}plugins=", o):
+            try:
+                value = OverridesParser.create().parse_overrides([o])[0].value()
+            except Exception as exc:
+                raise ConfigError(hydra_message(exc)) from None
+            import_plugins([value] if isinstance(value, str) else list(value or ()))
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    schema = sweep_schema()
+    ConfigStore.instance().store(name="sweep_schema", node=schema)
     try:
         grid_ovs = [o for o in overrides if re.match(r"^[~+]*grid(\.|=|$)", o)]
         hydra_ovs = [o for o in overrides if o not in grid_ovs]
@@ -168,7 +179,7 @@ def compose(overrides: Sequence[str], config_name: str = "config",
         # Surface interpolation and type errors now, but keep the interpolations:
         # swept values set later must flow through them (e.g. ${...width_left}).
         OmegaConf.to_container(cfg, resolve=True)
-        unknown = sorted(set(cfg) - set(SweepConf.__dataclass_fields__))
+        unknown = sorted(set(cfg) - set(schema.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown config key")
     except ConfigError:
@@ -259,9 +270,10 @@ class SweepPlan:
     """Every cell of a sweep, in C order over ``axes``."""
 
     axes: list[Axis]
-    cells: list[dict[str, Any]]  # run_cell mappings
+    cells: list[dict[str, Any]]  # run_cell mappings (what the config hash covers)
     config_hash: str
     resolved_yaml: str
+    parsed: list[CellConfig] = field(default_factory=list)  # the validated cells, shipped to workers
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -393,18 +405,18 @@ def sweep_axes(cfg: DictConfig, reserved: set[str] = frozenset()) -> list[Axis]:
 
 def cell_mapping(plain: Mapping[str, Any]) -> dict[str, Any]:
     """The ``run_cell`` input from a resolved sweep config (plain containers)."""
-    return {cell_key: plain[key] for key, cell_key in CELL_KEYS.items()}
+    return {key: plain[key] for key in cell_keys()}
 
 
 def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
-    """All cells of the sweep, each validated with ``parse_cell`` (raises ConfigError).
+    """All cells of the sweep, each validated once with ``parse_cell`` (raises ConfigError).
 
     Swept values are set on an unstructured copy of the *unresolved* config and then
     resolved, so interpolations (``${..width_left}``) see them.
     """
     axes = sweep_axes(cfg, reserved)
     base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    cells = []
+    cells, parsed = [], []
     for combo in itertools.product(*(a.values for a in axes)):
         c = base.copy()
         for axis, value in zip(axes, combo, strict=True):
@@ -414,14 +426,15 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
         except Exception as exc:
             raise ConfigError(hydra_message(exc)) from None
         try:
-            parse_cell(cell)
+            parsed.append(parse_cell(cell))
         except ConfigError as exc:
             where = ", ".join(f"{a.name}={v}" for a, v in zip(axes, combo, strict=True))
-            msg = re.sub(r"^grid\b", "density_grid", str(exc))  # the cell's grid is our density_grid
+            msg = str(exc)
             raise ConfigError(f"{msg} (in the cell {where})" if len(axes) and msg else msg) from None
         cells.append(cell)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    return SweepPlan(axes=axes, cells=cells, config_hash=config_hash(axes, cells), resolved_yaml=resolved)
+    return SweepPlan(axes=axes, cells=cells, config_hash=config_hash(axes, cells), resolved_yaml=resolved,
+                     parsed=parsed)
 
 
 def config_hash(axes: Sequence[Axis], cells: Sequence[Mapping[str, Any]]) -> str:
@@ -429,9 +442,3 @@ def config_hash(axes: Sequence[Axis], cells: Sequence[Mapping[str, Any]]) -> str
     payload = json.dumps({"axes": [[a.name, a.path, list(a.values)] for a in axes], "cells": list(cells)},
                          sort_keys=True, default=repr)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def to_plain(node: Any) -> Any:
-    if isinstance(node, DictConfig | ListConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return node

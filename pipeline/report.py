@@ -28,6 +28,7 @@ import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.plots import FIGURES, most_informative_cell
+from sgdsweep.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
 
 CAPTIONS = {
     "density_evolution": "Fokker–Planck density (line) and Monte Carlo histograms (steps) at several "
@@ -230,8 +231,8 @@ def _last_time_tables(ds: xr.Dataset) -> str:
            + _table(["method", "TV", "KL", "W1", "Hellinger"], rows, left=1))
 
     dims = list(acc.sweep_dims)
-    done = np.asarray(ds["done"].values, bool) if "done" in ds else np.ones((), bool)
-    error = np.asarray(ds["error"].values) if "error" in ds else np.full(done.shape, "")
+    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
     header = [*dims, "status", *cells.data_vars]
     rows, classes = [], []
     for idx in np.ndindex(done.shape):
@@ -264,26 +265,35 @@ def _escape_table(ds: xr.Dataset) -> str:
     methods = [str(m) for m in es["method"].values
                if np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values, float)).any()]
     dims = list(ds.sgd.sweep_dims)
-    header = [*dims, "threshold θ", "exact SDE time"]
+    err = (np.asarray(es["escape_time_exact_error"].values, float) if "escape_time_exact_error" in es
+           else np.full(exact.shape, np.nan))
+    header = [*dims, "threshold θ", "exact SDE time", "its grid error"]
     for m in methods:
         header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
-    rows = []
+    rows, classes = [], []
     for idx in np.ndindex(exact.shape):
         if len(rows) == MAX_CELL_ROWS:
             break
         if not np.isfinite(exact[idx]):
             continue
+        flagged = bool(err[idx] > ESCAPE_ERROR_FLAG)
         row = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
         row += [_num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
-                _num(exact[idx])]
+                _num(exact[idx]), f"{_num(100 * err[idx], 2)} %" + (" (!)" if flagged else "")]
+        classes.append("fail" if flagged else "")
         for m in methods:
             sel = es.sel({"method": m})
             row += [_num(np.asarray(sel[v].values)[idx])
                     for v in ("escape_time_mean", "escaped_fraction", "ratio_to_exact")]
         rows.append(row)
+    n_flagged = int(np.sum(np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG))
+    warn = (f'<p class="fail">{n_flagged} cell(s) have an exact passage time whose grid error '
+            f"(change from a solve at twice fp.refine) exceeds {ESCAPE_ERROR_FLAG:.0%}: refine the density "
+            "grid or raise fp.refine before trusting it.</p>" if n_flagged else "")
     return ("<h3>Escapes</h3><p>Mean first-passage time over the chains that crossed the threshold by "
             "the last snapshot (biased low where not all did), in t = η·step, beside the exact "
-            "passage time of the Itô SDE.</p>" + _table(header, rows, left=len(dims)))
+            "passage time of the Itô SDE and its relative grid error.</p>" + warn
+            + _table(header, rows, left=len(dims), row_classes=classes))
 
 
 def _provenance(ds: xr.Dataset) -> str:

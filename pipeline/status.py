@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
 from pipeline import store as stores
+from sgdsweep import schema
 from sgdsweep.errors import ConfigError
+from sgdsweep.schema import DONE
 
 
 def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
@@ -23,16 +23,15 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
         ds = stores.read_status(path)
     except Exception as exc:
         raise ConfigError(f"store: {path} is not a readable sweep store ({type(exc).__name__})") from None
-    if "done" not in ds or "config_hash" not in ds.attrs:
+    if DONE not in ds or "config_hash" not in ds.attrs:
         raise ConfigError(f"store: {path} is not a sweep store (no done flags)")
-    dims = list(ds.attrs.get("sweep_dims", ds["done"].dims))
+    dims = list(ds.attrs.get("sweep_dims", ds[DONE].dims))
     if isinstance(dims, str):
         dims = [dims]
     paths = json.loads(ds.attrs.get("sweep_paths", "{}"))
-    done = ds["done"].values
-    error = ds["error"].values
+    done = ds[DONE].values
     total, n_done = done.size, int(done.sum())
-    failed = np.argwhere((~done) & (error != ""))
+    failed = schema.failures(ds)
     lines = [f"store   : {path}",
              f"cells   : {n_done}/{total} done, {len(failed)} failed, {total - n_done - len(failed)} pending"]
     for d in dims:
@@ -51,11 +50,16 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
                      f"failed {last.get('failed')}, wall {last.get('wall_time_s')} s")
     else:
         lines.append("last run: not finished (interrupted, or still running); rerun the sweep to resume")
-    for idx in failed[:max_failures]:
-        where = ", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(dims, idx, strict=True))
-        lines.append(f"failed  : {where}: {error[tuple(idx)]}")
+    for where, msg in failed[:max_failures]:
+        lines.append(f"failed  : {schema.describe_cell(where)}: {msg}")
     if len(failed) > max_failures:
         lines.append(f"failed  : ... and {len(failed) - max_failures} more")
+    flagged = schema.escape_error_cells(ds)
+    for where, err in flagged[:max_failures]:
+        lines.append(f"escape  : {schema.describe_cell(where)}: escape_time_exact_error {err:.1%} "
+                     f"> {schema.ESCAPE_ERROR_FLAG:.0%} (refine the density grid or raise fp.refine)")
+    if len(flagged) > max_failures:
+        lines.append(f"escape  : ... and {len(flagged) - max_failures} more cells above the flag")
     return "\n".join(lines), n_done, total
 
 

@@ -34,11 +34,9 @@ import zarr
 
 from pipeline.config import SweepPlan
 from sgdsweep.errors import ConfigError
+from sgdsweep.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
 
 ZARR_FORMAT = 3
-#: Failure messages are stored as fixed-width unicode of this many characters.
-ERROR_CHARS = 400
-BOOKKEEPING = ("done", "error", "runtime")
 VERSIONED = ("sgdsweep", "numpy", "numba", "xarray", "zarr", "dask", "distributed", "hydra-core")
 
 
@@ -92,13 +90,12 @@ def build_template(plan: SweepPlan, cell: xr.Dataset, attrs: Mapping[str, Any]) 
         fill = False if var.dtype == bool else (0 if var.dtype.kind in "iu" else np.nan)
         arr = da.full(shape + var.shape, fill, dtype=var.dtype, chunks=ones + var.shape)
         data_vars[name] = xr.Variable(sweep_dims + var.dims, arr, attrs=dict(var.attrs))
-    if "runtime" not in data_vars:
-        data_vars["runtime"] = xr.Variable(sweep_dims, da.full(shape, np.nan, chunks=ones),
-                                           attrs={"long_name": "wall time to compute the cell", "units": "s"})
-    data_vars["done"] = xr.Variable(sweep_dims, da.zeros(shape, dtype=bool, chunks=ones),
-                                    attrs={"long_name": "cell computed and written"})
-    data_vars["error"] = xr.Variable(sweep_dims, da.full(shape, "", dtype=f"<U{ERROR_CHARS}", chunks=ones),
-                                     attrs={"long_name": "failure message of the cell's last attempt"})
+    if RUNTIME not in data_vars:
+        data_vars[RUNTIME] = xr.Variable(sweep_dims, da.full(shape, np.nan, chunks=ones),
+                                         attrs=ATTRS[RUNTIME])
+    data_vars[DONE] = xr.Variable(sweep_dims, da.zeros(shape, dtype=bool, chunks=ones), attrs=ATTRS[DONE])
+    data_vars[ERROR] = xr.Variable(sweep_dims, da.full(shape, "", dtype=f"<U{ERROR_CHARS}", chunks=ones),
+                                   attrs=ATTRS[ERROR])
     coords: dict[str, Any] = {}
     for a in plan.axes:
         axis_attrs = {"long_name": f"swept config value {a.path}", "config_path": a.path}
@@ -162,7 +159,6 @@ class StoreState:
 
     exists: bool
     done: np.ndarray | None = None  # bool, sweep shape
-    error: np.ndarray | None = None
 
 
 def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
@@ -187,8 +183,7 @@ def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
         with quiet_zarr():
             group = zarr.open_group(str(path), mode="r")
             old_hash = group.attrs.get("config_hash")
-            done = np.asarray(group["done"][...], dtype=bool) if old_hash else None
-            error = np.asarray(group["error"][...]) if old_hash else None
+            done = np.asarray(group[DONE][...], dtype=bool) if old_hash else None
     except Exception:
         raise ConfigError(f"store: {path} exists and is not a sweep store; choose another store= "
                           "or pass overwrite=true to replace it") from None
@@ -198,7 +193,7 @@ def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
                           "or choose another store=")
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"store: {path} is not writable")
-    return StoreState(exists=True, done=done, error=error)
+    return StoreState(exists=True, done=done)
 
 
 def _existing_parent(path: Path) -> Path:
@@ -252,18 +247,18 @@ class CellWriter:
                 raise ValueError(f"cell coordinate {name!r} differs from the store's")
         with quiet_zarr():
             for name, (dims, dtype) in self.layout.items():
-                if name in BOOKKEEPING[:2]:
+                if name in (DONE, ERROR):
                     continue
                 if name not in cell:
                     raise ValueError(f"cell result lacks variable {name!r}")
                 self.arrays[name][index] = np.asarray(cell[name].transpose(*dims).values, dtype=dtype)
-            self.arrays["error"][index] = ""
-            self.arrays["done"][index] = True
+            self.arrays[ERROR][index] = ""
+            self.arrays[DONE][index] = True
 
     def fail(self, index: tuple[int, ...], message: str) -> None:
         with quiet_zarr():
-            self.arrays["error"][index] = message[:ERROR_CHARS]
-            self.arrays["done"][index] = False
+            self.arrays[ERROR][index] = message[:ERROR_CHARS]
+            self.arrays[DONE][index] = False
 
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
         """Update attrs and consolidate metadata (once, at the end of a run)."""

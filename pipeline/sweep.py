@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import xarray as xr
@@ -22,11 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import cluster as clusters
 from pipeline import store as stores
 from pipeline.config import SweepPlan, expand
+from sgdsweep import schema
+from sgdsweep.cellconfig import CellConfig
 from sgdsweep.errors import ConfigError
+from sgdsweep.schema import BOOKKEEPING, CELL_DIMS, RUNTIME
 
 
-def compute_cells(cells: Sequence[tuple[int, dict[str, Any]]]) -> list[tuple[int, xr.Dataset]]:
-    """The Dask task: run_cell for each (flat index, cell mapping)."""
+def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr.Dataset]]:
+    """The Dask task: run_cell for each (flat index, parsed cell)."""
     import sgdsweep
 
     return [(i, sgdsweep.run_cell(c)) for i, c in cells]
@@ -37,11 +41,11 @@ def templates(plan: SweepPlan) -> xr.Dataset:
     import sgdsweep
 
     seen: dict[str, xr.Dataset] = {}
-    for cell in plan.cells:
+    for cell, parsed in zip(plan.cells, plan.parsed, strict=True):
         key = json.dumps({k: v for k, v in cell.items() if k not in ("lr", "batch_size", "seed")},
                          sort_keys=True, default=repr)
         if key not in seen:
-            seen[key] = sgdsweep.cell_template(cell)
+            seen[key] = sgdsweep.cell_template(parsed)
     return stores.union_template(list(seen.values()))
 
 
@@ -74,12 +78,12 @@ class Progress:
         return (f"[{'#' * fill}{'.' * (width - fill)}] {n}/{self.total} cells, {self.failed} failed, "
                 f"{rate:.2f} cells/s, elapsed {_clock(elapsed)}, ETA {eta}")
 
-    def update(self, ok: bool, force: bool = False) -> None:
+    def update(self, ok: bool) -> None:
         if ok:
             self.done += 1
         else:
             self.failed += 1
-        self.show(force)
+        self.show()
 
     def show(self, force: bool = False) -> None:
         t = time.perf_counter()
@@ -103,24 +107,64 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+@dataclass
+class Prepared:
+    """A validated sweep and its store, ready to run."""
+
+    plan: SweepPlan
+    plain: dict[str, Any]
+    path: str
+    template: xr.Dataset
+    todo: list[int]
+    started: str
+
+    @property
+    def total(self) -> int:
+        return len(self.plan.cells)
+
+    @property
+    def already(self) -> int:
+        return self.total - len(self.todo)
+
+
+@dataclass
+class Outcome:
+    """What a run did: cells computed, failures, times (s)."""
+
+    failures: dict[int, str] = field(default_factory=dict)
+    compute_time: float = 0.0
+    write_time: float = 0.0
+    run_time: float = 0.0
+    interrupted: bool = False
+
+
 def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     """The ``sweep`` command on a composed config; raises ConfigError on bad input."""
     t0 = time.perf_counter()
+    say = _printer(out)
+    prep = prepare(cfg, argv)
+    say(f"sweep: {prep.total} cells over {', '.join(f'{a.name}[{len(a.values)}]' for a in prep.plan.axes)}"
+        f" -> {prep.path}" + (f" (resuming: {prep.already} already done)" if prep.already else ""))
+    writer = stores.CellWriter(prep.path, prep.template, [a.name for a in prep.plan.axes])
+    outcome = execute(prep, writer, say)
+    return summarise(prep, writer, outcome, time.perf_counter() - t0, say)
+
+
+def prepare(cfg: DictConfig, argv: Sequence[str]) -> Prepared:
+    """Validate everything, then create (or check for resuming) the store."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     clusters.check(plain["cluster"])
-    for key in ("cells_per_task", "retries"):
-        if plain[key] < (1 if key == "cells_per_task" else 0):
-            raise ConfigError(f"{key}: must be >= {1 if key == 'cells_per_task' else 0}, got {plain[key]}")
+    for key, least in (("cells_per_task", 1), ("retries", 0)):
+        if plain[key] < least:
+            raise ConfigError(f"{key}: must be >= {least}, got {plain[key]}")
     path = plain["store"]
-    # Everything is validated before the store is touched.
-    plan = expand(cfg, reserved={"x", "y", "t", "method", "kind", "basin", "axis"})
+    plan = expand(cfg, reserved=set(CELL_DIMS))
     cell = templates(plan)
-    plan_dims = {a.name for a in plan.axes}
-    clash = plan_dims & (set(cell.data_vars) | set(stores.BOOKKEEPING))
+    clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING))
     if clash:
         raise ConfigError(f"grid: axis name {sorted(clash)[0]!r} clashes with a store variable")
     state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
-
+    # Nothing was written until here.
     started = stores.now()
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv))
     if state.done is None:
@@ -128,64 +172,77 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
         todo = list(range(len(plan.cells)))
     else:
         todo = [i for i in range(len(plan.cells)) if not state.done.flat[i]]
-    total = len(plan.cells)
-    already = total - len(todo)
-    say = _printer(out)
-    say(f"sweep: {total} cells over {', '.join(f'{a.name}[{len(a.values)}]' for a in plan.axes)}"
-        f" -> {path}" + (f" (resuming: {already} already done)" if already else ""))
+    return Prepared(plan, plain, path, template, todo, started)
 
-    writer = stores.CellWriter(path, template, [a.name for a in plan.axes])
-    failures: dict[int, str] = {}
-    compute_time = write_time = 0.0
-    interrupted = False
-    if todo:
-        progress = None
-        try:
-            with clusters.open_client(plain, say=say) as client:
-                progress = Progress(total, already)
-                t_submit = time.perf_counter()
-                compute_time, write_time = _execute(client, plan, todo, plain, writer, progress, failures)
-                t_run = time.perf_counter() - t_submit
-        except KeyboardInterrupt:
-            interrupted = True
-        if progress is not None:
-            progress.close()
-    else:
-        t_run = 0.0
-    wall = time.perf_counter() - t0
 
+def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
+    """Compute the cells still to do on the cluster and write them as they finish."""
+    outcome = Outcome()
+    if not prep.todo:
+        return outcome
+    progress = None
+    try:
+        with clusters.open_client(prep.plain, say=say) as client:
+            progress = Progress(prep.total, prep.already)
+            t_submit = time.perf_counter()
+            _execute(client, prep, writer, progress, outcome)
+            outcome.run_time = time.perf_counter() - t_submit
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    if progress is not None:
+        progress.close()
+    return outcome
+
+
+def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall: float, say: Any) -> int:
+    """Record the run in the store, print the summary; the exit status."""
+    path, failures = prep.path, outcome.failures
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
-    runs.append({"command_line": template.attrs["command_line"], "started": started,
-                 "finished": stores.now(), "computed": len(todo) - len(failures),
+    runs.append({"command_line": prep.template.attrs["command_line"], "started": prep.started,
+                 "finished": stores.now(), "computed": len(prep.todo) - len(failures),
                  "failed": len(failures), "wall_time_s": round(wall, 3)})
     writer.finish({"runs": json.dumps(runs), "last_run_finished": stores.now()})
-    if interrupted:
+    if outcome.interrupted:
         say(f"interrupted; {path} holds the cells finished so far. Rerun the same command to resume.")
         return 130
-    computed = len(todo) - len(failures)
-    rate = computed / t_run if t_run else 0.0
+    computed = len(prep.todo) - len(failures)
+    rate = computed / outcome.run_time if outcome.run_time else 0.0
     summary = [
         "",
         f"store      : {path}",
-        f"cells      : {total} total, {computed} computed now, {already} already done, "
+        f"cells      : {prep.total} total, {computed} computed now, {prep.already} already done, "
         f"{len(failures)} failed",
-        f"wall time  : {wall:.1f} s ({t_run:.1f} s on the cluster; {rate:.2f} cells/s;"
-        f" {compute_time:.1f} s of cell compute)",
-        f"store write: {1e3 * write_time / max(computed, 1):.1f} ms per cell",
+        f"wall time  : {wall:.1f} s ({outcome.run_time:.1f} s on the cluster; {rate:.2f} cells/s;"
+        f" {outcome.compute_time:.1f} s of cell compute)",
+        f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell",
     ]
-    for i, msg in list(failures.items())[:10]:
-        where = ", ".join(f"{k}={v}" for k, v in plan.coords(i).items())
-        summary.append(f"failed     : {where}: {msg}")
-    if len(failures) > 10:
-        summary.append(f"failed     : ... and {len(failures) - 10} more (python -m pipeline status {path})")
+    listed = schema.failures(stores.read_status(path)) if failures else []
+    for where, msg in listed[:10]:
+        summary.append(f"failed     : {schema.describe_cell(where)}: {msg}")
+    if len(listed) > 10:
+        summary.append(f"failed     : ... and {len(listed) - 10} more (python -m pipeline status {path})")
     summary += [
         f"open it    : python -c \"import xarray as xr; print(xr.open_zarr('{path}'))\"",
         f"report     : python -m pipeline report {path}",
     ]
+    flagged = _escape_flags(stores.read_status(path))
+    if flagged:
+        summary.append(f"escape     : {flagged}")
     if failures:
         summary.append("rerun the same command to retry the failed cells")
     say("\n".join(summary))
     return 1 if failures else 0
+
+
+def _escape_flags(ds: xr.Dataset) -> str:
+    """A warning naming the cells whose exact escape time has a grid error above the flag."""
+    cells = schema.escape_error_cells(ds)
+    if not cells:
+        return ""
+    worst = max(err for _, err in cells)
+    return (f"{len(cells)} cell(s) have escape_time_exact_error > {schema.ESCAPE_ERROR_FLAG:.0%} "
+            f"(worst {worst:.1%}); refine the density grid or raise fp.refine "
+            "(python -m pipeline status lists them)")
 
 
 def _printer(out: TextIO) -> Any:
@@ -195,20 +252,21 @@ def _printer(out: TextIO) -> Any:
     return say
 
 
-def _execute(client: Any, plan: SweepPlan, todo: list[int], plain: dict[str, Any],
-             writer: stores.CellWriter, progress: Progress, failures: dict[int, str]) -> tuple[float, float]:
-    """Submit, collect and write; returns (summed cell runtime, summed write time) in s."""
+def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: Progress,
+             outcome: Outcome) -> None:
+    """Submit, collect and write; adds cell runtimes and write times to ``outcome``."""
+    plan, plain, failures = prep.plan, prep.plain, outcome.failures
     per_task = int(plain["cells_per_task"])
     retries = int(plain["retries"])
     h = plan.config_hash[:10]
 
     def submit(batch: list[int]) -> Any:
-        return client.submit(compute_cells, [(i, plan.cells[i]) for i in batch], retries=retries,
+        return client.submit(compute_cells, [(i, plan.parsed[i]) for i in batch], retries=retries,
                              pure=False, key=f"cells-{h}-{batch[0]}-{len(batch)}")
 
+    todo = prep.todo
     batches = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
     futures = {submit(b): b for b in batches}
-    compute_time = write_time = 0.0
     queue = as_completed(list(futures))
     for fut in queue:
         batch = futures.pop(fut)
@@ -229,7 +287,7 @@ def _execute(client: Any, plan: SweepPlan, todo: list[int], plain: dict[str, Any
         results = fut.result()
         fut.release()
         for i, ds in results:
-            compute_time += float(ds["runtime"]) if "runtime" in ds else 0.0
+            outcome.compute_time += float(ds[RUNTIME]) if RUNTIME in ds else 0.0
             tw = time.perf_counter()
             try:
                 writer.write(plan.index(i), ds)
@@ -238,7 +296,5 @@ def _execute(client: Any, plan: SweepPlan, todo: list[int], plain: dict[str, Any
                 writer.fail(plan.index(i), failures[i])
                 progress.update(False)
                 continue
-            write_time += time.perf_counter() - tw
+            outcome.write_time += time.perf_counter() - tw
             progress.update(True)
-    return compute_time, write_time
-

@@ -4,20 +4,27 @@ Fokker–Planck picture predict it? The science library (no Dask, no Hydra)."""
 import sgdsweep.accessor  # noqa: F401  (registers the ds.sgd accessor)
 from sgdsweep.analysis import open_sweep
 from sgdsweep.cell import cell_template, run_cell
-from sgdsweep.cellconfig import CellConfig, parse_cell
+from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell, register_section
 from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import Landscape, build_landscape
+from sgdsweep.methods import Method, Variable, get_method, register_method
 
 __all__ = [
     "CellConfig",
+    "CellSchema",
     "ConfigError",
     "Grid1D",
     "Landscape",
+    "Method",
+    "Variable",
     "build_landscape",
     "cell_template",
+    "get_method",
     "open_sweep",
     "parse_cell",
+    "register_method",
+    "register_section",
     "run_cell",
 ]
 __version__ = "0.1.0"

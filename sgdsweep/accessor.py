@@ -21,14 +21,15 @@ an SDE time t = η·step and picks the nearest snapshot. Cells not yet computed
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from sgdsweep.analysis import basin_integrals, fit_temperature
-from sgdsweep.cellconfig import MC_METHODS
 from sgdsweep.metrics import DISTANCES
+from sgdsweep.schema import DONE, METHOD_KINDS_ATTR, failures
 
 TimeSel = None | str | int | float
 _SPACE = "_space"
@@ -46,13 +47,22 @@ class SweepAccessor:
     @property
     def sweep_dims(self) -> tuple[str, ...]:
         """The sweep axes (the dims of ``done``; none for a single cell)."""
-        if "done" in self._ds:
-            return tuple(str(d) for d in self._ds["done"].dims)
+        if DONE in self._ds:
+            return tuple(str(d) for d in self._ds[DONE].dims)
         return ()
 
     @property
     def methods(self) -> list[str]:
         return [str(m) for m in self._ds["method"].values] if "method" in self._ds.coords else []
+
+    def method_kind(self, name: str) -> str:
+        """``ensemble`` or ``density``: from the store's ``method_kinds`` attr, else the registry."""
+        kinds = json.loads(self._ds.attrs.get(METHOD_KINDS_ATTR, "{}") or "{}")
+        if name in kinds:
+            return kinds[name]
+        from sgdsweep.methods.registry import get_method
+
+        return get_method(name).kind
 
     @property
     def kinds(self) -> list[str]:
@@ -79,8 +89,8 @@ class SweepAccessor:
         return vol
 
     def _masked(self, da: xr.DataArray) -> xr.DataArray:
-        if "done" in self._ds:
-            return da.where(self._ds["done"])
+        if DONE in self._ds:
+            return da.where(self._ds[DONE])
         return da
 
     def _at(self, da: xr.DataArray, t: TimeSel) -> xr.DataArray:
@@ -261,21 +271,23 @@ class SweepAccessor:
         ``escape_time_mean`` averages over the chains that escaped by the last
         snapshot only (biased low when ``escaped_fraction`` < 1);
         ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
-        SDE's mean first-passage time from the initial law). Times in t = η·step.
+        SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
+        its relative grid error, where stored). Times in t = η·step.
         """
         ds = self._ds
         needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
         missing = [v for v in needed if v not in ds]
         if missing:
             raise KeyError(f"{missing[0]!r}: this dataset holds no escape statistics")
-        mc = [m for m in self.methods if m in MC_METHODS]
+        mc = [m for m in self.methods if self.method_kind(m) == "ensemble"]
         out = xr.Dataset({
             "escape_time_mean": self._masked(ds["escape_time_mean"].sel({"method": mc})),
             "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": mc})),
             "escape_time_exact": self._masked(ds["escape_time_exact"]),
         })
-        if "escape_threshold" in ds:
-            out["escape_threshold"] = self._masked(ds["escape_threshold"])
+        for name in ("escape_threshold", "escape_time_exact_error"):
+            if name in ds:
+                out[name] = self._masked(ds[name])
         out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
         out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
                                        "units": "1"}
@@ -295,19 +307,11 @@ class SweepAccessor:
 
     def failures(self) -> list[dict[str, Any]]:
         """Cells recorded as failed: their sweep coordinates and message (computed eagerly)."""
-        ds = self._ds
-        if "error" not in ds or not self.sweep_dims:
-            return []
-        err = ds["error"].load()
-        out = []
-        for idx in zip(*np.nonzero(err.values != ""), strict=True):
-            sel = {d: err[d].values[i].item() for d, i in zip(err.dims, idx, strict=True)}
-            out.append({"cell": sel, "error": str(err.values[idx])})
-        return out
+        return [{"cell": where, "error": msg} for where, msg in failures(self._ds)]
 
     def progress(self) -> tuple[int, int]:
         """(cells done, cells total)."""
-        if "done" not in self._ds:
+        if DONE not in self._ds:
             return (1, 1)
-        done = np.asarray(self._ds["done"].values, dtype=bool)
+        done = np.asarray(self._ds[DONE].values, dtype=bool)
         return int(done.sum()), int(done.size)

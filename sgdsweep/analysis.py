@@ -14,9 +14,10 @@ import numpy as np
 import xarray as xr
 
 from sgdsweep.basins import find_basins
+from sgdsweep.schema import DONE
 
 #: Variables every sweep store (and every 1-D cell) holds; used to recognise one.
-SWEEP_VARIABLES = ("density", "done")
+SWEEP_VARIABLES = ("density", DONE)
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:

@@ -1,15 +1,22 @@
-"""The configuration of one grid point ("cell") and its validation.
+"""The configuration of one grid point ("cell"): its schema and its validation.
 
-``run_cell`` takes a plain mapping (a resolved Hydra node, or a dict typed in a
-notebook) laid out like ``DEFAULTS`` below; :func:`parse_cell` checks every field
-and raises :class:`~sgdsweep.errors.ConfigError` naming the first bad one.
+The schema is defined here once, as dataclasses (:class:`CellSchema` and its
+sections): every key with its type, default, unit and meaning. The pipeline builds
+its Hydra structured config from it; ``run_cell`` takes a plain mapping laid out
+like it (a resolved Hydra node, or a dict typed in a notebook; missing keys take
+the defaults) and :func:`parse_cell` checks every field and raises
+:class:`~sgdsweep.errors.ConfigError` naming the first bad one.
+
+A method module may add its own section with :func:`register_section` (a dataclass
+of defaults); its parsed values are in ``CellConfig.sections[name]``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,32 +25,136 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.initial import Initial
 from sgdsweep.landscape import Landscape, build_landscape
+from sgdsweep.methods.registry import Method, get_method
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
 from sgdsweep.validate import integer, real
 
-#: Monte Carlo methods: real minibatch SGD, Euler–Maruyama of its Itô SDE,
-#: constant-temperature Langevin, and full-batch gradient descent (drift only).
-MC_METHODS = ("sgd", "sde", "langevin", "gd")
-#: Fokker–Planck methods: the full Itô FP equation, and drift only (D = 0).
-FP_METHODS = ("fp", "fp_drift")
-METHODS = MC_METHODS + FP_METHODS
 #: Stationary-density conventions and the power α of p ∝ D^(−α) exp(−∫G/D).
 CONVENTIONS = {"ito": 1.0, "stratonovich": 0.5, "isothermal": 0.0}
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.02,
-    "batch_size": 1,
-    "sampling": "with_replacement",
-    "methods": ["sgd", "sde", "langevin", "gd", "fp", "fp_drift"],
-    "seed": 0,
-    "init": {"kind": "normal", "mean": 0.5, "std": 0.175},
-    "grid": {"lower": -1.0, "upper": 4.0, "cells": 250},
-    "time": {"t_end": 10.0, "snapshots": 21},
-    "mc": {"chains": 1000, "sde_substeps": 10, "max_steps": 20_000_000},
-    "langevin": {"temperature": None},
-    "fp": {"convention": "ito", "dt": None, "refine": 8},
-    "escape": {"threshold": None},
-}
+
+def setting(default: Any = dataclasses.MISSING, *, unit: str = "", help: str = "",
+            factory: Any = dataclasses.MISSING) -> Any:
+    """A schema field with its unit and meaning (``dataclasses.field`` metadata)."""
+    meta = {"unit": unit, "help": help}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DensityGridConf:
+    """The grid of densities, histograms and of the Fokker–Planck solver (not sweepable)."""
+
+    lower: Any = setting(-1.0, unit="θ", help="lower edge; a number, or one per axis in 2-D")
+    upper: Any = setting(4.0, unit="θ", help="upper edge; a number, or one per axis in 2-D")
+    cells: Any = setting(250, unit="1", help="number of cells (per axis)")
+
+
+@dataclass
+class TimeConf:
+    """Snapshot times, in SDE time t = η · step."""
+
+    t_end: float = setting(10.0, unit="SDE time", help="last snapshot time")
+    snapshots: int = setting(21, unit="1", help="number of evenly spaced snapshots from t = 0")
+
+
+@dataclass
+class MCConf:
+    """Monte Carlo ensembles."""
+
+    chains: int = setting(1000, unit="1", help="chains per ensemble")
+    sde_substeps: int = setting(10, unit="1", help="Euler–Maruyama steps per SGD step (dt = η / substeps)")
+    max_steps: int = setting(20_000_000, unit="SGD steps", help="refuse runs longer than this")
+
+
+@dataclass
+class LangevinConf:
+    """Langevin dynamics and the Gibbs reference."""
+
+    temperature: float | None = setting(None, unit="loss", help="T; null: the SDE's D at the "
+                                        "grid's lowest loss (see README)")
+
+
+@dataclass
+class FPConf:
+    """The Fokker–Planck solver."""
+
+    convention: str = setting("ito", help="ito | stratonovich | isothermal")
+    dt: float | None = setting(None, unit="SDE time", help="implicit Euler step; null: η / mc.sde_substeps")
+    refine: int = setting(8, unit="1", help="FP cells per density-grid cell")
+
+
+@dataclass
+class EscapeConf:
+    """First passages."""
+
+    threshold: float | None = setting(None, unit="θ", help="null: the barrier top next to the "
+                                      "starting basin")
+
+
+def _default_init() -> dict[str, Any]:
+    return {"kind": "normal", "mean": 0.5, "std": 0.175}
+
+
+def _default_methods() -> list[str]:
+    return ["sgd", "sde", "langevin", "gd", "fp", "fp_drift"]
+
+
+@dataclass
+class CellSchema:
+    """Every setting of a cell (``landscape`` aside, which is required and free-form)."""
+
+    lr: float = setting(0.02, unit="1", help="learning rate η (SDE time t = η · step)")
+    batch_size: int = setting(1, unit="samples", help="minibatch size b")
+    sampling: str = setting("with_replacement", help="with_replacement | without_replacement | reshuffle")
+    methods: list[str] = setting(factory=_default_methods, help="methods to run (the method registry)")
+    seed: int = setting(0, help="master seed of every random stream")
+    init: dict[str, Any] = setting(factory=_default_init, unit="θ", help="initial law: "
+                                   "{kind: normal, mean, std} | {kind: uniform, lower, upper}")
+    density_grid: DensityGridConf = setting(factory=DensityGridConf)
+    time: TimeConf = setting(factory=TimeConf)
+    mc: MCConf = setting(factory=MCConf)
+    langevin: LangevinConf = setting(factory=LangevinConf)
+    fp: FPConf = setting(factory=FPConf)
+    escape: EscapeConf = setting(factory=EscapeConf)
+
+
+#: Sections added by method modules (name → dataclass of defaults).
+_SECTIONS: dict[str, type] = {}
+
+
+def register_section(name: str, schema: type) -> type:
+    """Add a config section ``name`` (a dataclass of defaults) for a method module.
+
+    It becomes a key of the cell mapping and of the sweep config (``name.key=value`` on
+    the command line); ``parse_cell`` merges it with its defaults, builds
+    ``schema(**values)`` (a ``__post_init__`` may validate and raise ConfigError) and
+    puts it in ``CellConfig.sections[name]``. Returns ``schema``.
+    """
+    if not dataclasses.is_dataclass(schema):
+        raise ValueError(f"section {name!r}: expected a dataclass, got {schema!r}")
+    if name in {f.name for f in dataclasses.fields(CellSchema)} | {"landscape"} or \
+            _SECTIONS.get(name, schema) is not schema:
+        raise ValueError(f"config section {name!r} is already defined")
+    _SECTIONS[name] = schema
+    return schema
+
+
+def sections() -> dict[str, type]:
+    """The config sections registered by method modules."""
+    from sgdsweep.methods.registry import registered
+
+    registered()  # method modules register their sections on import
+    return dict(_SECTIONS)
+
+
+def defaults() -> dict[str, Any]:
+    """The default cell mapping (without ``landscape``), from the schema."""
+    out = dataclasses.asdict(CellSchema())
+    for name, schema in sections().items():
+        out[name] = dataclasses.asdict(schema())
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +179,10 @@ class CellConfig:
     fp_refine: int  # FP cells per output cell
     escape_threshold: float | None  # None: barrier top next to the starting basin
     raw: dict[str, Any]  # the merged mapping this was parsed from
+    # The registry records of ``methods``: a pickled cell carries them (and imports the
+    # modules that registered them) to whichever process runs it.
+    method_specs: tuple[Method, ...] = ()
+    sections: dict[str, Any] = field(default_factory=dict)  # registered sections, parsed
 
     @property
     def dim(self) -> int:
@@ -80,12 +195,12 @@ class CellConfig:
 
 
 def merge_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``DEFAULTS`` updated by ``cfg`` (one level of nesting), as a fresh dict."""
-    out = copy.deepcopy(DEFAULTS)
-    unknown = set(cfg) - set(DEFAULTS) - {"landscape"}
+    """The schema's defaults updated by ``cfg`` (one level of nesting), as a fresh dict."""
+    out = defaults()
+    unknown = set(cfg) - set(out) - {"landscape"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown cell setting (known: "
-                          f"{', '.join(['landscape', *DEFAULTS])})")
+                          f"{', '.join(['landscape', *out])})")
     for key, value in cfg.items():
         if isinstance(out.get(key), dict):
             if not isinstance(value, Mapping):
@@ -106,14 +221,14 @@ def _grids(spec: Mapping[str, Any], dim: int) -> tuple[Grid1D, ...]:
     hi = np.broadcast_to(np.asarray(spec["upper"], dtype=object), (dim,))
     n = np.broadcast_to(np.asarray(spec["cells"], dtype=object), (dim,))
     return tuple(
-        Grid1D(real(lo[a], "grid.lower"), real(hi[a], "grid.upper"),
-               integer(n[a], "grid.cells", 3))
+        Grid1D(real(lo[a], "density_grid.lower"), real(hi[a], "density_grid.upper"),
+               integer(n[a], "density_grid.cells", 3))
         for a in range(dim)
     )
 
 
 def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
-    """Validate a cell mapping (missing keys take ``DEFAULTS``) into a :class:`CellConfig`."""
+    """Validate a cell mapping (missing keys take the schema's defaults) into a :class:`CellConfig`."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"cell config: expected a mapping, got {type(cfg).__name__}")
     if "landscape" not in cfg:
@@ -131,21 +246,24 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
     methods = raw["methods"]
     if isinstance(methods, str) or not methods:
         raise ConfigError(f"methods: expected a non-empty list, got {methods!r}")
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"methods: unknown method {m!r} (known: {', '.join(METHODS)})")
-    if land.dim != 1 and any(m in FP_METHODS for m in methods):
-        raise ConfigError("methods: the Fokker–Planck solver is 1-D; drop fp/fp_drift for dim 2")
+    specs = tuple(get_method(m) for m in methods)
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"methods: {methods!r} lists a method twice")
+    for m in specs:
+        if land.dim not in m.dims:
+            raise ConfigError(f"methods: {m.name} supports "
+                              f"{' and '.join(f'{d}-D' for d in m.dims)} landscapes only, "
+                              f"this one is {land.dim}-D; drop {m.name}")
     seed = integer(raw["seed"], "seed", 0)
 
     init = Initial.from_dict(dict(raw["init"]), land.dim)
-    grids = _grids(raw["grid"], land.dim)
+    grids = _grids(raw["density_grid"], land.dim)
     for a, g in enumerate(grids):
         lo, hi = init.support(a)
         if lo < g.lower or hi > g.upper:
             axis = "" if land.dim == 1 else f" (axis {a})"
             raise ConfigError(
-                f"grid: [{g.lower}, {g.upper}]{axis} does not cover the initial distribution "
+                f"density_grid: [{g.lower}, {g.upper}]{axis} does not cover the initial distribution "
                 f"(its support is [{lo:.4g}, {hi:.4g}])"
             )
 
@@ -172,10 +290,17 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
     fp_refine = integer(raw["fp"]["refine"], "fp.refine", 1)
     thr = raw["escape"]["threshold"]
     thr = None if thr is None else real(thr, "escape.threshold")
+    parsed_sections = {}
+    for name, schema in sections().items():
+        try:
+            parsed_sections[name] = schema(**raw[name])
+        except TypeError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
     return CellConfig(
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,
         methods=tuple(methods), seed=seed, init=init, grids=grids, times=times, steps=steps,
         chains=chains, sde_substeps=substeps, temperature=temperature, convention=convention,
         fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr, raw=raw,
+        method_specs=specs, sections=parsed_sections,
     )

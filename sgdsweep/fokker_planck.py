@@ -124,13 +124,11 @@ class StationaryResult:
     """The zero-flux stationary density on the cells (Σ density·dx = 1).
 
     ``degenerate`` is True when the density collapses below the grid resolution
-    (typically where D → 0: every datapoint agrees, so nothing keeps the mass spread);
-    ``message`` says where.
+    (typically where D → 0: every datapoint agrees, so nothing keeps the mass spread).
     """
 
     density: np.ndarray
     degenerate: bool
-    message: str
 
 
 class FokkerPlanck1D:
@@ -221,18 +219,12 @@ class FokkerPlanck1D:
         logp = np.concatenate(([0.0], -np.cumsum(pe)))
         p = np.exp(logp - logp.max())
         p /= p.sum() * h
-        return StationaryResult(p, *self._collapse(p))
+        return StationaryResult(p, self._collapsed(p))
 
-    def _collapse(self, p: np.ndarray) -> tuple[bool, str]:
+    def _collapsed(self, p: np.ndarray) -> bool:
+        """The density sits on fewer than ``COLLAPSE_CELLS`` cells (participation ratio)."""
         w = p * self.grid.dx
-        cells = 1.0 / float(np.sum(w * w))
-        if cells >= COLLAPSE_CELLS:
-            return False, ""
-        k = int(np.argmax(p))
-        x = float(self.grid.centres[k])
-        return True, (f"stationary density collapsed onto ~{cells:.2g} cell(s) near θ = {x:.6g} "
-                      f"where D = {self.diff_centres[k]:.3g}: the grid cannot resolve it "
-                      "(D → 0 there, or the grid is too coarse)")
+        return 1.0 / float(np.sum(w * w)) < COLLAPSE_CELLS
 
     def evolve(self, p0: np.ndarray, times: np.ndarray, dt: float) -> np.ndarray:
         """Implicit-Euler densities at ``times`` (S,), shape (S, N), starting from ``p0`` at t = 0.

@@ -19,11 +19,12 @@ class Grid1D:
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.lower) and np.isfinite(self.upper)):
-            raise ConfigError(f"grid: bounds must be finite, got [{self.lower}, {self.upper}]")
+            raise ConfigError(f"density_grid: bounds must be finite, got [{self.lower}, {self.upper}]")
         if not self.lower < self.upper:
-            raise ConfigError(f"grid.lower: must be < grid.upper, got {self.lower} >= {self.upper}")
+            raise ConfigError(f"density_grid.lower: must be < density_grid.upper, "
+                              f"got {self.lower} >= {self.upper}")
         if int(self.cells) != self.cells or self.cells < 3:
-            raise ConfigError(f"grid.cells: must be an integer >= 3, got {self.cells!r}")
+            raise ConfigError(f"density_grid.cells: must be an integer >= 3, got {self.cells!r}")
 
     @property
     def dx(self) -> float:

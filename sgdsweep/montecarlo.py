@@ -102,9 +102,21 @@ class EnsembleResult:
 _BLOCK = 8
 
 
+# Kernel arguments travel in bundles (tuples, which Numba types as records):
+#   ens   = (pos, state, perm, cursor, lost_step, escape_step)  per-chain state (padded chains)
+#   dyn   = (method, sampling, batch, lr, noise_factor, substeps, temperature)
+#   box   = (lower, upper)  the grid box: arrays (d,) in the general kernel, floats in the 1-D ones
+#   esc   = (has_esc, thr, direction)  first-passage threshold
+#   terms = (kind, amp, centre, mat, ptr)  ``Landscape.arrays`` (general kernel)
+#   slots = (n, T, cp, ap, gg, gq)  ``_padded_terms_1d`` (SIMD kernels)
+#   work  = (scratch, covs)  per-chain scratch of the general kernel
+
+
 @nb.njit(cache=True, inline="always")
-def _check(c, th, step, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+def _check(c, th, step, box, esc, lost_step, escape_step):
     """Record a first passage, then freeze the chain if it left the box. True if lost."""
+    lower, upper = box
+    has_esc, thr, direction = esc
     if has_esc and escape_step[c] < 0 and direction * (th[0] - thr) > 0.0:
         escape_step[c] = step
     for a in range(th.shape[0]):
@@ -115,9 +127,43 @@ def _check(c, th, step, lower, upper, has_esc, thr, direction, lost_step, escape
     return False
 
 
+# Minibatch sampling and the Euler–Maruyama update, shared by the general and the SIMD kernels.
 @nb.njit(cache=True, inline="always")
-def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, batch, step_scale,
-              lower, upper, has_esc, thr, direction, kind, amp, centre, mat, ptr, r, g):
+def _reshuffle(row, st, n):
+    """A fresh uniform permutation of ``row`` (Fisher–Yates from the top); the new stream state."""
+    for j in range(n - 1, 0, -1):
+        st, k = next_below(st, j + 1)
+        i = row[k]
+        row[k] = row[j]
+        row[j] = i
+    return st
+
+
+@nb.njit(cache=True, inline="always")
+def _draw_distinct(row, st, n, j):
+    """Index j of a batch without replacement: one partial Fisher–Yates step, so the first
+    b entries of ``row`` become a uniform b-subset whatever order the permutation is in."""
+    st, k = next_below(st, n - j)
+    k += j
+    i = row[k]
+    row[k] = row[j]
+    row[j] = i
+    return st, i
+
+
+@nb.njit(cache=True, inline="always")
+def _em(x, G, amp, z, dt):
+    """One Euler–Maruyama step x − G dt + amp·z (amp·z: the noise increment, z standard normal)."""
+    return x + (-G * dt + amp * z)
+
+
+# Not inline: inlining this into _advance, with _check inlined into it and the bundles
+# passed through, lost _check's escape record (Numba 0.6x), silently.
+@nb.njit(cache=True)
+def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g):
+    state, perm, cursor, lost_step, escape_step = ens[1], ens[2], ens[3], ens[4], ens[5]
+    sampling, batch, lr = dyn[1], dyn[2], dyn[3]
+    kind, amp, centre, mat, ptr = terms
     d = th.shape[0]
     n = ptr.shape[0] - 1
     st = state[c]
@@ -128,37 +174,30 @@ def _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, b
             st, i = next_below(st, n)
             add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
     elif sampling == _WITHOUT:
-        # Partial Fisher–Yates: the first b entries become a uniform b-subset whatever
-        # order the persistent permutation is in.
         for j in range(batch):
-            st, k = next_below(st, n - j)
-            k += j
-            i = perm[c, k]
-            perm[c, k] = perm[c, j]
-            perm[c, j] = i
+            st, i = _draw_distinct(perm[c], st, n, j)
             add_sample_grad(th, i, kind, amp, centre, mat, ptr, r, g, 1.0)
     else:
         if cursor[c] + batch > n:
-            for j in range(n - 1, 0, -1):
-                st, k = next_below(st, j + 1)
-                i = perm[c, k]
-                perm[c, k] = perm[c, j]
-                perm[c, j] = i
+            st = _reshuffle(perm[c], st, n)
             cursor[c] = 0
         for j in range(cursor[c], cursor[c] + batch):
             add_sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
         cursor[c] += batch
     state[c] = st
+    step_scale = lr / batch
     for a in range(d):
         th[a] -= step_scale * g[a]
-    _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step)
+    _check(c, th, s + 1, box, esc, lost_step, escape_step)
 
 
 @nb.njit(cache=True)
-def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_factor, substeps,
-                temperature, lower, upper, has_esc, thr, direction, kind, amp, centre, mat, ptr,
-                r, g, gi, cov):
+def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov):
     """One SGD step's worth (η of SDE time) of ``substeps`` Euler–Maruyama steps."""
+    state, lost_step, escape_step = ens[1], ens[4], ens[5]
+    method, lr, noise_factor, substeps, temperature = dyn[0], dyn[3], dyn[4], dyn[5], dyn[6]
+    has_esc, thr, direction = esc
+    kind, amp, centre, mat, ptr = terms
     d = th.shape[0]
     st = state[c]
     dt = lr / substeps
@@ -176,15 +215,15 @@ def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_facto
                     st, z0, z1 = next_normal_pair(st)
                 else:
                     z0 = z1
-                th[0] += -g[0] * dt + sde_scale * math.sqrt(cov[0, 0]) * z0
+                th[0] = _em(th[0], g[0], sde_scale * math.sqrt(cov[0, 0]), z0, dt)
             else:
                 st, z0, z1b = next_normal_pair(st)
                 l11 = math.sqrt(max(cov[0, 0], 0.0))
                 l21 = cov[1, 0] / l11 if l11 > 0.0 else 0.0
                 # Rounding can make the Schur complement a tiny negative number.
                 l22 = math.sqrt(max(cov[1, 1] - l21 * l21, 0.0))
-                th[0] += -g[0] * dt + sde_scale * l11 * z0
-                th[1] += -g[1] * dt + sde_scale * (l21 * z0 + l22 * z1b)
+                th[0] = _em(th[0], g[0], sde_scale * l11, z0, dt)
+                th[1] = _em(th[1], g[1], sde_scale, l21 * z0 + l22 * z1b, dt)
         else:
             mean_grad(th, kind, amp, centre, mat, ptr, r, g, gi)
             if d == 1:
@@ -192,28 +231,29 @@ def _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_facto
                     st, z0, z1 = next_normal_pair(st)
                 else:
                     z0 = z1
-                th[0] += -g[0] * dt + lan_scale * z0
+                th[0] = _em(th[0], g[0], lan_scale, z0, dt)
             else:
                 st, z0, z1b = next_normal_pair(st)
-                th[0] += -g[0] * dt + lan_scale * z0
-                th[1] += -g[1] * dt + lan_scale * z1b
+                th[0] = _em(th[0], g[0], lan_scale, z0, dt)
+                th[1] = _em(th[1], g[1], lan_scale, z1b, dt)
         if has_esc and escape_step[c] < 0:
             var_dt = sde_scale * sde_scale * cov[0, 0] if method == _SDE else lan_scale * lan_scale
             if _bridge_crossed(direction * (thr - x_old), direction * (thr - th[0]), var_dt, st, m):
                 escape_step[c] = s + 1
-        if _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step):
+        if _check(c, th, s + 1, box, esc, lost_step, escape_step):
             break
     state[c] = st
 
 
 @nb.njit(cache=True, parallel=True)
-def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, sampling, batch, lr,
-             noise_factor, substeps, temperature, lower, upper, has_esc, thr, direction,
-             kind, amp, centre, mat, ptr, scratch, covs):
+def _advance(ens, s0, s1, dyn, box, esc, terms, work):
     """Advance every chain from SGD step s0 to s1 (chains are independent: prange over blocks)."""
+    pos, lost_step, escape_step = ens[0], ens[4], ens[5]
+    method, lr = dyn[0], dyn[3]
+    kind, amp, centre, mat, ptr = terms
+    scratch, covs = work
     chains = pos.shape[0]
     d = pos.shape[1]
-    step_scale = lr / batch
     for blk in nb.prange((chains + _BLOCK - 1) // _BLOCK):
         c0 = blk * _BLOCK
         c1 = min(c0 + _BLOCK, chains)
@@ -225,18 +265,14 @@ def _advance(pos, state, perm, cursor, lost_step, escape_step, s0, s1, method, s
                 r = scratch[c, 0]
                 g = scratch[c, 1]
                 if method == _SGD:
-                    _sgd_step(c, s, th, state, perm, cursor, lost_step, escape_step, sampling, batch,
-                              step_scale, lower, upper, has_esc, thr, direction,
-                              kind, amp, centre, mat, ptr, r, g)
+                    _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g)
                 elif method == _GD:
                     mean_grad(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
                     for a in range(d):
                         th[a] = th[a] - lr * g[a]
-                    _check(c, th, s + 1, lower, upper, has_esc, thr, direction, lost_step, escape_step)
+                    _check(c, th, s + 1, box, esc, lost_step, escape_step)
                 else:
-                    _noise_step(c, s, th, state, lost_step, escape_step, method, lr, noise_factor,
-                                substeps, temperature, lower, upper, has_esc, thr, direction,
-                                kind, amp, centre, mat, ptr, r, g, scratch[c, 2], covs[c])
+                    _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2], covs[c])
 
 
 # --------------------------------------------------------------------------- 1-D, vectorised
@@ -364,9 +400,13 @@ def _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es):
 
 
 @nb.njit(cache=True, parallel=True)
-def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sampling, batch, lr,
-                    lower, upper, has_esc, thr, direction, n, T, cp, ap, gg, gq):
+def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
     """1-D SGD from step s0 to s1; the number of chains is a multiple of _LANES."""
+    pos, state, perm, cursor, lost_step, escape_step = ens
+    sampling, batch, lr = dyn[1], dyn[2], dyn[3]
+    lower, upper = box
+    has_esc, thr, direction = esc
+    n, T, cp, ap, gg, gq = slots
     L = _LANES
     scale = lr / batch
     nu = np.uint64(n)
@@ -393,13 +433,7 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
             if sampling == _RESHUFFLE:
                 for c in range(L):
                     if cursor[c0 + c] + batch > n:
-                        z = st[c]
-                        for j in range(n - 1, 0, -1):
-                            z, k = next_below(z, j + 1)
-                            i = perm[c0 + c, k]
-                            perm[c0 + c, k] = perm[c0 + c, j]
-                            perm[c0 + c, j] = i
-                        st[c] = z
+                        st[c] = _reshuffle(perm[c0 + c], st[c], n)
                         cursor[c0 + c] = 0
             for jb in range(batch):
                 if sampling == _WITH:
@@ -409,13 +443,7 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
                         idx[c] = np.int64(((mix64(z) >> _S32) * nu) >> _S32)
                 elif sampling == _WITHOUT:
                     for c in range(L):
-                        z, k = next_below(st[c], n - jb)
-                        st[c] = z
-                        k += jb
-                        i = perm[c0 + c, k]
-                        perm[c0 + c, k] = perm[c0 + c, jb]
-                        perm[c0 + c, jb] = i
-                        idx[c] = i
+                        st[c], idx[c] = _draw_distinct(perm[c0 + c], st[c], n, jb)
                 else:
                     for c in range(L):
                         idx[c] = perm[c0 + c, cursor[c0 + c] + jb]
@@ -446,13 +474,17 @@ def _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, s0, s1, sa
 
 
 @nb.njit(cache=True, parallel=True)
-def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, noise_factor, substeps,
-                      temperature, lower, upper, has_esc, thr, direction, n, T, cp, ap, gg, gq):
+def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
     """1-D ``sde`` / ``langevin`` from step s0 to s1, _LANES chains per SIMD block.
 
     Same arithmetic and normal draws as the general kernel (G and Σ as in
     ``mean_grad_cov``: sums in sample order, Σ = E[g²] − G² clipped at 0).
     """
+    pos, state, lost_step, escape_step = ens[0], ens[1], ens[4], ens[5]
+    method, lr, noise_factor, substeps, temperature = dyn[0], dyn[3], dyn[4], dyn[5], dyn[6]
+    lower, upper = box
+    has_esc, thr, direction = esc
+    n, T, cp, ap, gg, gq = slots
     L = _LANES
     dt = lr / substeps
     sde_scale = math.sqrt(lr * noise_factor * dt)
@@ -502,10 +534,10 @@ def _advance_noisy_1d(pos, state, lost_step, escape_step, s0, s1, method, lr, no
                     z = z0[c] if m % 2 == 0 else z1[c]
                     if sde:
                         var = max(q2[c] / n - G * G, 0.0)
-                        xn = x[c] + (-G * dt + sde_scale * math.sqrt(var) * z)
+                        xn = _em(x[c], G, sde_scale * math.sqrt(var), z, dt)
                         var_dt = sde_scale * sde_scale * var
                     else:
-                        xn = x[c] + (-G * dt + lan_scale * z)
+                        xn = _em(x[c], G, lan_scale, z, dt)
                         var_dt = lan_scale * lan_scale
                     bridged = has_esc and _bridge_crossed(direction * (thr - x[c]),
                                                           direction * (thr - xn), var_dt, st[c], m)
@@ -608,7 +640,6 @@ def run_ensemble(
     if not np.all(np.isfinite(pos)):
         raise ConfigError("x0: initial positions must be finite")
     pos = np.ascontiguousarray(pos)
-    chains = pos.shape[0]
     lr = real(lr, "lr")
     if lr <= 0:
         raise ConfigError(f"lr: must be > 0, got {lr}")
@@ -646,11 +677,29 @@ def run_ensemble(
     edges = np.asarray(basin_edges, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
         raise ConfigError(f"basin_edges: must be finite and strictly increasing, got {list(edges)}")
-    has_esc = escape_threshold is not None
-    thr = real(escape_threshold, "escape_threshold") if has_esc else 0.0
+    if escape_threshold is not None:
+        escape_threshold = real(escape_threshold, "escape_threshold")
     if escape_direction not in (1, -1):
         raise ConfigError(f"escape_direction: must be +1 or -1, got {escape_direction!r}")
+    return simulate(landscape, method, pos, lr, st, grids, batch_size=batch_size, sampling=sampling,
+                    noise_factor=noise_factor, substeps=substeps, temperature=temperature, seed=seed,
+                    basin_edges=edges, escape_threshold=escape_threshold,
+                    escape_direction=escape_direction)
 
+
+def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, steps: np.ndarray,
+             grids: Sequence[Grid1D], *, batch_size: int, sampling: str, noise_factor: float,
+             substeps: int, temperature: float, seed: int, basin_edges: np.ndarray,
+             escape_threshold: float | None, escape_direction: int) -> EnsembleResult:
+    """:func:`run_ensemble` without its checks, for callers whose input is already validated
+    (``run_cell``'s parsed cell): ``pos`` (chains, d) float64 and C-contiguous, ``steps``
+    int64 non-decreasing, ``temperature`` a float (0.0 unless ``langevin``), ``basin_edges``
+    a float64 array, ``escape_direction`` ±1. It is not modified."""
+    d, n = landscape.dim, landscape.n
+    chains = pos.shape[0]
+    st, edges = steps, basin_edges
+    has_esc = escape_threshold is not None
+    thr = float(escape_threshold) if has_esc else 0.0
     lower = np.array([g.lower for g in grids], dtype=np.float64)
     upper = np.array([g.upper for g in grids], dtype=np.float64)
     dx = np.array([g.dx for g in grids], dtype=np.float64)
@@ -681,22 +730,18 @@ def run_ensemble(
     var = np.empty((S, d))
     basin_counts = np.zeros((S, edges.size + 1), dtype=np.int64)
     lost = np.empty(S, dtype=np.int64)
+    ens = (pos, state, perm, cursor, lost_step, escape_step)
+    dyn = (METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor, substeps, temperature)
+    esc = (has_esc, thr, float(escape_direction))
     current = 0
     for k in range(S):
         if st[k] > current:
-            if terms is not None and method != "sgd":
-                _advance_noisy_1d(pos, state, lost_step, escape_step, current, int(st[k]),
-                                  METHOD_IDS[method], lr, noise_factor, substeps, temperature,
-                                  lower[0], upper[0], has_esc, thr, float(escape_direction), n, *terms)
-            elif terms is not None:
-                _advance_sgd_1d(pos, state, perm, cursor, lost_step, escape_step, current, int(st[k]),
-                                SAMPLING_IDS[sampling], batch_size, lr, lower[0], upper[0], has_esc, thr,
-                                float(escape_direction), n, *terms)
+            if terms is not None:
+                kernel = _advance_sgd_1d if method == "sgd" else _advance_noisy_1d
+                kernel(ens, current, int(st[k]), dyn, (lower[0], upper[0]), esc, (n, *terms))
             else:
-                _advance(pos, state, perm, cursor, lost_step, escape_step, current, int(st[k]),
-                         METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor,
-                         substeps, temperature, lower, upper, has_esc, thr, float(escape_direction),
-                         *landscape.arrays, scratch, covs)
+                _advance(ens, current, int(st[k]), dyn, (lower, upper), esc, tuple(landscape.arrays),
+                         (scratch, covs))
             current = int(st[k])
         _accumulate(pos[:chains], lost_step[:chains], lower, dx, cells, edges, counts[k], mean[k], var[k],
                     basin_counts[k])

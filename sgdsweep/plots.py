@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from sgdsweep.metrics import total_variation
+from sgdsweep.schema import DONE
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
@@ -93,7 +94,7 @@ def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
     dims = ds.sgd.sweep_dims
     if not dims:
         return ds, {}
-    done = np.asarray(ds["done"].values, dtype=bool)
+    done = np.asarray(ds[DONE].values, dtype=bool)
     if not done.any():
         return None
     idx = np.unravel_index(int(np.argmax(done)), done.shape)
@@ -166,9 +167,9 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
     if found is None:
         return _message("density evolution: no finished cell in this selection")
     cell, where = found
-    methods = _methods(cell, methods)
+    wanted, methods = methods, _methods(cell, methods)
     if not methods:
-        return _message("density evolution: none of the methods " + ", ".join(methods) + " in the store")
+        return _message("density evolution: none of the methods " + ", ".join(wanted) + " in the store")
     t_all = np.asarray(cell["t"].values, dtype=float)
     idx = (_snapshot_indices(len(t_all), panels) if times is None
            else sorted({int(np.abs(t_all - float(t)).argmin()) for t in times}))
@@ -185,7 +186,7 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
         for m in methods:
             st = METHOD_STYLE.get(m, {"label": m})
             y = dens.sel({"method": m}).isel(t=k).values
-            if m in ("fp", "fp_drift"):
+            if cell.sgd.method_kind(m) == "density":
                 ax.plot(x, y, lw=1.8, **st)
             else:
                 ax.plot(x, y, drawstyle="steps-mid", lw=1.1, alpha=0.9, **st)
@@ -272,7 +273,7 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
     for m in methods:
         st = METHOD_STYLE.get(m, {"label": m})
         mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
-        marker = None if m in ("fp", "fp_drift") else "o"
+        marker = None if cell.sgd.method_kind(m) == "density" else "o"
         ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
         if m in ("fp", "sgd"):  # two bands stay readable; more turn to mud
             ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)

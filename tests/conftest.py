@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from sgdsweep import Landscape, build_landscape
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: Overrides that make a cell take a fraction of a second (after compilation).
@@ -74,19 +76,32 @@ def reference_store(tmp_path_factory) -> Path:
     return cwd / "ref.zarr"
 
 
-def landscape_failing_on_workers(fail: int = 0, **spec):
-    """A ``landscape._target_`` builder that works where the sweep is validated but
-    raises inside a Dask worker when ``fail`` is set — like data or code that only
-    the submitting machine has. The landscape itself is ``spec`` (e.g. the seed model)."""
+def _in_worker() -> bool:
     from distributed import get_worker
 
-    from sgdsweep import build_landscape
+    try:
+        get_worker()
+    except ValueError:  # not in a worker: validation in the client
+        return False
+    return True
 
-    if fail:
-        try:
-            get_worker()
-        except ValueError:  # not in a worker: validation in the client
-            pass
-        else:
-            raise RuntimeError(f"landscape data unavailable on this worker (fail={fail})")
-    return build_landscape(spec)
+
+class WorkerFailingLandscape(Landscape):
+    """A landscape whose evaluation raises inside a Dask worker — like code or data that
+    only the submitting machine has. Validation and the store layout (in the client) work."""
+
+    def evaluate(self, points):
+        if _in_worker():
+            raise RuntimeError(f"landscape data unavailable on this worker (fail={self.params['fail']})")
+        return super().evaluate(points)
+
+
+def landscape_failing_on_workers(fail: int = 0, **spec):
+    """A ``landscape._target_`` builder: the landscape ``spec`` (e.g. the seed model), which
+    fails to evaluate inside a worker when ``fail`` is set (the parsed cell, landscape
+    included, is what the workers get: the failure must come from running it there)."""
+    land = build_landscape(spec)
+    if not fail:
+        return land
+    return WorkerFailingLandscape(**{**{f: getattr(land, f) for f in land.__dataclass_fields__},
+                                     "params": {**land.params, "fail": fail}})

@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 
-from sgdsweep import cell_template, run_cell
+from sgdsweep import cell_template, parse_cell, run_cell
 from sgdsweep.escape import mean_passage_times
 from sgdsweep.fokker_planck import FokkerPlanck1D
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import build_landscape
 from sgdsweep.references import mean_first_passage_time
+from tests.conftest import REPO
+
+REPO_CONF = REPO / "conf"
 
 DOUBLE_WELL = {
     "name": "double_well",
@@ -56,7 +59,7 @@ def test_sde_escape_time_matches_the_exact_first_passage_time():
     ds = run_cell({
         "landscape": DOUBLE_WELL, "lr": lr, "methods": ["sde"],
         "init": {"kind": "point", "mean": -1.0},
-        "grid": {"lower": -3.0, "upper": 3.0, "cells": 120},
+        "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 120},
         "time": {"t_end": 150.0, "snapshots": 2},
         "mc": {"chains": chains, "sde_substeps": 10},
     })
@@ -82,7 +85,7 @@ def test_fp_and_sde_agree_at_small_learning_rate():
     cfg = {
         "landscape": DOUBLE_WELL, "lr": 0.01, "methods": ["sde", "fp"],
         "init": {"kind": "normal", "mean": -0.8, "std": 0.2},
-        "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+        "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
         "time": {"t_end": 3.0, "snapshots": 4},
         "mc": {"chains": chains, "sde_substeps": 2},
     }
@@ -106,7 +109,7 @@ def test_fp_and_sde_agree_at_small_learning_rate():
 
 
 def test_template_has_the_structure_of_the_result_and_densities_are_normalised():
-    cfg = {"landscape": DOUBLE_WELL, "lr": 0.05, "grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+    cfg = {"landscape": DOUBLE_WELL, "lr": 0.05, "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
            "init": {"kind": "normal", "mean": -1.0, "std": 0.2},
            "time": {"t_end": 2.0, "snapshots": 3}, "mc": {"chains": 300, "sde_substeps": 2}}
     ds, tpl = run_cell(cfg), cell_template(cfg)
@@ -124,3 +127,44 @@ def test_template_has_the_structure_of_the_result_and_densities_are_normalised()
     for name in ds.data_vars:
         if name != "runtime":
             np.testing.assert_array_equal(ds[name].values, again[name].values)
+
+
+def _seed_landscape():
+    import yaml
+
+    with open(REPO_CONF / "landscape" / "seed_two_point.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_exact_escape_time_without_sde_and_its_grid_error():
+    """The exact passage time needs only a threshold, and its error estimate is honest.
+
+    Seed model, η = 0.02, started in the narrow pit N(1.0, 0.01): on the default density
+    grid (250 cells, fp.refine 8) the pit's stationary spread is ~3 fine cells. The
+    estimate |T(8) − T(16)| / T(16) is compared with the true relative error against a
+    grid-converged solve (refine 64; second order, so T(8) − T(16) ≈ ¾ of T(8) − T(∞)).
+    """
+    from sgdsweep import schema
+    from sgdsweep.cell import exact_escape_time
+    from sgdsweep.methods.context import CellContext
+
+    base = {"landscape": _seed_landscape(), "lr": 0.02, "init": {"kind": "normal", "mean": 1.0, "std": 0.01},
+            "time": {"t_end": 0.2, "snapshots": 2}, "mc": {"chains": 64}}
+    fp_only = run_cell({**base, "methods": ["fp"]})
+    with_sde = run_cell({**base, "methods": ["sde", "fp"]})
+    T = float(fp_only["escape_time_exact"])
+    assert np.isfinite(T) and T == float(with_sde["escape_time_exact"])
+    est = float(fp_only["escape_time_exact_error"])
+    T_conv = exact_escape_time(CellContext(parse_cell({**base, "methods": ["fp"]})), 64)
+    true = abs(T - T_conv) / T_conv
+    assert true > 0.05  # the default grid is too coarse here ...
+    assert 0.5 * true < est < 1.5 * true  # ... and the estimate says so
+    assert [err for _, err in schema.escape_error_cells(fp_only)] == [est]
+    # No threshold, no passage time: a single basin.
+    quad = run_cell({"landscape": {"name": "q", "reference": [{"kind": "quadratic", "curvature": 1.0,
+                                                                "centre": 0.0}],
+                                   "shifts": {"n": 4, "std": 0.5}},
+                     "methods": ["fp"], "init": {"mean": 0.0},
+                     "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 60},
+                     "time": {"t_end": 0.2, "snapshots": 2}})
+    assert np.isnan(float(quad["escape_time_exact"])) and np.isnan(float(quad["escape_time_exact_error"]))

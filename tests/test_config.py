@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import compose, expand
 from sgdsweep import parse_cell
-from sgdsweep.cellconfig import DEFAULTS
+from sgdsweep.cellconfig import defaults
 from sgdsweep.errors import ConfigError
 
 
@@ -31,9 +31,11 @@ def test_cells_are_run_cell_mappings_in_c_order():
     assert [(c["lr"], c["batch_size"]) for c in plan.cells] == [(0.01, 1), (0.01, 2), (0.02, 1), (0.02, 2)]
     assert plan.index(3) == (1, 1) and plan.coords(2) == {"lr": 0.02, "batch_size": 1}
     for c in plan.cells:
-        assert set(c) == {"landscape", *DEFAULTS}
-        assert c["grid"] == {"lower": -1.0, "upper": 4.0, "cells": 250}  # from density_grid
+        assert set(c) == {"landscape", *defaults()}
+        assert c["density_grid"] == {"lower": -1.0, "upper": 4.0, "cells": 250}
         parse_cell(c)
+    # Parsed once, in the same order: what the workers run.
+    assert [(p.lr, p.batch_size) for p in plan.parsed] == [(c["lr"], c["batch_size"]) for c in plan.cells]
 
 
 def test_range_specs():

@@ -107,7 +107,7 @@ def test_figures_degrade_gracefully(store):
     cell = sgdsweep.run_cell({"landscape": {"name": "q", "dim": 1, "datapoints": [
         [{"kind": "quadratic", "curvature": 1.0, "centre": -0.5}],
         [{"kind": "quadratic", "curvature": 1.0, "centre": 0.5}]]},
-        "mc": {"chains": 100}, "time": {"t_end": 1.0, "snapshots": 3}, "grid": {"cells": 80},
+        "mc": {"chains": 100}, "time": {"t_end": 1.0, "snapshots": 3}, "density_grid": {"cells": 80},
         "methods": ["sgd", "fp"]})
     fig = plots.density_evolution(cell)
     assert len([a for a in fig.axes if a.lines]) == 3  # three snapshots, FP + SGD each
@@ -118,7 +118,7 @@ def test_figures_of_a_2d_cell_show_marginals():
         {"kind": "quadratic", "curvature": [1.0, 4.0], "centre": [0.0, 0.0]}],
         "shifts": {"n": 4, "std": 0.5, "direction": [1.0, 1.0]}},
         "methods": ["sgd", "gd"], "mc": {"chains": 100}, "time": {"t_end": 1.0, "snapshots": 3},
-        "grid": {"lower": -2.0, "upper": 2.0, "cells": 40},
+        "density_grid": {"lower": -2.0, "upper": 2.0, "cells": 40},
         "init": {"kind": "normal", "mean": 0.0, "std": 0.2}})
     fig = plots.density_evolution(cell)
     dx = float(cell.x[1] - cell.x[0])

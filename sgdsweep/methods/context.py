@@ -1,0 +1,143 @@
+"""What the methods of one cell share, computed once per cell.
+
+:class:`CellContext` wraps a validated :class:`~sgdsweep.cellconfig.CellConfig` with
+everything a fill function needs beyond it: the density grid and the landscape on it,
+the basins, the escape threshold, the temperature, the refined Fokker–Planck grid with
+one operator per (convention, drift-only) shared by the stationary references, the FP
+methods and the exact escape time, and the initial law (one ensemble of initial
+positions for every Monte Carlo method: common random numbers between methods).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from sgdsweep.basins import Basins, escape_threshold, find_basins, named_basins
+from sgdsweep.cellconfig import CellConfig
+from sgdsweep.errors import ConfigError
+from sgdsweep.fokker_planck import FokkerPlanck1D
+from sgdsweep.grid import Grid1D
+from sgdsweep.noise import diffusion
+
+
+class CellContext:
+    """Shared, lazily computed pieces of one cell (see the module docstring)."""
+
+    def __init__(self, cell: CellConfig):
+        self.cell = cell
+        self._operators: dict[tuple[Grid1D, float, bool], FokkerPlanck1D] = {}
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def dim(self) -> int:
+        return self.cell.dim
+
+    @property
+    def grid(self) -> Grid1D:
+        """The density grid of axis 0."""
+        return self.cell.grids[0]
+
+    @cached_property
+    def points(self) -> np.ndarray:
+        """Density-grid cell centres: (cells,) in 1-D, (nx·ny, 2) in 2-D (x major)."""
+        g = self.cell.grids
+        if self.dim == 1:
+            return g[0].centres
+        xs, ys = g[0].centres, g[1].centres
+        return np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
+
+    @cached_property
+    def land(self) -> dict[str, np.ndarray]:
+        """``Landscape.evaluate`` on the density grid: loss, grad, cov."""
+        return self.cell.landscape.evaluate(self.points)
+
+    @cached_property
+    def basins(self) -> Basins:
+        """Basins of axis 0 (named in the landscape, else between the maxima of L); 2-D: one."""
+        if self.dim != 1:
+            return Basins(("all",), np.empty(0), np.empty(0))
+        if self.cell.landscape.basins is not None:
+            return named_basins(self.cell.landscape.basins)
+        return find_basins(self.points, self.land["loss"])
+
+    @cached_property
+    def escape(self) -> tuple[float, int] | None:
+        """(threshold, direction): configured, or the barrier top next to the start; 2-D: None."""
+        if self.dim != 1:
+            return None
+        start = self.cell.init.mean[0]
+        thr = self.cell.escape_threshold
+        if thr is not None:
+            return thr, (1 if thr > start else -1)
+        return escape_threshold(self.basins, start)
+
+    @cached_property
+    def temperature(self) -> float | None:
+        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` runs."""
+        cell = self.cell
+        if cell.temperature is not None:
+            return cell.temperature
+        if self.dim == 1:
+            from sgdsweep.references import langevin_default_temperature
+
+            return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
+                                                       cell.noise_factor))
+        if "langevin" not in cell.methods:
+            return None
+        # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2.
+        k = int(np.argmin(self.land["loss"]))
+        t = 0.5 * np.trace(diffusion(self.land["cov"][k], cell.lr, cell.noise_factor))
+        if t <= 0:
+            raise ConfigError("langevin.temperature: the gradient noise vanishes at the minimum; "
+                              "give a temperature explicitly")
+        return t
+
+    # ------------------------------------------------------------------ Fokker–Planck
+
+    @cached_property
+    def fine(self) -> Grid1D:
+        """The FP grid: ``fp.refine`` times finer than the density grid (narrow pits need it)."""
+        g = self.grid
+        return Grid1D(g.lower, g.upper, g.cells * self.cell.fp_refine)
+
+    def refined(self, refine: int) -> Grid1D:
+        """The density grid refined ``refine`` times."""
+        g = self.grid
+        return Grid1D(g.lower, g.upper, g.cells * refine)
+
+    def coarse(self, p: np.ndarray) -> np.ndarray:
+        """Average a density on :attr:`fine` (last axis) back onto the density grid."""
+        return p.reshape(*p.shape[:-1], self.grid.cells, self.cell.fp_refine).mean(axis=-1)
+
+    def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None
+                 ) -> FokkerPlanck1D:
+        """The FP operator on ``grid`` (default :attr:`fine`), built once per cell."""
+        grid = self.fine if grid is None else grid
+        key = (grid, alpha, drift_only)
+        if key not in self._operators:
+            c = self.cell
+            self._operators[key] = FokkerPlanck1D.from_landscape(
+                c.landscape, grid, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only)
+        return self._operators[key]
+
+    @cached_property
+    def initial_masses(self) -> np.ndarray:
+        """The initial law as probability per cell of :attr:`fine`."""
+        return self.cell.init.cell_masses(self.fine)
+
+    @cached_property
+    def fp_dt(self) -> float:
+        """The FP time step: ``fp.dt``, else η / ``mc.sde_substeps``."""
+        c = self.cell
+        return c.fp_dt if c.fp_dt is not None else c.lr / c.sde_substeps
+
+    # ------------------------------------------------------------------ Monte Carlo
+
+    @cached_property
+    def initial_positions(self) -> np.ndarray:
+        """One initial ensemble (chains, d) for every Monte Carlo method."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.cell.seed, 0x1D17]))
+        return self.cell.init.sample(self.cell.chains, rng)

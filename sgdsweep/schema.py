@@ -1,0 +1,116 @@
+"""The store's schema: dimension, variable and bookkeeping names, and their attributes.
+
+One place for the names a sweep store (and a single ``run_cell`` result) uses; the
+cell layout (:mod:`sgdsweep.cell`), the pipeline's store, the accessor and the plots
+import them instead of re-typing literals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# ----------------------------------------------------------------------- dimensions
+#: The cell's own dimensions (after the sweep axes); sweep axes may not take these names.
+CELL_DIMS = ("x", "y", "t", "method", "kind", "basin", "axis")
+
+# ----------------------------------------------------------------------- bookkeeping
+#: Per-cell bookkeeping variables: finished flag, last failure message ("" if none).
+DONE = "done"
+ERROR = "error"
+#: Wall time of the cell (seconds), written by run_cell.
+RUNTIME = "runtime"
+BOOKKEEPING = (DONE, ERROR, RUNTIME)
+#: Failure messages are stored as fixed-width unicode of this many characters.
+ERROR_CHARS = 400
+
+# ----------------------------------------------------------------------- references
+#: The method every other method's ``tv`` / ``kl`` / ``w1`` is measured against.
+DISTANCE_REFERENCE = "fp"
+#: Cell attr: JSON {method: kind} of the methods in the cell (ensemble or density).
+METHOD_KINDS_ATTR = "method_kinds"
+#: Above this relative error of ``escape_time_exact`` the report and status flag a cell.
+ESCAPE_ERROR_FLAG = 0.05
+
+#: CF attributes of every variable and coordinate.
+ATTRS: dict[str, dict[str, str]] = {
+    "x": {"long_name": "parameter θ (cell centre)", "units": "1"},
+    "y": {"long_name": "parameter θ₂ (cell centre)", "units": "1"},
+    "t": {"long_name": "SDE time t = lr · step (nominal snapshot time)", "units": "1"},
+    "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift"},
+    "kind": {"long_name": "stationary reference: FP null vector under a convention, or Gibbs"},
+    "basin": {"long_name": "basin of attraction of L"},
+    "axis": {"long_name": "parameter component"},
+    "density": {"long_name": "probability density of θ", "units": "1/θ"},
+    "stationary": {"long_name": "stationary density", "units": "1/θ"},
+    "mean": {"long_name": "ensemble mean of θ", "units": "1"},
+    "std": {"long_name": "ensemble standard deviation of θ", "units": "1"},
+    "basin_mass": {"long_name": "probability mass in basin", "units": "1"},
+    "lost_fraction": {"long_name": "fraction of chains that diverged or left the grid", "units": "1"},
+    "tv": {"long_name": "total variation distance to the FP density", "units": "1"},
+    "kl": {"long_name": "KL(method ‖ fp) of normalised densities (floor 1e-12)", "units": "nat"},
+    "w1": {"long_name": "Wasserstein-1 distance to the FP density", "units": "1"},
+    "escape_time_mean": {"long_name": "mean first-passage time over escaped chains", "units": "1"},
+    "escaped_fraction": {"long_name": "fraction of chains past the escape threshold by t_end",
+                         "units": "1"},
+    "escape_time_exact": {"long_name": "mean first-passage time of the Itô SDE from the initial law "
+                          "(backward equation on the refined FP grid)", "units": "1"},
+    "escape_time_exact_error": {"long_name": "relative change of escape_time_exact from a second "
+                                "solve at twice fp.refine (grid error estimate)", "units": "1"},
+    "escape_threshold": {"long_name": "escape threshold (θ)", "units": "1"},
+    "loss": {"long_name": "training loss L(θ)", "units": "1"},
+    "grad_mean": {"long_name": "mean gradient G(θ) = L'(θ)", "units": "1"},
+    "grad_var": {"long_name": "per-sample gradient variance Σ(θ) (population)", "units": "1"},
+    "diffusion": {"long_name": "Itô diffusion D = lr · Σ_b / 2", "units": "1"},
+    "temperature": {"long_name": "Langevin / Gibbs temperature T", "units": "1"},
+    "fp_degenerate": {"long_name": "stationary FP density collapsed where D → 0"},
+    RUNTIME: {"long_name": "wall time to compute the cell", "units": "s"},
+    DONE: {"long_name": "cell computed and written"},
+    ERROR: {"long_name": "failure message of the cell's last attempt"},
+}
+
+
+def failures(ds: Any) -> list[tuple[dict[str, Any], str]]:
+    """The failed cells of a store (``error`` set and not ``done``): (coords, message) each.
+
+    ``coords`` maps every sweep axis (the dims of ``done``) to the cell's value there;
+    in C order over the sweep axes. Empty for a single ``run_cell`` result.
+    """
+    if DONE not in ds or ERROR not in ds or not ds[DONE].dims:
+        return []
+    done = np.asarray(ds[DONE].values, dtype=bool)
+    error = np.asarray(ds[ERROR].values)
+    dims = ds[DONE].dims
+    out = []
+    for idx in np.argwhere(~done & (error != "")):
+        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
+        out.append((where, str(error[tuple(idx)])))
+    return out
+
+
+def describe_cell(where: Mapping[str, Any]) -> str:
+    """``lr=0.02, batch_size=1`` for a cell's sweep coordinates."""
+    return ", ".join(f"{k}={v}" for k, v in where.items())
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
+    """Done cells whose ``escape_time_exact_error`` exceeds :data:`ESCAPE_ERROR_FLAG`:
+    (sweep coords, relative error) each, in C order. For a single cell: ``{}`` as coords."""
+    if "escape_time_exact_error" not in ds:
+        return []
+    err = np.asarray(ds["escape_time_exact_error"].values, dtype=float)
+    bad = np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG
+    if DONE in ds:
+        bad &= np.asarray(ds[DONE].values, dtype=bool)
+    dims = ds["escape_time_exact_error"].dims
+    out = []
+    for idx in np.argwhere(bad):
+        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
+        out.append((where, float(err[tuple(idx)])))
+    return out
