@@ -134,11 +134,11 @@ def compose(overrides: Sequence[str], config_name: str = "config",
     if not (CONF_DIR / "config.yaml").is_file():
         raise ConfigError(f"config: no config.yaml in {CONF_DIR} (set SGDSWEEP_CONF)")
     _plugins_from_overrides(overrides)
-    cfg = _compose(overrides)
+    cfg = _compose(overrides, config_name, config_dirs)
     known = set(cellconfig.sections())
     import_plugins(list(cfg.get("plugins") or ()))
     if set(cellconfig.sections()) != known:  # a plugin from the config files added a section
-        cfg = _compose(overrides)
+        cfg = _compose(overrides, config_name, config_dirs)
     return cfg
 
 
@@ -152,7 +152,7 @@ def _plugins_from_overrides(overrides: Sequence[str]) -> None:
             import_plugins([value] if isinstance(value, str) else list(value or ()))
 
 
-def _compose(overrides: Sequence[str]) -> DictConfig:
+def _compose(overrides: Sequence[str], config_name: str, config_dirs: Sequence[str | Path]) -> DictConfig:
     schema = sweep_schema()
     ConfigStore.instance().store(name="sweep_schema", node=schema)
     try:
