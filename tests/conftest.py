@@ -30,10 +30,11 @@ def pipeline_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *args]
 
 
-def run_pipeline(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m pipeline ARGS`` as a real subprocess, output captured."""
-    return subprocess.run(pipeline_cmd(*args), cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+def run_pipeline(*args: str, cwd: Path, timeout: float = 600,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` as a real subprocess, output captured (``env`` adds variables)."""
+    return subprocess.run(pipeline_cmd(*args), cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def snapshot(path: Path) -> dict[str, tuple[str, int]]:

@@ -59,7 +59,7 @@ QUADRATIC = ["landscape=quadratic", "init.mean=1.0", "init.std=0.2", "density_gr
 def test_plugged_in_method_runs_through_the_sweep_and_the_report(tmp_path: Path):
     res = run_pipeline("sweep", "plugins=[tests.heavy_ball]", "methods=[gd,heavy_ball,fp]", *QUADRATIC,
                        "grid={lr: [0.1], heavy_ball.momentum: [0.0, 0.5]}", "store=hb.zarr",
-                       cwd=tmp_path)
+                       cwd=tmp_path, env={"PYTHONPATH": str(REPO)})  # the plugin lives in tests/
     assert res.returncode == 0, res.stdout + res.stderr
     ds = open_store(tmp_path / "hb.zarr")
     assert ds["done"].all() and list(ds["method"].values) == ["gd", "heavy_ball", "fp"]
