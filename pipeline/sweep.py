@@ -20,6 +20,8 @@ from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import cluster as clusters
+from pipeline import integrity
+from pipeline import lock as locks
 from pipeline import store as stores
 from pipeline.config import SweepPlan, expand
 from sgdsweep.errors import ConfigError
@@ -120,6 +122,12 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
     if clash:
         raise ConfigError(f"grid: axis name {sorted(clash)[0]!r} clashes with a store variable")
     state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
+    # One sweep per store (held until the CLI exits); a done cell with corrupt chunks is not done.
+    locks.acquire(path, command=" ".join(argv), say=_printer(out))
+    if state.exists or locks.others_in(path):
+        state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
+    if state.done is not None:
+        state.done = integrity.recheck_done(path, state.done, _printer(out))
 
     started = stores.now()
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv))
