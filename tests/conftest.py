@@ -90,3 +90,22 @@ def landscape_failing_on_workers(fail: int = 0, **spec):
         else:
             raise RuntimeError(f"landscape data unavailable on this worker (fail={fail})")
     return build_landscape(spec)
+
+
+def landscape_killing_its_worker(kill: int = 0, **spec):
+    """A ``landscape._target_`` builder that SIGKILLs the Dask worker process running it
+    when ``kill`` is set (every attempt: a cell that brings its worker down)."""
+    import signal
+
+    from distributed import get_worker
+
+    from sgdsweep import build_landscape
+
+    if kill:
+        try:
+            get_worker()
+        except ValueError:  # validation in the client
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return build_landscape(spec)
