@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -96,7 +97,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     from pipeline import lock
     from pipeline.sweep import run_sweep
 
+    # SIGTERM (scancel, a batch time limit) stops the sweep like Ctrl-C: the cells written
+    # are kept, the run is recorded and the store's lock released for the next job.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run_sweep(cfg, ["sweep", *argv])
     finally:
         lock.release_all()  # the store's lock, taken by run_sweep once the input is valid
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -111,18 +111,20 @@ class Lock:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
-                if not self.ours():
-                    raise FileNotFoundError("taken over")
-                self.info["heartbeat"] = time.time()
-                tmp = self.path.with_name(f"{LOCK_NAME}.{self.info['token']}")
-                tmp.write_text(json.dumps(self.info))
-                os.replace(tmp, self.path)  # atomic: readers see the old or the new heartbeat
-            except OSError:
+            if not self.ours():
                 if not self.lost:
                     self.lost = True
                     sys.stderr.write(f"warning: lost the lock of {self.store} (removed or broken by "
                                      "another process); another sweep may now write to it\n")
+                continue
+            self.info["heartbeat"] = time.time()
+            tmp = self.path.with_name(f"{LOCK_NAME}.{self.info['token']}")
+            try:
+                tmp.write_text(json.dumps(self.info))
+                os.replace(tmp, self.path)  # atomic: readers see the old or the new heartbeat
+            except OSError:  # e.g. the disk is full: the next beat tries again
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def release(self) -> None:
         self._stop.set()

@@ -56,6 +56,13 @@ def _flags(store: Path) -> np.ndarray:
     return np.asarray(zarr.open_group(str(store), mode="r")["done"][...], dtype=bool)
 
 
+def _done(store: Path) -> int:
+    try:
+        return int(_flags(store).sum())
+    except Exception:  # the template is still being written
+        return 0
+
+
 def test_client_killed_between_data_and_done(reference_store: Path, tmp_path: Path):
     store = tmp_path / "k.zarr"
     res = _run(*ARGS, f"store={store.name}", cwd=tmp_path, env={**ENV, KILL_AFTER_WRITE_ENV: "3"})
@@ -182,4 +189,32 @@ def test_a_second_sweep_on_the_same_store_is_refused(reference_store: Path, tmp_
     assert first.returncode == 0, out + err
     runs = json.loads(open_store(store).attrs["runs"])
     assert len(runs) == 1 and runs[0]["computed"] == 8
+    assert_same_numbers(open_store(store), open_store(reference_store))
+
+
+def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, tmp_path: Path):
+    """scancel or a batch time limit sends SIGTERM: the sweep stops like Ctrl-C."""
+    store = tmp_path / "t.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}"]
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _done(store) < 1:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, out + err
+    assert "interrupted; t.zarr holds the cells finished so far" in out
+    assert not (store / LOCK_NAME).exists()
+    runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])
+    assert len(runs) == 1
+    again = run_pipeline(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "lock:" not in again.stdout, again.stdout + again.stderr
     assert_same_numbers(open_store(store), open_store(reference_store))

@@ -109,3 +109,20 @@ def test_read_only_store_is_refused(tmp_path):
             locks.acquire(ro / "s.zarr")
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_lock_taken_over_is_not_overwritten_by_the_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    store = tmp_path / "s.zarr"
+    held = locks.acquire(store)
+    try:
+        _write_lock(store, host="node-elsewhere", token="x" * 32)
+        deadline = time.monotonic() + 10
+        while not held.lost:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert locks.read(store)["token"] == "x" * 32
+    finally:
+        held.release()
+    assert locks.read(store)["token"] == "x" * 32  # release removes only its own lock
