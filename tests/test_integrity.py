@@ -166,3 +166,17 @@ def test_store_without_checksums_still_opens_resumes_and_verifies(tmp_path, cell
     assert integrity.recheck_done(path, state.done, lambda s: None).tolist() == [[True, True], [False, True]]
     _, n_done, _ = describe(path)
     assert n_done == 4
+
+
+def test_store_without_checksums_resumes_in_its_own_codecs(tmp_path, cells):
+    plan, tmpl, path = _store(tmp_path, cells, checksums=False)
+    truncate(chunk(path, "density", (0, 0)), 50)
+    state = stores.inspect(path, plan, overwrite=False)
+    done = integrity.recheck_done(path, state.done, lambda s: None)
+    assert done.tolist() == [[False, True], [True, True]]
+    stores.CellWriter(path, tmpl, ["lr", "batch_size"]).write(plan.index(0), cells[1][0])
+    group = zarr.open_group(str(path), mode="r")
+    assert not integrity.has_checksums(group["density"])  # written as the store was made
+    assert integrity.verify(path).clean
+    np.testing.assert_array_equal(xr.open_zarr(str(path))["density"].values[0, 0],
+                                  cells[1][0]["density"].values)
