@@ -8,15 +8,17 @@ before any store is created or changed.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.faults import StoreWriteError
 from sgdsweep.errors import ConfigError
 
 USAGE = """\
 usage: python -m pipeline sweep [-cd DIR] [-cn NAME] [OVERRIDE ...] [--cfg job]
-       python -m pipeline status STORE
+       python -m pipeline status STORE [--verify]
        python -m pipeline report STORE [...]
        python -m pipeline submit [-cd DIR] [-cn NAME] [OVERRIDE ...] [--dry-run]
 
@@ -24,7 +26,8 @@ sweep   run the grid of cells described by conf/config.yaml plus Hydra overrides
         (e.g. landscape=two_basin grid.lr='[0.005,0.01]' grid.width_left='[0.1,0.2]'
         cluster=address cluster.address=tcp://host:8786); rerunning the same
         command resumes an interrupted store. --cfg job prints the resolved config.
-status  cells done/total, failures with messages, and the config of a store
+status  cells done/total, failures with messages, and the config of a store;
+        --verify reads every chunk and lists the cells whose data is corrupt
 report  figures and tables from a store
 submit  run the sweep as a batch job on a cluster (SLURM)
 
@@ -36,7 +39,8 @@ your own configs (as in any Hydra application):
                            in DIR that starts with `defaults: [config, _self_]`)
   hydra.searchpath=[file:///abs/dir,pkg://module]   the same as an override
 
-exit status: 0 success, 1 some cells failed, 2 bad input, 130 interrupted
+exit status: 0 success, 1 some cells failed, 2 bad input, 3 the store could not be
+             written (no space, read-only, I/O error), 130 interrupted
 """
 
 
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
+    except StoreWriteError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 3
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
@@ -181,6 +188,18 @@ def sweep_main(argv: Sequence[str]) -> int:
     if show:
         sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
+    from pipeline import lock
     from pipeline.sweep import run_sweep
 
-    return run_sweep(cfg, ["sweep", *argv])
+    # SIGTERM (scancel, a batch time limit) stops the sweep like Ctrl-C: the cells written
+    # are kept, the run is recorded and the store's lock released for the next job.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run_sweep(cfg, ["sweep", *argv])
+    finally:
+        lock.release_all()  # the store's lock, taken by run_sweep once the input is valid
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

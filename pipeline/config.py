@@ -32,6 +32,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from pipeline.limits import check_cell_count
 from sgdsweep import cellconfig
 from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell
 from sgdsweep.errors import ConfigError
@@ -346,6 +347,7 @@ def _values(key: str, spec: Any, default: Any) -> tuple[Any, ...]:
             raise ConfigError(f"{field_}: range start/stop must be numbers, got {start!r}, {stop!r}")
         if not isinstance(num, int) or isinstance(num, bool) or num < 1:
             raise ConfigError(f"{field_}: range num must be an integer >= 1, got {num!r}")
+        check_cell_count([Axis(key, key, range(num))])  # before building a huge list of values
         if spec.get("log", False):
             if start <= 0 or stop <= 0:
                 raise ConfigError(f"{field_}: log range needs start, stop > 0, got {start!r}, {stop!r}")
@@ -415,6 +417,7 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
     resolved, so interpolations (``${..width_left}``) see them.
     """
     axes = sweep_axes(cfg, reserved)
+    check_cell_count(axes)  # before planning: a grid too large is refused at once
     base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     cells, parsed = [], []
     for combo in itertools.product(*(a.values for a in axes)):

@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from pipeline.integrity import mask_corrupt
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.plots import FIGURES, most_informative_cell
@@ -105,6 +106,11 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
         ds = open_sweep(store)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"store: {exc}") from None
+    # Corrupt cells are shown as failed, named on stderr; the rest is reported.
+    ds, corrupt = mask_corrupt(store, ds)
+    for line in corrupt:
+        sys.stderr.write(f"warning: corrupt cell {line}; reported as failed, rerun the sweep to "
+                         "recompute it\n")
     out = default_out(store) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

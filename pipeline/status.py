@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from pipeline import integrity
+from pipeline import lock as locks
 from pipeline import store as stores
 from sgdsweep import schema
 from sgdsweep.errors import ConfigError
-from sgdsweep.schema import DONE
+from sgdsweep.schema import DONE, ERROR
 
 
 def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
@@ -29,7 +31,8 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
     if isinstance(dims, str):
         dims = [dims]
     paths = json.loads(ds.attrs.get("sweep_paths", "{}"))
-    done = ds[DONE].values
+    done, error = integrity.bookkeeping(path)  # a corrupt flag chunk reads as not done
+    ds = ds.assign({DONE: (ds[DONE].dims, done), ERROR: (ds[DONE].dims, error)})
     total, n_done = done.size, int(done.sum())
     failed = schema.failures(ds)
     lines = [f"store   : {path}",
@@ -50,6 +53,9 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
                      f"failed {last.get('failed')}, wall {last.get('wall_time_s')} s")
     else:
         lines.append("last run: not finished (interrupted, or still running); rerun the sweep to resume")
+    held = locks.read(path)
+    if held is not None:
+        lines.append(f"running : a sweep holds the store's lock ({locks.holder(held)})")
     for where, msg in failed[:max_failures]:
         lines.append(f"failed  : {schema.describe_cell(where)}: {msg}")
     if len(failed) > max_failures:
@@ -68,7 +74,14 @@ def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline status",
                                      description="Show progress, failures and config of a sweep store.")
     parser.add_argument("store", help="path of the Zarr store")
+    parser.add_argument("--verify", action="store_true",
+                        help="read every chunk and list the cells whose data is corrupt")
     args = parser.parse_args(argv)
     text, n_done, total = describe(args.store)
     out.write(text + "\n")
+    if args.verify:
+        lines, damage = integrity.status_lines(args.store)
+        out.write("\n".join(lines) + "\n")
+        if not damage.clean:
+            return 1
     return 0 if n_done == total else 1

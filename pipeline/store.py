@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from pipeline import faults, integrity, lock
 from pipeline.config import SweepPlan
 from sgdsweep.errors import ConfigError
 from sgdsweep.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
@@ -46,6 +47,7 @@ def quiet_zarr() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*sweep.lock.* not recognized")  # pipeline.lock
         yield
 
 
@@ -183,7 +185,9 @@ def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
         with quiet_zarr():
             group = zarr.open_group(str(path), mode="r")
             old_hash = group.attrs.get("config_hash")
-            done = np.asarray(group[DONE][...], dtype=bool) if old_hash else None
+            # A chunk that does not decode reads as not done (integrity: recomputed).
+            done = (np.asarray(integrity.read_cells(group[DONE], len(group[DONE].shape), False), dtype=bool)
+                    if old_hash else None)
     except Exception:
         raise ConfigError(f"store: {path} exists and is not a sweep store; choose another store= "
                           "or pass overwrite=true to replace it") from None
@@ -207,11 +211,19 @@ def create(path: str | Path, template: xr.Dataset, replace: bool) -> None:
     """Write the template's metadata and coordinates (no cell data) to ``path``."""
     path = Path(path)
     if replace and path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():  # everything but the lock this run holds
+            for p in path.iterdir():
+                if p.name != lock.LOCK_NAME:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        else:
+            path.unlink()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with quiet_zarr():
-            template.to_zarr(str(path), mode="w-", compute=False, zarr_format=ZARR_FORMAT, consolidated=False)
+            # A directory holding only this run's lock is empty to us: zarr's "w-" would refuse it.
+            mode = "a" if path.is_dir() and not lock.others_in(path) else "w-"
+            integrity.with_checksums(template).to_zarr(str(path), mode=mode, compute=False,
+                                                       zarr_format=ZARR_FORMAT, consolidated=False)
     except OSError as exc:
         raise ConfigError(f"store: cannot create {path}: {exc.strerror or exc}") from None
 
@@ -245,24 +257,25 @@ class CellWriter:
         for name, values in self.coords.items():
             if name in cell.coords and not np.array_equal(cell[name].values, values):
                 raise ValueError(f"cell coordinate {name!r} differs from the store's")
-        with quiet_zarr():
+        with quiet_zarr(), faults.store_writes(self.path, f"the cell {index}"):
             for name, (dims, dtype) in self.layout.items():
                 if name in (DONE, ERROR):
                     continue
                 if name not in cell:
                     raise ValueError(f"cell result lacks variable {name!r}")
                 self.arrays[name][index] = np.asarray(cell[name].transpose(*dims).values, dtype=dtype)
+            faults.after_data_written()
             self.arrays[ERROR][index] = ""
             self.arrays[DONE][index] = True
 
     def fail(self, index: tuple[int, ...], message: str) -> None:
-        with quiet_zarr():
+        with quiet_zarr(), faults.store_writes(self.path, f"the failure of the cell {index}"):
             self.arrays[ERROR][index] = message[:ERROR_CHARS]
             self.arrays[DONE][index] = False
 
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
         """Update attrs and consolidate metadata (once, at the end of a run)."""
-        with quiet_zarr():
+        with quiet_zarr(), faults.store_writes(self.path, "the run record"):
             self.group.attrs.update(dict(extra_attrs))
             zarr.consolidate_metadata(self.path)
 

@@ -21,6 +21,8 @@ from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import cluster as clusters
+from pipeline import integrity
+from pipeline import lock as locks
 from pipeline import store as stores
 from pipeline.config import SweepPlan, expand
 from sgdsweep import schema
@@ -142,7 +144,7 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
     """The ``sweep`` command on a composed config; raises ConfigError on bad input."""
     t0 = time.perf_counter()
     say = _printer(out)
-    prep = prepare(cfg, argv)
+    prep = prepare(cfg, argv, say)
     say(f"sweep: {prep.total} cells over {', '.join(f'{a.name}[{len(a.values)}]' for a in prep.plan.axes)}"
         f" -> {prep.path}" + (f" (resuming: {prep.already} already done)" if prep.already else ""))
     writer = stores.CellWriter(prep.path, prep.template, [a.name for a in prep.plan.axes])
@@ -150,8 +152,8 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
     return summarise(prep, writer, outcome, time.perf_counter() - t0, say)
 
 
-def prepare(cfg: DictConfig, argv: Sequence[str]) -> Prepared:
-    """Validate everything, then create (or check for resuming) the store."""
+def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
+    """Validate everything, take the store's lock, then create (or check for resuming) the store."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     clusters.check(plain["cluster"])
     for key, least in (("cells_per_task", 1), ("retries", 0)):
@@ -164,7 +166,13 @@ def prepare(cfg: DictConfig, argv: Sequence[str]) -> Prepared:
     if clash:
         raise ConfigError(f"grid: axis name {sorted(clash)[0]!r} clashes with a store variable")
     state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
-    # Nothing was written until here.
+    # Nothing was written until here. One sweep per store (the lock is held until the CLI
+    # exits); a done cell with corrupt chunks is not done.
+    locks.acquire(path, command=" ".join(argv), say=say)
+    if state.exists or locks.others_in(path):
+        state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
+    if state.done is not None:
+        state.done = integrity.recheck_done(path, state.done, say)
     started = stores.now()
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv))
     if state.done is None:

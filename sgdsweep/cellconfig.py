@@ -290,6 +290,10 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
     fp_refine = integer(raw["fp"]["refine"], "fp.refine", 1)
     thr = raw["escape"]["threshold"]
     thr = None if thr is None else real(thr, "escape.threshold")
+    if thr is not None and land.dim == 1:  # the FP grid, fp_refine times finer, holds the threshold
+        from sgdsweep.escape import check_threshold
+
+        check_threshold(thr, Grid1D(grids[0].lower, grids[0].upper, grids[0].cells * fp_refine))
     parsed_sections = {}
     for name, schema in sections().items():
         try:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck import FokkerPlanck1D
+from sgdsweep.grid import Grid1D
 
 
 @nb.njit(cache=True)
@@ -57,6 +59,16 @@ def _passage_to_cell(fp: FokkerPlanck1D, k: int, direction: int) -> np.ndarray:
     if k < n - 1:
         _backward_solve(fp.C[::-1].copy(), fp.A[::-1].copy(), fp.grid.dx, 0, n - 1 - k, T)
     return T[::-1].copy()
+
+
+def check_threshold(threshold: float, grid: Grid1D) -> None:
+    """Raise ConfigError unless ``threshold`` lies within the cell centres of the FP ``grid``
+    (where :func:`mean_passage_times` can place it), before anything is computed."""
+    x = grid.centres
+    if not x[0] <= threshold <= x[-1]:
+        raise ConfigError(f"escape.threshold: {threshold:g} lies outside the density grid "
+                          f"[{grid.lower:g}, {grid.upper:g}]; it must lie within [{x[0]:.6g}, {x[-1]:.6g}], "
+                          "the first and last cell centres of the Fokker–Planck grid")
 
 
 def mean_passage_times(fp: FokkerPlanck1D, threshold: float, direction: int) -> np.ndarray:

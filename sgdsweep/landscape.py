@@ -500,7 +500,13 @@ def _from_target(cfg: Mapping[str, Any]) -> Landscape:
     except (ImportError, AttributeError, ValueError):
         raise ConfigError(f"landscape._target_: cannot import {path!r}") from None
     kwargs = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
-    result = fn(**kwargs)
+    try:  # called once at validation: its failure is one line naming it, not a traceback
+        result = fn(**kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"landscape._target_: {path}: {type(exc).__name__}: {first}") from None
     if not isinstance(result, Landscape):
         raise ConfigError(f"landscape._target_: {path!r} returned {type(result).__name__}, "
                           "expected sgdsweep.Landscape")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -97,12 +98,31 @@ class WorkerFailingLandscape(Landscape):
         return super().evaluate(points)
 
 
+class WorkerKillingLandscape(Landscape):
+    """A landscape whose evaluation SIGKILLs the Dask worker process running it (every
+    attempt: a cell that brings its worker down)."""
+
+    def evaluate(self, points):
+        if _in_worker():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().evaluate(points)
+
+
+def _with_params(cls: type[Landscape], land: Landscape, **params) -> Landscape:
+    return cls(**{**{f: getattr(land, f) for f in land.__dataclass_fields__},
+                  "params": {**land.params, **params}})
+
+
 def landscape_failing_on_workers(fail: int = 0, **spec):
     """A ``landscape._target_`` builder: the landscape ``spec`` (e.g. the seed model), which
     fails to evaluate inside a worker when ``fail`` is set (the parsed cell, landscape
     included, is what the workers get: the failure must come from running it there)."""
     land = build_landscape(spec)
-    if not fail:
-        return land
-    return WorkerFailingLandscape(**{**{f: getattr(land, f) for f in land.__dataclass_fields__},
-                                     "params": {**land.params, "fail": fail}})
+    return _with_params(WorkerFailingLandscape, land, fail=fail) if fail else land
+
+
+def landscape_killing_its_worker(kill: int = 0, **spec):
+    """A ``landscape._target_`` builder: the landscape ``spec``, which kills the worker that
+    evaluates it when ``kill`` is set."""
+    land = build_landscape(spec)
+    return _with_params(WorkerKillingLandscape, land, kill=kill) if kill else land

@@ -38,6 +38,40 @@ BAD = [
     (["grid.time.t_end=[1,2]"], "grid.time.t_end: time.t_end cannot be swept"),
     (["grid.lr={start:0.01,stop:0.1}"], "grid.lr: range spec needs 'num'"),
     (["cluster=address"], "cluster.address: missing"),
+    # The three the first user trial found, and more settings known to fail before computing.
+    (["escape.threshold=100"], "escape.threshold: 100 lies outside the density grid [-1, 4]; it must lie "
+                               "within [-0.99"),
+    (["escape.threshold=-3"], "escape.threshold: -3 lies outside the density grid [-1, 4]"),
+    (["+landscape._target_=subprocess.getoutput"],
+     "landscape._target_: subprocess.getoutput: TypeError: getoutput() got an unexpected keyword argument"),
+    (["+landscape._target_=builtins.dict"], "landscape._target_: 'builtins.dict' returned dict, expected "
+                                            "sgdsweep.Landscape"),
+    (["+landscape._target_=no.such.module"], "landscape._target_: cannot import 'no.such.module'"),
+    (["grid.lr={start: 0.001, stop: 0.1, num: 10000000}"],
+     "grid: 10000000 cells (lr[10000000]) exceeds the limit of 100000 cells per store"),
+    (["grid.lr={start: 0.001, stop: 0.1, num: 1000}", "grid.seed={start: 0, stop: 999, num: 1000}"],
+     "grid: 1000000 cells (lr[1000] x seed[1000]) exceeds the limit of 100000 cells per store"),
+    (["cells_per_task=0"], "cells_per_task: must be >= 1, got 0"),
+    (["retries=-1"], "retries: must be >= 0, got -1"),
+    (["density_grid.cells=2"], "density_grid.cells: must be >= 3, got 2"),
+    (["time.snapshots=1"], "time.snapshots: must be >= 2, got 1"),
+    (["mc.chains=0"], "mc.chains: must be >= 1, got 0"),
+    (["fp.convention=foo"], "fp.convention: unknown 'foo'"),
+    (["sampling=foo"], "sampling: unknown 'foo'"),
+    (["methods=[foo]"], "methods: unknown method 'foo'"),
+    (["time.t_end=1e9"], "time.t_end: 1000000000.0 / lr 0.005 = 200000000000 SGD steps exceeds "
+                          "mc.max_steps"),
+    (["fp.refine=0"], "fp.refine: must be >= 1, got 0"),
+    (["langevin.temperature=-1"], "langevin.temperature: must be > 0, got -1.0"),
+    (["grid.lr={start:0.01,stop:0.1,num:0}"], "grid.lr: range num must be an integer >= 1, got 0"),
+    (["grid.lr={start:-0.01,stop:0.1,num:3,log:true}"], "grid.lr: log range needs start, stop > 0"),
+    (["grid.lr=[0.01,0.01]"], "grid.lr: duplicate value 0.01"),
+    (["density_grid.lower=1"], "density_grid: [1.0, 4.0] does not cover the initial distribution"),
+    (["grid.seed=[0,1.5]"], "seed: expected an integer, got 1.5"),
+    (["cluster.n_workers=0"], "cluster.n_workers: must be an integer >= 1 or null, got 0"),
+    (["grid.store=[a,b]"], "grid.store: store cannot be swept"),
+    (["init.std=-1"], "init.std: must be > 0 for a normal initial law"),
+    (["overwrite=maybe"], "overwrite: Value 'maybe' is not a valid bool"),
 ]
 
 
@@ -49,6 +83,7 @@ def _run(capsys, args: list[str]) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
 def test_bad_input_is_one_line_and_store_untouched(capsys, tmp_path, existing_store, overrides, message):
+    assert len(BAD) >= 30
     store = tmp_path / "s.zarr"
     shutil.copytree(existing_store, store)
     before = snapshot(store)

@@ -137,10 +137,13 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
                          timeout=600)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "cells      : 2 total, 1 computed now, 0 already done, 1 failed" in res.stdout
-    assert "fail=1: RuntimeError: landscape data unavailable on this worker (fail=1)" in res.stdout
+    # The callable is named: the same line its failure gives at validation.
+    reason = ("ConfigError: landscape._target_: tests.conftest.landscape_failing_on_workers: "
+              "RuntimeError: landscape data unavailable on this worker (fail=1)")
+    assert f"fail=1: {reason}" in res.stdout
     ds = open_store(tmp_path / "f.zarr")
     np.testing.assert_array_equal(ds["done"].values, [[True, False]])
-    assert ds["error"].values[0, 1] == "RuntimeError: landscape data unavailable on this worker (fail=1)"
+    assert ds["error"].values[0, 1] == reason
     assert np.isnan(ds["density"].sel(fail=1).values).all()
     np.testing.assert_allclose(ds["density"].sel(fail=0).sum("x") * ds.attrs["dx"],
                                1 - ds["lost_fraction"].sel(fail=0), rtol=0, atol=1e-9)
@@ -149,7 +152,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
                             text=True, timeout=120)
     assert status.returncode == 1
     assert "1/2 done, 1 failed, 0 pending" in status.stdout
-    assert "lr=0.02, fail=1: RuntimeError: landscape data unavailable" in status.stdout
+    assert f"lr=0.02, fail=1: {reason}" in status.stdout
 
     # A rerun retries only the failed cell.
     again = subprocess.run(pipeline_cmd(*args), cwd=tmp_path, env=env, capture_output=True, text=True,

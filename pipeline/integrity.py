@@ -1,0 +1,284 @@
+"""Checksummed chunks, and finding the cells whose chunks no longer decode.
+
+Every array of a store made by this version ends its Zarr v3 codec pipeline with
+``crc32c`` (after the usual ``zstd``): each chunk carries a CRC-32C of its
+compressed bytes and zarr checks it on every read, so plain ``xarray.open_zarr``
+raises ``ValueError: Stored and computed checksum do not match`` instead of
+returning silently wrong numbers. Stores made before the checksum have none;
+they still open, resume and verify, but only damage that breaks the ``zstd``
+frame (a truncated or garbled chunk) is detected in them, not a flipped bit that
+still decompresses.
+
+A chunk belongs to one cell: every array whose dimensions start with the sweep
+axes has chunk size 1 along them (see :mod:`pipeline.store`), so the chunk of a
+cell is the array indexed by the cell's index on those axes. :func:`verify`
+reads every chunk — in slabs of many cells, falling back to one cell at a time
+only inside a slab that fails — and returns the damaged cells and variables.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from sgdsweep.schema import DONE, ERROR
+
+#: The bytes → bytes codecs of every array of a new store: the compressor zarr
+#: uses by default, then the checksum of the compressed bytes.
+COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
+#: Bytes read per slab while verifying (bounded memory on large stores).
+SLAB_BYTES = 64 * 2**20
+
+
+def with_checksums(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (a shallow copy) with every variable encoded with :data:`COMPRESSORS`."""
+    out = ds.copy()
+    for var in out.variables.values():
+        var.encoding = {**var.encoding, "compressors": COMPRESSORS}
+    return out
+
+
+def has_checksums(array: zarr.Array) -> bool:
+    return any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _sweep_dims(group: zarr.Group) -> list[str]:
+    dims = group.attrs.get("sweep_dims", [])
+    return [dims] if isinstance(dims, str) else list(dims)
+
+
+def _cell_array(array: zarr.Array, sweep_dims: list[str]) -> bool:
+    names = list(array.metadata.dimension_names or ())
+    return len(sweep_dims) > 0 and names[:len(sweep_dims)] == sweep_dims
+
+
+def read_cells(array: zarr.Array, k: int, fill: Any = None,
+               damaged: set[tuple[int, ...]] | None = None) -> np.ndarray:
+    """The whole array; a cell (index on its first ``k`` axes) whose chunk does not
+    decode reads as ``fill`` (default: the array's fill value) and is added to ``damaged``.
+
+    Reads slabs along the first axis of at most :data:`SLAB_BYTES`; only a slab
+    that fails is re-read one cell at a time.
+    """
+    shape = array.shape
+    fill = array.metadata.fill_value if fill is None else fill
+    out = np.empty(shape, dtype=array.dtype)
+    if k == 0 or not shape or shape[0] == 0:
+        return np.asarray(array[...])
+    row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * out.itemsize)
+    step = max(1, SLAB_BYTES // row)
+    for i0 in range(0, shape[0], step):
+        i1 = min(shape[0], i0 + step)
+        try:
+            out[i0:i1] = array[i0:i1]
+            continue
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception:
+            pass
+        for rest in np.ndindex(*shape[1:k]):
+            for i in range(i0, i1):
+                idx = (i, *rest)
+                try:
+                    out[idx] = array[idx]
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception:
+                    out[idx] = fill
+                    if damaged is not None:
+                        damaged.add(idx)
+    return out
+
+
+def bookkeeping(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``done`` and ``error`` of a store; a cell whose flag chunk does not decode is
+    not done, with an error saying so."""
+    group = zarr.open_group(str(path), mode="r")
+    k = len(group[DONE].shape)
+    bad: set[tuple[int, ...]] = set()
+    done = np.asarray(read_cells(group[DONE], k, False, bad), dtype=bool)
+    error = np.asarray(read_cells(group[ERROR], k, "", bad))
+    for idx in bad:
+        error[idx] = "corrupt done/error chunk: rerun the sweep to recompute the cell"
+    return done, error
+
+
+@dataclass
+class Damage:
+    """What :func:`verify` found: damaged cells (index → variables) and other arrays."""
+
+    cells: dict[tuple[int, ...], list[str]] = field(default_factory=dict)
+    arrays: list[str] = field(default_factory=list)  # coordinates and other non-cell arrays
+    checked: int = 0  # arrays read
+    seconds: float = 0.0
+    checksummed: bool = True  # every array carries a crc32c
+
+    @property
+    def clean(self) -> bool:
+        return not self.cells and not self.arrays
+
+
+def _crc_checkable(array: zarr.Array, where: Path) -> bool:
+    """Whether the chunk files of ``array`` sit under ``where/c/`` ending in a crc32c."""
+    enc = array.metadata.chunk_key_encoding
+    return (isinstance(array.metadata.codecs[-1], Crc32cCodec) and enc.name == "default"
+            and getattr(enc, "separator", "/") == "/" and where.is_dir())
+
+
+def bad_checksums(where: Path, k: int) -> set[tuple[int, ...]]:
+    """Cells (first ``k`` chunk coordinates) of the chunk files under ``where/c`` whose
+    last four bytes are not the CRC-32C (little-endian) of the rest.
+
+    The same test zarr's ``crc32c`` codec makes on read, without decompressing:
+    a chunk whose checksum holds has the bytes zarr wrote.
+    """
+    bad: set[tuple[int, ...]] = set()
+    top = where / "c"
+    for root, _, files in os.walk(top):
+        rel = Path(root).relative_to(top).parts
+        for f in files:
+            data = Path(root, f).read_bytes()
+            if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+                bad.add(tuple(int(i) for i in (*rel, f)[:k]))
+    return bad
+
+
+def verify(path: str | Path, only: Iterable[str] | None = None) -> Damage:
+    """Check every chunk of the store at ``path`` (or of the arrays named in ``only``).
+
+    A checksummed array's chunk files are read and their CRC-32C checked directly
+    (what zarr checks first on every read); an array without checksums (an older
+    store) is decoded chunk by chunk, which finds a chunk whose zstd frame is broken.
+    """
+    t0 = time.perf_counter()
+    group = zarr.open_group(str(path), mode="r")
+    dims = _sweep_dims(group)
+    damage = Damage()
+    names = sorted(group.array_keys()) if only is None else list(only)
+    for name in names:
+        array = group[name]
+        damage.checked += 1
+        damage.checksummed &= has_checksums(array)
+        if _cell_array(array, dims) and _crc_checkable(array, Path(path) / name):
+            for idx in bad_checksums(Path(path) / name, len(dims)):
+                damage.cells.setdefault(idx, []).append(name)
+        elif _cell_array(array, dims):
+            bad: set[tuple[int, ...]] = set()
+            read_cells(array, len(dims), damaged=bad)
+            for idx in bad:
+                damage.cells.setdefault(idx, []).append(name)
+        else:
+            try:
+                array[...]
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception:
+                damage.arrays.append(name)
+    damage.cells = dict(sorted(damage.cells.items()))
+    damage.seconds = time.perf_counter() - t0
+    return damage
+
+
+def cell_name(group_or_ds: Any, idx: tuple[int, ...]) -> str:
+    """``lr=0.01, batch_size=1`` for the cell at ``idx`` (coordinates of the sweep axes)."""
+    attrs = group_or_ds.attrs
+    dims = attrs.get("sweep_dims", [])
+    dims = [dims] if isinstance(dims, str) else list(dims)
+    return ", ".join(f"{d}={_value(group_or_ds[d][i])}" for d, i in zip(dims, idx, strict=True))
+
+
+def _value(v: Any) -> str:
+    v = np.asarray(v).item()
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def describe(damage: Damage, group_or_ds: Any, limit: int = 20) -> list[str]:
+    """One line per damaged cell (up to ``limit``) and per damaged non-cell array."""
+    lines = [f"{cell_name(group_or_ds, idx)}: unreadable chunk of {', '.join(names)}"
+             for idx, names in list(damage.cells.items())[:limit]]
+    if len(damage.cells) > limit:
+        lines.append(f"... and {len(damage.cells) - limit} more")
+    lines += [f"array {name!r} (not a cell's): unreadable" for name in damage.arrays]
+    return lines
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def recheck_done(path: str | Path, done: np.ndarray, say: Any) -> np.ndarray:
+    """The done flags with every done cell whose chunks do not decode set back to not done.
+
+    Called when a sweep resumes: a corrupt cell is recomputed (its chunks are all
+    rewritten). Non-cell arrays (coordinates) cannot be recomputed cell by cell:
+    their damage is refused with a ConfigError.
+    """
+    from sgdsweep.errors import ConfigError
+
+    if not done.any():
+        return done
+    damage = verify(path)
+    if damage.arrays:
+        raise ConfigError(f"store: {path}: array {damage.arrays[0]!r} is corrupt (not a cell's data); "
+                          "pass overwrite=true to recompute the whole store")
+    done = done.copy()
+    bad = [idx for idx in damage.cells if done[idx]]
+    for idx in bad:
+        done[idx] = False
+    if bad:
+        group = zarr.open_group(str(path), mode="r")
+        say(f"verify: {len(bad)} done cell(s) with corrupt chunks will be recomputed "
+            f"({damage.seconds:.1f} s to check)")
+        for line in describe(type(damage)(cells={i: damage.cells[i] for i in bad}), group, limit=10):
+            say(f"verify: {line}")
+    return done
+
+
+def mask_corrupt(path: str | Path, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    """``ds`` with the damaged cells shown as failed (their data NaN/fill) and one
+    line per damaged cell; ``ds`` itself when the store is clean."""
+    damage = verify(path)
+    if damage.clean:
+        return ds, []
+    group = zarr.open_group(str(path), mode="r")
+    k = len(_sweep_dims(group))
+    ds = ds.copy()
+    for name in sorted({n for names in damage.cells.values() for n in names}):
+        if name in ds.variables:
+            ds[name] = (ds[name].dims, read_cells(group[name], k), ds[name].attrs)
+    if damage.cells and DONE in ds and ERROR in ds:
+        done = np.array(ds[DONE].values, dtype=bool)
+        error = np.array(ds[ERROR].values)
+        for idx, names in damage.cells.items():
+            done[idx] = False
+            error[idx] = f"corrupt chunk of {', '.join(names)}: rerun the sweep to recompute the cell"
+        ds[DONE] = (ds[DONE].dims, done, ds[DONE].attrs)
+        ds[ERROR] = (ds[ERROR].dims, error.astype(ds[ERROR].dtype), ds[ERROR].attrs)
+    return ds, describe(damage, group)
+
+
+def status_lines(path: str | Path, limit: int = 20) -> tuple[list[str], Damage]:
+    """The ``status --verify`` lines: what was read, in how long, and each corrupt cell."""
+    damage = verify(path)
+    group = zarr.open_group(str(path), mode="r")
+    n = int(np.prod(group[DONE].shape)) if DONE in group else 0
+    kind = "crc32c checksums" if damage.checksummed else "no checksums (an older store: zstd frames only)"
+    lines = [f"verify  : {damage.checked} arrays, {n} cells read in {damage.seconds:.2f} s ({kind}); "
+             f"{len(damage.cells)} corrupt cell(s)"
+             + (f", {len(damage.arrays)} corrupt other array(s)" if damage.arrays else "")]
+    lines += [f"corrupt : {line}" for line in describe(damage, group, limit)]
+    if damage.cells:
+        lines.append("corrupt : rerun the same sweep command to recompute these cells")
+    return lines, damage

@@ -1,0 +1,220 @@
+"""Faults injected into real sweeps (real processes, real files): a client killed between a
+cell's data and its ``done``, a full disk, a read-only store, corrupt chunks, a worker
+killed on every attempt, and two sweeps on one store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.faults import KILL_AFTER_WRITE_ENV
+from pipeline.lock import LOCK_NAME
+from tests.conftest import (
+    ENV,
+    REPO,
+    SMALL_GRID,
+    TINY,
+    assert_same_numbers,
+    open_store,
+    pipeline_cmd,
+    run_pipeline,
+    snapshot,
+)
+from tests.test_integrity import chunk, flip_bit, truncate
+
+pytestmark = pytest.mark.integration
+
+ARGS = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2"]
+
+
+def _run(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A sweep process in its own session; whatever it leaves running (workers of a killed
+    client) is killed with it."""
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _flags(store: Path) -> np.ndarray:
+    return np.asarray(zarr.open_group(str(store), mode="r")["done"][...], dtype=bool)
+
+
+def _done(store: Path) -> int:
+    try:
+        return int(_flags(store).sum())
+    except Exception:  # the template is still being written
+        return 0
+
+
+def test_client_killed_between_data_and_done(reference_store: Path, tmp_path: Path):
+    store = tmp_path / "k.zarr"
+    res = _run(*ARGS, f"store={store.name}", cwd=tmp_path, env={**ENV, KILL_AFTER_WRITE_ENV: "3"})
+    assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr
+    assert _flags(store).sum() == 2  # the third cell's data is written, its done flag is not
+    assert json.loads((store / LOCK_NAME).read_text())["pid"] > 0  # left behind by the dead client
+
+    again = run_pipeline(*ARGS, f"store={store.name}", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"lock: broke the stale lock of k\.zarr \(.*\): process \d+ no longer runs on this host",
+                     again.stdout), again.stdout
+    assert "cells      : 8 total, 6 computed now, 2 already done, 0 failed" in again.stdout
+    assert_same_numbers(open_store(store), open_store(reference_store))
+    assert not (store / LOCK_NAME).exists()
+
+
+def test_corrupt_cell_is_listed_reported_and_recomputed(reference_store: Path, tmp_path: Path):
+    store = tmp_path / "c.zarr"
+    shutil.copytree(reference_store, store)
+    truncate(chunk(store, "density", (1, 0, 1)), 100)  # the issue's truncated chunk
+    flip_bit(chunk(store, "basin_mass", (0, 1, 0)))
+
+    status = run_pipeline("status", store.name, "--verify", cwd=tmp_path)
+    assert status.returncode == 1
+    assert "2 corrupt cell(s)" in status.stdout
+    assert "corrupt : lr=0.01, batch_size=2, seed=0: unreadable chunk of basin_mass" in status.stdout
+    assert "corrupt : lr=0.02, batch_size=1, seed=1: unreadable chunk of density" in status.stdout
+
+    report = run_pipeline("report", store.name, cwd=tmp_path)
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    assert "warning: corrupt cell lr=0.02, batch_size=1, seed=1: unreadable chunk of density" in report.stderr
+
+    again = run_pipeline(*ARGS, f"store={store.name}", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "verify: 2 done cell(s) with corrupt chunks will be recomputed" in again.stdout
+    assert "cells      : 8 total, 2 computed now, 6 already done, 0 failed" in again.stdout
+    assert_same_numbers(open_store(store), open_store(reference_store))
+    assert "0 corrupt cell(s)" in run_pipeline("status", store.name, "--verify", cwd=tmp_path).stdout
+
+
+def test_no_space_left_then_rerun_with_space(reference_store: Path, tmp_path: Path):
+    """A size-limited tmpfs (a real full file system): the write fails, a rerun after
+    growing it completes the store identically."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        store = mnt / "s.zarr"
+        res = _run(*ARGS, f"store={store}", cwd=tmp_path)
+        assert res.returncode == 3, res.stdout + res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(rf"error: store: cannot write .* to {store}: No space left on device; the "
+                            r"cells written so far are kept, rerun the same command once the problem "
+                            r"is fixed", last)
+        assert "Traceback" not in res.stderr
+        assert _flags(store).sum() < 8
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+        again = run_pipeline(*ARGS, f"store={store}", cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert_same_numbers(open_store(store), open_store(reference_store))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_read_only_store_is_refused_before_computing(reference_store: Path, tmp_path: Path):
+    """A read-only bind mount (as root, file permissions are not enforced)."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    shutil.copytree(reference_store, src / "s.zarr")
+    zarr.open_group(str(src / "s.zarr"), mode="r+")["done"][1, 1, 1] = False  # one cell left to do
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(ro)], capture_output=True).returncode:
+        pytest.skip("read-only bind mounts need root")
+    try:
+        before = snapshot(ro / "s.zarr")
+        res = run_pipeline(*ARGS, f"store={ro / 's.zarr'}", cwd=tmp_path)
+        assert res.returncode == 2
+        assert res.stderr == f"error: store: {ro / 's.zarr'} is not writable\n"
+        assert res.stdout == ""  # no cluster, nothing computed
+        assert snapshot(ro / "s.zarr") == before
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_worker_killed_on_every_attempt(tmp_path: Path):
+    args = ["sweep", *TINY, "+landscape._target_=tests.conftest.landscape_killing_its_worker",
+            "+landscape.kill=0", "grid.lr=[0.02]", "grid.kill=[0,1]", "retries=1", "cluster.n_workers=2",
+            "store=w.zarr"]
+    env = {**ENV, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    res = _run(*args, cwd=tmp_path, env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "cells      : 2 total, 1 computed now, 0 already done, 1 failed" in res.stdout
+    ds = open_store(tmp_path / "w.zarr")
+    np.testing.assert_array_equal(ds["done"].values, [[True, False]])
+    reason = str(ds["error"].values[0, 1])
+    assert reason.startswith("KilledWorker: "), reason
+    assert f"lr=0.02, kill=1: {reason}" in res.stdout
+    assert np.isnan(ds["density"].sel(kill=1).values).all()
+
+
+def test_a_second_sweep_on_the_same_store_is_refused(reference_store: Path, tmp_path: Path):
+    store = tmp_path / "two.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}"]
+    first = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (store / LOCK_NAME).exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_pipeline(*args, cwd=tmp_path)
+        out, err = first.communicate(timeout=600)
+    finally:
+        try:
+            os.killpg(first.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert second.returncode == 2 and second.stdout == ""
+    assert second.stderr.count("\n") == 1
+    assert second.stderr.startswith("error: store: two.zarr is in use by another sweep (host ")
+    assert f", pid {first.pid}, started " in second.stderr
+    assert first.returncode == 0, out + err
+    runs = json.loads(open_store(store).attrs["runs"])
+    assert len(runs) == 1 and runs[0]["computed"] == 8
+    assert_same_numbers(open_store(store), open_store(reference_store))
+
+
+def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, tmp_path: Path):
+    """scancel or a batch time limit sends SIGTERM: the sweep stops like Ctrl-C."""
+    store = tmp_path / "t.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}"]
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _done(store) < 1:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, out + err
+    assert "interrupted; t.zarr holds the cells finished so far" in out
+    assert not (store / LOCK_NAME).exists()
+    runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])
+    assert len(runs) == 1
+    again = run_pipeline(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "lock:" not in again.stdout, again.stdout + again.stderr
+    assert_same_numbers(open_store(store), open_store(reference_store))

@@ -1,0 +1,128 @@
+"""One sweep per store: the lock file, its holder, stale locks, unwritable stores
+(real files and real processes, in process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import lock as locks
+from sgdsweep.errors import ConfigError
+
+
+def _write_lock(store, **info) -> None:
+    store.mkdir(exist_ok=True)
+    base = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-01-01T00:00:00+00:00",
+            "heartbeat": time.time(), "command": "sweep", "token": "t" * 32}
+    (store / locks.LOCK_NAME).write_text(json.dumps({**base, **info}))
+
+
+def test_acquire_records_the_holder_and_release_removes_it(tmp_path):
+    store = tmp_path / "s.zarr"
+    held = locks.acquire(store, command="sweep lr=[1]")
+    try:
+        info = json.loads((store / locks.LOCK_NAME).read_text())
+        assert info["host"] == socket.gethostname() and info["pid"] == os.getpid()
+        assert info["command"] == "sweep lr=[1]" and abs(info["heartbeat"] - time.time()) < 60
+        assert locks.read(store)["token"] == held.info["token"]
+    finally:
+        held.release()
+    assert not store.exists()  # created for the lock only: nothing left behind
+
+
+def test_a_second_sweep_is_refused_naming_the_holder(tmp_path):
+    store = tmp_path / "s.zarr"
+    held = locks.acquire(store)
+    try:
+        with pytest.raises(ConfigError) as err:
+            locks.acquire(store)
+        msg = str(err.value)
+        assert msg.startswith(f"store: {store} is in use by another sweep (host {socket.gethostname()}, "
+                              f"pid {os.getpid()}, started ")
+        assert "\n" not in msg and f"remove {store / locks.LOCK_NAME}" in msg
+        assert locks.read(store)["token"] == held.info["token"]  # untouched by the refusal
+    finally:
+        held.release()
+
+
+def test_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    store = tmp_path / "s.zarr"
+    held = locks.acquire(store)
+    try:
+        first = locks.read(store)["heartbeat"]
+        deadline = time.monotonic() + 10
+        while locks.read(store)["heartbeat"] == first:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.02)
+        assert locks.read(store)["token"] == held.info["token"]
+    finally:
+        held.release()
+
+
+def test_lock_of_a_dead_process_on_this_host_is_broken(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    store = tmp_path / "s.zarr"
+    _write_lock(store, pid=pid)
+    said: list[str] = []
+    held = locks.acquire(store, say=said.append)
+    try:
+        assert said == [f"lock: broke the stale lock of {store} (host {socket.gethostname()}, pid {pid}, "
+                        f"started 2026-01-01T00:00:00+00:00, last heartbeat 0 s ago): process {pid} "
+                        "no longer runs on this host"]
+        assert locks.read(store)["pid"] == os.getpid()
+        assert sorted(p.name for p in store.iterdir()) == [locks.LOCK_NAME]  # the broken one is gone
+    finally:
+        held.release()
+
+
+def test_lock_without_heartbeat_is_broken_on_any_host(tmp_path):
+    store = tmp_path / "s.zarr"
+    _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - locks.STALE_AFTER_S - 5)
+    said: list[str] = []
+    locks.acquire(store, say=said.append).release()
+    assert len(said) == 1 and said[0].endswith(f"(stale after {locks.STALE_AFTER_S:.0f} s)")
+    # A live heartbeat from another host is respected, whatever its pid.
+    _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - 5)
+    with pytest.raises(ConfigError, match="is in use by another sweep \\(host node-elsewhere, pid 1,"):
+        locks.acquire(store)
+
+
+def test_read_only_store_is_refused(tmp_path):
+    """A read-only bind mount (root ignores file permissions): refused when taking the lock."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    (src / "s.zarr").mkdir(parents=True)
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(ro)], capture_output=True).returncode:
+        pytest.skip("read-only bind mounts need root")
+    try:
+        with pytest.raises(ConfigError, match=r"^store: cannot write to .*: Read-only file system "
+                                              r"\(creating its lock file \.sweep\.lock\)$"):
+            locks.acquire(ro / "s.zarr")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_a_lock_taken_over_is_not_overwritten_by_the_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    store = tmp_path / "s.zarr"
+    held = locks.acquire(store)
+    try:
+        _write_lock(store, host="node-elsewhere", token="x" * 32)
+        deadline = time.monotonic() + 10
+        while not held.lost:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert locks.read(store)["token"] == "x" * 32
+    finally:
+        held.release()
+    assert locks.read(store)["token"] == "x" * 32  # release removes only its own lock
