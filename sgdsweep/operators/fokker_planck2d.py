@@ -25,8 +25,10 @@ Discretisation (conservative finite volumes, cell index (i, j) = (x, y), p shape
   the face: for D_xy ≥ 0, ∂_y u ≈ [u(R + ŷ) − u(R) + u(L) − u(L − ŷ)] / (2 dy), for
   D_xy < 0, [u(R) − u(R − ŷ) + u(L + ŷ) − u(L)] / (2 dy) (both second order at the
   face). Summed over x- and y-faces this is the classical 9-point stencil for
-  2 ∂x∂y(D_xy p) whose diagonal neighbours get the sign of D_xy. A difference that
-  would need a cell beyond a wall is dropped (∂u = 0 there; first order at the wall).
+  2 ∂x∂y(D_xy p) whose diagonal neighbours get the sign of D_xy. Next to a wall, where
+  one difference would need a cell beyond it, the other is used alone with double
+  weight (one-sided, first order in that row only; the monotonicity bound is then
+  twice as strict for those faces).
 
 Guarantees. Wall faces carry no flux and each interior face moves exactly what it takes
 from one cell into its neighbour, so the generator M (dp/dt = M p) has zero column sums:
@@ -66,6 +68,9 @@ PSD_TOL = 1e-10
 MAX_DX_PER_WIDTH = 0.5
 #: A stationary density below this fraction of its maximum at the anchor cell is re-solved.
 ANCHOR_MIN = 1e-8
+#: Column ordering for SuperLU: minimum degree on AᵀA + A suits the structurally symmetric
+#: 9-point pattern (a third less fill and faster solves than the default COLAMD at 200²).
+PERMC = "MMD_AT_PLUS_A"
 
 Field = Callable[[np.ndarray], np.ndarray]
 
@@ -93,7 +98,8 @@ class Monotonicity:
     """Where the scheme may lose positivity (measured, never corrected).
 
     ``faces_violating`` / ``faces`` count interior faces with
-    |D_xy| > min(D_xx dy/dx, D_yy dx/dy); ``negative_offdiag`` counts off-diagonal
+    |D_xy| > min(D_xx dy/dx, D_yy dx/dy) (half that bound on faces next to a wall);
+    ``negative_offdiag`` counts off-diagonal
     entries of the generator below zero, ``min_offdiag`` is the most negative one
     (1/time; 0 when none). ``monotone`` is True when the generator is an M-matrix.
     """
@@ -315,11 +321,14 @@ class FokkerPlanck2D:
         # Cross term −∂_t(D_nt p) along the diagonal that matches the sign of D_nt on the face.
         dnt_c = d_centre[..., 0, 1]
         pos = d_face[1:-1, :, 0, 1] >= 0.0
-        w = 1.0 / (2.0 * k)
         jj = np.broadcast_to(np.arange(m), (n - 1, m))
         Lc, Rc = dnt_c[:-1, :], dnt_c[1:, :]
         up = jj + 1 < m
         dn = jj - 1 >= 0
+        # Next to a wall one of the two differences would need a cell beyond it: the other
+        # one is used alone with double weight (a one-sided derivative, O(dy) at the face),
+        # so the flux stays consistent there (dropping it would be an O(1) flux error).
+        w = np.where(up & dn, 1.0, 2.0) / (2.0 * k)
 
         # each difference u(a) − u(b) enters the flux as −w·(u(a) − u(b)).
         def pair(mask, ia, ja_off, ib, jb_off, src_a, src_b):
@@ -328,7 +337,7 @@ class FokkerPlanck2D:
             ff = np.arange(n - 1)[:, None]
             rows.extend([faces[mask], faces[mask]])
             cols.extend([ia[ff, ja][mask], ib[ff, jb][mask]])
-            vals.extend([-w * src_a[ff, ja][mask], w * src_b[ff, jb][mask]])
+            vals.extend([-(w * src_a[ff, ja])[mask], (w * src_b[ff, jb])[mask]])
 
         Ridx, Lidx = idx[1:, :], idx[:-1, :]
         # D_nt ≥ 0: [u(R+t) − u(R)] + [u(L) − u(L−t)]
@@ -370,11 +379,13 @@ class FokkerPlanck2D:
         c = self.coeffs
         h, k = self.gx.dx, self.gy.dx
 
-        def bad(D: np.ndarray) -> np.ndarray:
+        def bad(D: np.ndarray, wall_rows: tuple) -> np.ndarray:
             lim = np.minimum(D[..., 0, 0] * k / h, D[..., 1, 1] * h / k)
+            lim[wall_rows] *= 0.5  # the one-sided cross difference next to a wall weighs double
             return np.abs(D[..., 0, 1]) > lim * (1.0 + 1e-12)
 
-        bx, by = bad(c.diff_x[1:-1]), bad(c.diff_y[:, 1:-1])
+        bx = bad(c.diff_x[1:-1], (slice(None), [0, -1]))
+        by = bad(c.diff_y[:, 1:-1], ([0, -1], slice(None)))
         M = self.generator.tocoo()
         off = (M.row != M.col) & (M.data < 0.0)
         return Monotonicity(faces=bx.size + by.size, faces_violating=int(bx.sum() + by.sum()),
@@ -410,7 +421,7 @@ class FokkerPlanck2D:
             rhs = np.zeros(N)
             rhs[k] = 1.0
             try:
-                p = spla.splu(A).solve(rhs)
+                p = spla.splu(A, permc_spec=PERMC).solve(rhs)
             except RuntimeError:
                 p = None
                 break
@@ -423,7 +434,7 @@ class FokkerPlanck2D:
         if p is None:
             scale = float(np.max(np.abs(M.diagonal()))) or 1.0
             eps = 1e-10 * scale
-            lu = spla.splu((eps * sp.identity(N, format="csc") - M).tocsc())
+            lu = spla.splu((eps * sp.identity(N, format="csc") - M).tocsc(), permc_spec=PERMC)
             p = eps * lu.solve(np.ones(N))
             degenerate = True
             message = ("the generator has more than one stationary state (absorbing sets): "
@@ -448,7 +459,7 @@ class FokkerPlanck2D:
         lu = self._lu.get(dt)
         if lu is None:
             N = self.generator.shape[0]
-            lu = spla.splu((sp.identity(N, format="csc") - dt * self.generator).tocsc())
+            lu = spla.splu((sp.identity(N, format="csc") - dt * self.generator).tocsc(), permc_spec=PERMC)
             self._lu[dt] = lu
         return lu
 
