@@ -234,7 +234,7 @@ def test_sgd_stationary_covariance_is_discrete_lyapunov():
     assert np.allclose(ev["cov"][0] * batch_noise_factor(len(s), b, "with_replacement"), sigma_b)
     A = np.eye(2) - lr * H
     C_disc = sl.solve_discrete_lyapunov(A, lr**2 * sigma_b)  # C = A C Aᵀ + η² Σ_b
-    C_sde = lr * sl.solve_continuous_lyapunov(H, lr * sigma_b)  # in θ: H C + C H = η Σ_b
+    C_sde = sl.solve_continuous_lyapunov(H, lr * sigma_b)  # SDE: H C + C H = η Σ_b = 2D
     chains = 40_000
     g = Grid1D(-2.0, 2.0, 200)
     r = run_ensemble(land, "sgd", np.zeros((chains, 2)), lr, np.array([200]), [g, g],
@@ -250,6 +250,16 @@ def test_sgd_stationary_covariance_is_discrete_lyapunov():
     assert np.all(np.abs(C_mc - C_disc) < 4 * se), (C_mc, C_disc, se)
     # ... and the SDE's continuous Lyapunov answer is off by many standard errors.
     assert np.max(np.abs(C_mc - C_sde) / se) > 10
+    # The 2-D Fokker–Planck operator of the same cell (lr, Σ_b from the landscape) gives the
+    # SDE's covariance (second-order discretisation error, 1 % here), not SGD's.
+    half = 5.0 * math.sqrt(C_sde.diagonal().max())
+    gf = Grid1D(-half, half, 100)
+    fp = FokkerPlanck2D.from_landscape(land, gf, gf, lr, batch_noise_factor(len(s), b, "with_replacement"))
+    p = fp.stationary().density * fp.cell_area
+    th = mesh(gf.centres, gf.centres)
+    C_fp = np.einsum("ij,ijk,ijl->kl", p, th, th)
+    assert np.allclose(C_fp, C_sde, rtol=0, atol=0.01 * np.abs(C_sde).max()), (C_fp, C_sde)
+    assert np.abs(C_fp - C_disc).max() > 0.1 * np.abs(C_disc).max()
 
 
 def test_rank_one_noise_is_reported_not_clipped():
