@@ -470,8 +470,11 @@ class FokkerPlanck2D:
         """
         if not (math.isfinite(dt) and dt > 0):
             raise ConfigError(f"dt: must be > 0, got {dt!r}")
+        q = np.array(p, dtype=np.float64)
+        if q.shape != self.shape:
+            raise ConfigError(f"p: expected shape {self.shape}, got {q.shape}")
         lu = self._factor(float(dt))
-        q = np.array(p, dtype=np.float64).ravel()
+        q = q.ravel()
         for _ in range(nsteps):
             q = lu.solve(q)
         return q.reshape(self.shape)
