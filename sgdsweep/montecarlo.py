@@ -546,7 +546,7 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
     svag_l, a1, a2, sigma = dyn[7], dyn[8], dyn[9], dyn[10]
     lower, upper = box
     has_esc, thr, direction = esc
-    n, T, cp, ap, gg, gq = slots
+    n, T, _cp, ap, gg, gq = slots
     L = _LANES
     subs = svag_l if method == _SVAG else 1
     two = method == _SVAG and svag_l > 1
@@ -743,7 +743,7 @@ def _accumulate(pos, lost_step, lower, dx, cells, basin_edges, counts, mean, var
 # --------------------------------------------------------------------------- wrapper
 
 
-def svag_coefficients(l: int) -> tuple[float, float]:  # noqa: E741 (the paper's name)
+def svag_coefficients(l: int) -> tuple[float, float]:
     """SVAG's minibatch weights (a₁, a₂) = ((1 + √(2l−1))/2, (1 − √(2l−1))/2).
 
     a₁ + a₂ = 1 (the mean gradient is unbiased) and a₁² + a₂² = l, so a₁ḡ_{B1} + a₂ḡ_{B2}

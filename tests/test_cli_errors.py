@@ -38,6 +38,12 @@ BAD = [
     (["grid.time.t_end=[1,2]"], "grid.time.t_end: time.t_end cannot be swept"),
     (["grid.lr={start:0.01,stop:0.1}"], "grid.lr: range spec needs 'num'"),
     (["cluster=address"], "cluster.address: missing"),
+    (["methods=[sgd,svag]", "svag.l=0"], "svag.l: must be >= 1, got 0"),
+    (["methods=[sgd,svag]", "grid.svag.l=[2,0]"], "svag.l: must be >= 1, got 0"),
+    (["methods=[sgd_noise]", "sgd_noise.sigma=-1"], "sgd_noise.sigma: must be >= 0, got -1.0"),
+    (["landscape=heavy_tailed", "landscape.shift_nu=0"], "landscape.shifts.nu: must be > 0, got 0"),
+    (["landscape=anisotropic_2d", "methods=[sme2,fp_sme2]"],
+     "methods: fp_sme2 supports 1-D landscapes only, this one is 2-D"),
 ]
 
 

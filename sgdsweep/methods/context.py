@@ -27,7 +27,7 @@ class CellContext:
 
     def __init__(self, cell: CellConfig):
         self.cell = cell
-        self._operators: dict[tuple[Grid1D, float, bool], FokkerPlanck1D] = {}
+        self._operators: dict[tuple[Grid1D, float, bool, bool], FokkerPlanck1D] = {}
 
     # ------------------------------------------------------------------ geometry
 
@@ -112,15 +112,17 @@ class CellContext:
         """Average a density on :attr:`fine` (last axis) back onto the density grid."""
         return p.reshape(*p.shape[:-1], self.grid.cells, self.cell.fp_refine).mean(axis=-1)
 
-    def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None
-                 ) -> FokkerPlanck1D:
-        """The FP operator on ``grid`` (default :attr:`fine`), built once per cell."""
+    def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None,
+                 sme2: bool = False) -> FokkerPlanck1D:
+        """The FP operator on ``grid`` (default :attr:`fine`), built once per cell; ``sme2``:
+        with the second-order modified drift (``FokkerPlanck1D.from_landscape``)."""
         grid = self.fine if grid is None else grid
-        key = (grid, alpha, drift_only)
+        key = (grid, alpha, drift_only, sme2)
         if key not in self._operators:
             c = self.cell
             self._operators[key] = FokkerPlanck1D.from_landscape(
-                c.landscape, grid, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only)
+                c.landscape, grid, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only,
+                sme2=sme2)
         return self._operators[key]
 
     @cached_property
