@@ -1,4 +1,4 @@
-"""Compiled Monte Carlo ensembles: minibatch SGD, its Itô SDE, Langevin and gradient descent.
+"""Compiled Monte Carlo ensembles: minibatch SGD and its variants, its Itô SDE, Langevin, GD.
 
 Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
 
@@ -11,6 +11,14 @@ Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
 * ``sde``: Euler–Maruyama of the Itô SDE dθ = −G dt + sqrt(η Σ_b(θ)) dW with
   ``substeps`` EM steps per SGD step (dt = η/substeps), Σ_b = noise_factor·Σ;
   in 2-D the noise is the Cholesky factor of Σ_b times a standard normal pair.
+* ``svag`` (Li, Malladi & Arora 2021): ``svag_l`` = l steps of η/l per SGD step, each
+  with a₁ḡ_{B1} + a₂ḡ_{B2} of two independent minibatches drawn as for ``sgd``,
+  a₁,₂ = (1 ± √(2l−1))/2 (:func:`svag_coefficients`). It draws from SGD's stream, so
+  l = 1 (one minibatch, a₁ = 1) is ``sgd`` bit for bit.
+* ``sgd_noise``: ``sgd`` plus ``grad_noise`` σ times a standard normal (per axis) added
+  to the minibatch gradient: θ ← θ − (η/b Σ_{i∈B} ∇l_i + η σ z).
+* ``sme2``: as ``sde`` with the drift of the second-order modified equation
+  G + (η/2)·H·G, H = ∇²L (Li, Tai & E 2017), on the SDE's random stream.
 * ``langevin``: dθ = −G dt + sqrt(2T) dW, same dt and substeps; stationary law ∝ exp(−L/T).
 * ``gd``: θ ← θ − η G (full batch, deterministic).
 
@@ -19,12 +27,13 @@ Chains run in parallel (numba prange); each owns a counter-based random stream
 bit-identical for any thread count and do not depend on the snapshot schedule.
 Between snapshots the compiled kernel advances every chain; at each snapshot
 histograms, moments, basin counts and the lost count are accumulated serially
-in chain order. Trajectories are never stored. In 1-D, ``sgd``, ``sde`` and ``langevin``
-run on kernels that step 64 chains per SIMD block; they draw the same random numbers
+in chain order. Trajectories are never stored. In 1-D every method but ``gd`` runs on
+kernels that step _LANES chains per SIMD block; they draw the same random numbers
 and form the same products and sums as the general kernel, except that Gaussian terms
-use a branch-free polynomial exp (relative error ≤ 4e-16) instead of libm's, so
-trajectories can differ from the general kernel in the last bits. ``gd`` always uses
-the general kernel and reproduces θ − η·``Landscape.evaluate``(θ)["grad"] exactly.
+use a branch-free polynomial exp (relative error ≤ 4e-16) instead of libm's and
+``sme2``'s Hessian is summed in another order, so trajectories can differ from the
+general kernel in the last bits. ``gd`` always uses the general kernel and reproduces
+θ − η·``Landscape.evaluate``(θ)["grad"] exactly.
 
 A chain that becomes non-finite or leaves the grid box [lower, upper] (any axis)
 is frozen and counted as lost from the (sub)step it left; it is excluded from

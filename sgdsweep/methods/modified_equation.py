@@ -47,7 +47,7 @@ def stationary_sme2(ctx: CellContext):
 register_method(
     name="sme2", kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc"),
-    summary="Euler–Maruyama of the second-order modified equation dθ = −∇(L + (η/4)|∇L|²) dt "
+    summary="Euler–Maruyama of the second-order modified equation dθ = −∇(L + (η/4)‖∇L‖²) dt "
             "+ sqrt(η Σ_b) dW (Itô; drift G + (η/2)·H·G), the SDE's Brownian increments",
 )
 register_method(
