@@ -150,7 +150,8 @@ def test_cells_store_the_diagnostics_for_their_batch_size():
         {"kind": "gaussian", "amplitude": -1.0, "centre": 0.0, "width": 0.5},
         {"kind": "quadratic", "curvature": 0.3, "centre": 0.0}],
         "shifts": {"n": 12, "std": 0.3, "distribution": "outliers", "k": 1, "scale": 4.0}}
-    base = {"landscape": land, "methods": ["gd"], "mc": {"chains": 8}, "time": {"t_end": 0.04, "snapshots": 2},
+    base = {"landscape": land, "methods": ["gd"], "mc": {"chains": 8},
+            "time": {"t_end": 0.04, "snapshots": 2},
             "density_grid": {"lower": -2.0, "upper": 2.0, "cells": 40}}
     one = run_cell(base)
     four = run_cell({**base, "batch_size": 4})
