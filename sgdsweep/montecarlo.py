@@ -341,14 +341,15 @@ def _advance(ens, s0, s1, dyn, box, esc, terms, work):
 
 
 # --------------------------------------------------------------------------- 1-D, vectorised
-# In 1-D, chains advance in blocks of _LANES stepped in lockstep
+# In 1-D, chains advance in blocks of _LANES (128: measured 5–7 % faster than 64, and
+# below 64 loses; the block size does not change any chain's arithmetic) stepped in lockstep
 # with every loop over the block free of calls and branches, so that the compiler runs it
 # on SIMD lanes (one chain per lane, gathers for the sampled datapoints' parameters).
 # This needs a branch-free exp: :func:`_exp_nonpos`. Each lane's arithmetic is the same
 # whether it runs vectorised or not, so results stay independent of the thread count.
 # Samples are padded to T terms (zero terms contribute exactly 0).
 
-_LANES = 64
+_LANES = 128
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
