@@ -561,8 +561,12 @@ def gradient_noise(ds: xr.Dataset, panels_per: str = "batch_size") -> Figure:
         ax.set_title(title)
     for ax in axs[1:3]:
         ax.axhline(0.0, color="grey", lw=0.8)
+        # Rounding-level wiggles (1e-4) must not fill the panel: show at least ±0.5.
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -0.5), max(hi, 0.5))
     axs[3].set_yscale("log")
     axs[3].axhline(1.0, color="grey", lw=0.8)
+    axs[3].set_ylim(bottom=max(axs[3].get_ylim()[0], 1e-6))  # where the noise vanishes NSR → 0
     _legend_below(fig, axs[0], ncols=6)
     first = cells[0][1]
     rest = {k: v for k, v in first.items() if k != panels_per}
