@@ -76,7 +76,8 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` runs."""
+        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` or
+        ``sgd_noise`` (matched to it by default) runs."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
@@ -85,7 +86,7 @@ class CellContext:
 
             return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
                                                        cell.noise_factor))
-        if "langevin" not in cell.methods:
+        if "langevin" not in cell.methods and "sgd_noise" not in cell.methods:
             return None
         # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2.
         k = int(np.argmin(self.land["loss"]))
