@@ -16,7 +16,9 @@ Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
   a₁,₂ = (1 ± √(2l−1))/2 (:func:`svag_coefficients`). It draws from SGD's stream, so
   l = 1 (one minibatch, a₁ = 1) is ``sgd`` bit for bit.
 * ``sgd_noise``: ``sgd`` plus ``grad_noise`` σ times a standard normal (per axis) added
-  to the minibatch gradient: θ ← θ − (η/b Σ_{i∈B} ∇l_i + η σ z).
+  to the minibatch gradient: θ ← θ − (η/b Σ_{i∈B} ∇l_i + η σ z). z is hashed from SGD's
+  stream state and the step number without advancing the stream: the minibatches are
+  SGD's, and σ = 0 is ``sgd`` bit for bit.
 * ``sme2``: as ``sde`` with the drift of the second-order modified equation
   G + (η/2)·H·G, H = ∇²L (Li, Tai & E 2017), on the SDE's random stream.
 * ``langevin``: dθ = −G dt + sqrt(2T) dW, same dt and substeps; stationary law ∝ exp(−L/T).
@@ -64,6 +66,7 @@ from sgdsweep.rng import (
     mix64,
     next_below,
     next_normal_pair,
+    side_normal_pair,
     side_uniform,
     stream_key,
 )
@@ -72,9 +75,11 @@ from sgdsweep.validate import integer, real
 METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 4, "sgd_noise": 5, "sme2": 6}
 _SGD, _SDE, _LANGEVIN, _GD, _SVAG, _SGD_NOISE, _SME2 = 0, 1, 2, 3, 4, 5, 6
 #: Random stream of each method. ``svag`` shares SGD's (its l = 1 is SGD bit for bit, and for
-#: l > 1 the two start from common random numbers) and ``sme2`` the SDE's (same Brownian
-#: increments, so sme2 − sde differences are the drift correction, not noise).
-STREAM_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 0, "sgd_noise": 5, "sme2": 1}
+#: l > 1 the two start from common random numbers), so does ``sgd_noise``, whose normals are
+#: hashed from the stream state without advancing it (same minibatches as ``sgd``; σ = 0 is
+#: SGD bit for bit), and ``sme2`` the SDE's (same Brownian increments, so sme2 − sde
+#: differences are the drift correction, not noise).
+STREAM_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 0, "sgd_noise": 0, "sme2": 1}
 #: Methods stepped like SGD (minibatches) and like the SDE (Euler–Maruyama).
 MINIBATCH_METHODS = ("sgd", "svag", "sgd_noise")
 EM_METHODS = ("sde", "langevin", "sme2")
@@ -225,7 +230,7 @@ def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g, g2):
             for a in range(d):
                 th[a] -= step_scale * (a1 * g[a] + a2 * g2[a])
         elif method == _SGD_NOISE:
-            st, z0, z1 = next_normal_pair(st)
+            z0, z1 = side_normal_pair(st, _NOISE_SALT ^ mix64(np.uint64(s)))
             th[0] -= step_scale * g[0] + lr_sigma * z0
             if d == 2:
                 th[1] -= step_scale * g[1] + lr_sigma * z1
@@ -394,6 +399,9 @@ def _exp_nonpos(x):
     return e if x >= -708.0 else 0.0
 
 
+# Salt of sgd_noise's normals, hashed with the SGD step number (under random reshuffling the
+# stream does not move within an epoch).
+_NOISE_SALT = np.uint64(0x3C6EF372FE94F82B)
 # Salt of the side uniforms of the Brownian-bridge test (one per substep parity).
 _BRIDGE_SALT = np.uint64(0xB41D6E5A17C3F00D)
 
@@ -603,8 +611,9 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
                                                      es[c], ls[c], s + 1, has_esc, thr, direction,
                                                      lower, upper, False)
                 elif noisy:
+                    salt = _NOISE_SALT ^ mix64(np.uint64(s))
                     for c in range(L):
-                        st[c], z0[c], _z1 = next_normal_pair(st[c])
+                        z0[c], _z1 = side_normal_pair(st[c], salt)
                     for c in range(L):
                         x[c], es[c], ls[c] = _settle(x[c], x[c] - (scale * g[c] + lr_sigma * z0[c]),
                                                      es[c], ls[c], s + 1, has_esc, thr, direction,

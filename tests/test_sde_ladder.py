@@ -152,6 +152,16 @@ def test_sgd_noise_matched_sigma_and_zero_sigma():
     assert float(ds["sgd_noise_sigma"]) == pytest.approx(math.sqrt(2 * 0.3 / 0.1), rel=1e-15)
     ds = run_cell({**base, "sgd_noise": {"sigma": 0.25}})
     assert float(ds["sgd_noise_sigma"]) == 0.25
+    # σ = 0 is SGD bit for bit (same stream, the normals do not advance it); σ > 0 is not.
+    for sampling, b in (("with_replacement", 1), ("reshuffle", 3)):
+        cfg = {**base, "sampling": sampling, "batch_size": b}
+        ds = run_cell({**cfg, "sgd_noise": {"sigma": 0.0}})
+        for v in ("density", "mean", "std"):
+            np.testing.assert_array_equal(ds[v].sel({"method": "sgd"}).values,
+                                          ds[v].sel({"method": "sgd_noise"}).values)
+        ds = run_cell({**cfg, "sgd_noise": {"sigma": 0.1}})
+        assert not np.array_equal(ds["mean"].sel({"method": "sgd"}).values,
+                                  ds["mean"].sel({"method": "sgd_noise"}).values)
     # Default: matched to the cell's Langevin temperature.
     ds = run_cell({**base, "langevin": {"temperature": 0.05}})
     assert float(ds["sgd_noise_sigma"]) == pytest.approx(1.0, rel=1e-15)

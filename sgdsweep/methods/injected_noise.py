@@ -9,7 +9,9 @@ and, where the minibatch noise is negligible (Σ_b ≪ σ²) and in the small-st
 diffusion is T + η Σ_b(θ)/2 and the law is not Gibbs; that is the point of comparing
 it with ``langevin`` at the same T. ``sgd_noise.temperature`` null and ``sigma`` null
 match σ to the cell's Langevin temperature (``langevin.temperature`` or its default).
-The σ used is stored per cell as ``sgd_noise_sigma``.
+The σ used is stored per cell as ``sgd_noise_sigma``. The minibatches are SGD's own (same
+random stream; z is hashed from it without advancing it), so ``sgd_noise`` − ``sgd`` is the
+effect of the injected noise alone, and σ = 0 is SGD bit for bit.
 """
 
 from __future__ import annotations
