@@ -115,7 +115,7 @@ def test_help_lists_config_groups_and_options(capsys, user_dir):
     out = capsys.readouterr().out
     groups = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()
               if line.startswith("  ") and line.split()[0] in ("landscape", "cluster", "experiment")}
-    assert groups["landscape"] == "anisotropic_2d, quadratic, seed_two_point*, two_basin"
+    assert groups["landscape"] == "anisotropic_2d, heavy_tailed, quadratic, seed_two_point*, two_basin"
     assert groups["cluster"] == "address, local*, pbs, slurm"
     assert "ou_variance" in groups["experiment"] and "--config-dir" in out and "hydra.searchpath" in out
     assert main(["sweep", "-cd", str(user_dir), "--help"]) == 0
@@ -133,7 +133,7 @@ BAD = [
     (["-cn", "nope"], "--config-name: no nope.yaml in the config search path"),
     (["--bogus"], "--bogus: unknown option"),
     (["-cd", "{user_dir}", "landscape=nope"], "landscape: unknown option 'nope' (available: anisotropic_2d, "
-                                              "my_wells, py_quadratics, quadratic"),
+                                              "heavy_tailed, my_wells, py_quadratics, quadratic"),
 ]
 
 
