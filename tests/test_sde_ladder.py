@@ -190,3 +190,20 @@ def test_fp_sme2_in_2d_is_refused():
         parse_cell({"landscape": land, "methods": ["sme2", "fp_sme2"],
                     "init": {"kind": "normal", "mean": [0.0, 0.0], "std": 0.1},
                     "density_grid": {"lower": -2.0, "upper": 2.0, "cells": 20}})
+
+
+def test_sgd_noise_stationary_kind_and_matched_gibbs():
+    # Its SDE on the quadratic: drift h θ, D = η (h² f Var(c) + σ²)/2 constant: a normal of
+    # variance D/h. Cell averages carry the midpoint bias dx²/12 in the second moment.
+    lr, sigma = 0.2, 0.5
+    grid = {"lower": -3.0, "upper": 3.0, "cells": 60}
+    base = {"lr": lr, "methods": ["sgd_noise"], "density_grid": grid, "mc": {"chains": 64},
+            "init": {"kind": "normal", "mean": 0.0, "std": 0.3}, "time": {"t_end": 0.4, "snapshots": 2}}
+    cell = run_cell({**base, "landscape": quadratic(), "sgd_noise": {"sigma": sigma}})
+    p, x = cell["stationary"].sel({"kind": "sgd_noise"}).values, cell["x"].values
+    assert (p * x * x).sum() * 0.1 == pytest.approx(lr * (1.0 + sigma ** 2) / 2 + 0.01 / 12, rel=2e-4)
+    # Matched to T with (almost) no minibatch noise: the SDE's stationary law is Gibbs at T.
+    cell = run_cell({**base, "landscape": quadratic(spread=1e-4), "sgd_noise": {"temperature": 0.3},
+                     "langevin": {"temperature": 0.3}})
+    p, g = (cell["stationary"].sel({"kind": k}).values for k in ("sgd_noise", "gibbs"))
+    assert 0.5 * np.abs(p - g).sum() * 0.1 < 1e-6

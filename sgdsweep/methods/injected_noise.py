@@ -9,7 +9,9 @@ and, where the minibatch noise is negligible (Σ_b ≪ σ²) and in the small-st
 diffusion is T + η Σ_b(θ)/2 and the law is not Gibbs; that is the point of comparing
 it with ``langevin`` at the same T. ``sgd_noise.temperature`` null and ``sigma`` null
 match σ to the cell's Langevin temperature (``langevin.temperature`` or its default).
-The σ used is stored per cell as ``sgd_noise_sigma``. The minibatches are SGD's own (same
+The σ used is stored per cell as ``sgd_noise_sigma``; 1-D cells get the stationary kind
+``sgd_noise``, the zero-flux density of that SDE (D = η(Σ_b + σ²)/2), to set beside
+``gibbs``. The minibatches are SGD's own (same
 random stream; z is hashed from it without advancing it), so ``sgd_noise`` − ``sgd`` is the
 effect of the injected noise alone, and σ = 0 is SGD bit for bit.
 """
@@ -19,8 +21,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sgdsweep.cellconfig import register_section
+import numpy as np
+
+from sgdsweep.cellconfig import CONVENTIONS, register_section
 from sgdsweep.errors import ConfigError
+from sgdsweep.fokker_planck import FokkerPlanck1D
 from sgdsweep.methods.context import CellContext
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
@@ -71,11 +76,29 @@ def fill_sgd_noise(ctx: CellContext, ds, name: str) -> None:
     ds["sgd_noise_sigma"] = ((), sigma, ds["sgd_noise_sigma"].attrs)
 
 
+def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
+    """The stationary density of sgd_noise's SDE (1-D, the cell's ``fp.convention``):
+    D = η (Σ_b + σ²)/2 on the refined FP grid, averaged onto the density grid."""
+    cell, fine = ctx.cell, ctx.fine
+    sigma2 = noise_sigma(ctx) ** 2
+    faces = cell.landscape.evaluate(fine.edges)
+    centres = cell.landscape.evaluate(fine.centres)
+
+    def diff(ev):
+        return 0.5 * cell.lr * (cell.noise_factor * ev["cov"][:, 0, 0] + sigma2)
+
+    fp = FokkerPlanck1D(fine, faces["grad"][:, 0], diff(faces), diff(centres),
+                        CONVENTIONS[cell.convention])
+    return ctx.coarse(fp.stationary().density)
+
+
 register_method(
     name="sgd_noise", kind="ensemble", fill=fill_sgd_noise, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc.chains", "sgd_noise", "langevin"), time="t = η·step",
     variables={"sgd_noise_sigma": Variable((), "std σ of the Gaussian added to the minibatch "
                                            "gradient (per axis)")},
+    stationary={"sgd_noise": stationary_sgd_noise},
     summary="minibatch SGD plus σ·z added to the gradient each step, z ~ N(0, I); σ given, or "
-            "matched σ² = 2T/η (Gibbs at T where the minibatch noise is negligible, η → 0)",
+            "matched σ² = 2T/η (Gibbs at T where the minibatch noise is negligible, η → 0); SGD's "
+            "minibatches, σ = 0 is SGD bit for bit; stationary kind `sgd_noise` (its SDE's, 1-D)",
 )
