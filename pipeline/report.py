@@ -301,15 +301,6 @@ def _escape_table(ds: xr.Dataset) -> str:
             + _table(header, rows, left=len(dims), row_classes=classes))
 
 
-def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
-    ok = np.isfinite(w) & (w > 0) & ~np.isnan(v)
-    if not ok.any():
-        return float("nan")
-    order = np.argsort(v[ok])
-    cw = np.cumsum(w[ok][order])
-    return float(v[ok][order][np.searchsorted(cw, 0.5 * cw[-1])])
-
-
 def _weighted_mean(v: np.ndarray, w: np.ndarray) -> float:
     """Mean of v under weights w, over the points where v is defined (NaN: no noise there)."""
     ok = ~np.isnan(v) & np.isfinite(w)
@@ -329,7 +320,7 @@ def _noise_table(ds: xr.Dataset) -> str:
     dims = list(ds.sgd.sweep_dims)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sub = ds[["noise_skewness", "noise_kurtosis", "noise_to_signal"]].compute()
+        sub = ds[["noise_skewness", "noise_kurtosis", "noise_to_signal", "grad_mean"]].compute()
         p = ds["density"].sel({"method": source}).isel(t=-1).compute()
     done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
     rows = []
@@ -343,21 +334,27 @@ def _noise_table(ds: xr.Dataset) -> str:
         sk = np.asarray(sub["noise_skewness"].isel(isel).values, float)
         ku = np.asarray(sub["noise_kurtosis"].isel(isel).values, float)
         nsr = np.asarray(sub["noise_to_signal"].isel(isel).values, float)
+        g2 = np.asarray(sub["grad_mean"].isel(isel).values, float) ** 2
+        # Ensemble noise-to-signal E_p[tr Σ_b] / E_p[|G|²] (tr Σ_b = NSR·|G|²; points with G = 0
+        # drop out): a ratio of means, smooth in the weights, unlike a median of NSR(θ).
+        ok = np.isfinite(nsr) & np.isfinite(w)
+        signal = float((w[ok] * g2[ok]).sum())
+        ens_nsr = float((w[ok] * nsr[ok] * g2[ok]).sum()) / signal if signal > 0 else float("nan")
         rows.append([*(_num(ds[d].values[i], 4) for d, i in isel.items()),
                      _num(_weighted_mean(np.abs(sk), w)),
                      _num(np.nanmax(np.abs(sk)) if np.isfinite(sk).any() else np.nan),
                      _num(_weighted_mean(ku, w)), _num(np.nanmax(ku) if np.isfinite(ku).any() else np.nan),
-                     _num(_weighted_median(nsr, w))])
+                     _num(ens_nsr)])
     if not rows:
         return ""
     return ("<h3>Gradient noise</h3><p>Exact shape of the minibatch mean gradient for each cell's "
             f"batch size and sampling: |skewness| and excess kurtosis averaged over the last-snapshot "
-            f"<code>{_e(source)}</code> density (and their maximum over the grid), and the median "
-            "noise-to-signal ratio tr Σ_b/|G|² under that density. Gaussian noise has 0 and 0; "
+            f"<code>{_e(source)}</code> density p (and their maximum over the grid), and the "
+            "ensemble's noise-to-signal ratio E_p[tr Σ_b]/E_p[|G|²]. Gaussian noise has 0 and 0; "
             "a small noise-to-signal ratio means the drift dominates, where Li, Malladi &amp; Arora's "
             "necessary condition for the SDE approximation fails.</p>"
             + _table([*dims, "mean |skew|", "max |skew|", "mean ex. kurtosis", "max ex. kurtosis",
-                      "median NSR"], rows, left=len(dims)))
+                      "E[tr Σ_b]/E[|G|²]"], rows, left=len(dims)))
 
 
 def _provenance(ds: xr.Dataset) -> str:
