@@ -1,4 +1,4 @@
-"""SGD Monte Carlo against a hand-written C loop and NumPy, measured in one run.
+"""SGD, SVAG and SDE Monte Carlo against hand-written C loops and NumPy, measured in one run.
 
 Problems: 1-D minibatch SGD, b = 1 (with replacement), 10⁵ chains, on
 ``four_gaussians`` (issue 11's reference: 4 datapoints l_i(θ) = −exp(−(θ − s_i)²), offsets
@@ -13,8 +13,11 @@ and a quadratic, as in ``bench_mc.py``).
   ``cc -O3 -ffast-math -march=native`` (gcc vectorises the chain loop and calls
   libmvec's SIMD exp) and called through ctypes on the NumPy arrays. Skipped with a
   message when no C compiler is found.
-* **ours**: ``sgdsweep.montecarlo.run_ensemble(method="sgd")`` on 1 numba thread and on 2.
-* **NumPy**: the vectorised baseline of ``bench_mc.py``.
+  ``--method svag`` (l = 4) and ``--method sde`` (Euler–Maruyama, 2 substeps per SGD
+  step, one Box–Muller pair per SGD step) have C loops written the same way on
+  ``four_gaussians``: the same draws, products and sums as ours.
+* **ours**: ``sgdsweep.montecarlo.run_ensemble(method=...)`` on 1 numba thread and on 2.
+* **NumPy**: the vectorised baseline of ``bench_mc.py`` (SGD only).
 
 Reported: particle-steps per second (best of --repeat; by wall time and by the process's
 CPU time, the steadier figure for one thread on a shared machine), ratios to C. The C loop and ours
@@ -22,6 +25,7 @@ draw the same minibatch indices, so their final ensembles agree to the rounding 
 exp (checked and printed: the largest |Δ mean|, |Δ var|).
 
     python benchmarks/bench_mc_c.py [--chains 100000] [--steps 1000] [--repeat 5]
+                                    [--case four_gaussians] [--method sgd|svag|sde]
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from bench_mc import TWO_BASIN, numpy_sgd
 
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import _LANES, METHOD_IDS, _padded_terms_1d, run_ensemble
+from sgdsweep.montecarlo import _LANES, STREAM_IDS, _padded_terms_1d, run_ensemble, svag_coefficients
 from sgdsweep.rng import chain_states, stream_key
 
 FOUR_GAUSSIANS = {"dim": 1, "shifts": {"n": 4, "std": 0.5},
@@ -54,6 +58,9 @@ CASES = [  # (name, landscape, lr, grid, std of the N(0, std²) start)
     ("two_basin", TWO_BASIN, 0.05, Grid1D(-3.0, 3.0, 240), 0.5),
 ]
 CFLAGS = ["-O3", "-ffast-math", "-march=native"]
+METHODS = ("sgd", "svag", "sde")
+SVAG_L = 4  # SVAG's substeps per SGD step in the benchmark
+SDE_SUBSTEPS = 2  # Euler–Maruyama steps per SGD step (one normal pair)
 
 C_SOURCE = r"""
 #include <stdint.h>
@@ -122,6 +129,81 @@ void sgd1d_terms(long chains, long s0, long s1, double *restrict x, uint64_t *re
         }
     }
 }
+
+/* SVAG, b = 1 with replacement, one Gaussian term per sample: l substeps of lr/l per SGD step,
+   each with two minibatch draws and the gradient a1*g1 + a2*g2. */
+void svag1d(long chains, long s0, long s1, double *restrict x, uint64_t *restrict state,
+            long *restrict lost_step, long n, const double *restrict c, const double *restrict a,
+            const double *restrict gg, double lr, long l, double a1, double a2, double lo, double hi) {
+    double scale = lr / (double)l;
+    for (long s = s0; s < s1; s++) {
+        for (long m = 0; m < l; m++) {
+            for (long k = 0; k < chains; k++) {
+                uint64_t z1 = state[k] + 0x9E3779B97F4A7C15ULL;
+                uint64_t z2 = z1 + 0x9E3779B97F4A7C15ULL;
+                state[k] = z2;
+                long i1 = (long)(((mix64(z1) >> 32) * (uint64_t)n) >> 32);
+                long i2 = (long)(((mix64(z2) >> 32) * (uint64_t)n) >> 32);
+                double xk = x[k];
+                long ls = lost_step[k];
+                double r1 = xk - c[i1], ar1 = a[i1] * r1;
+                double r2 = xk - c[i2], ar2 = a[i2] * r2;
+                double g1 = gg[i1] * exp(-ar1 * r1) * ar1;
+                double g2 = gg[i2] * exp(-ar2 * r2) * ar2;
+                double xn = xk - scale * (a1 * g1 + a2 * g2);
+                int live = ls < 0;
+                int left = live & !(lo <= xn && xn <= hi);
+                x[k] = live ? xn : xk;
+                lost_step[k] = left ? s + 1 : ls;
+            }
+        }
+    }
+}
+
+/* Euler-Maruyama of the Ito SDE dx = -G dt + sqrt(lr f Sigma) dW, one Gaussian term per sample,
+   G and Sigma over all n samples, two substeps per SGD step sharing one Box-Muller pair. */
+void sde1d(long chains, long s0, long s1, double *restrict x, uint64_t *restrict state,
+           long *restrict lost_step, double *restrict z1s, long n, const double *restrict c,
+           const double *restrict a, const double *restrict gg, double lr, double f, double lo,
+           double hi) {
+    const double dt = lr / 2.0, scale = sqrt(lr * f * dt);
+    for (long s = s0; s < s1; s++) {
+        for (long m = 0; m < 2; m++) {
+            for (long k = 0; k < chains; k++) {
+                double zk;
+                if (m == 0) {
+                    uint64_t u1 = state[k] + 0x9E3779B97F4A7C15ULL;
+                    uint64_t u2 = u1 + 0x9E3779B97F4A7C15ULL;
+                    state[k] = u2;
+                    double v1 = (double)(mix64(u1) >> 11) * 0x1.0p-53;
+                    double v2 = (double)(mix64(u2) >> 11) * 0x1.0p-53;
+                    double rad = sqrt(-2.0 * log(1.0 - v1)), ang = 6.283185307179586 * v2;
+                    zk = rad * cos(ang);
+                    z1s[k] = rad * sin(ang);
+                } else {
+                    zk = z1s[k];
+                }
+                double xk = x[k];
+                long ls = lost_step[k];
+                double g = 0.0, q2 = 0.0;
+                for (long i = 0; i < n; i++) {
+                    double r = xk - c[i], ar = a[i] * r;
+                    double gi = gg[i] * exp(-ar * r) * ar;
+                    g += gi;
+                    q2 += gi * gi;
+                }
+                double G = g / n;
+                double var = q2 / n - G * G;
+                var = var > 0.0 ? var : 0.0;
+                double xn = xk + (-G * dt + scale * sqrt(var) * zk);
+                int live = ls < 0;
+                int left = live & !(lo <= xn && xn <= hi);
+                x[k] = live ? xn : xk;
+                lost_step[k] = left ? s + 1 : ls;
+            }
+        }
+    }
+}
 """
 
 
@@ -150,10 +232,14 @@ def build_c(workdir: str) -> ctypes.CDLL | None:
     so.sgd1d.restype = None
     so.sgd1d_terms.argtypes = [L, L, L, dp, up, lp, lp, dp, L, L, dp, dp, dp, dp, D, D, D]
     so.sgd1d_terms.restype = None
+    so.svag1d.argtypes = [L, L, L, dp, up, lp, L, dp, dp, dp, D, L, D, D, D, D]
+    so.svag1d.restype = None
+    so.sde1d.argtypes = [L, L, L, dp, up, lp, dp, L, dp, dp, dp, D, D, D, D]
+    so.sde1d.restype = None
     return so
 
 
-def run_c(so, case, land, x0, steps, seed=1):
+def run_c(so, case, land, x0, steps, method="sgd", seed=1):
     """The C loop on the same chain streams as ``run_ensemble(..., seed=seed)``.
 
     Returns (x, lost_step, wall seconds, CPU seconds of this process).
@@ -161,12 +247,21 @@ def run_c(so, case, land, x0, steps, seed=1):
     name, _, lr, grid, _ = case
     chains = x0.shape[0]
     padded = -(-chains // _LANES) * _LANES
-    state = chain_states(stream_key(seed, METHOD_IDS["sgd"]), padded)[:chains].copy()
+    state = chain_states(stream_key(seed, STREAM_IDS[method]), padded)[:chains].copy()
     x = x0[:, 0].copy()  # the C loop writes in place
     lost = np.where((x < grid.lower) | (x > grid.upper), 0, -1).astype(np.int64)
     T, cp, ap, gg, gq = _padded_terms_1d(land)
     t, p = time.perf_counter(), time.process_time()
-    if name == "four_gaussians":  # the issue's reference: one Gaussian term per sample
+    if method == "svag":
+        assert T == 1 and not np.any(gq)
+        a1, a2 = svag_coefficients(SVAG_L)
+        so.svag1d(chains, 0, steps, x, state, lost, land.n, cp, ap, gg, lr, SVAG_L, a1, a2,
+                  grid.lower, grid.upper)
+    elif method == "sde":
+        assert T == 1 and not np.any(gq)
+        so.sde1d(chains, 0, steps, x, state, lost, np.empty(chains), land.n, cp, ap, gg, lr, 1.0,
+                 grid.lower, grid.upper)
+    elif name == "four_gaussians":  # the issue's reference: one Gaussian term per sample
         assert T == 1 and not np.any(gq)
         so.sgd1d(chains, 0, steps, x, state, lost, land.n, cp, ap, gg, lr, grid.lower, grid.upper)
     else:
@@ -176,20 +271,23 @@ def run_c(so, case, land, x0, steps, seed=1):
     return x, lost, time.perf_counter() - t, time.process_time() - p
 
 
-def ours(case, land, x0, steps, threads, seed=1):
+def ours(case, land, x0, steps, threads, method="sgd", seed=1):
     _, _, lr, grid, _ = case
     numba.set_num_threads(threads)
     t, p = time.perf_counter(), time.process_time()
-    res = run_ensemble(land, "sgd", x0, lr, np.array([0, steps]), (grid,), batch_size=1, seed=seed)
+    res = run_ensemble(land, method, x0, lr, np.array([0, steps]), (grid,), batch_size=1, seed=seed,
+                       svag_l=SVAG_L, substeps=SDE_SUBSTEPS, noise_factor=1.0)
     return res, time.perf_counter() - t, time.process_time() - p
 
 
-def bench_case(so, case, chains, steps, repeat, threads) -> None:
+def bench_case(so, case, chains, steps, repeat, threads, method="sgd") -> None:
     name, cfg, lr, _, x0_std = case
     land = build_landscape(cfg)
     x0 = np.random.default_rng(0).normal(0.0, x0_std, (chains, 1))
-    ours(case, land, x0[:64], 2, 1)  # compile / load from the on-disk cache outside the timing
-    print(f"\n{name}: 1-D SGD, n = {land.n}, b = 1, lr = {lr}, {chains} chains, {steps} steps")
+    ours(case, land, x0[:64], 2, 1, method)  # compile / load from the on-disk cache outside the timing
+    what = {"sgd": "SGD", "svag": f"SVAG l = {SVAG_L} (rates per SGD step)",
+            "sde": f"SDE, {SDE_SUBSTEPS} EM substeps (rates per SGD step)"}[method]
+    print(f"\n{name}: 1-D {what}, n = {land.n}, b = 1, lr = {lr}, {chains} chains, {steps} steps")
     # Best of ``repeat``, by wall time and by CPU time of the process. On a shared machine the
     # CPU time of a one-thread run is the steadier figure (it does not count time spent
     # waiting for a core); with 2 threads only wall time measures the speed-up.
@@ -204,17 +302,18 @@ def bench_case(so, case, chains, steps, repeat, threads) -> None:
     np_steps = max(steps // 10, 1)
     for _ in range(repeat):
         if so is not None:
-            x, lost, dt, dp = run_c(so, case, land, x0, steps)
+            x, lost, dt, dp = run_c(so, case, land, x0, steps, method)
             keep("C", dt, dp)
             res_c = (x, lost)
-        res1, dt, dp = ours(case, land, x0, steps, 1)
+        res1, dt, dp = ours(case, land, x0, steps, 1, method)
         keep("ours, 1 thread", dt, dp)
-        res2, dt, dp = ours(case, land, x0, steps, threads)
+        res2, dt, dp = ours(case, land, x0, steps, threads, method)
         keep(f"ours, {threads} threads", dt, dp)
-        t, p = time.perf_counter(), time.process_time()
-        numpy_sgd(land, x0, lr, np_steps, 1, np.random.default_rng(1))
-        per = steps / np_steps  # NumPy runs a tenth of the steps; rates are per step
-        keep("NumPy", (time.perf_counter() - t) * per, (time.process_time() - p) * per)
+        if method == "sgd":
+            t, p = time.perf_counter(), time.process_time()
+            numpy_sgd(land, x0, lr, np_steps, 1, np.random.default_rng(1))
+            per = steps / np_steps  # NumPy runs a tenth of the steps; rates are per step
+            keep("NumPy", (time.perf_counter() - t) * per, (time.process_time() - p) * per)
     numba.set_num_threads(threads)
 
     assert np.array_equal(res1.counts, res2.counts), "thread count changed the result"
@@ -242,6 +341,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--case", choices=[c[0] for c in CASES], action="append",
                     help="run only this case (repeatable); default all")
+    ap.add_argument("--method", choices=METHODS, action="append",
+                    help="run only this method (repeatable); default all (svag, sde: four_gaussians)")
     args = ap.parse_args()
     threads = min(2, numba.config.NUMBA_NUM_THREADS)
     print(f"{platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
@@ -249,9 +350,12 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         so = build_c(tmp)
-        for case in CASES:
-            if args.case is None or case[0] in args.case:
-                bench_case(so, case, args.chains, args.steps, args.repeat, threads)
+        for method in args.method or METHODS:
+            for case in CASES:
+                if method != "sgd" and case[0] != "four_gaussians":
+                    continue  # the C loops of svag and sde take one Gaussian term per sample
+                if args.case is None or case[0] in args.case:
+                    bench_case(so, case, args.chains, args.steps, args.repeat, threads, method)
 
 
 if __name__ == "__main__":

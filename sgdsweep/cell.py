@@ -29,7 +29,11 @@ from sgdsweep.escape import mean_passage_times
 from sgdsweep.methods.context import CellContext
 from sgdsweep.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.noise import diffusion
+from sgdsweep.noise_diagnostics import minibatch_shape, noise_to_signal
 from sgdsweep.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
+
+#: The exact shape of the minibatch gradient noise on the grid (per axis).
+NOISE_SHAPE_VARS = ("noise_skewness", "noise_kurtosis")
 
 #: Stationary references of every 1-D cell: the FP null vector per convention, and Gibbs.
 STATIONARY_KINDS = (*CONVENTIONS, "gibbs")
@@ -58,7 +62,8 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
                                   "kind": _kinds(cell), "basin": list(ctx.basins.names)}
         space: tuple[str, ...] = ("x",)
         moment = ("method", "t")
-        landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion")}
+        landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion",
+                                              *NOISE_SHAPE_VARS, "noise_to_signal")}
         extra: dict[str, tuple[str, ...]] = {
             "stationary": ("kind", "x"),
             "basin_mass": ("method", "t", "basin"),
@@ -73,7 +78,8 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
         space = ("x", "y")
         moment = ("method", "t", "axis")
         landscape_vars = {"loss": ("x", "y"), "grad_mean": ("x", "y", "axis"),
-                          "grad_var": ("x", "y", "axis")}
+                          "grad_var": ("x", "y", "axis"), "noise_to_signal": ("x", "y"),
+                          **{k: ("x", "y", "axis") for k in NOISE_SHAPE_VARS}}
         extra = {}
     dims = {
         "density": ("method", "t", *space),
@@ -154,8 +160,21 @@ def run_cell(cfg: Mapping[str, Any] | CellConfig) -> xr.Dataset:
 
 
 def fill_landscape(ctx: CellContext, ds: xr.Dataset) -> None:
-    """L, G, Σ (and D in 1-D) on the density grid."""
+    """L, G, Σ (and D in 1-D) on the density grid, and the exact shape of the minibatch
+    gradient noise there for the cell's b and sampling (:mod:`sgdsweep.noise_diagnostics`)."""
     land = ctx.land
+    cell = ctx.cell
+    _, skew, kurt = minibatch_shape(land["sample_grads"], cell.batch_size, cell.sampling)
+    nsr = noise_to_signal(land["grad"], land["cov"], cell.noise_factor)
+    if ctx.dim == 1:
+        ds["noise_skewness"][:] = skew[:, 0]
+        ds["noise_kurtosis"][:] = kurt[:, 0]
+        ds["noise_to_signal"][:] = nsr
+    else:
+        nx, ny = (g.cells for g in cell.grids)
+        ds["noise_skewness"][:] = skew.reshape(nx, ny, 2)
+        ds["noise_kurtosis"][:] = kurt.reshape(nx, ny, 2)
+        ds["noise_to_signal"][:] = nsr.reshape(nx, ny)
     if ctx.dim == 1:
         ds["loss"][:] = land["loss"]
         ds["grad_mean"][:] = land["grad"][:, 0]

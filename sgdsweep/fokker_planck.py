@@ -166,11 +166,14 @@ class FokkerPlanck1D:
 
     @classmethod
     def from_landscape(cls, landscape, grid: Grid1D, lr: float, noise_factor: float,
-                       alpha: float = 1.0, drift_only: bool = False) -> FokkerPlanck1D:
+                       alpha: float = 1.0, drift_only: bool = False,
+                       sme2: bool = False) -> FokkerPlanck1D:
         """The FP operator of SGD on ``landscape``: G = ∇L, D = η Σ_b / 2.
 
         ``noise_factor`` is Σ_b / Σ (:func:`sgdsweep.noise.batch_noise_factor`);
-        ``drift_only`` sets D ≡ 0 (gradient descent of a density, the ``fp_drift`` method).
+        ``drift_only`` sets D ≡ 0 (gradient descent of a density, the ``fp_drift`` method);
+        ``sme2`` uses the drift of the second-order stochastic modified equation (Li, Tai &
+        E 2017), ∇(L + (η/4)|∇L|²) = G + (η/2)·L″·G, with the same D.
         """
         if landscape.dim != 1:
             raise ConfigError(f"landscape.dim: the 1-D Fokker–Planck solver needs dim 1, got {landscape.dim}")
@@ -180,6 +183,8 @@ class FokkerPlanck1D:
             raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor!r}")
         faces = landscape.evaluate(grid.edges)
         drift = faces["grad"][:, 0]
+        if sme2:
+            drift = drift + 0.5 * lr * faces["hess"][:, 0, 0] * drift
         if drift_only:
             d_faces = np.zeros(grid.cells + 1)
             d_centres = np.zeros(grid.cells)

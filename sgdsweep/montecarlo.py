@@ -1,4 +1,4 @@
-"""Compiled Monte Carlo ensembles: minibatch SGD, its Itô SDE, Langevin and gradient descent.
+"""Compiled Monte Carlo ensembles: minibatch SGD and its variants, its Itô SDE, Langevin, GD.
 
 Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
 
@@ -11,6 +11,16 @@ Time is counted in SGD steps k; the SDE time is t = η·k (η = ``lr``).
 * ``sde``: Euler–Maruyama of the Itô SDE dθ = −G dt + sqrt(η Σ_b(θ)) dW with
   ``substeps`` EM steps per SGD step (dt = η/substeps), Σ_b = noise_factor·Σ;
   in 2-D the noise is the Cholesky factor of Σ_b times a standard normal pair.
+* ``svag`` (Li, Malladi & Arora 2021): ``svag_l`` = l steps of η/l per SGD step, each
+  with a₁ḡ_{B1} + a₂ḡ_{B2} of two independent minibatches drawn as for ``sgd``,
+  a₁,₂ = (1 ± √(2l−1))/2 (:func:`svag_coefficients`). It draws from SGD's stream, so
+  l = 1 (one minibatch, a₁ = 1) is ``sgd`` bit for bit.
+* ``sgd_noise``: ``sgd`` plus ``grad_noise`` σ times a standard normal (per axis) added
+  to the minibatch gradient: θ ← θ − (η/b Σ_{i∈B} ∇l_i + η σ z). z is hashed from SGD's
+  stream state and the step number without advancing the stream: the minibatches are
+  SGD's, and σ = 0 is ``sgd`` bit for bit.
+* ``sme2``: as ``sde`` with the drift of the second-order modified equation
+  G + (η/2)·H·G, H = ∇²L (Li, Tai & E 2017), on the SDE's random stream.
 * ``langevin``: dθ = −G dt + sqrt(2T) dW, same dt and substeps; stationary law ∝ exp(−L/T).
 * ``gd``: θ ← θ − η G (full batch, deterministic).
 
@@ -19,12 +29,13 @@ Chains run in parallel (numba prange); each owns a counter-based random stream
 bit-identical for any thread count and do not depend on the snapshot schedule.
 Between snapshots the compiled kernel advances every chain; at each snapshot
 histograms, moments, basin counts and the lost count are accumulated serially
-in chain order. Trajectories are never stored. In 1-D, ``sgd``, ``sde`` and ``langevin``
-run on kernels that step 64 chains per SIMD block; they draw the same random numbers
+in chain order. Trajectories are never stored. In 1-D every method but ``gd`` runs on
+kernels that step _LANES chains per SIMD block; they draw the same random numbers
 and form the same products and sums as the general kernel, except that Gaussian terms
-use a branch-free polynomial exp (relative error ≤ 4e-16) instead of libm's, so
-trajectories can differ from the general kernel in the last bits. ``gd`` always uses
-the general kernel and reproduces θ − η·``Landscape.evaluate``(θ)["grad"] exactly.
+use a branch-free polynomial exp (relative error ≤ 4e-16) instead of libm's and
+``sme2``'s Hessian is summed in another order, so trajectories can differ from the
+general kernel in the last bits. ``gd`` always uses the general kernel and reproduces
+θ − η·``Landscape.evaluate``(θ)["grad"] exactly.
 
 A chain that becomes non-finite or leaves the grid box [lower, upper] (any axis)
 is frozen and counted as lost from the (sub)step it left; it is excluded from
@@ -46,7 +57,7 @@ from numba.extending import intrinsic
 
 from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import Landscape, add_sample_grad, mean_grad, mean_grad_cov
+from sgdsweep.landscape import Landscape, add_sample_grad, add_sample_hess, mean_grad, mean_grad_cov
 from sgdsweep.noise import SAMPLINGS, batch_noise_factor
 from sgdsweep.rng import (
     _GAMMA,
@@ -55,13 +66,23 @@ from sgdsweep.rng import (
     mix64,
     next_below,
     next_normal_pair,
+    side_normal_pair,
     side_uniform,
     stream_key,
 )
 from sgdsweep.validate import integer, real
 
-METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3}
-_SGD, _SDE, _LANGEVIN, _GD = 0, 1, 2, 3
+METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 4, "sgd_noise": 5, "sme2": 6}
+_SGD, _SDE, _LANGEVIN, _GD, _SVAG, _SGD_NOISE, _SME2 = 0, 1, 2, 3, 4, 5, 6
+#: Random stream of each method. ``svag`` shares SGD's (its l = 1 is SGD bit for bit, and for
+#: l > 1 the two start from common random numbers), so does ``sgd_noise``, whose normals are
+#: hashed from the stream state without advancing it (same minibatches as ``sgd``; σ = 0 is
+#: SGD bit for bit), and ``sme2`` the SDE's (same Brownian increments, so sme2 − sde
+#: differences are the drift correction, not noise).
+STREAM_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 0, "sgd_noise": 0, "sme2": 1}
+#: Methods stepped like SGD (minibatches) and like the SDE (Euler–Maruyama).
+MINIBATCH_METHODS = ("sgd", "svag", "sgd_noise")
+EM_METHODS = ("sde", "langevin", "sme2")
 _WITH, _WITHOUT, _RESHUFFLE = 0, 1, 2
 SAMPLING_IDS = {s: k for k, s in enumerate(SAMPLINGS)}
 assert SAMPLING_IDS == {"with_replacement": _WITH, "without_replacement": _WITHOUT, "reshuffle": _RESHUFFLE}
@@ -104,7 +125,8 @@ _BLOCK = 8
 
 # Kernel arguments travel in bundles (tuples, which Numba types as records):
 #   ens   = (pos, state, perm, cursor, lost_step, escape_step)  per-chain state (padded chains)
-#   dyn   = (method, sampling, batch, lr, noise_factor, substeps, temperature)
+#   dyn   = (method, sampling, batch, lr, noise_factor, substeps, temperature,
+#            svag_l, a1, a2, sigma)   svag: l and its two minibatch weights; sgd_noise: σ
 #   box   = (lower, upper)  the grid box: arrays (d,) in the general kernel, floats in the 1-D ones
 #   esc   = (has_esc, thr, direction)  first-passage threshold
 #   terms = (kind, amp, centre, mat, ptr)  ``Landscape.arrays`` (general kernel)
@@ -157,16 +179,14 @@ def _em(x, G, amp, z, dt):
     return x + (-G * dt + amp * z)
 
 
-# Not inline: inlining this into _advance, with _check inlined into it and the bundles
-# passed through, lost _check's escape record (Numba 0.6x), silently.
 @nb.njit(cache=True)
-def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g):
-    state, perm, cursor, lost_step, escape_step = ens[1], ens[2], ens[3], ens[4], ens[5]
-    sampling, batch, lr = dyn[1], dyn[2], dyn[3]
+def _batch_grad(c, th, ens, dyn, terms, r, g, st):
+    """g ← Σ_{i∈B} ∇l_i(θ) over one minibatch B of chain c (not divided by b); the new state."""
+    perm, cursor = ens[2], ens[3]
+    sampling, batch = dyn[1], dyn[2]
     kind, amp, centre, mat, ptr = terms
     d = th.shape[0]
     n = ptr.shape[0] - 1
-    st = state[c]
     for a in range(d):
         g[a] = 0.0
     if sampling == _WITH:
@@ -184,16 +204,49 @@ def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g):
         for j in range(cursor[c], cursor[c] + batch):
             add_sample_grad(th, perm[c, j], kind, amp, centre, mat, ptr, r, g, 1.0)
         cursor[c] += batch
+    return st
+
+
+# Not inline: inlining this into _advance, with _check inlined into it and the bundles
+# passed through, lost _check's escape record (Numba 0.6x), silently.
+@nb.njit(cache=True)
+def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g, g2):
+    """One SGD step of ``sgd``, ``svag`` (l substeps of η/l, two minibatches each) or
+    ``sgd_noise`` (the minibatch gradient plus σ·z)."""
+    state, lost_step, escape_step = ens[1], ens[4], ens[5]
+    method, batch, lr = dyn[0], dyn[2], dyn[3]
+    svag_l, a1, a2, sigma = dyn[7], dyn[8], dyn[9], dyn[10]
+    d = th.shape[0]
+    st = state[c]
+    subs = svag_l if method == _SVAG else 1
+    two = method == _SVAG and svag_l > 1
+    # subs·batch is an exact integer: for sgd (and svag l = 1) this is lr / batch.
+    step_scale = lr / (subs * batch)
+    lr_sigma = lr * sigma
+    for _ in range(subs):
+        st = _batch_grad(c, th, ens, dyn, terms, r, g, st)
+        if two:
+            st = _batch_grad(c, th, ens, dyn, terms, r, g2, st)
+            for a in range(d):
+                th[a] -= step_scale * (a1 * g[a] + a2 * g2[a])
+        elif method == _SGD_NOISE:
+            z0, z1 = side_normal_pair(st, _NOISE_SALT ^ mix64(np.uint64(s)))
+            th[0] -= step_scale * g[0] + lr_sigma * z0
+            if d == 2:
+                th[1] -= step_scale * g[1] + lr_sigma * z1
+        else:
+            for a in range(d):
+                th[a] -= step_scale * g[a]
+        if _check(c, th, s + 1, box, esc, lost_step, escape_step):
+            break
     state[c] = st
-    step_scale = lr / batch
-    for a in range(d):
-        th[a] -= step_scale * g[a]
-    _check(c, th, s + 1, box, esc, lost_step, escape_step)
 
 
 @nb.njit(cache=True)
-def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov):
-    """One SGD step's worth (η of SDE time) of ``substeps`` Euler–Maruyama steps."""
+def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov, hess):
+    """One SGD step's worth (η of SDE time) of ``substeps`` Euler–Maruyama steps.
+
+    ``sme2`` adds (η/2)·H·G to the SDE's drift G (H = ∇²L, into the scratch ``hess``)."""
     state, lost_step, escape_step = ens[1], ens[4], ens[5]
     method, lr, noise_factor, substeps, temperature = dyn[0], dyn[3], dyn[4], dyn[5], dyn[6]
     has_esc, thr, direction = esc
@@ -204,10 +257,26 @@ def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov):
     sde_scale = math.sqrt(lr * noise_factor * dt)
     lan_scale = math.sqrt(2.0 * temperature * dt)
     z1 = 0.0
+    n = ptr.shape[0] - 1
     for m in range(substeps):
         x_old = th[0]
-        if method == _SDE:
+        if method == _SDE or method == _SME2:
             mean_grad_cov(th, kind, amp, centre, mat, ptr, r, g, gi, cov)
+            if method == _SME2:
+                for a in range(d):
+                    for b in range(d):
+                        hess[a, b] = 0.0
+                for i in range(n):
+                    add_sample_hess(th, i, kind, amp, centre, mat, ptr, r, hess, 1.0)
+                # G + (η/2)·H·G with H = (1/n) Σ ∇²l_i.
+                h = 0.5 * lr / n
+                if d == 1:
+                    g[0] = g[0] + h * (hess[0, 0] * g[0])
+                else:
+                    g0 = g[0] + h * (hess[0, 0] * g[0] + hess[0, 1] * g[1])
+                    g1 = g[1] + h * (hess[1, 0] * g[0] + hess[1, 1] * g[1])
+                    g[0] = g0
+                    g[1] = g1
             if d == 1:
                 # Pair the normals within one SGD step, so the stream does not
                 # depend on where snapshots cut the run.
@@ -237,7 +306,7 @@ def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov):
                 th[0] = _em(th[0], g[0], lan_scale, z0, dt)
                 th[1] = _em(th[1], g[1], lan_scale, z1b, dt)
         if has_esc and escape_step[c] < 0:
-            var_dt = sde_scale * sde_scale * cov[0, 0] if method == _SDE else lan_scale * lan_scale
+            var_dt = lan_scale * lan_scale if method == _LANGEVIN else sde_scale * sde_scale * cov[0, 0]
             if _bridge_crossed(direction * (thr - x_old), direction * (thr - th[0]), var_dt, st, m):
                 escape_step[c] = s + 1
         if _check(c, th, s + 1, box, esc, lost_step, escape_step):
@@ -264,26 +333,28 @@ def _advance(ens, s0, s1, dyn, box, esc, terms, work):
                 th = pos[c]
                 r = scratch[c, 0]
                 g = scratch[c, 1]
-                if method == _SGD:
-                    _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g)
+                if method == _SGD or method == _SVAG or method == _SGD_NOISE:
+                    _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2])
                 elif method == _GD:
                     mean_grad(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
                     for a in range(d):
                         th[a] = th[a] - lr * g[a]
                     _check(c, th, s + 1, box, esc, lost_step, escape_step)
                 else:
-                    _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2], covs[c])
+                    _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2], covs[c, 0],
+                                covs[c, 1])
 
 
 # --------------------------------------------------------------------------- 1-D, vectorised
-# In 1-D, chains advance in blocks of _LANES stepped in lockstep
+# In 1-D, chains advance in blocks of _LANES (128: measured 5–7 % faster than 64, and
+# below 64 loses; the block size does not change any chain's arithmetic) stepped in lockstep
 # with every loop over the block free of calls and branches, so that the compiler runs it
 # on SIMD lanes (one chain per lane, gathers for the sampled datapoints' parameters).
 # This needs a branch-free exp: :func:`_exp_nonpos`. Each lane's arithmetic is the same
 # whether it runs vectorised or not, so results stay independent of the thread count.
 # Samples are padded to T terms (zero terms contribute exactly 0).
 
-_LANES = 64
+_LANES = 128
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
@@ -328,6 +399,9 @@ def _exp_nonpos(x):
     return e if x >= -708.0 else 0.0
 
 
+# Salt of sgd_noise's normals, hashed with the SGD step number (under random reshuffling the
+# stream does not move within an epoch).
+_NOISE_SALT = np.uint64(0x3C6EF372FE94F82B)
 # Salt of the side uniforms of the Brownian-bridge test (one per substep parity).
 _BRIDGE_SALT = np.uint64(0xB41D6E5A17C3F00D)
 
@@ -399,25 +473,123 @@ def _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es):
         escape_step[c0 + c] = es[c]
 
 
+@nb.njit(cache=True, inline="always")
+def _lanes_batch_grad(g, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling, batch, nu, slots,
+                      layout):
+    """g[c] ← Σ_{i∈B_c} ∇l_i(x[c]) for one minibatch per lane (not divided by b).
+
+    The same draws, products and sums as ``_batch_grad``. Per term slot it loads only the
+    coefficient arrays some sample uses there (``layout``: which slots hold a Gaussian, a
+    quadratic, and whether a, gg, gq are the same for every sample so that only the
+    centre is gathered): the per-lane loads, not the arithmetic, bound this loop.
+    """
+    n, T, cp, ap, gg, gq = slots
+    gauss_slot, quad_slot, shared = layout
+    L = x.shape[0]
+    for c in range(L):
+        g[c] = 0.0
+    if sampling == _RESHUFFLE:
+        for c in range(L):
+            if cursor[c0 + c] + batch > n:
+                st[c] = _reshuffle(perm[c0 + c], st[c], n)
+                cursor[c0 + c] = 0
+    for jb in range(batch):
+        if sampling == _WITH:
+            for c in range(L):
+                z = st[c] + _GAMMA
+                st[c] = z
+                idx[c] = np.int64(((mix64(z) >> _S32) * nu) >> _S32)
+        elif sampling == _WITHOUT:
+            for c in range(L):
+                st[c], idx[c] = _draw_distinct(perm[c0 + c], st[c], n, jb)
+        else:
+            for c in range(L):
+                idx[c] = perm[c0 + c, cursor[c0 + c] + jb]
+        for k in range(T):
+            if shared:
+                # a, gg, gq equal for every sample (template landscapes): gather the centre only.
+                ak, gk, qk = ap[k], gg[k], gq[k]
+                for c in range(L):
+                    pc[c] = cp[idx[c] * T + k]
+                if gauss_slot[k]:
+                    for c in range(L):
+                        r = x[c] - pc[c]
+                        ar = ak * r
+                        g[c] += (gk * _exp_nonpos(-(ar * r)) + qk) * ar
+                else:
+                    for c in range(L):
+                        g[c] += qk * (ak * (x[c] - pc[c]))
+            elif gauss_slot[k] and quad_slot[k]:
+                for c in range(L):
+                    j = idx[c] * T + k
+                    pc[c] = cp[j]
+                    pa[c] = ap[j]
+                    pg[c] = gg[j]
+                    pq[c] = gq[j]
+                for c in range(L):
+                    r = x[c] - pc[c]
+                    ar = pa[c] * r
+                    g[c] += (pg[c] * _exp_nonpos(-(ar * r)) + pq[c]) * ar
+            elif gauss_slot[k]:
+                # No quadratic here: (g·e + 0)·ar is exactly g·e·ar, skip loading gq.
+                for c in range(L):
+                    j = idx[c] * T + k
+                    pc[c] = cp[j]
+                    pa[c] = ap[j]
+                    pg[c] = gg[j]
+                for c in range(L):
+                    r = x[c] - pc[c]
+                    ar = pa[c] * r
+                    g[c] += pg[c] * _exp_nonpos(-(ar * r)) * ar
+            else:
+                # No sample has a Gaussian in this slot: (0·e + q)·ar is exactly q·ar.
+                for c in range(L):
+                    j = idx[c] * T + k
+                    pc[c] = cp[j]
+                    pa[c] = ap[j]
+                    pq[c] = gq[j]
+                for c in range(L):
+                    g[c] += pq[c] * (pa[c] * (x[c] - pc[c]))
+    if sampling == _RESHUFFLE:
+        for c in range(L):
+            cursor[c0 + c] += batch
+
+
 @nb.njit(cache=True, parallel=True)
 def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
-    """1-D SGD from step s0 to s1; the number of chains is a multiple of _LANES."""
+    """1-D ``sgd`` / ``svag`` / ``sgd_noise`` from step s0 to s1 (see ``_sgd_step``);
+    the number of chains is a multiple of _LANES."""
     pos, state, perm, cursor, lost_step, escape_step = ens
-    sampling, batch, lr = dyn[1], dyn[2], dyn[3]
+    method, sampling, batch, lr = dyn[0], dyn[1], dyn[2], dyn[3]
+    svag_l, a1, a2, sigma = dyn[7], dyn[8], dyn[9], dyn[10]
     lower, upper = box
     has_esc, thr, direction = esc
-    n, T, cp, ap, gg, gq = slots
+    n, T, _cp, ap, gg, gq = slots
     L = _LANES
-    scale = lr / batch
+    subs = svag_l if method == _SVAG else 1
+    two = method == _SVAG and svag_l > 1
+    noisy = method == _SGD_NOISE
+    scale = lr / (subs * batch)  # lr / batch for sgd: subs·batch is an exact integer
+    lr_sigma = lr * sigma
     nu = np.uint64(n)
     gauss_slot = np.zeros(T, dtype=np.bool_)
+    quad_slot = np.zeros(T, dtype=np.bool_)
+    shared = True
     for j in range(n * T):
         if gg[j] != 0.0:
             gauss_slot[j % T] = True
+        if gq[j] != 0.0:
+            quad_slot[j % T] = True
+        k = j % T
+        if ap[j] != ap[k] or gg[j] != gg[k] or gq[j] != gq[k]:
+            shared = False
+    layout = (gauss_slot, quad_slot, shared)
     for blk in nb.prange(pos.shape[0] // L):
         c0 = blk * L
         x = np.empty(L)
         g = np.empty(L)
+        g2 = np.empty(L)
+        z0 = np.empty(L)
         idx = np.empty(L, dtype=np.int64)
         st = np.empty(L, dtype=np.uint64)
         ls = np.empty(L, dtype=np.int64)
@@ -428,57 +600,38 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
         pq = np.empty(L)
         _load_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
         for s in range(s0, s1):
-            for c in range(L):
-                g[c] = 0.0
-            if sampling == _RESHUFFLE:
-                for c in range(L):
-                    if cursor[c0 + c] + batch > n:
-                        st[c] = _reshuffle(perm[c0 + c], st[c], n)
-                        cursor[c0 + c] = 0
-            for jb in range(batch):
-                if sampling == _WITH:
+            for _ in range(subs):
+                _lanes_batch_grad(g, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling, batch,
+                                  nu, slots, layout)
+                if two:
+                    _lanes_batch_grad(g2, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling,
+                                      batch, nu, slots, layout)
                     for c in range(L):
-                        z = st[c] + _GAMMA
-                        st[c] = z
-                        idx[c] = np.int64(((mix64(z) >> _S32) * nu) >> _S32)
-                elif sampling == _WITHOUT:
+                        x[c], es[c], ls[c] = _settle(x[c], x[c] - scale * (a1 * g[c] + a2 * g2[c]),
+                                                     es[c], ls[c], s + 1, has_esc, thr, direction,
+                                                     lower, upper, False)
+                elif noisy:
+                    salt = _NOISE_SALT ^ mix64(np.uint64(s))
                     for c in range(L):
-                        st[c], idx[c] = _draw_distinct(perm[c0 + c], st[c], n, jb)
+                        z0[c], _z1 = side_normal_pair(st[c], salt)
+                    for c in range(L):
+                        x[c], es[c], ls[c] = _settle(x[c], x[c] - (scale * g[c] + lr_sigma * z0[c]),
+                                                     es[c], ls[c], s + 1, has_esc, thr, direction,
+                                                     lower, upper, False)
                 else:
                     for c in range(L):
-                        idx[c] = perm[c0 + c, cursor[c0 + c] + jb]
-                for k in range(T):
-                    for c in range(L):
-                        j = idx[c] * T + k
-                        pc[c] = cp[j]
-                        pa[c] = ap[j]
-                        pg[c] = gg[j]
-                        pq[c] = gq[j]
-                    if gauss_slot[k]:
-                        for c in range(L):
-                            r = x[c] - pc[c]
-                            ar = pa[c] * r
-                            g[c] += (pg[c] * _exp_nonpos(-(ar * r)) + pq[c]) * ar
-                    else:
-                        # No sample has a Gaussian in this slot: (0·e + q)·ar is exactly q·ar.
-                        for c in range(L):
-                            r = x[c] - pc[c]
-                            g[c] += pq[c] * (pa[c] * r)
-            if sampling == _RESHUFFLE:
-                for c in range(L):
-                    cursor[c0 + c] += batch
-            for c in range(L):
-                x[c], es[c], ls[c] = _settle(x[c], x[c] - scale * g[c], es[c], ls[c], s + 1, has_esc,
-                                             thr, direction, lower, upper, False)
+                        x[c], es[c], ls[c] = _settle(x[c], x[c] - scale * g[c], es[c], ls[c], s + 1,
+                                                     has_esc, thr, direction, lower, upper, False)
         _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
 
 
 @nb.njit(cache=True, parallel=True)
 def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
-    """1-D ``sde`` / ``langevin`` from step s0 to s1, _LANES chains per SIMD block.
+    """1-D ``sde`` / ``sme2`` / ``langevin`` from step s0 to s1, _LANES chains per SIMD block.
 
     Same arithmetic and normal draws as the general kernel (G and Σ as in
-    ``mean_grad_cov``: sums in sample order, Σ = E[g²] − G² clipped at 0).
+    ``mean_grad_cov``: sums in sample order, Σ = E[g²] − G² clipped at 0; for ``sme2``
+    H = ∇²L summed the same way and the drift G + (η/2)·H·G).
     """
     pos, state, lost_step, escape_step = ens[0], ens[1], ens[4], ens[5]
     method, lr, noise_factor, substeps, temperature = dyn[0], dyn[3], dyn[4], dyn[5], dyn[6]
@@ -489,13 +642,16 @@ def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
     dt = lr / substeps
     sde_scale = math.sqrt(lr * noise_factor * dt)
     lan_scale = math.sqrt(2.0 * temperature * dt)
-    sde = method == _SDE
+    sme2 = method == _SME2
+    sde = method == _SDE or sme2
+    half_lr_n = 0.5 * lr / n
     for blk in nb.prange(pos.shape[0] // L):
         c0 = blk * L
         x = np.empty(L)
         g = np.empty(L)
         gi = np.empty(L)
         q2 = np.empty(L)
+        hs = np.empty(L)
         z0 = np.empty(L)
         z1 = np.empty(L)
         st = np.empty(L, dtype=np.uint64)
@@ -507,13 +663,23 @@ def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
                 for c in range(L):
                     g[c] = 0.0
                     q2[c] = 0.0
+                    hs[c] = 0.0
                 for i in range(n):
                     for c in range(L):
                         gi[c] = 0.0
                     for k in range(T):
                         j = i * T + k
                         cj, aj, ggj, gqj = cp[j], ap[j], gg[j], gq[j]
-                        if ggj != 0.0:
+                        if sme2:
+                            # ∇²(a_g e^(−a r²)) = gg·e·(1 − 2 a r²)·a, ∇²(a_q a r²/2) = gq·a
+                            # (gg = −2 a_g): the terms of add_sample_hess in 1-D.
+                            for c in range(L):
+                                r = x[c] - cj
+                                ar = aj * r
+                                e = _exp_nonpos(-(ar * r)) if ggj != 0.0 else 0.0
+                                gi[c] += (ggj * e + gqj) * ar
+                                hs[c] += (ggj * e * (1.0 - 2.0 * (ar * r)) + gqj) * aj
+                        elif ggj != 0.0:
                             for c in range(L):
                                 r = x[c] - cj
                                 ar = aj * r
@@ -534,7 +700,8 @@ def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
                     z = z0[c] if m % 2 == 0 else z1[c]
                     if sde:
                         var = max(q2[c] / n - G * G, 0.0)
-                        xn = _em(x[c], G, sde_scale * math.sqrt(var), z, dt)
+                        drift = G + half_lr_n * (hs[c] * G) if sme2 else G
+                        xn = _em(x[c], drift, sde_scale * math.sqrt(var), z, dt)
                         var_dt = sde_scale * sde_scale * var
                     else:
                         xn = _em(x[c], G, lan_scale, z, dt)
@@ -595,6 +762,18 @@ def _accumulate(pos, lost_step, lower, dx, cells, basin_edges, counts, mean, var
 # --------------------------------------------------------------------------- wrapper
 
 
+def svag_coefficients(l: int) -> tuple[float, float]:
+    """SVAG's minibatch weights (a₁, a₂) = ((1 + √(2l−1))/2, (1 − √(2l−1))/2).
+
+    a₁ + a₂ = 1 (the mean gradient is unbiased) and a₁² + a₂² = l, so a₁ḡ_{B1} + a₂ḡ_{B2}
+    of two independent minibatches has l times the noise covariance of one; with steps
+    η/l the noise per unit time is that of SGD while the drift is resolved l times finer.
+    l = 1 gives exactly (1.0, 0.0).
+    """
+    root = math.sqrt(2 * l - 1)
+    return 0.5 * (1.0 + root), 0.5 * (1.0 - root)
+
+
 def run_ensemble(
     landscape: Landscape,
     method: str,
@@ -612,6 +791,8 @@ def run_ensemble(
     basin_edges: Sequence[float] = (),
     escape_threshold: float | None = None,
     escape_direction: int = +1,
+    svag_l: int = 1,
+    grad_noise: float = 0.0,
 ) -> EnsembleResult:
     """Run one ensemble of ``len(x0)`` chains and stream its statistics at ``steps``.
 
@@ -622,7 +803,8 @@ def run_ensemble(
     T is required for ``langevin``. ``basin_edges`` are sorted interior basin
     boundaries on axis 0. A first passage is θ₀ > threshold for ``escape_direction``
     +1, θ₀ < threshold for −1. See the module docstring for the methods and the
-    lost-chain convention.
+    lost-chain convention. ``svag_l`` is SVAG's l (``svag`` only), ``grad_noise`` σ of
+    ``sgd_noise`` (the standard deviation of the Gaussian added to the minibatch gradient).
     """
     if not isinstance(landscape, Landscape):
         raise ConfigError(f"landscape: expected a sgdsweep Landscape, got {type(landscape).__name__}")
@@ -674,6 +856,10 @@ def run_ensemble(
     else:
         temperature = 0.0
     seed = integer(seed, "seed", 0)
+    svag_l = integer(svag_l, "svag.l", 1)
+    grad_noise = real(grad_noise, "sgd_noise.sigma")
+    if grad_noise < 0:
+        raise ConfigError(f"sgd_noise.sigma: must be >= 0, got {grad_noise}")
     edges = np.asarray(basin_edges, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
         raise ConfigError(f"basin_edges: must be finite and strictly increasing, got {list(edges)}")
@@ -684,17 +870,19 @@ def run_ensemble(
     return simulate(landscape, method, pos, lr, st, grids, batch_size=batch_size, sampling=sampling,
                     noise_factor=noise_factor, substeps=substeps, temperature=temperature, seed=seed,
                     basin_edges=edges, escape_threshold=escape_threshold,
-                    escape_direction=escape_direction)
+                    escape_direction=escape_direction, svag_l=svag_l, grad_noise=grad_noise)
 
 
 def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, steps: np.ndarray,
              grids: Sequence[Grid1D], *, batch_size: int, sampling: str, noise_factor: float,
              substeps: int, temperature: float, seed: int, basin_edges: np.ndarray,
-             escape_threshold: float | None, escape_direction: int) -> EnsembleResult:
+             escape_threshold: float | None, escape_direction: int, svag_l: int = 1,
+             grad_noise: float = 0.0) -> EnsembleResult:
     """:func:`run_ensemble` without its checks, for callers whose input is already validated
     (``run_cell``'s parsed cell): ``pos`` (chains, d) float64 and C-contiguous, ``steps``
     int64 non-decreasing, ``temperature`` a float (0.0 unless ``langevin``), ``basin_edges``
-    a float64 array, ``escape_direction`` ±1. It is not modified."""
+    a float64 array, ``escape_direction`` ±1, ``svag_l`` ≥ 1, ``grad_noise`` ≥ 0. It is not
+    modified."""
     d, n = landscape.dim, landscape.n
     chains = pos.shape[0]
     st, edges = steps, basin_edges
@@ -707,8 +895,8 @@ def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, step
 
     # Chains are padded to a multiple of _LANES with frozen dummies (lost at step 0, never counted).
     padded = -(-chains // _LANES) * _LANES
-    state = chain_states(stream_key(seed, METHOD_IDS[method]), padded)
-    needs_perm = method == "sgd" and sampling != "with_replacement"
+    state = chain_states(stream_key(seed, STREAM_IDS[method]), padded)
+    needs_perm = method in MINIBATCH_METHODS and sampling != "with_replacement"
     perm = np.tile(np.arange(n, dtype=np.int64), (padded if needs_perm else 0, 1))
     cursor = np.full(padded, n, dtype=np.int64)  # n: the first step starts an epoch
     lost_step = np.full(padded, -1, dtype=np.int64)
@@ -719,9 +907,9 @@ def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, step
     if has_esc:
         escape_step[:chains][escape_direction * (pos[:, 0] - thr) > 0] = 0
     pos = np.concatenate([pos, np.tile(lower, (padded - chains, 1))])
-    terms = _padded_terms_1d(landscape) if method in ("sgd", "sde", "langevin") else None
+    terms = _padded_terms_1d(landscape) if method != "gd" else None
     scratch = np.zeros((padded, 3, d)) if terms is None else np.zeros((0, 3, d))
-    covs = np.zeros((padded, d, d))
+    covs = np.zeros((padded if terms is None else 0, 2, d, d))  # Σ and H per chain
 
     S = st.size
     ny = cells[1] if d == 2 else 1
@@ -731,13 +919,15 @@ def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, step
     basin_counts = np.zeros((S, edges.size + 1), dtype=np.int64)
     lost = np.empty(S, dtype=np.int64)
     ens = (pos, state, perm, cursor, lost_step, escape_step)
-    dyn = (METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor, substeps, temperature)
+    a1, a2 = svag_coefficients(svag_l)
+    dyn = (METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor, substeps,
+           temperature, int(svag_l), a1, a2, float(grad_noise))
     esc = (has_esc, thr, float(escape_direction))
     current = 0
     for k in range(S):
         if st[k] > current:
             if terms is not None:
-                kernel = _advance_sgd_1d if method == "sgd" else _advance_noisy_1d
+                kernel = _advance_sgd_1d if method in MINIBATCH_METHODS else _advance_noisy_1d
                 kernel(ens, current, int(st[k]), dyn, (lower[0], upper[0]), esc, (n, *terms))
             else:
                 _advance(ens, current, int(st[k]), dyn, (lower, upper), esc, tuple(landscape.arrays),

@@ -40,12 +40,17 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
     "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
     "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
     "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
+    "svag": {"color": OKABE_ITO["orange"], "label": "SVAG"},
+    "sgd_noise": {"color": OKABE_ITO["yellow"], "label": "SGD + injected noise"},
+    "sme2": {"color": OKABE_ITO["sky"], "label": "SME-2 (Euler–Maruyama)"},
+    "fp_sme2": {"color": OKABE_ITO["black"], "label": "FP of SME-2", "linestyle": ":"},
 }
 KIND_STYLE: dict[str, dict[str, Any]] = {
     "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
     "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
     "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
     "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
+    "sme2": {"color": OKABE_ITO["sky"], "label": "stationary FP of SME-2", "linestyle": "--"},
 }
 STYLE = {
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
@@ -517,6 +522,59 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
     return fig
 
 
+def gradient_noise(ds: xr.Dataset, panels_per: str = "batch_size") -> Figure:
+    """The exact shape of the minibatch gradient noise over θ (1-D): the loss, the skewness
+    and excess kurtosis of the minibatch mean gradient and the noise-to-signal ratio
+    tr Σ_b/|G|² (log scale), one line per value of ``panels_per`` (default the batch size)
+    when it is a sweep axis, else for the first finished cell. Where these are far from 0
+    (skewness, kurtosis) the Gaussian-noise assumption of the SDE fails; where NSR is small
+    the noise is too weak against the drift for the SDE (and the linear scaling rule)."""
+    if "noise_to_signal" not in ds:
+        return _message("gradient noise: this store holds no noise diagnostics")
+    if "y" in ds.dims:
+        return _message("gradient noise: the figure is 1-D; read noise_* from the store in 2-D")
+    dims = ds.sgd.sweep_dims
+    cells: list[tuple[xr.Dataset, dict[str, Any]]] = []
+    if panels_per in dims:
+        for v in ds[panels_per].values:
+            found = first_done_cell(ds.sel({panels_per: v}))
+            if found is not None:
+                cells.append((found[0], {panels_per: v, **found[1]}))
+    else:
+        found = first_done_cell(ds)
+        if found is not None:
+            cells.append(found)
+    if not cells:
+        return _message("gradient noise: no finished cell in this selection")
+    fig = _figure(4, width=3.3, height=3.0)
+    axs = _axes(fig)
+    colours = itertools.cycle(OKABE_ITO[c] for c in ("vermillion", "blue", "green", "orange", "purple",
+                                                     "sky"))
+    for (cell, where), colour in zip(cells, colours, strict=False):
+        x = np.asarray(cell["x"].values, float)
+        label = _cell_label({k: v for k, v in where.items() if k == panels_per}) or "this cell"
+        for ax, var in zip(axs, ("loss", "noise_skewness", "noise_kurtosis", "noise_to_signal"), strict=True):
+            ax.plot(x, np.asarray(cell[var].values, float).ravel(), color=colour, lw=1.4, label=label)
+    for ax, title in zip(axs, ("loss L(θ)", "skewness of ḡ_B", "excess kurtosis of ḡ_B",
+                              "noise-to-signal tr Σ_b / |G|²"), strict=True):
+        ax.set_xlabel(THETA)
+        ax.set_title(title)
+    for ax in axs[1:3]:
+        ax.axhline(0.0, color="grey", lw=0.8)
+        # Rounding-level wiggles (1e-4) must not fill the panel: show at least ±0.5.
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -0.5), max(hi, 0.5))
+    axs[3].set_yscale("log")
+    axs[3].axhline(1.0, color="grey", lw=0.8)
+    axs[3].set_ylim(bottom=max(axs[3].get_ylim()[0], 1e-6))  # where the noise vanishes NSR → 0
+    _legend_below(fig, axs[0], ncols=6)
+    first = cells[0][1]
+    rest = {k: v for k, v in first.items() if k != panels_per}
+    fig.suptitle("Minibatch gradient noise, exact from the n per-sample gradients"
+                 + (f" ({_cell_label(rest)})" if rest else ""))
+    return fig
+
+
 #: The figures ``python -m pipeline report`` renders, by file stem.
 FIGURES = {
     "density_evolution": density_evolution,
@@ -525,4 +583,5 @@ FIGURES = {
     "basin_heatmaps": basin_heatmaps,
     "sde_validity": sde_validity_map,
     "escape_times": escape_times,
+    "gradient_noise": gradient_noise,
 }

@@ -84,6 +84,21 @@ def side_uniform(st, salt):
     return float(mix64(st ^ salt) >> _S11) * _TWO_M53
 
 
+_SIDE_PAIR = np.uint64(0x6A09E667F3BCC909)
+
+
+@nb.njit(cache=True, inline="always")
+def side_normal_pair(st, salt):
+    """Two independent standard normals (Box–Muller) hashed from a stream state with
+    :func:`side_uniform`, without advancing it; ``salt`` must differ per use (e.g. mix the
+    step number in) so that a state that does not move between uses gives fresh values."""
+    u1 = side_uniform(st, salt)
+    u2 = side_uniform(st, salt ^ _SIDE_PAIR)
+    rad = np.sqrt(-2.0 * np.log(1.0 - u1))
+    ang = _TWO_PI * u2
+    return rad * np.cos(ang), rad * np.sin(ang)
+
+
 @nb.njit(cache=True, inline="always")
 def next_below(st, n):
     """Integer in [0, n) by Lemire's multiply-shift on 32 random bits (bias ≤ n / 2^32)."""

@@ -39,8 +39,10 @@ ATTRS: dict[str, dict[str, str]] = {
     "x": {"long_name": "parameter θ (cell centre)", "units": "1"},
     "y": {"long_name": "parameter θ₂ (cell centre)", "units": "1"},
     "t": {"long_name": "SDE time t = lr · step (nominal snapshot time)", "units": "1"},
-    "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift"},
-    "kind": {"long_name": "stationary reference: FP null vector under a convention, or Gibbs"},
+    "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift, "
+               "svag, sgd_noise, sme2, fp_sme2, … (the method registry)"},
+    "kind": {"long_name": "stationary reference: FP null vector under a convention, Gibbs, or one "
+             "a method provides (sme2)"},
     "basin": {"long_name": "basin of attraction of L"},
     "axis": {"long_name": "parameter component"},
     "density": {"long_name": "probability density of θ", "units": "1/θ"},
@@ -64,6 +66,12 @@ ATTRS: dict[str, dict[str, str]] = {
     "grad_mean": {"long_name": "mean gradient G(θ) = L'(θ)", "units": "1"},
     "grad_var": {"long_name": "per-sample gradient variance Σ(θ) (population)", "units": "1"},
     "diffusion": {"long_name": "Itô diffusion D = lr · Σ_b / 2", "units": "1"},
+    "noise_skewness": {"long_name": "skewness of the minibatch mean gradient (exact, the cell's "
+                       "batch size and sampling; NaN where it has no spread)", "units": "1"},
+    "noise_kurtosis": {"long_name": "excess kurtosis of the minibatch mean gradient (exact, the "
+                       "cell's batch size and sampling; NaN where it has no spread)", "units": "1"},
+    "noise_to_signal": {"long_name": "noise-to-signal ratio tr Σ_b / |G|² (Li, Malladi & Arora "
+                        "2021; +inf where G = 0 with noise)", "units": "1"},
     "temperature": {"long_name": "Langevin / Gibbs temperature T", "units": "1"},
     "fp_degenerate": {"long_name": "stationary FP density collapsed where D → 0"},
     RUNTIME: {"long_name": "wall time to compute the cell", "units": "s"},

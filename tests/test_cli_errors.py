@@ -72,6 +72,12 @@ BAD = [
     (["grid.store=[a,b]"], "grid.store: store cannot be swept"),
     (["init.std=-1"], "init.std: must be > 0 for a normal initial law"),
     (["overwrite=maybe"], "overwrite: Value 'maybe' is not a valid bool"),
+    (["methods=[sgd,svag]", "svag.l=0"], "svag.l: must be >= 1, got 0"),
+    (["methods=[sgd,svag]", "grid.svag.l=[2,0]"], "svag.l: must be >= 1, got 0"),
+    (["methods=[sgd_noise]", "sgd_noise.sigma=-1"], "sgd_noise.sigma: must be >= 0, got -1.0"),
+    (["landscape=heavy_tailed", "landscape.shift_nu=0"], "landscape.shifts.nu: must be > 0, got 0"),
+    (["landscape=anisotropic_2d", "methods=[sme2,fp_sme2]"],
+     "methods: fp_sme2 supports 1-D landscapes only, this one is 2-D"),
 ]
 
 

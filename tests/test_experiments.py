@@ -29,6 +29,12 @@ REDUCED = {
     "flat_minima": ["grid.lr=[0.1]", "grid.batch_size=[4]", "grid.landscape.width_left=[0.3,0.6]",
                     "mc.chains=100", "time.t_end=2", "time.snapshots=3", "density_grid.cells=140"],
     "escape": ["grid.lr=[0.04,0.08]", "mc.chains=100", "time.t_end=6", "time.snapshots=3"],
+    "sde_ladder": ["grid.svag.l=[1,4]", "mc.chains=200", "time.t_end=2", "time.snapshots=3",
+                   "mc.sde_substeps=4"],
+    "sde_ladder_two_basin": ["grid.svag.l=[1,8]", "mc.chains=200", "time.t_end=1", "time.snapshots=3",
+                             "density_grid.cells=140", "mc.sde_substeps=4"],
+    "linear_scaling": ["grid.lr=[0.05,0.1]", "grid.batch_size=[2,4]", "mc.chains=200", "time.t_end=1",
+                       "time.snapshots=3", "density_grid.cells=140"],
 }
 
 
@@ -90,3 +96,37 @@ def test_escape(tmp_path):
     # barrier top between the pit (θ ≈ 1) and the wide minimum (θ = 2)
     assert np.all((es.escape_threshold.values > 1.0) & (es.escape_threshold.values < 1.5))
     assert np.all(es.escaped_fraction.sel({"method": "sde"}).values > 0.9)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["sde_ladder", "sde_ladder_two_basin"])
+def test_sde_ladder(tmp_path, name):
+    store = tmp_path / f"{name}.zarr"
+    sweep(name, store)
+    ds = open_sweep(store).load()
+    assert bool(ds.done.all()) and "l" in ds.sgd.sweep_dims
+    # SVAG at l = 1 is SGD bit for bit; at l > 1 it is not.
+    for v in ("density", "mean", "std", "escape_time_mean"):
+        sgd, svag = (ds[v].sel({"method": m}).sel(l=1) for m in ("sgd", "svag"))
+        np.testing.assert_array_equal(sgd.values, svag.values)
+    assert not np.array_equal(ds.density.sel({"method": "svag"}).isel(l=-1).values,
+                              ds.density.sel({"method": "sgd"}).isel(l=-1).values)
+    # The sme2 stationary reference and FP density are there, normalised.
+    dx = float(ds.x[1] - ds.x[0])
+    np.testing.assert_allclose(ds.stationary.sel(kind="sme2").sum("x") * dx, 1.0, rtol=1e-9)
+    np.testing.assert_allclose(ds.density.sel({"method": "fp_sme2"}).sum("x") * dx, 1.0, rtol=1e-9)
+
+
+@pytest.mark.integration
+def test_linear_scaling(tmp_path):
+    store = tmp_path / "linear_scaling.zarr"
+    sweep("linear_scaling", store)
+    ds = open_sweep(store).load()
+    assert bool(ds.done.all())
+    # The SDE sees η and b only through η/b: on the diagonal η/b = 0.025 its FP densities are
+    # the same computation (fixed fp.dt), and the noise-to-signal ratio halves as b doubles.
+    a = ds.sel(lr=0.05, batch_size=2)
+    b = ds.sel(lr=0.1, batch_size=4)
+    np.testing.assert_allclose(a.density.sel({"method": "fp"}), b.density.sel({"method": "fp"}),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.noise_to_signal, a.noise_to_signal / 2, rtol=1e-12)

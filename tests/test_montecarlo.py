@@ -273,6 +273,10 @@ def _all_methods(land, grids, x0):
         ("sgd", {"sampling": "reshuffle", "batch_size": 3}),
         ("sde", {"substeps": 3}),
         ("langevin", {"substeps": 3, "temperature": 0.2}),
+        ("svag", {"svag_l": 3, "sampling": "reshuffle", "batch_size": 3}),
+        ("svag", {"svag_l": 4, "sampling": "without_replacement", "batch_size": 2}),
+        ("sgd_noise", {"grad_noise": 0.4, "batch_size": 2}),
+        ("sme2", {"substeps": 3}),
     ]:
         r = run_ensemble(land, method, x0, 0.3, steps, grids, seed=11, escape_threshold=0.5, **kw)
         out.append((r.counts, r.mean, r.var, r.basin_counts, r.lost, r.escape_step, r.lost_step))

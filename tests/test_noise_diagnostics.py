@@ -137,3 +137,34 @@ def test_bad_input_names_the_field(kwargs, message):
     with pytest.raises(ConfigError) as err:
         noise_diagnostics(land, **kwargs)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- stored per cell
+
+
+def test_cells_store_the_diagnostics_for_their_batch_size():
+    from sgdsweep import run_cell
+    from sgdsweep.plots import gradient_noise
+
+    land = {"name": "heavy", "n": 12, "reference": [
+        {"kind": "gaussian", "amplitude": -1.0, "centre": 0.0, "width": 0.5},
+        {"kind": "quadratic", "curvature": 0.3, "centre": 0.0}],
+        "shifts": {"n": 12, "std": 0.3, "distribution": "outliers", "k": 1, "scale": 4.0}}
+    base = {"landscape": land, "methods": ["gd"], "mc": {"chains": 8},
+            "time": {"t_end": 0.04, "snapshots": 2},
+            "density_grid": {"lower": -2.0, "upper": 2.0, "cells": 40}}
+    one = run_cell(base)
+    four = run_cell({**base, "batch_size": 4})
+    # With replacement: skewness γ₁/√b, excess kurtosis γ₂/b, NSR ∝ 1/b.
+    np.testing.assert_allclose(four["noise_skewness"], one["noise_skewness"] / 2, rtol=1e-12)
+    np.testing.assert_allclose(four["noise_kurtosis"], one["noise_kurtosis"] / 4, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(four["noise_to_signal"], one["noise_to_signal"] / 4, rtol=1e-12)
+    # One-sided outlier: the noise is skewed; values equal the library function at the centres.
+    assert np.nanmax(np.abs(one["noise_skewness"].values)) > 1.0
+    wo = run_cell({**base, "batch_size": 4, "sampling": "without_replacement"})
+    ref = noise_diagnostics(build_landscape(land), wo["x"].values, 4, "without_replacement")
+    np.testing.assert_array_equal(wo["noise_skewness"].values, ref["skewness"][:, 0])
+    np.testing.assert_array_equal(wo["noise_kurtosis"].values, ref["excess_kurtosis"][:, 0])
+    np.testing.assert_array_equal(wo["noise_to_signal"].values, ref["noise_to_signal"])
+    fig = gradient_noise(one)
+    assert len(fig.axes) == 4

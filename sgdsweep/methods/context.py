@@ -27,7 +27,7 @@ class CellContext:
 
     def __init__(self, cell: CellConfig):
         self.cell = cell
-        self._operators: dict[tuple[Grid1D, float, bool], FokkerPlanck1D] = {}
+        self._operators: dict[tuple[Grid1D, float, bool, bool], FokkerPlanck1D] = {}
 
     # ------------------------------------------------------------------ geometry
 
@@ -76,7 +76,8 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` runs."""
+        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` or
+        ``sgd_noise`` (matched to it by default) runs."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
@@ -85,7 +86,7 @@ class CellContext:
 
             return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
                                                        cell.noise_factor))
-        if "langevin" not in cell.methods:
+        if "langevin" not in cell.methods and "sgd_noise" not in cell.methods:
             return None
         # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2.
         k = int(np.argmin(self.land["loss"]))
@@ -112,15 +113,17 @@ class CellContext:
         """Average a density on :attr:`fine` (last axis) back onto the density grid."""
         return p.reshape(*p.shape[:-1], self.grid.cells, self.cell.fp_refine).mean(axis=-1)
 
-    def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None
-                 ) -> FokkerPlanck1D:
-        """The FP operator on ``grid`` (default :attr:`fine`), built once per cell."""
+    def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None,
+                 sme2: bool = False) -> FokkerPlanck1D:
+        """The FP operator on ``grid`` (default :attr:`fine`), built once per cell; ``sme2``:
+        with the second-order modified drift (``FokkerPlanck1D.from_landscape``)."""
         grid = self.fine if grid is None else grid
-        key = (grid, alpha, drift_only)
+        key = (grid, alpha, drift_only, sme2)
         if key not in self._operators:
             c = self.cell
             self._operators[key] = FokkerPlanck1D.from_landscape(
-                c.landscape, grid, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only)
+                c.landscape, grid, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only,
+                sme2=sme2)
         return self._operators[key]
 
     @cached_property

@@ -20,21 +20,29 @@ ENSEMBLE_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass",
 
 def fill_ensemble(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Run the ensemble of method ``name`` and write its statistics into ``ds``."""
+    write_ensemble(ctx, ds, name, simulate_cell(ctx, name))
+
+
+def simulate_cell(ctx: CellContext, name: str, **extra):
+    """The compiled ensemble of method ``name`` for the cell, from its shared initial positions.
+
+    ``extra``: method parameters of :func:`sgdsweep.montecarlo.simulate` (``svag_l``,
+    ``grad_noise``). Returns the :class:`~sgdsweep.montecarlo.EnsembleResult`.
+    """
     from sgdsweep.montecarlo import simulate
 
     cell = ctx.cell
     esc = ctx.escape
     edges = ctx.basins.edges if ctx.dim == 1 else ()
     # The cell was validated by parse_cell: no second round of checks (run_ensemble's).
-    res = simulate(
+    return simulate(
         cell.landscape, name, ctx.initial_positions, cell.lr, cell.steps, cell.grids,
         batch_size=cell.batch_size, sampling=cell.sampling, noise_factor=cell.noise_factor,
         substeps=cell.sde_substeps, temperature=ctx.temperature if name == "langevin" else 0.0,
         seed=cell.seed, basin_edges=np.asarray(edges, dtype=np.float64).reshape(-1),
         escape_threshold=None if esc is None else float(esc[0]),
-        escape_direction=1 if esc is None else int(esc[1]),
+        escape_direction=1 if esc is None else int(esc[1]), **extra,
     )
-    write_ensemble(ctx, ds, name, res)
 
 
 def write_ensemble(ctx: CellContext, ds: xr.Dataset, name: str, res) -> None:

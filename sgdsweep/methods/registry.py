@@ -82,7 +82,9 @@ _REGISTRY: dict[str, Method] = {}
 #: The registered methods by name, in registration order (read-only view).
 METHODS: Mapping[str, Method] = MappingProxyType(_REGISTRY)
 #: Modules that register the built-in methods; imported on first use of the registry.
-BUILTIN_MODULES = ("sgdsweep.methods.ensemble", "sgdsweep.methods.fokker_planck")
+BUILTIN_MODULES = ("sgdsweep.methods.ensemble", "sgdsweep.methods.fokker_planck",
+                   "sgdsweep.methods.svag", "sgdsweep.methods.injected_noise",
+                   "sgdsweep.methods.modified_equation")
 _loaded = False
 
 
