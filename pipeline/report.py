@@ -28,7 +28,7 @@ import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from pipeline.integrity import mask_corrupt
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
-from sgdsweep.plots import FIGURES, most_informative_cell
+from sgdsweep.plots import FIGURES, FIGURES_2D, most_informative_cell
 from sgdsweep.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
 
 CAPTIONS = {
@@ -128,7 +128,7 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
     views = {name: cell for name in ONE_CELL}
     if where:
         views.update({name: ds.sel({d: [v] for d, v in where.items() if d != "lr"}) for name in PER_LR})
-    for name, plot in FIGURES.items():
+    for name, plot in (FIGURES_2D if "y" in ds.dims else FIGURES).items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
