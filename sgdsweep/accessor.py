@@ -29,7 +29,7 @@ import xarray as xr
 
 from sgdsweep.analysis import basin_integrals, fit_temperature
 from sgdsweep.metrics import DISTANCES
-from sgdsweep.schema import DONE, METHOD_KINDS_ATTR, failures
+from sgdsweep.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
 
 TimeSel = None | str | int | float
 _SPACE = "_space"
@@ -116,6 +116,30 @@ class SweepAccessor:
             raise KeyError(f"{name!r}: neither a method ({', '.join(self.methods)}) "
                            f"nor a stationary kind ({', '.join(self.kinds) or 'none'})")
         return self._masked(self._at(da, t))
+
+    def marginal(self, axis: str = "x") -> xr.Dataset:
+        """A 2-D store seen along one component: ``density`` and ``stationary`` integrated
+        over the other axis (∫ p dθ_other), ``mean``/``std`` of that component, on the
+        dimension ``x``, with ``lost_fraction`` and the bookkeeping; the 1-D tools
+        (``distance`` incl. ``w1``, the 1-D figures) then apply. A 1-D dataset is returned
+        unchanged. Lazy on Dask-backed data."""
+        ds = self._ds
+        if "y" not in self.space_dims:
+            return ds
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis: expected 'x' or 'y', got {axis!r}")
+        other = "y" if axis == "x" else "x"
+        c = np.asarray(ds[other].values, dtype=float)
+        out = {name: ds[name].sum(other, skipna=False) * float(c[1] - c[0])
+               for name in ("density", "stationary") if name in ds}
+        out.update({name: ds[name].sel(axis=axis, drop=True) for name in ("mean", "std") if name in ds})
+        out.update({name: ds[name] for name in ("lost_fraction", DONE, ERROR) if name in ds})
+        res = xr.Dataset(out, attrs=dict(ds.attrs))
+        if axis == "y":
+            res = res.rename({"y": "x"})
+        res.attrs["dx"] = float(np.diff(np.asarray(res["x"].values, dtype=float)[:2])[0])
+        res.attrs["marginal_of"] = axis
+        return res
 
     # ------------------------------------------------------------------ distances
 

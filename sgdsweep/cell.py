@@ -36,7 +36,8 @@ from sgdsweep.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIM
 STATIONARY_KINDS = (*CONVENTIONS, "gibbs")
 #: Per-cell numbers of the FP stationary state of the cell's convention (see ATTRS).
 STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "stationary_kl_gibbs",
-                      "stationary_min_density", "fp_monotone_violation", "fp_degenerate")
+                      "stationary_min_density", "fp_monotone_violation", "fp_negative_offdiag",
+                      "fp_degenerate")
 
 __all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_template", "run_cell"]
 

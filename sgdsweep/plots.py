@@ -604,6 +604,14 @@ def current_2d(ds: xr.Dataset) -> Figure:
     axs = _axes(fig)
     for ax, (p, J, title) in zip(axs, panels, strict=True):
         _density_panel(ax, fig, x, y, p, J, title)
+    # Zoom onto where any panel has mass.
+    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _, _ in panels]), axis=0)
+    ix, iy = np.nonzero(mass > STREAM_FLOOR)
+    if ix.size:
+        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
+        for ax in axs:
+            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
+            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
     facts = []
     for name, label in (("stationary_circulation", "circulation"), ("stationary_mean_abs_current", "∫|J|"),
                         ("stationary_kl_gibbs", "KL(stationary‖Gibbs)"),

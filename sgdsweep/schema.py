@@ -82,6 +82,10 @@ ATTRS: dict[str, dict[str, str]] = {
     "stationary_min_density": {"long_name": "most negative value of the FP stationary density (0 if "
                                "p ≥ 0; < 0 only where the 2-D scheme is not monotone; never clipped)",
                                "units": "1/θ^d"},
+    "fp_negative_offdiag": {"long_name": "number of negative off-diagonal entries of the 2-D FP "
+                            "generator (cell's convention): 0 means an M-matrix, p ≥ 0 guaranteed; "
+                            "strong drift against the Scharfetter–Gummel weights can make some even "
+                            "where the face bound holds (0 in 1-D)", "units": "1"},
     "fp_monotone_violation": {"long_name": "fraction of interior faces where the 2-D cross-diffusion "
                               "bound |D_xy| ≤ min(D_xx dy/dx, D_yy dx/dy) fails (0 in 1-D)",
                               "units": "1"},

@@ -98,7 +98,7 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
     """The FP stationary densities of every convention and their currents, Gibbs, and the
     summary numbers of the cell's convention: ``stationary_mean_abs_current``,
     ``stationary_circulation`` (2-D), ``stationary_kl_gibbs``, ``stationary_min_density``,
-    ``fp_monotone_violation``, ``fp_degenerate``. Gibbs has no current of its own (NaN)."""
+    ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no current of its own (NaN)."""
     from sgdsweep.metrics import kl_divergence
     from sgdsweep.operators.nonequilibrium import current_summary, kl_to_gibbs
     from sgdsweep.references import gibbs_density
@@ -119,7 +119,8 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
                     fp_degenerate=bool(st.degenerate),
                     stationary_mean_abs_current=float(np.abs(0.5 * (J[:-1] + J[1:])).sum() * ctx.fine.dx),
                     stationary_min_density=float(min(st.density.min(), 0.0)),
-                    fp_monotone_violation=0.0)  # Scharfetter–Gummel: an M-matrix at any D ≥ 0
+                    # Scharfetter–Gummel: an M-matrix at any D ≥ 0
+                    fp_monotone_violation=0.0, fp_negative_offdiag=0.0)
                 gibbs = None if T is None else gibbs_density(fine_loss, T, ctx.fine.dx)
                 if gibbs is not None:
                     summary["stationary_kl_gibbs"] = float(kl_divergence(st.density, gibbs, ctx.fine.dx))
@@ -140,7 +141,8 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
                     stationary_mean_abs_current=cs.mean_abs_current,
                     stationary_circulation=cs.circulation,
                     stationary_min_density=st.min_density,
-                    fp_monotone_violation=fp2.monotonicity.fraction_violating)
+                    fp_monotone_violation=fp2.monotonicity.fraction_violating,
+                    fp_negative_offdiag=float(fp2.monotonicity.negative_offdiag))
                 if T is not None:
                     summary["stationary_kl_gibbs"] = kl_to_gibbs(st.density, loss, T, gx.dx, gy.dx)
         if T is not None:
