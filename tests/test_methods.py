@@ -48,7 +48,8 @@ def test_method_only_for_its_dimensions():
     land = {"name": "q2", "dim": 2, "reference": [{"kind": "quadratic", "curvature": [1.0, 1.0],
                                                     "centre": [0.0, 0.0]}],
             "shifts": {"n": 4, "std": 0.5}}
-    with pytest.raises(sgdsweep.ConfigError, match=r"^methods: one_d_only_probe supports 1-D landscapes only"):
+    with pytest.raises(sgdsweep.ConfigError,
+                       match=r"^methods: one_d_only_probe supports 1-D landscapes only"):
         sgdsweep.parse_cell({"landscape": land, "methods": ["sgd", "one_d_only_probe"],
                              "init": {"mean": 0.0},
                              "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 30}})

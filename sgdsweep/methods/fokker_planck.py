@@ -98,7 +98,8 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
     """The FP stationary densities of every convention and their currents, Gibbs, and the
     summary numbers of the cell's convention: ``stationary_mean_abs_current``,
     ``stationary_circulation`` (2-D), ``stationary_kl_gibbs``, ``stationary_min_density``,
-    ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no current of its own (NaN)."""
+    ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no
+    current of its own (NaN)."""
     from sgdsweep.metrics import kl_divergence
     from sgdsweep.operators.nonequilibrium import current_summary, kl_to_gibbs
     from sgdsweep.references import gibbs_density
