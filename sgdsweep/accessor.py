@@ -148,14 +148,15 @@ class SweepAccessor:
 
         ``metric``: ``tv`` (½∫|p−q|, in [0, 1]), ``kl`` (KL(a‖b) of the normalised
         densities in nats, b floored at :data:`sgdsweep.metrics.KL_FLOOR`), ``w1``
-        (Wasserstein-1, θ units; 1-D only) or ``hellinger`` (in [0, 1]); see
+        (Wasserstein-1, θ units; 1-D only: in 2-D use :meth:`marginal`) or ``hellinger`` (in [0, 1]); see
         :mod:`sgdsweep.metrics`. Lazy on Dask-backed data.
         """
         if metric not in DISTANCES:
             raise ValueError(f"metric: unknown {metric!r} (known: {', '.join(DISTANCES)})")
         space = self.space_dims
         if len(space) > 1 and metric == "w1":
-            raise ValueError("metric: w1 is defined here for 1-D densities only")
+            raise ValueError("metric: w1 is defined here for 1-D densities only; take it on "
+                             "ds.sgd.marginal('x') or ('y') (the store's w1 is their mean)")
         p, q = self.source(a, t), self.source(b, t)
         if len(space) > 1:
             p, q = p.stack({_SPACE: space}), q.stack({_SPACE: space})
