@@ -176,3 +176,22 @@ def test_tiny_2d_sweep_and_report(tmp_path: Path):
     out = tmp_path / "ne_report"
     assert (out / "current_2d.png").stat().st_size > 10_000
     assert "current_2d" in (out / "report.html").read_text()
+
+
+def test_tilted_shifts_have_the_stated_covariance_and_bad_input_is_one_line():
+    from sgdsweep.tilted import tilted_shifts
+
+    for tilt in (0.0, 30.0, 90.0, 137.0):
+        s = tilted_shifts(tilt, 2.0, 0.6, 8)
+        c, n = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
+        R = np.array([[c, -n], [n, c]])
+        np.testing.assert_allclose(s.mean(axis=0), 0.0, atol=1e-14)
+        np.testing.assert_allclose(np.cov(s.T, bias=True), R @ np.diag([4.0, 1.44]) @ R.T, atol=1e-13)
+    # Σ commutes with H exactly at 0° and 90°, not at 30°.
+    for tilt, commutes in ((0.0, True), (90.0, True), (30.0, False)):
+        S = sigma(tilt)
+        assert np.allclose(S @ H, H @ S, atol=1e-12) == commutes
+    with pytest.raises(sgdsweep.ConfigError, match=r"^landscape.tilt: must be a finite number"):
+        sgdsweep.build_landscape({"_target_": "sgdsweep.tilted.tilted_quadratic", "tilt": "steep"})
+    with pytest.raises(sgdsweep.ConfigError, match=r"^landscape.aspect: must be a number > 0"):
+        sgdsweep.build_landscape({"_target_": "sgdsweep.tilted.tilted_quadratic", "aspect": 0.0})
