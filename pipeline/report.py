@@ -365,6 +365,9 @@ def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
         return ""
     label = ", ".join(f"{_e(d)} = {_num(v, 4)}" for d, v in where.items())
     acc = ds.sgd
+    if "y" in ds.dims:  # current_2d picks its own cell and names it in its title
+        return ("<p>The 2-D figure shows the finished cell with the largest stationary circulation "
+                "(named in its title).</p>")
     if "sgd" in acc.methods and "fp" in acc.methods and "y" not in ds.dims:
         tv = float(acc.sde_validity().sel({d: v for d, v in where.items()}))
         if np.isfinite(tv):
