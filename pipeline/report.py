@@ -28,7 +28,7 @@ import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
 from pipeline.integrity import mask_corrupt
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
-from sgdsweep.plots import FIGURES, most_informative_cell
+from sgdsweep.plots import FIGURES, FIGURES_2D, most_informative_cell
 from sgdsweep.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
 
 CAPTIONS = {
@@ -133,7 +133,7 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
     views = {name: cell for name in ONE_CELL}
     if where:
         views.update({name: ds.sel({d: [v] for d, v in where.items() if d != "lr"}) for name in PER_LR})
-    for name, plot in FIGURES.items():
+    for name, plot in (FIGURES_2D if "y" in ds.dims else FIGURES).items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
@@ -205,7 +205,9 @@ def _summary(ds: xr.Dataset) -> str:
 def _last_time_tables(ds: xr.Dataset) -> str:
     """Distances to FP per method (median/max over done cells) and the per-cell table."""
     acc = ds.sgd
-    if "fp" not in acc.methods or "y" in ds.dims:
+    if "y" in ds.dims:
+        return _table_2d(ds)
+    if "fp" not in acc.methods:
         return '<p class="muted">No Fokker–Planck reference in this store: no distance table.</p>'
     t_last = float(ds["t"].values[-1])
     others = [m for m in acc.methods if m != "fp"]
@@ -259,6 +261,36 @@ def _last_time_tables(ds: xr.Dataset) -> str:
     if done.size > MAX_CELL_ROWS:
         out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
     return out
+
+
+#: Columns of the 2-D per-cell table: (heading, variable, method or None).
+COLUMNS_2D = (("TV(SGD, FP)", "tv", "sgd"), ("KL(SGD ‖ FP)", "kl", "sgd"),
+              ("W1 marg.(SGD, FP)", "w1", "sgd"), ("circulation", "stationary_circulation", None),
+              ("∫|J| dθ", "stationary_mean_abs_current", None),
+              ("KL(stat ‖ Gibbs)", "stationary_kl_gibbs", None), ("min p", "stationary_min_density", None),
+              ("non-monotone faces", "fp_monotone_violation", None))
+
+
+def _table_2d(ds: xr.Dataset) -> str:
+    """2-D store: per cell, SGD's distances to FP at the last snapshot and the numbers of the
+    FP stationary state (current, circulation, KL to Gibbs, positivity)."""
+    cols = [(h, v, m) for h, v, m in COLUMNS_2D
+            if v in ds and (m is None or (m in ds.sgd.methods and "fp" in ds.sgd.methods))]
+    dims = list(ds.sgd.sweep_dims)
+    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+    data = []
+    for _, v, m in cols:
+        da = ds[v].sel({"method": m}).isel(t=-1) if m is not None else ds[v]
+        data.append(np.asarray(da.transpose(*dims).values, float) if dims else np.asarray(da.values, float))
+    rows = []
+    for idx in list(np.ndindex(done.shape))[:MAX_CELL_ROWS]:
+        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
+        rows.append([*coords, *(_num(a[idx]) if done[idx] else "" for a in data)])
+    return (f"<p>Per cell at t = {_num(float(ds['t'].values[-1]))}: SGD against the Itô FP density "
+            "(W1: mean of the two marginals'), and the FP stationary state of the cell's convention: "
+            "circulation of its probability current (probability per unit time, &gt; 0 counter-"
+            "clockwise), ∫|J| dθ, KL to Gibbs, most negative density, fraction of faces where the "
+            "scheme is not monotone.</p>" + _table([*dims, *(h for h, _, _ in cols)], rows, left=len(dims)))
 
 
 def _escape_table(ds: xr.Dataset) -> str:
@@ -394,6 +426,9 @@ def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
         return ""
     label = ", ".join(f"{_e(d)} = {_num(v, 4)}" for d, v in where.items())
     acc = ds.sgd
+    if "y" in ds.dims:  # current_2d picks its own cell and names it in its title
+        return ("<p>The 2-D figure shows the finished cell with the largest stationary circulation "
+                "(named in its title).</p>")
     if "sgd" in acc.methods and "fp" in acc.methods and "y" not in ds.dims:
         tv = float(acc.sde_validity().sel({d: v for d, v in where.items()}))
         if np.isfinite(tv):

@@ -29,7 +29,7 @@ import xarray as xr
 
 from sgdsweep.analysis import basin_integrals, fit_temperature
 from sgdsweep.metrics import DISTANCES
-from sgdsweep.schema import DONE, METHOD_KINDS_ATTR, failures
+from sgdsweep.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
 
 TimeSel = None | str | int | float
 _SPACE = "_space"
@@ -117,6 +117,30 @@ class SweepAccessor:
                            f"nor a stationary kind ({', '.join(self.kinds) or 'none'})")
         return self._masked(self._at(da, t))
 
+    def marginal(self, axis: str = "x") -> xr.Dataset:
+        """A 2-D store seen along one component: ``density`` and ``stationary`` integrated
+        over the other axis (∫ p dθ_other), ``mean``/``std`` of that component, on the
+        dimension ``x``, with ``lost_fraction`` and the bookkeeping; the 1-D tools
+        (``distance`` incl. ``w1``, the 1-D figures) then apply. A 1-D dataset is returned
+        unchanged. Lazy on Dask-backed data."""
+        ds = self._ds
+        if "y" not in self.space_dims:
+            return ds
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis: expected 'x' or 'y', got {axis!r}")
+        other = "y" if axis == "x" else "x"
+        c = np.asarray(ds[other].values, dtype=float)
+        out = {name: ds[name].sum(other, skipna=False) * float(c[1] - c[0])
+               for name in ("density", "stationary") if name in ds}
+        out.update({name: ds[name].sel(axis=axis, drop=True) for name in ("mean", "std") if name in ds})
+        out.update({name: ds[name] for name in ("lost_fraction", DONE, ERROR) if name in ds})
+        res = xr.Dataset(out, attrs=dict(ds.attrs))
+        if axis == "y":
+            res = res.rename({"y": "x"})
+        res.attrs["dx"] = float(np.diff(np.asarray(res["x"].values, dtype=float)[:2])[0])
+        res.attrs["marginal_of"] = axis
+        return res
+
     # ------------------------------------------------------------------ distances
 
     def distance(self, a: str, b: str = "fp", metric: str = "tv", t: TimeSel = None) -> xr.DataArray:
@@ -124,14 +148,15 @@ class SweepAccessor:
 
         ``metric``: ``tv`` (½∫|p−q|, in [0, 1]), ``kl`` (KL(a‖b) of the normalised
         densities in nats, b floored at :data:`sgdsweep.metrics.KL_FLOOR`), ``w1``
-        (Wasserstein-1, θ units; 1-D only) or ``hellinger`` (in [0, 1]); see
+        (Wasserstein-1, θ units; 1-D only: in 2-D use :meth:`marginal`) or ``hellinger`` (in [0, 1]); see
         :mod:`sgdsweep.metrics`. Lazy on Dask-backed data.
         """
         if metric not in DISTANCES:
             raise ValueError(f"metric: unknown {metric!r} (known: {', '.join(DISTANCES)})")
         space = self.space_dims
         if len(space) > 1 and metric == "w1":
-            raise ValueError("metric: w1 is defined here for 1-D densities only")
+            raise ValueError("metric: w1 is defined here for 1-D densities only; take it on "
+                             "ds.sgd.marginal('x') or ('y') (the store's w1 is their mean)")
         p, q = self.source(a, t), self.source(b, t)
         if len(space) > 1:
             p, q = p.stack({_SPACE: space}), q.stack({_SPACE: space})

@@ -30,13 +30,18 @@ from sgdsweep.methods.context import CellContext
 from sgdsweep.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.noise import diffusion
 from sgdsweep.noise_diagnostics import minibatch_shape, noise_to_signal
+from sgdsweep.operators.fokker_planck2d import marginals
 from sgdsweep.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
 
 #: The exact shape of the minibatch gradient noise on the grid (per axis).
 NOISE_SHAPE_VARS = ("noise_skewness", "noise_kurtosis")
 
-#: Stationary references of every 1-D cell: the FP null vector per convention, and Gibbs.
+#: Stationary references of every cell: the FP null vector per convention, and Gibbs.
 STATIONARY_KINDS = (*CONVENTIONS, "gibbs")
+#: Per-cell numbers of the FP stationary state of the cell's convention (see ATTRS).
+STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "stationary_kl_gibbs",
+                      "stationary_min_density", "fp_monotone_violation", "fp_negative_offdiag",
+                      "fp_degenerate")
 
 __all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_template", "run_cell"]
 
@@ -64,23 +69,30 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
         moment = ("method", "t")
         landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion",
                                               *NOISE_SHAPE_VARS, "noise_to_signal")}
+        vector: tuple[str, ...] = ()
         extra: dict[str, tuple[str, ...]] = {
-            "stationary": ("kind", "x"),
             "basin_mass": ("method", "t", "basin"),
             "escape_time_exact": (),
             "escape_threshold": (),
-            "fp_degenerate": (),
         }
     else:
         gx, gy = cell.grids
         coords = {"x": gx.centres, "y": gy.centres, "t": cell.times, "method": methods,
-                  "axis": ["x", "y"]}
+                  "kind": _kinds(cell), "axis": ["x", "y"]}
         space = ("x", "y")
+        vector = ("axis",)
         moment = ("method", "t", "axis")
         landscape_vars = {"loss": ("x", "y"), "grad_mean": ("x", "y", "axis"),
                           "grad_var": ("x", "y", "axis"), "noise_to_signal": ("x", "y"),
                           **{k: ("x", "y", "axis") for k in NOISE_SHAPE_VARS}}
         extra = {}
+    extra.update({
+        "stationary": ("kind", *space),
+        # The probability current J at cell centres (NaN for methods and kinds without one).
+        "current": ("method", "t", *space, *vector),
+        "stationary_current": ("kind", *space, *vector),
+        **{name: () for name in STATIONARY_SUMMARY},
+    })
     dims = {
         "density": ("method", "t", *space),
         "mean": moment, "std": moment,
@@ -188,22 +200,14 @@ def fill_landscape(ctx: CellContext, ds: xr.Dataset) -> None:
 
 
 def fill_references(ctx: CellContext, ds: xr.Dataset) -> None:
-    """Temperature; in 1-D the stationary densities, ``fp_degenerate`` and the escape threshold."""
-    from sgdsweep.references import gibbs_density
+    """Temperature, the stationary densities and currents with their summary numbers
+    (:func:`sgdsweep.methods.fokker_planck.fill_stationary_fp`), the methods' own
+    stationary kinds, and (1-D) the escape threshold."""
+    from sgdsweep.methods.fokker_planck import fill_stationary_fp
 
     T = ctx.temperature
     ds["temperature"] = ((), np.nan if T is None else float(T), ATTRS["temperature"])
-    if ctx.dim != 1:
-        return
-    degenerate = False
-    for kind, alpha in CONVENTIONS.items():
-        st = ctx.operator(alpha).stationary()
-        ds["stationary"].loc[{"kind": kind}] = ctx.coarse(st.density)
-        if kind == ctx.cell.convention:
-            degenerate = bool(st.degenerate)
-    fine_loss = ctx.cell.landscape.evaluate(ctx.fine.centres)["loss"]
-    ds["stationary"].loc[{"kind": "gibbs"}] = ctx.coarse(gibbs_density(fine_loss, T, ctx.fine.dx))
-    ds["fp_degenerate"] = ((), degenerate, ATTRS["fp_degenerate"])
+    fill_stationary_fp(ctx, ds)
     for m in ctx.cell.method_specs:
         for kind, density in m.stationary.items():
             ds["stationary"].loc[{"kind": kind}] = density(ctx)
@@ -237,15 +241,30 @@ def fill_escape_exact(ctx: CellContext, ds: xr.Dataset) -> None:
 
 
 def fill_distances(ctx: CellContext, ds: xr.Dataset) -> None:
-    """TV, KL, W1 of every method's density to the FP density (1-D, when ``fp`` runs)."""
-    if ctx.dim != 1 or DISTANCE_REFERENCE not in ctx.cell.methods:
+    """TV, KL, W1 of every method's density to the FP density (when ``fp`` runs).
+
+    2-D: TV and KL over the plane (cells of area dx·dy); ``w1`` is the mean of the W1
+    distances of the two marginals — a lower bound on the planar W1 (each marginal W1
+    is), not the planar W1 itself.
+    """
+    if DISTANCE_REFERENCE not in ctx.cell.methods:
         return
-    dx = ctx.grid.dx
     ref = ds["density"].sel({"method": DISTANCE_REFERENCE}).values
+    gs = ctx.cell.grids
     for method in ctx.cell.methods:
         if method == DISTANCE_REFERENCE:
             continue
         p = ds["density"].sel({"method": method}).values
-        ds["tv"].loc[{"method": method}] = total_variation(p, ref, dx)
-        ds["kl"].loc[{"method": method}] = kl_divergence(p, ref, dx)
-        ds["w1"].loc[{"method": method}] = wasserstein1(p, ref, dx)
+        sel = {"method": method}
+        if ctx.dim == 1:
+            dx = ctx.grid.dx
+            ds["tv"].loc[sel] = total_variation(p, ref, dx)
+            ds["kl"].loc[sel] = kl_divergence(p, ref, dx)
+            ds["w1"].loc[sel] = wasserstein1(p, ref, dx)
+            continue
+        area = gs[0].dx * gs[1].dx
+        flat = (p.shape[0], -1)
+        ds["tv"].loc[sel] = total_variation(p.reshape(flat), ref.reshape(flat), area)
+        ds["kl"].loc[sel] = kl_divergence(p.reshape(flat), ref.reshape(flat), area)
+        (px, py), (rx, ry) = marginals(p, gs[0].dx, gs[1].dx), marginals(ref, gs[0].dx, gs[1].dx)
+        ds["w1"].loc[sel] = 0.5 * (wasserstein1(px, rx, gs[0].dx) + wasserstein1(py, ry, gs[1].dx))

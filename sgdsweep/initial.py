@@ -67,15 +67,17 @@ class Initial:
             return rng.uniform(np.asarray(self.lower), np.asarray(self.upper), size=(chains, d))
         return np.tile(np.asarray(self.mean), (chains, 1))
 
-    def cell_masses(self, grid: Grid1D) -> np.ndarray:
-        """Exact probability of each cell of a 1-D grid (axis 0), shape (cells,)."""
+    def cell_masses(self, grid: Grid1D, axis: int = 0) -> np.ndarray:
+        """Exact probability of each cell of a 1-D grid along ``axis`` (the marginal law of
+        that component), shape (cells,)."""
         e = grid.edges
+        a = axis
         if self.kind == "normal":
-            z = (e - self.mean[0]) / (self.std[0] * math.sqrt(2.0))
+            z = (e - self.mean[a]) / (self.std[a] * math.sqrt(2.0))
             cdf = 0.5 * (1.0 + np.array([math.erf(v) for v in z]))
         elif self.kind == "uniform":
-            cdf = np.clip((e - self.lower[0]) / (self.upper[0] - self.lower[0]), 0.0, 1.0)
+            cdf = np.clip((e - self.lower[a]) / (self.upper[a] - self.lower[a]), 0.0, 1.0)
         else:
-            cdf = (e >= self.mean[0]).astype(float)
+            cdf = (e >= self.mean[a]).astype(float)
             # A point exactly on a face belongs to the cell on its right, as in the histograms.
         return np.diff(cdf)

@@ -74,6 +74,29 @@ ATTRS: dict[str, dict[str, str]] = {
                         "2021; +inf where G = 0 with noise)", "units": "1"},
     "temperature": {"long_name": "Langevin / Gibbs temperature T", "units": "1"},
     "fp_degenerate": {"long_name": "stationary FP density collapsed where D → 0"},
+    "current": {"long_name": "probability current J = −G p − ∇·(D p) of the density, at cell centres "
+                "(the FP scheme's face fluxes averaged; NaN for methods without an operator)",
+                "units": "1/(θ^(d−1)·time)"},
+    "stationary_current": {"long_name": "probability current of the stationary density under its "
+                           "convention's FP operator, at cell centres (NaN for gibbs)",
+                           "units": "1/(θ^(d−1)·time)"},
+    "stationary_mean_abs_current": {"long_name": "∫|J| dθ of the FP stationary state (cell's "
+                                    "convention): 0 in detailed balance", "units": "1/time"},
+    "stationary_circulation": {"long_name": "signed extreme of the stream function of the stationary "
+                               "current: probability per unit time circulating (> 0 counter-"
+                               "clockwise; 2-D only)", "units": "1/time"},
+    "stationary_kl_gibbs": {"long_name": "KL(FP stationary ‖ Gibbs ∝ exp(−L/T)) at the cell's T",
+                            "units": "nat"},
+    "stationary_min_density": {"long_name": "most negative value of the FP stationary density (0 if "
+                               "p ≥ 0; < 0 only where the 2-D scheme is not monotone; never clipped)",
+                               "units": "1/θ^d"},
+    "fp_negative_offdiag": {"long_name": "number of negative off-diagonal entries of the 2-D FP "
+                            "generator (cell's convention): 0 means an M-matrix, p ≥ 0 guaranteed; "
+                            "strong drift against the Scharfetter–Gummel weights can make some even "
+                            "where the face bound holds (0 in 1-D)", "units": "1"},
+    "fp_monotone_violation": {"long_name": "fraction of interior faces where the 2-D cross-diffusion "
+                              "bound |D_xy| ≤ min(D_xx dy/dx, D_yy dx/dy) fails (0 in 1-D)",
+                              "units": "1"},
     RUNTIME: {"long_name": "wall time to compute the cell", "units": "s"},
     DONE: {"long_name": "cell computed and written"},
     ERROR: {"long_name": "failure message of the cell's last attempt"},

@@ -35,6 +35,8 @@ REDUCED = {
                              "density_grid.cells=140", "mc.sde_substeps=4"],
     "linear_scaling": ["grid.lr=[0.05,0.1]", "grid.batch_size=[2,4]", "mc.chains=200", "time.t_end=1",
                        "time.snapshots=3", "density_grid.cells=140"],
+    "nonequilibrium_2d": ["grid.lr=[0.1]", "grid.batch_size=[1]", "grid.tilt=[0.0,30.0]", "mc.chains=200",
+                          "time.t_end=6", "time.snapshots=3"],
 }
 
 
@@ -130,3 +132,24 @@ def test_linear_scaling(tmp_path):
     np.testing.assert_allclose(a.density.sel({"method": "fp"}), b.density.sel({"method": "fp"}),
                                rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(b.noise_to_signal, a.noise_to_signal / 2, rtol=1e-12)
+def test_nonequilibrium_2d(tmp_path):
+    import math
+
+    import scipy.linalg as sl
+
+    from sgdsweep.tilted import tilted_quadratic
+
+    store = tmp_path / "nonequilibrium_2d.zarr"
+    sweep("nonequilibrium_2d", store)
+    ds = open_sweep(store).load()
+    assert bool(ds.done.all()) and ds.sgd.sweep_dims == ("lr", "batch_size", "tilt")
+    circ = ds["stationary_circulation"].sel(lr=0.1, batch_size=1)
+    # tilt 0: Σ commutes with H, no current; tilt 30°: the OU circulation −Q₀₁ / (2π sqrt(det C))
+    H = np.diag([1.0, 2.0])
+    land = tilted_quadratic(30.0, h_x=1.0, h_y=2.0, spread=2.0, aspect=0.6)
+    sigma = land.evaluate(np.zeros((1, 2)))["cov"][0]
+    C = sl.solve_continuous_lyapunov(H, 0.1 * sigma)
+    Q = (C @ H - H @ C) / 2
+    exact = -Q[0, 1] / (2 * math.pi * math.sqrt(np.linalg.det(C)))
+    assert abs(float(circ.sel(tilt=0.0))) < 1e-10
+    assert float(circ.sel(tilt=30.0)) == pytest.approx(exact, rel=0.03)

@@ -23,7 +23,7 @@ BUILTINS = {"sgd": "ensemble", "sde": "ensemble", "langevin": "ensemble", "gd": 
 
 def test_builtins_are_registered_once_with_their_kind():
     assert {n: m.kind for n, m in registered().items() if n in BUILTINS} == BUILTINS
-    assert get_method("fp").dims == (1,) and get_method("sgd").dims == (1, 2)
+    assert get_method("fp").dims == (1, 2) and get_method("sgd").dims == (1, 2)
     with pytest.raises(sgdsweep.ConfigError, match=r"^methods: unknown method 'adam'"):
         get_method("adam")
 
@@ -42,12 +42,17 @@ def test_readme_method_table_is_the_registry():
     assert "\n".join(builtin_rows) in readme
 
 
-def test_density_method_only_for_its_dimensions():
+def test_method_only_for_its_dimensions():
+    # A method declared 1-D only (the built-ins all run in 2-D now) is refused on a 2-D landscape.
+    sgdsweep.register_method(name="one_d_only_probe", kind="density", dims=(1,),
+                             fill=lambda ctx, ds, name: None)
     land = {"name": "q2", "dim": 2, "reference": [{"kind": "quadratic", "curvature": [1.0, 1.0],
                                                     "centre": [0.0, 0.0]}],
             "shifts": {"n": 4, "std": 0.5}}
-    with pytest.raises(sgdsweep.ConfigError, match=r"^methods: fp supports 1-D landscapes only"):
-        sgdsweep.parse_cell({"landscape": land, "methods": ["sgd", "fp"], "init": {"mean": 0.0},
+    with pytest.raises(sgdsweep.ConfigError,
+                       match=r"^methods: one_d_only_probe supports 1-D landscapes only"):
+        sgdsweep.parse_cell({"landscape": land, "methods": ["sgd", "one_d_only_probe"],
+                             "init": {"mean": 0.0},
                              "density_grid": {"lower": -3.0, "upper": 3.0, "cells": 30}})
 
 

@@ -115,7 +115,8 @@ def test_help_lists_config_groups_and_options(capsys, user_dir):
     out = capsys.readouterr().out
     groups = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()
               if line.startswith("  ") and line.split()[0] in ("landscape", "cluster", "experiment")}
-    assert groups["landscape"] == "anisotropic_2d, heavy_tailed, quadratic, seed_two_point*, two_basin"
+    assert groups["landscape"] == ("anisotropic_2d, heavy_tailed, quadratic, seed_two_point*, tilted_2d, "
+                                   "two_basin")
     assert groups["cluster"] == "address, local*, pbs, slurm"
     assert "ou_variance" in groups["experiment"] and "--config-dir" in out and "hydra.searchpath" in out
     assert main(["sweep", "-cd", str(user_dir), "--help"]) == 0

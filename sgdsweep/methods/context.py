@@ -20,6 +20,7 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck import FokkerPlanck1D
 from sgdsweep.grid import Grid1D
 from sgdsweep.noise import diffusion
+from sgdsweep.operators.fokker_planck2d import FokkerPlanck2D
 
 
 class CellContext:
@@ -27,7 +28,7 @@ class CellContext:
 
     def __init__(self, cell: CellConfig):
         self.cell = cell
-        self._operators: dict[tuple[Grid1D, float, bool, bool], FokkerPlanck1D] = {}
+        self._operators: dict[tuple, FokkerPlanck1D | FokkerPlanck2D] = {}
 
     # ------------------------------------------------------------------ geometry
 
@@ -76,8 +77,7 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (see README); 2-D: only when ``langevin`` or
-        ``sgd_noise`` (matched to it by default) runs."""
+        """The Langevin / Gibbs temperature T (see README); 2-D: None if Σ vanishes on the grid."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
@@ -86,15 +86,17 @@ class CellContext:
 
             return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
                                                        cell.noise_factor))
-        if "langevin" not in cell.methods and "sgd_noise" not in cell.methods:
-            return None
-        # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2.
-        k = int(np.argmin(self.land["loss"]))
-        t = 0.5 * np.trace(diffusion(self.land["cov"][k], cell.lr, cell.noise_factor))
-        if t <= 0:
-            raise ConfigError("langevin.temperature: the gradient noise vanishes at the minimum; "
-                              "give a temperature explicitly")
-        return t
+        # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2 (the mean
+        # of D's eigenvalues); the grid mean of tr(D)/2 if D vanishes there.
+        from sgdsweep.operators.nonequilibrium import default_temperature
+
+        try:
+            return default_temperature(self.land["loss"],
+                                       diffusion(self.land["cov"], cell.lr, cell.noise_factor))
+        except ConfigError:
+            if "langevin" in cell.methods or "sgd_noise" in cell.methods:  # both need T
+                raise
+            return None  # no noise anywhere: no Gibbs reference, nothing needs T
 
     # ------------------------------------------------------------------ Fokker–Planck
 
@@ -128,8 +130,22 @@ class CellContext:
 
     @cached_property
     def initial_masses(self) -> np.ndarray:
-        """The initial law as probability per cell of :attr:`fine`."""
-        return self.cell.init.cell_masses(self.fine)
+        """The initial law as probability per cell of :attr:`fine` (1-D), or per cell of the
+        density grid (nx, ny) in 2-D (the product of the per-axis laws)."""
+        if self.dim == 1:
+            return self.cell.init.cell_masses(self.fine)
+        gx, gy = self.cell.grids
+        return np.outer(self.cell.init.cell_masses(gx, 0), self.cell.init.cell_masses(gy, 1))
+
+    def operator2d(self, alpha: float, drift_only: bool = False) -> FokkerPlanck2D:
+        """The 2-D FP operator on the density grid itself (``fp.refine`` is 1-D only: a
+        refined 2-D grid costs refine² cells), built once per cell."""
+        key = ("2d", alpha, drift_only)
+        if key not in self._operators:
+            c = self.cell
+            self._operators[key] = FokkerPlanck2D.from_landscape(
+                c.landscape, *c.grids, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only)
+        return self._operators[key]
 
     @cached_property
     def fp_dt(self) -> float:

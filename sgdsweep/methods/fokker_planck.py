@@ -1,8 +1,18 @@
 """Density methods: the Itô Fokker–Planck equation of SGD's SDE, and its drift-only part.
 
-Both evolve the initial law on the refined FP grid (:attr:`CellContext.fine`) with the
-shared operator of the cell's convention; moments and basin masses come from the fine
-solution, only the density is averaged back onto the density grid.
+1-D: both evolve the initial law on the refined FP grid (:attr:`CellContext.fine`) with
+the shared operator of the cell's convention; moments and basin masses come from the
+fine solution, only the density and the current are averaged back onto the density grid.
+2-D: the operator (:class:`~sgdsweep.operators.fokker_planck2d.FokkerPlanck2D`) lives
+on the density grid itself.
+
+The probability current J = −G p − ∇·(D p) is the scheme's own face flux
+(:mod:`sgdsweep.operators.current`), stored at cell centres: in 1-D the mean of a fine
+cell's two face fluxes, averaged over the ``fp.refine`` fine cells of each density cell
+(the same averaging as the density); in 2-D the mean of each cell's two faces per axis.
+
+This module also holds the stationary references of the FP picture (null vectors per
+convention, Gibbs) and their summary numbers, used by :func:`sgdsweep.cell.fill_references`.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import xarray as xr
 from sgdsweep.cellconfig import CONVENTIONS
 from sgdsweep.methods.context import CellContext
 from sgdsweep.methods.registry import register_method
+from sgdsweep.operators.current import centre_current, face_current, face_current_1d
 
 #: Store variables every density method fills (its ``method`` slice).
 DENSITY_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass")
@@ -21,9 +32,28 @@ DENSITY_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass")
 def fill_fokker_planck(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Evolve the FP equation (``fp``) or its drift-only part (``fp_drift``) into ``ds``."""
     cell = ctx.cell
-    fp = ctx.operator(CONVENTIONS[cell.convention], drift_only=(name == "fp_drift"))
+    alpha, drift_only = CONVENTIONS[cell.convention], name == "fp_drift"
+    if ctx.dim == 2:
+        fp2 = ctx.operator2d(alpha, drift_only)
+        dens = fp2.evolve(ctx.initial_masses / fp2.cell_area, cell.times, ctx.fp_dt)
+        write_density_2d(ctx, ds, name, dens)
+        ds["current"].loc[{"method": name}] = np.stack([current_2d(fp2, p) for p in dens])
+        return
+    fp = ctx.operator(alpha, drift_only=drift_only)
     dens = fp.evolve(ctx.initial_masses / ctx.fine.dx, cell.times, ctx.fp_dt)
     write_density(ctx, ds, name, dens)
+    ds["current"].loc[{"method": name}] = current_1d(ctx, fp, dens)
+
+
+def current_1d(ctx: CellContext, fp, dens: np.ndarray) -> np.ndarray:
+    """J at the density-grid centres (…, cells) of densities (…, fine cells) on :attr:`~CellContext.fine`."""
+    J = face_current_1d(fp, dens)
+    return ctx.coarse(0.5 * (J[..., :-1] + J[..., 1:]))
+
+
+def current_2d(fp2, p: np.ndarray) -> np.ndarray:
+    """J at the cell centres (nx, ny, 2) of a density (nx, ny)."""
+    return centre_current(*face_current(fp2, p))
 
 
 def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray) -> None:
@@ -44,13 +74,96 @@ def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray)
     ds["lost_fraction"].loc[sel] = 0.0
 
 
-_COMMON = dict(kind="density", fill=fill_fokker_planck, dims=(1,), fills=DENSITY_FILLS)
+def write_density_2d(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray) -> None:
+    """Write densities (S, nx, ny) on the density grid as method ``name``'s slice: the
+    density, mean and std per axis (cell-centre quadrature), lost fraction 0."""
+    gx, gy = ctx.cell.grids
+    w = dens * (gx.dx * gy.dx)
+    mass = w.sum(axis=(1, 2))
+    X, Y = np.meshgrid(gx.centres, gy.centres, indexing="ij")
+    mean = np.stack([(w * X).sum(axis=(1, 2)), (w * Y).sum(axis=(1, 2))], axis=1) / mass[:, None]
+    var = np.stack([(w * (X - mean[:, :1, None]) ** 2).sum(axis=(1, 2)),
+                    (w * (Y - mean[:, 1:, None]) ** 2).sum(axis=(1, 2))], axis=1) / mass[:, None]
+    sel = {"method": name}
+    ds["density"].loc[sel] = dens
+    ds["mean"].loc[sel] = mean
+    ds["std"].loc[sel] = np.sqrt(var)
+    ds["lost_fraction"].loc[sel] = 0.0
+
+
+# --------------------------------------------------------------------------- stationary references
+
+
+def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
+    """The FP stationary densities of every convention and their currents, Gibbs, and the
+    summary numbers of the cell's convention: ``stationary_mean_abs_current``,
+    ``stationary_circulation`` (2-D), ``stationary_kl_gibbs``, ``stationary_min_density``,
+    ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no
+    current of its own (NaN)."""
+    from sgdsweep.metrics import kl_divergence
+    from sgdsweep.operators.nonequilibrium import current_summary, kl_to_gibbs
+    from sgdsweep.references import gibbs_density
+
+    T = ctx.temperature
+    conv = ctx.cell.convention
+    summary: dict[str, float | bool] = {"fp_degenerate": False}
+    if ctx.dim == 1:
+        fine_loss = ctx.cell.landscape.evaluate(ctx.fine.centres)["loss"]
+        for kind, alpha in CONVENTIONS.items():
+            fp = ctx.operator(alpha)
+            st = fp.stationary()
+            ds["stationary"].loc[{"kind": kind}] = ctx.coarse(st.density)
+            ds["stationary_current"].loc[{"kind": kind}] = current_1d(ctx, fp, st.density)
+            if kind == conv:
+                J = face_current_1d(fp, st.density)
+                summary.update(
+                    fp_degenerate=bool(st.degenerate),
+                    stationary_mean_abs_current=float(np.abs(0.5 * (J[:-1] + J[1:])).sum() * ctx.fine.dx),
+                    stationary_min_density=float(min(st.density.min(), 0.0)),
+                    # Scharfetter–Gummel: an M-matrix at any D ≥ 0
+                    fp_monotone_violation=0.0, fp_negative_offdiag=0.0)
+                gibbs = None if T is None else gibbs_density(fine_loss, T, ctx.fine.dx)
+                if gibbs is not None:
+                    summary["stationary_kl_gibbs"] = float(kl_divergence(st.density, gibbs, ctx.fine.dx))
+        if T is not None:
+            ds["stationary"].loc[{"kind": "gibbs"}] = ctx.coarse(gibbs_density(fine_loss, T, ctx.fine.dx))
+    else:
+        gx, gy = ctx.cell.grids
+        loss = ctx.land["loss"].reshape(gx.cells, gy.cells)
+        for kind, alpha in CONVENTIONS.items():
+            fp2 = ctx.operator2d(alpha)
+            st = fp2.stationary()
+            ds["stationary"].loc[{"kind": kind}] = st.density
+            ds["stationary_current"].loc[{"kind": kind}] = current_2d(fp2, st.density)
+            if kind == conv:
+                cs = current_summary(fp2, st.density)
+                summary.update(
+                    fp_degenerate=bool(st.degenerate),
+                    stationary_mean_abs_current=cs.mean_abs_current,
+                    stationary_circulation=cs.circulation,
+                    stationary_min_density=st.min_density,
+                    fp_monotone_violation=fp2.monotonicity.fraction_violating,
+                    fp_negative_offdiag=float(fp2.monotonicity.negative_offdiag))
+                if T is not None:
+                    summary["stationary_kl_gibbs"] = kl_to_gibbs(st.density, loss, T, gx.dx, gy.dx)
+        if T is not None:
+            ds["stationary"].loc[{"kind": "gibbs"}] = gibbs_density(
+                loss.ravel(), T, gx.dx * gy.dx).reshape(loss.shape)
+    from sgdsweep.schema import ATTRS
+
+    for name, value in summary.items():
+        ds[name] = ((), value, ATTRS[name])
+
+
+_COMMON = dict(kind="density", fill=fill_fokker_planck, dims=(1, 2), fills=(*DENSITY_FILLS, "current"))
 
 register_method(
     name="fp", reads=("fp", "mc.sde_substeps"),
-    summary="Itô Fokker–Planck ∂p/∂t = ∂θ(G p) + ∂θθ(D p): finite volumes, Scharfetter–Gummel "
-            "fluxes, implicit Euler (O(N) Thomas), zero-flux walls, on a grid `fp.refine` times "
-            "finer than the density grid", **_COMMON)
+    summary="Itô Fokker–Planck ∂p/∂t = ∇·(G p) + Σ ∂_j∂_k(D_jk p): finite volumes, "
+            "Scharfetter–Gummel fluxes (+ a 9-point cross-diffusion stencil in 2-D), implicit "
+            "Euler (Thomas in 1-D, sparse LU in 2-D), zero-flux walls; 1-D on a grid `fp.refine` "
+            "times finer than the density grid, 2-D on the density grid; stores the current J",
+    **_COMMON)
 register_method(
     name="fp_drift", reads=("fp", "mc.sde_substeps"),
     summary="the same with D = 0 (transport of the density by gradient descent)", **_COMMON)
