@@ -210,11 +210,15 @@ def _last_time_tables(ds: xr.Dataset) -> str:
     if "gibbs" in acc.kinds and "sgd" in acc.methods:
         cells["TV(SGD, Gibbs)"] = acc.distance_to_stationary("sgd", "gibbs", "tv")
     basins = acc.basins
-    for src in ("sgd", "fp", "gibbs"):
-        if (src in acc.methods or src in acc.kinds) and basins:
+    for src in ("sgd", "fp", "gibbs", "stationary:sgd"):
+        if (src in acc.methods or src.removeprefix("stationary:") in acc.kinds) and basins:
             bm = acc.basin_masses(src)
             for b in basins:
                 cells[f"{src} mass {b}"] = bm.sel(basin=b, drop=True)
+    if "relaxation_time" in ds:  # one-step operators ran: their relaxation times, and the FP's
+        for m in ("sgd_op", "gauss_step", "fp"):
+            if m in acc.methods:
+                cells[f"τ {m}"] = ds["relaxation_time"].sel({"method": m}, drop=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         dist, cells = xr.merge([dist]).compute(), cells.compute()

@@ -40,12 +40,17 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
     "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
     "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
     "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
+    "sgd_op": {"color": OKABE_ITO["orange"], "label": "SGD (transfer operator)"},
+    "gauss_step": {"color": OKABE_ITO["yellow"], "label": "Gaussian step (EM at dt = η)",
+                   "linestyle": "-."},
 }
 KIND_STYLE: dict[str, dict[str, Any]] = {
     "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
     "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
     "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
     "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
+    "sgd": {"color": OKABE_ITO["vermillion"], "label": "stationary SGD (operator)", "linestyle": ":"},
+    "gauss_step": {"color": OKABE_ITO["yellow"], "label": "stationary Gaussian step", "linestyle": ":"},
 }
 STYLE = {
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
@@ -157,7 +162,7 @@ def _methods(ds: xr.Dataset, wanted: Sequence[str]) -> list[str]:
 
 
 def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
-                      methods: Sequence[str] = ("fp", "sgd", "sde"), panels: int = 4) -> Figure:
+                      methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"), panels: int = 4) -> Figure:
     """FP density (lines) and Monte Carlo histograms (steps) at several times, one cell.
 
     ``times`` are SDE times (nearest snapshot); by default ``panels`` snapshots
@@ -202,8 +207,8 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
     return fig
 
 
-def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde"),
-                   kinds: Sequence[str] = ("ito", "gibbs")) -> Figure:
+def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"),
+                   kinds: Sequence[str] = ("ito", "gibbs", "sgd")) -> Figure:
     """One cell at one snapshot: the densities of ``methods`` (FP as a line, Monte Carlo
     histograms as steps, TV to FP in the legend) and the stationary ``kinds``.
 
@@ -239,7 +244,7 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
         y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
         if m != "fp" and fp is not None:
             st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
-        if m in ("fp", "fp_drift"):
+        if cell.sgd.method_kind(m) == "density":
             ax.plot(x, y, lw=1.8, **st)
         else:
             ax.plot(x, y, drawstyle="steps-mid", lw=1.1, **st)
@@ -254,7 +259,8 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
     return fig
 
 
-def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde")) -> Figure:
+def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde", "sgd_op",
+                                                     "gauss_step")) -> Figure:
     """Ensemble mean ± std of θ over time (left) and the std alone (right), one cell."""
     found = first_done_cell(ds)
     if found is None:
@@ -291,7 +297,7 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
 # --------------------------------------------------------------------------- over learning rates
 
 
-def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs"),
+def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs", "sgd"),
                          panels: int = 4) -> Figure:
     """Stationary FP (Itô) and Gibbs densities beside the long-run (last-snapshot) ``method``
     histogram, one panel per learning rate (up to ``panels``, evenly picked).

@@ -39,8 +39,10 @@ ATTRS: dict[str, dict[str, str]] = {
     "x": {"long_name": "parameter θ (cell centre)", "units": "1"},
     "y": {"long_name": "parameter θ₂ (cell centre)", "units": "1"},
     "t": {"long_name": "SDE time t = lr · step (nominal snapshot time)", "units": "1"},
-    "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift"},
-    "kind": {"long_name": "stationary reference: FP null vector under a convention, or Gibbs"},
+    "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift, "
+               "sgd_op (SGD's transfer operator), gauss_step (Gaussian step kernel), …"},
+    "kind": {"long_name": "stationary reference: FP null vector under a convention, Gibbs, or the "
+             "invariant law of a one-step operator (sgd, gauss_step)"},
     "basin": {"long_name": "basin of attraction of L"},
     "axis": {"long_name": "parameter component"},
     "density": {"long_name": "probability density of θ", "units": "1/θ"},

@@ -319,3 +319,25 @@ def passage_steps(P, absorbing: np.ndarray) -> np.ndarray:
     x = spla.splu(A).solve(np.ones(keep.size))
     T[keep] = np.where(np.isfinite(x) & (x >= 0), x, np.inf)
     return T
+
+
+def generator_relaxation(M) -> Relaxation:
+    """Slowest decay of a continuous-time generator dm/dt = M m (columns summing to 0,
+    off-diagonals ≥ 0): e.g. the Fokker–Planck operator (t units).
+
+    Uniformised to the chain P = I + h·M with h = 1/(2·max|M_ii|): column-stochastic with
+    every eigenvalue in [0, 1] (Gershgorin), and P − I = h·M, so :func:`relaxation`'s
+    cancellation-free 1 − λ₂ of P is h·|μ₂| exactly for a real μ₂ (a 1-D FP generator is
+    similar to a symmetric matrix: real spectrum). Returns eigenvalue μ₂, gap |μ₂| (a
+    rate, 1/t), ``steps`` NaN and ``time`` 1/|μ₂|.
+    """
+    M = _csc(M)
+    d = np.abs(M.diagonal())
+    if not np.any(d > 0):
+        return Relaxation(0j, 0.0, math.nan, math.inf, M.shape[0])
+    h = 0.5 / float(d.max())
+    P = sp.identity(M.shape[0], format="csc") + h * M
+    rel = relaxation(P, 1.0)
+    rate = rel.gap / h
+    time = math.inf if rate <= 0 else 1.0 / rate
+    return Relaxation((rel.eigenvalue - 1.0) / h, rate, math.nan, time, rel.classes)
