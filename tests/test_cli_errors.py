@@ -38,6 +38,13 @@ BAD = [
     (["grid.time.t_end=[1,2]"], "grid.time.t_end: time.t_end cannot be swept"),
     (["grid.lr={start:0.01,stop:0.1}"], "grid.lr: range spec needs 'num'"),
     (["cluster=address"], "cluster.address: missing"),
+    (["methods=[sgd,sgd_op]", "sampling=reshuffle"],
+     "sampling: 'reshuffle' is not a Markov chain in θ alone"),
+    (["methods=[sgd_op]", "batch_size=2", "operator.max_minibatches=2", "operator.approximate=false"],
+     "operator.max_minibatches: 3 distinct minibatches (n = 2, b = 2, with_replacement) exceed the limit 2"),
+    (["methods=[gauss_step]", "density_grid.cells=10", "operator.refine=1"],
+     "density_grid.cells: 10 cells × refine 1"),
+    (["operator.quadrature=0"], "operator.quadrature: must be >= 1, got 0"),
 ]
 
 

@@ -177,6 +177,15 @@ def _dominant(apply, n: int, maxiter: int | None = None) -> complex | None:
                                  ncv=min(n - 1, 24), maxiter=maxiter)[0])
     except spla.ArpackNoConvergence:
         return None
+    except spla.ArpackError:
+        # Breakdown of the Arnoldi factorisation: ARPACK's random start lay (numerically) in
+        # an invariant subspace. A fixed spread-out start vector, deterministic, usually works.
+        v0 = np.cos(np.arange(n) * 0.7071) + 1.5
+        try:
+            return complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-12,
+                                     ncv=min(n - 1, 24), maxiter=maxiter, v0=v0)[0])
+        except (spla.ArpackNoConvergence, spla.ArpackError):
+            return None
 
 
 def _complex_solver(lu, project=None, k=None):
@@ -281,6 +290,8 @@ def relaxation(P, lr: float) -> Relaxation:
     lam, gap = best
     if gap <= 0.0:
         return Relaxation(lam, gap, math.inf, math.inf, len(classes))
+    if gap >= 1.0:  # λ₂ = 0: every other mode is gone after one step
+        return Relaxation(lam, gap, 0.0, 0.0, len(classes))
     steps = -1.0 / math.log1p(-gap)
     return Relaxation(lam, gap, steps, lr * steps, len(classes))
 
