@@ -17,7 +17,7 @@ from sgdsweep.methods import get_method, method_table, registered
 from tests.conftest import REPO, open_store, run_pipeline
 
 BUILTINS = {"sgd": "ensemble", "sde": "ensemble", "langevin": "ensemble", "gd": "ensemble",
-            "fp": "density", "fp_drift": "density"}
+            "fp": "density", "fp_drift": "density", "sgd_op": "density", "gauss_step": "density"}
 
 
 def test_builtins_are_registered_once_with_their_kind():
