@@ -116,3 +116,23 @@ def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
         where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
         out.append((where, float(err[tuple(idx)])))
     return out
+
+
+def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+    """Done cells where a one-step operator's measured numerical diffusion missed its target
+    (``operator_diffusion_flag``): (sweep coords, method, ``operator_diffusion_ratio``) each."""
+    if "operator_diffusion_flag" not in ds:
+        return []
+    flag = ds["operator_diffusion_flag"]
+    ratio = np.asarray(ds["operator_diffusion_ratio"].values, dtype=float)
+    bad = np.asarray(flag.values, dtype=bool)
+    dims = flag.dims
+    if DONE in ds:
+        done = np.asarray(ds[DONE].values, dtype=bool)
+        bad &= done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
+    out = []
+    for idx in np.argwhere(bad):
+        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
+        method = str(ds["method"].values[idx[dims.index("method")]])
+        out.append((where, method, float(ratio[tuple(idx)])))
+    return out

@@ -192,3 +192,25 @@ def test_relaxation_time_does_not_depend_on_earlier_solves():
     first = op.relaxation()
     sgd_transfer(land, Grid1D(-1.0, 4.0, 100), 0.03).relaxation()  # moves ARPACK's own generator
     assert op.relaxation() == first
+
+
+def test_numerical_diffusion_is_flagged_where_the_grid_is_too_coarse():
+    """Two-point quadratic at η = 0.1 (minibatch spread η·1 = 0.1) on coarse cells with the
+    refinement capped at 1, dx = 0.075: the projection's variance per step (up to dx²/3) is
+    of the order of the minibatch variance 0.01, far above the 1 % target: flagged, listed."""
+    from sgdsweep.schema import operator_diffusion_cells
+
+    cell = _two_point_cell(0.1)
+    cell.update(density_grid={"lower": -1.5, "upper": 1.5, "cells": 40},
+                operator={"max_refine": 1, "relaxation": False})
+    ds = sgdsweep.run_cell(cell)
+    ratio = float(ds["operator_diffusion_ratio"].sel({"method": "sgd_op"}))
+    assert 0.01 < ratio <= 0.075**2 / 3 / 0.01 + 1e-12  # the kick is at most dx²/3
+    assert bool(ds["operator_diffusion_flag"].sel({"method": "sgd_op"}))
+    assert np.isnan(float(ds["relaxation_time"].sel({"method": "sgd_op"})))  # relaxation: false
+    assert operator_diffusion_cells(ds) == [({}, "sgd_op", ratio)]
+    # The default refinement meets the target on the same grid.
+    cell.update(operator={"relaxation": False})
+    ds = sgdsweep.run_cell(cell)
+    assert not bool(ds["operator_diffusion_flag"].sel({"method": "sgd_op"}))
+    assert operator_diffusion_cells(ds) == []
