@@ -214,3 +214,21 @@ def test_numerical_diffusion_is_flagged_where_the_grid_is_too_coarse():
     ds = sgdsweep.run_cell(cell)
     assert not bool(ds["operator_diffusion_flag"].sel({"method": "sgd_op"}))
     assert operator_diffusion_cells(ds) == []
+
+
+def test_relaxation_below_round_off_is_not_a_small_number():
+    """A birth–death generator of two 20-cell blocks joined by a rate 1e-60: the true
+    relaxation time is ~1e60, far below what double precision resolves. The answer must be
+    "unknown" (NaN) or huge, never a fast mode the Arnoldi search did not find."""
+    import scipy.sparse as sp
+
+    from sgdsweep.operators import markov
+
+    n = 40
+    up = np.full(n - 1, 3.0)
+    down = np.full(n - 1, 3.0)
+    up[n // 2 - 1] = down[n // 2 - 1] = 1e-60
+    M = sp.diags([up, down], [-1, 1], shape=(n, n), format="lil")  # M[j+1, j] = up, M[j, j+1] = down
+    M.setdiag(-np.asarray(M.sum(axis=0)).ravel())
+    rel = markov.generator_relaxation(sp.csc_matrix(M))
+    assert not rel.time < 1e12, rel

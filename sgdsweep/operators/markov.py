@@ -200,12 +200,13 @@ def _complex_solver(lu, project=None, k=None):
     return apply
 
 
-def _slowest(M, near_plus, near_minus) -> tuple[complex, float]:
+def _slowest(M, near_plus, near_minus) -> tuple[complex, float] | None:
     """Slowest mode of M among the eigenvalues nearest +1 and nearest −1.
 
     ``near_plus`` is x ↦ (M − I)⁻¹x and ``near_minus`` x ↦ (M + I)⁻¹x (None if M + I is
     singular: λ = −1); their dominant eigenvalues are 1/(λ ∓ 1). The gap 1 − |λ| comes
-    from d = λ ∓ 1 without cancellation.
+    from d = λ ∓ 1 without cancellation. None when Arnoldi finds no eigenvalue near +1
+    (a gap far below round-off makes (M − I)⁻¹ numerically singular).
     """
     n = M.shape[0]
     if n <= 8:
@@ -220,6 +221,8 @@ def _slowest(M, near_plus, near_minus) -> tuple[complex, float]:
         # iterations; when ARPACK does not, there is none, and the search is dropped.
         mu = _dominant(apply, n, None if sign > 0 else 4)
         if mu is None:
+            if sign > 0:  # the mode nearest +1 always exists: not finding it is not knowing λ₂
+                return None
             continue
         d = 1.0 / mu  # λ − sign
         q = 2.0 * sign * d.real + abs(d) ** 2  # |λ|² − 1
@@ -252,7 +255,9 @@ def relaxation(P, lr: float) -> Relaxation:
     block is a non-normal upwind transport; its slowest mode is mass creeping across a
     plateau cell by cell at a rate ∝ drift/dx, so τ from such a block depends on the grid
     (the seed model's far-left plateau: 24, 12.8, 9.9, 8.3 t at dx = 0.02 … 0.0025). The
-    escape times and the closed classes' λ₂ converge (benchmarks/README.md).
+    escape times and the closed classes' λ₂ converge (benchmarks/README.md). NaN when the
+    gap is so far below round-off that Arnoldi finds no eigenvalue near 1 (two wells that
+    exchange mass at rates of 1e-50: "astronomically slow", not a number).
     """
     P = _csc(P)
     n = P.shape[0]
@@ -268,10 +273,15 @@ def relaxation(P, lr: float) -> Relaxation:
         if c.size <= 8:
             cand = _slowest(Pc.toarray() - np.outer(m, np.ones(c.size)), None, None)
         else:
-            lu, k = _replaced_lu(Pc)
+            try:
+                lu, k = _replaced_lu(Pc)
+            except RuntimeError:  # P − I exactly singular in floats: the gap is below round-off
+                return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
             lu_m = _lu_or_none(Pc + sp.identity(c.size, format="csc"))
             cand = _slowest(Pc, _complex_solver(lu, m, k),
                             None if lu_m is None else _complex_solver(lu_m, m))
+        if cand is None:
+            return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
         if cand[1] < best[1]:
             best = cand
     trans = np.flatnonzero(~closed)
@@ -286,6 +296,8 @@ def relaxation(P, lr: float) -> Relaxation:
                 cand = (1.0 + 0j, 0.0)
             else:
                 cand = _slowest(Q, _complex_solver(lu_p), None if lu_m is None else _complex_solver(lu_m))
+        if cand is None:
+            return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
         if cand[1] < best[1]:
             best = cand
     lam, gap = best
@@ -351,5 +363,5 @@ def generator_relaxation(M) -> Relaxation:
     P = sp.identity(M.shape[0], format="csc") + h * M
     rel = relaxation(P, 1.0)
     rate = rel.gap / h
-    time = math.inf if rate <= 0 else 1.0 / rate
-    return Relaxation((rel.eigenvalue - 1.0) / h, rate, math.nan, time, rel.classes)
+    time = math.inf if rate <= 0 else 1.0 / rate  # NaN stays NaN
+    return Relaxation(complex(-rate, rel.eigenvalue.imag / h), rate, math.nan, time, rel.classes)
