@@ -223,11 +223,15 @@ def _last_time_tables(ds: xr.Dataset) -> str:
     if "gibbs" in acc.kinds and "sgd" in acc.methods:
         cells["TV(SGD, Gibbs)"] = acc.distance_to_stationary("sgd", "gibbs", "tv")
     basins = acc.basins
-    for src in ("sgd", "fp", "gibbs"):
-        if (src in acc.methods or src in acc.kinds) and basins:
+    for src in ("sgd", "fp", "gibbs", "stationary:sgd"):
+        if (src in acc.methods or src.removeprefix("stationary:") in acc.kinds) and basins:
             bm = acc.basin_masses(src)
             for b in basins:
                 cells[f"{src} mass {b}"] = bm.sel(basin=b, drop=True)
+    if "relaxation_time" in ds:  # one-step operators ran: their relaxation times, and the FP's
+        for m in ("sgd_op", "gauss_step", "fp"):
+            if m in acc.methods:
+                cells[f"τ {m}"] = ds["relaxation_time"].sel({"method": m}, drop=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         dist, cells = xr.merge([dist]).compute(), cells.compute()
@@ -313,6 +317,10 @@ def _escape_table(ds: xr.Dataset) -> str:
     header = [*dims, "threshold θ", "exact SDE time", "its grid error"]
     for m in methods:
         header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
+    ops = [str(o) for o in es["operator"].values
+           if np.isfinite(np.asarray(es["escape_time_operator"].sel(operator=o).values, float)).any()
+           ] if "escape_time_operator" in es else []
+    header += [f"{o} exact time" for o in ops]  # the one-step chains' absorbing-chain solves
     rows, classes = [], []
     for idx in np.ndindex(exact.shape):
         if len(rows) == MAX_CELL_ROWS:
@@ -328,6 +336,7 @@ def _escape_table(ds: xr.Dataset) -> str:
             sel = es.sel({"method": m})
             row += [_num(np.asarray(sel[v].values)[idx])
                     for v in ("escape_time_mean", "escaped_fraction", "ratio_to_exact")]
+        row += [_num(np.asarray(es["escape_time_operator"].sel(operator=o).values)[idx]) for o in ops]
         rows.append(row)
     n_flagged = int(np.sum(np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG))
     warn = (f'<p class="fail">{n_flagged} cell(s) have an exact passage time whose grid error '
@@ -335,7 +344,8 @@ def _escape_table(ds: xr.Dataset) -> str:
             "grid or raise fp.refine before trusting it.</p>" if n_flagged else "")
     return ("<h3>Escapes</h3><p>Mean first-passage time over the chains that crossed the threshold by "
             "the last snapshot (biased low where not all did), in t = η·step, beside the exact "
-            "passage time of the Itô SDE and its relative grid error.</p>" + warn
+            "passage time of the Itô SDE and its relative grid error, and that of each one-step "
+            "operator's chain (sgd_op: real SGD's) where they ran.</p>" + warn
             + _table(header, rows, left=len(dims), row_classes=classes))
 
 

@@ -66,6 +66,13 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
                      f"> {schema.ESCAPE_ERROR_FLAG:.0%} (refine the density grid or raise fp.refine)")
     if len(flagged) > max_failures:
         lines.append(f"escape  : ... and {len(flagged) - max_failures} more cells above the flag")
+    diffusive = schema.operator_diffusion_cells(ds)
+    for where, method, ratio in diffusive[:max_failures]:
+        lines.append(f"operator: {schema.describe_cell(where) or 'the cell'}: {method} adds numerical "
+                     f"variance {ratio:.3g} × the minibatch variance per step, above "
+                     "operator.diffusion_ratio (use more density_grid.cells or a larger operator.max_refine)")
+    if len(diffusive) > max_failures:
+        lines.append(f"operator: ... and {len(diffusive) - max_failures} more")
     return "\n".join(lines), n_done, total
 
 

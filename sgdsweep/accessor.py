@@ -11,9 +11,12 @@ until ``.compute()``), on any ``.sel``/``.isel`` subset of it, and on a single
     ds.sel(lr=0.02).sgd.basin_ratio("sgd", "b1", "b0")     # wide pit over narrow pit
 
 Names: a *source* is a dynamics in ``method`` (``sgd``, ``sde``, ``langevin``,
-``gd``, ``fp``, ``fp_drift``) — a density over ``t`` — or a stationary reference in
-``kind`` (``ito``, ``stratonovich``, ``isothermal``, ``gibbs``) — a density
-without ``t``. Times: ``t=None`` keeps every snapshot, ``t="last"`` (or a negative
+``gd``, ``fp``, ``fp_drift``, ``sgd_op``, ``gauss_step``, …) — a density over ``t`` — or
+a stationary reference in ``kind`` (``ito``, ``stratonovich``, ``isothermal``,
+``gibbs``, and ``sgd`` / ``gauss_step`` where those methods ran) — a density without
+``t``. A name that is both (``sgd``: the Monte Carlo method and SGD's invariant law;
+``gauss_step``) means the method; write ``stationary:sgd`` for the kind
+(``distance_to_stationary`` does). Times: ``t=None`` keeps every snapshot, ``t="last"`` (or a negative
 integer, counted from the end) picks a snapshot by position, any other number is
 an SDE time t = η·step and picks the nearest snapshot. Cells not yet computed
 (``done`` false) are NaN in every result.
@@ -30,6 +33,9 @@ import xarray as xr
 from sgdsweep.analysis import basin_integrals, fit_temperature
 from sgdsweep.metrics import DISTANCES
 from sgdsweep.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
+
+#: Prefix naming a stationary kind that shares its name with a method (``stationary:sgd``).
+STATIONARY_PREFIX = "stationary:"
 
 TimeSel = None | str | int | float
 _SPACE = "_space"
@@ -107,14 +113,20 @@ class SweepAccessor:
     # ------------------------------------------------------------------ densities
 
     def source(self, name: str, t: TimeSel = None) -> xr.DataArray:
-        """The density of a method (over ``t``) or of a stationary reference kind (no ``t``)."""
-        if name in self.methods:
+        """The density of a method (over ``t``) or of a stationary reference kind (no ``t``).
+
+        ``stationary:KIND`` names the kind when a method has the same name.
+        """
+        if name.startswith(STATIONARY_PREFIX) and name[len(STATIONARY_PREFIX):] in self.kinds:
+            da = self._ds["stationary"].sel(kind=name[len(STATIONARY_PREFIX):], drop=True)
+        elif name in self.methods:
             da = self._ds["density"].sel({"method": name}, drop=True)
         elif name in self.kinds:
             da = self._ds["stationary"].sel(kind=name, drop=True)
         else:
             raise KeyError(f"{name!r}: neither a method ({', '.join(self.methods)}) "
-                           f"nor a stationary kind ({', '.join(self.kinds) or 'none'})")
+                           f"nor a stationary kind ({', '.join(self.kinds) or 'none'}; "
+                           f"'{STATIONARY_PREFIX}KIND' for a kind named like a method)")
         return self._masked(self._at(da, t))
 
     def marginal(self, axis: str = "x") -> xr.Dataset:
@@ -180,18 +192,19 @@ class SweepAccessor:
         """Distance of a method's density at time ``t`` from a stationary reference ``kind``."""
         if kind not in self.kinds:
             raise KeyError(f"{kind!r}: not a stationary kind ({', '.join(self.kinds) or 'none'})")
-        return self.distance(method, kind, metric=metric, t=t)
+        return self.distance(method, STATIONARY_PREFIX + kind, metric=metric, t=t)
 
     def gibbs_distance(self, methods: list[str] | None = None, metric: str = "tv",
                        t: TimeSel = "last") -> xr.DataArray:
         """How far from Gibbs: distance of each method's long-run density from ``kind='gibbs'``.
 
-        ``methods`` defaults to those of sgd, sde, fp, langevin present; result has a
+        ``methods`` defaults to those of sgd, sde, fp, langevin, sgd_op, gauss_step present; result has a
         ``method`` dim. Langevin targets Gibbs exactly, so its value measures the
         Monte Carlo and finite-time error of the comparison itself.
         """
         if methods is None:
-            methods = [m for m in ("sgd", "sde", "fp", "langevin") if m in self.methods]
+            methods = [m for m in ("sgd", "sde", "fp", "langevin", "sgd_op", "gauss_step")
+                       if m in self.methods]
         parts = [self.distance_to_stationary(m, "gibbs", metric, t) for m in methods]
         out = xr.concat(parts, dim=xr.Variable("method", methods))
         out.name = f"{metric}_to_gibbs"
@@ -219,7 +232,7 @@ class SweepAccessor:
         """Probability mass per basin, dims (…, [t,] basin).
 
         For a method: the stored ``basin_mass`` (basins as ``run_cell`` defines them).
-        For a stationary kind (e.g. ``gibbs``): ∫ p dθ over each basin of L, the basins
+        For a stationary kind (e.g. ``gibbs``, or ``stationary:sgd``): ∫ p dθ over each basin of L, the basins
         being the intervals between the strict local maxima of the stored ``loss``
         (``run_cell``'s definition unless the landscape names its basins; named
         basins are matched to those intervals in left-to-right order).
@@ -297,7 +310,9 @@ class SweepAccessor:
         snapshot only (biased low when ``escaped_fraction`` < 1);
         ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
         SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
-        its relative grid error, where stored). Times in t = η·step.
+        its relative grid error, where stored). Where one-step operators ran, their exact
+        passage times (``escape_time_operator`` in t, ``escape_steps_operator`` in SGD
+        steps) over an ``operator`` dim. Times in t = η·step.
         """
         ds = self._ds
         needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
@@ -313,6 +328,10 @@ class SweepAccessor:
         for name in ("escape_threshold", "escape_time_exact_error"):
             if name in ds:
                 out[name] = self._masked(ds[name])
+        if "escape_time_operator" in ds:  # exact passage times of the one-step chains
+            ops = [m for m in self.methods if self.method_kind(m) == "density"]
+            for name in ("escape_time_operator", "escape_steps_operator"):
+                out[name] = self._masked(ds[name].sel({"method": ops})).rename(method="operator")
         out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
         out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
                                        "units": "1"}

@@ -301,10 +301,14 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         except TypeError as exc:
             raise ConfigError(f"{name}: {exc}") from None
 
-    return CellConfig(
+    cell = CellConfig(
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,
         methods=tuple(methods), seed=seed, init=init, grids=grids, times=times, steps=steps,
         chains=chains, sde_substeps=substeps, temperature=temperature, convention=convention,
         fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr, raw=raw,
         method_specs=specs, sections=parsed_sections,
     )
+    for m in specs:
+        if m.validate is not None:
+            m.validate(cell)
+    return cell

@@ -44,6 +44,9 @@ METHOD_STYLE: dict[str, dict[str, Any]] = {
     "sgd_noise": {"color": OKABE_ITO["yellow"], "label": "SGD + injected noise"},
     "sme2": {"color": OKABE_ITO["sky"], "label": "SME-2 (Euler–Maruyama)"},
     "fp_sme2": {"color": OKABE_ITO["black"], "label": "FP of SME-2", "linestyle": ":"},
+    "sgd_op": {"color": OKABE_ITO["vermillion"], "label": "SGD (transfer operator)", "linestyle": "--"},
+    "gauss_step": {"color": OKABE_ITO["blue"], "label": "Gaussian step (EM at dt = η)",
+                   "linestyle": "-."},
 }
 KIND_STYLE: dict[str, dict[str, Any]] = {
     "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
@@ -51,6 +54,8 @@ KIND_STYLE: dict[str, dict[str, Any]] = {
     "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
     "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
     "sme2": {"color": OKABE_ITO["sky"], "label": "stationary FP of SME-2", "linestyle": "--"},
+    "sgd": {"color": OKABE_ITO["vermillion"], "label": "stationary SGD (operator)", "linestyle": ":"},
+    "gauss_step": {"color": OKABE_ITO["blue"], "label": "stationary Gaussian step", "linestyle": ":"},
 }
 STYLE = {
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
@@ -162,7 +167,7 @@ def _methods(ds: xr.Dataset, wanted: Sequence[str]) -> list[str]:
 
 
 def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
-                      methods: Sequence[str] = ("fp", "sgd", "sde"), panels: int = 4) -> Figure:
+                      methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"), panels: int = 4) -> Figure:
     """FP density (lines) and Monte Carlo histograms (steps) at several times, one cell.
 
     ``times`` are SDE times (nearest snapshot); by default ``panels`` snapshots
@@ -207,8 +212,8 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
     return fig
 
 
-def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde"),
-                   kinds: Sequence[str] = ("ito", "gibbs")) -> Figure:
+def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"),
+                   kinds: Sequence[str] = ("ito", "gibbs", "sgd")) -> Figure:
     """One cell at one snapshot: the densities of ``methods`` (FP as a line, Monte Carlo
     histograms as steps, TV to FP in the legend) and the stationary ``kinds``.
 
@@ -244,7 +249,7 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
         y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
         if m != "fp" and fp is not None:
             st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
-        if m in ("fp", "fp_drift"):
+        if cell.sgd.method_kind(m) == "density":
             ax.plot(x, y, lw=1.8, **st)
         else:
             ax.plot(x, y, drawstyle="steps-mid", lw=1.1, **st)
@@ -259,7 +264,8 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
     return fig
 
 
-def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde")) -> Figure:
+def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde", "sgd_op",
+                                                     "gauss_step")) -> Figure:
     """Ensemble mean ± std of θ over time (left) and the std alone (right), one cell."""
     found = first_done_cell(ds)
     if found is None:
@@ -296,7 +302,7 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
 # --------------------------------------------------------------------------- over learning rates
 
 
-def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs"),
+def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs", "sgd"),
                          panels: int = 4) -> Figure:
     """Stationary FP (Itô) and Gibbs densities beside the long-run (last-snapshot) ``method``
     histogram, one panel per learning rate (up to ``panels``, evenly picked).

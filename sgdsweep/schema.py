@@ -40,9 +40,10 @@ ATTRS: dict[str, dict[str, str]] = {
     "y": {"long_name": "parameter θ₂ (cell centre)", "units": "1"},
     "t": {"long_name": "SDE time t = lr · step (nominal snapshot time)", "units": "1"},
     "method": {"long_name": "dynamics: sgd, sde (Itô Euler–Maruyama), langevin, gd, fp, fp_drift, "
-               "svag, sgd_noise, sme2, fp_sme2, … (the method registry)"},
+               "svag, sgd_noise, sme2, fp_sme2, sgd_op (SGD's transfer operator), gauss_step (Gaussian "
+               "step kernel), … (the method registry)"},
     "kind": {"long_name": "stationary reference: FP null vector under a convention, Gibbs, or one "
-             "a method provides (sme2)"},
+             "a method provides (sme2; sgd, gauss_step: the invariant law of a one-step operator)"},
     "basin": {"long_name": "basin of attraction of L"},
     "axis": {"long_name": "parameter component"},
     "density": {"long_name": "probability density of θ", "units": "1/θ"},
@@ -144,4 +145,24 @@ def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
     for idx in np.argwhere(bad):
         where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
         out.append((where, float(err[tuple(idx)])))
+    return out
+
+
+def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+    """Done cells where a one-step operator's measured numerical diffusion missed its target
+    (``operator_diffusion_flag``): (sweep coords, method, ``operator_diffusion_ratio``) each."""
+    if "operator_diffusion_flag" not in ds:
+        return []
+    flag = ds["operator_diffusion_flag"]
+    ratio = np.asarray(ds["operator_diffusion_ratio"].values, dtype=float)
+    bad = np.asarray(flag.values, dtype=bool)
+    dims = flag.dims
+    if DONE in ds:
+        done = np.asarray(ds[DONE].values, dtype=bool)
+        bad &= done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
+    out = []
+    for idx in np.argwhere(bad):
+        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
+        method = str(ds["method"].values[idx[dims.index("method")]])
+        out.append((where, method, float(ratio[tuple(idx)])))
     return out

@@ -78,6 +78,13 @@ BAD = [
     (["landscape=heavy_tailed", "landscape.shift_nu=0"], "landscape.shifts.nu: must be > 0, got 0"),
     (["landscape=anisotropic_2d", "methods=[sme2,fp_sme2]"],
      "methods: fp_sme2 supports 1-D landscapes only, this one is 2-D"),
+    (["methods=[sgd,sgd_op]", "sampling=reshuffle"],
+     "sampling: 'reshuffle' is not a Markov chain in θ alone"),
+    (["methods=[sgd_op]", "batch_size=2", "operator.max_minibatches=2", "operator.approximate=false"],
+     "operator.max_minibatches: 3 distinct minibatches (n = 2, b = 2, with_replacement) exceed the limit 2"),
+    (["methods=[gauss_step]", "density_grid.cells=10", "operator.refine=1"],
+     "density_grid.cells: 10 cells × refine 1"),
+    (["operator.quadrature=0"], "operator.quadrature: must be >= 1, got 0"),
 ]
 
 

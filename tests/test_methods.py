@@ -18,7 +18,7 @@ from tests.conftest import REPO, open_store, run_pipeline
 
 BUILTINS = {"sgd": "ensemble", "sde": "ensemble", "langevin": "ensemble", "gd": "ensemble",
             "fp": "density", "fp_drift": "density", "svag": "ensemble", "sgd_noise": "ensemble",
-            "sme2": "ensemble", "fp_sme2": "density"}
+            "sme2": "ensemble", "fp_sme2": "density", "sgd_op": "density", "gauss_step": "density"}
 
 
 def test_builtins_are_registered_once_with_their_kind():

@@ -10,7 +10,9 @@ positions for every Monte Carlo method: common random numbers between methods).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,14 @@ class CellContext:
     def __init__(self, cell: CellConfig):
         self.cell = cell
         self._operators: dict[tuple, FokkerPlanck1D | FokkerPlanck2D] = {}
+        self._memo: dict[Any, Any] = {}
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` once per cell under ``key`` (e.g. a method's operator shared by its
+        stationary kind and its fill function)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     # ------------------------------------------------------------------ geometry
 

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsweep.cellconfig import CONVENTIONS
+from sgdsweep.grid import Grid1D
 from sgdsweep.methods.context import CellContext
 from sgdsweep.methods.registry import register_method
 from sgdsweep.operators.current import centre_current, face_current, face_current_1d
@@ -56,9 +57,14 @@ def current_2d(fp2, p: np.ndarray) -> np.ndarray:
     return centre_current(*face_current(fp2, p))
 
 
-def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray) -> None:
-    """Write densities (S, fine cells) on :attr:`CellContext.fine` as method ``name``'s slice."""
-    fine = ctx.fine
+def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray,
+                  fine: Grid1D | None = None) -> None:
+    """Write densities (S, fine cells) on ``fine`` as method ``name``'s slice.
+
+    ``fine``: a refinement of the density grid (default :attr:`CellContext.fine`, the FP
+    grid); moments and basin masses come from it, the density is averaged back.
+    """
+    fine = ctx.fine if fine is None else fine
     xf, dxf = fine.centres, fine.dx
     mass = dens.sum(axis=1) * dxf
     mean = (dens * xf).sum(axis=1) * dxf / mass
@@ -67,7 +73,7 @@ def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray)
     bmass = np.stack([dens[:, basin_of_fine == k].sum(axis=1) * dxf
                       for k in range(len(ctx.basins.names))], axis=1)
     sel = {"method": name}
-    ds["density"].loc[sel] = ctx.coarse(dens)
+    ds["density"].loc[sel] = dens.reshape(dens.shape[0], ctx.grid.cells, -1).mean(axis=-1)
     ds["mean"].loc[sel] = mean
     ds["std"].loc[sel] = np.sqrt(var)
     ds["basin_mass"].loc[sel] = bmass

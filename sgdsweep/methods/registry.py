@@ -56,6 +56,9 @@ class Method:
     ``kind`` labels when the method is in a cell). ``variables``: extra store
     variables (name → :class:`Variable`) present in cells that run the method.
     ``summary`` and ``time`` are the README table's "what runs" and "time" columns.
+    ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cellconfig.CellConfig`
+    the method cannot run with, raising :class:`~sgdsweep.errors.ConfigError` (called by
+    ``parse_cell``, so bad input is refused before anything is computed).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Method:
     variables: Mapping[str, Variable] = field(default_factory=dict)
     summary: str = ""
     time: str = "t"
+    validate: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -76,6 +80,8 @@ class Method:
             raise ValueError(f"method {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
         if not callable(self.fill):
             raise ValueError(f"method {self.name}: fill must be callable")
+        if self.validate is not None and not callable(self.validate):
+            raise ValueError(f"method {self.name}: validate must be callable or None")
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -84,7 +90,8 @@ METHODS: Mapping[str, Method] = MappingProxyType(_REGISTRY)
 #: Modules that register the built-in methods; imported on first use of the registry.
 BUILTIN_MODULES = ("sgdsweep.methods.ensemble", "sgdsweep.methods.fokker_planck",
                    "sgdsweep.methods.svag", "sgdsweep.methods.injected_noise",
-                   "sgdsweep.methods.modified_equation")
+                   "sgdsweep.methods.modified_equation",
+                   "sgdsweep.methods.transfer")
 _loaded = False
 
 

@@ -57,6 +57,11 @@ def _gth(B, low, up, n, out):
         for i in range(max(0, k - low), k):
             acc += out[i] * B[i, k - i + up]
         out[k] = acc / s[k]
+        if out[k] > 1e250:
+            # The law spans more than the float range (a deep well beside a tail of
+            # e^-800): rescale what is done so far; the smallest entries underflow to 0.
+            for i in range(k + 1):
+                out[i] *= 1e-250
     tot = 0.0
     for k in range(n):
         tot += out[k]

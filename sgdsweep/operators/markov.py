@@ -172,11 +172,21 @@ class Relaxation:
 def _dominant(apply, n: int, maxiter: int | None = None) -> complex | None:
     """Dominant eigenvalue of the linear map ``apply`` (ARPACK), None if not converged."""
     op = spla.LinearOperator((n, n), matvec=apply, dtype=complex)
-    try:
-        return complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-12,
-                                 ncv=min(n - 1, 24), maxiter=maxiter)[0])
-    except spla.ArpackNoConvergence:
-        return None
+    # Fixed start vectors: ARPACK's own random start depends on the process's history of
+    # calls, and a non-normal block (upwind transport) converges to slightly different
+    # values from different starts; the result must not depend on which worker ran it.
+    # A second start is tried after a breakdown of the Arnoldi factorisation.
+    rng = np.random.default_rng(0x5EED)
+    for _ in range(2):
+        v0 = rng.random(n) + 0.5
+        try:
+            return complex(spla.eigs(op, k=1, which="LM", return_eigenvectors=False, tol=1e-12,
+                                     ncv=min(n - 1, 24), maxiter=maxiter, v0=v0)[0])
+        except spla.ArpackNoConvergence:
+            return None
+        except spla.ArpackError:
+            continue
+    return None
 
 
 def _complex_solver(lu, project=None, k=None):
@@ -190,12 +200,13 @@ def _complex_solver(lu, project=None, k=None):
     return apply
 
 
-def _slowest(M, near_plus, near_minus) -> tuple[complex, float]:
+def _slowest(M, near_plus, near_minus) -> tuple[complex, float] | None:
     """Slowest mode of M among the eigenvalues nearest +1 and nearest −1.
 
     ``near_plus`` is x ↦ (M − I)⁻¹x and ``near_minus`` x ↦ (M + I)⁻¹x (None if M + I is
     singular: λ = −1); their dominant eigenvalues are 1/(λ ∓ 1). The gap 1 − |λ| comes
-    from d = λ ∓ 1 without cancellation.
+    from d = λ ∓ 1 without cancellation. None when Arnoldi finds no eigenvalue near +1
+    (a gap far below round-off makes (M − I)⁻¹ numerically singular).
     """
     n = M.shape[0]
     if n <= 8:
@@ -210,6 +221,8 @@ def _slowest(M, near_plus, near_minus) -> tuple[complex, float]:
         # iterations; when ARPACK does not, there is none, and the search is dropped.
         mu = _dominant(apply, n, None if sign > 0 else 4)
         if mu is None:
+            if sign > 0:  # the mode nearest +1 always exists: not finding it is not knowing λ₂
+                return None
             continue
         d = 1.0 / mu  # λ − sign
         q = 2.0 * sign * d.real + abs(d) ** 2  # |λ|² − 1
@@ -242,7 +255,9 @@ def relaxation(P, lr: float) -> Relaxation:
     block is a non-normal upwind transport; its slowest mode is mass creeping across a
     plateau cell by cell at a rate ∝ drift/dx, so τ from such a block depends on the grid
     (the seed model's far-left plateau: 24, 12.8, 9.9, 8.3 t at dx = 0.02 … 0.0025). The
-    escape times and the closed classes' λ₂ converge (benchmarks/README.md).
+    escape times and the closed classes' λ₂ converge (benchmarks/README.md). NaN when the
+    gap is so far below round-off that Arnoldi finds no eigenvalue near 1 (two wells that
+    exchange mass at rates of 1e-50: "astronomically slow", not a number).
     """
     P = _csc(P)
     n = P.shape[0]
@@ -258,10 +273,15 @@ def relaxation(P, lr: float) -> Relaxation:
         if c.size <= 8:
             cand = _slowest(Pc.toarray() - np.outer(m, np.ones(c.size)), None, None)
         else:
-            lu, k = _replaced_lu(Pc)
+            try:
+                lu, k = _replaced_lu(Pc)
+            except RuntimeError:  # P − I exactly singular in floats: the gap is below round-off
+                return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
             lu_m = _lu_or_none(Pc + sp.identity(c.size, format="csc"))
             cand = _slowest(Pc, _complex_solver(lu, m, k),
                             None if lu_m is None else _complex_solver(lu_m, m))
+        if cand is None:
+            return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
         if cand[1] < best[1]:
             best = cand
     trans = np.flatnonzero(~closed)
@@ -276,11 +296,15 @@ def relaxation(P, lr: float) -> Relaxation:
                 cand = (1.0 + 0j, 0.0)
             else:
                 cand = _slowest(Q, _complex_solver(lu_p), None if lu_m is None else _complex_solver(lu_m))
+        if cand is None:
+            return Relaxation(complex(math.nan), math.nan, math.nan, math.nan, len(classes))
         if cand[1] < best[1]:
             best = cand
     lam, gap = best
     if gap <= 0.0:
         return Relaxation(lam, gap, math.inf, math.inf, len(classes))
+    if gap >= 1.0:  # λ₂ = 0: every other mode is gone after one step
+        return Relaxation(lam, gap, 0.0, 0.0, len(classes))
     steps = -1.0 / math.log1p(-gap)
     return Relaxation(lam, gap, steps, lr * steps, len(classes))
 
@@ -319,3 +343,25 @@ def passage_steps(P, absorbing: np.ndarray) -> np.ndarray:
     x = spla.splu(A).solve(np.ones(keep.size))
     T[keep] = np.where(np.isfinite(x) & (x >= 0), x, np.inf)
     return T
+
+
+def generator_relaxation(M) -> Relaxation:
+    """Slowest decay of a continuous-time generator dm/dt = M m (columns summing to 0,
+    off-diagonals ≥ 0): e.g. the Fokker–Planck operator (t units).
+
+    Uniformised to the chain P = I + h·M with h = 1/(2·max|M_ii|): column-stochastic with
+    every eigenvalue in [0, 1] (Gershgorin), and P − I = h·M, so :func:`relaxation`'s
+    cancellation-free 1 − λ₂ of P is h·|μ₂| exactly for a real μ₂ (a 1-D FP generator is
+    similar to a symmetric matrix: real spectrum). Returns eigenvalue μ₂, gap |μ₂| (a
+    rate, 1/t), ``steps`` NaN and ``time`` 1/|μ₂|.
+    """
+    M = _csc(M)
+    d = np.abs(M.diagonal())
+    if not np.any(d > 0):
+        return Relaxation(0j, 0.0, math.nan, math.inf, M.shape[0])
+    h = 0.5 / float(d.max())
+    P = sp.identity(M.shape[0], format="csc") + h * M
+    rel = relaxation(P, 1.0)
+    rate = rel.gap / h
+    time = math.inf if rate <= 0 else 1.0 / rate  # NaN stays NaN
+    return Relaxation(complex(-rate, rel.eigenvalue.imag / h), rate, math.nan, time, rel.classes)
