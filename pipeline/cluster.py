@@ -20,6 +20,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
+from pipeline.faults import StoreWriteError
 from sgdsweep.errors import ConfigError
 
 #: Environment of local worker processes, set before they start so Numba sees it.
@@ -107,11 +108,12 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
 
 
 def _guarded(client: Client) -> Iterator[Client]:
-    """Yield the client; on Ctrl-C the workers die with the terminal's process group,
-    and the cluster's shutdown complaints about it are noise, not news."""
+    """Yield the client; on Ctrl-C the workers die with the terminal's process group, and
+    on a store write error the sweep ends with its own one-line error: the cluster's
+    shutdown complaints about either are noise, not news."""
     try:
         yield client
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StoreWriteError):
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         raise
 
