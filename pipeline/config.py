@@ -54,7 +54,9 @@ CONF_DIR = _conf_dir()
 
 #: Top-level keys that configure the run, not the numbers: excluded from the config
 #: hash, so moving a store or changing the cluster still resumes.
-RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries")
+#: Target duration of an automatically batched task (seconds of cell compute).
+TASK_SECONDS = 0.5
+RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells")
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
 UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
@@ -93,8 +95,12 @@ def sweep_schema() -> type:
         ("plugins", list[str], field(default_factory=list,
                                      metadata={"help": "modules imported first: they register methods"})),
         *cell, *extra,
-        ("cells_per_task", int, field(default=1, metadata={"help": "cells batched into one Dask task"})),
+        ("cells_per_task", typing.Optional[int], field(  # noqa: UP045 (OmegaConf needs Optional)
+            default=None, metadata={"help": "cells batched into one Dask task; null: automatic "
+                                            f"(tasks of about {TASK_SECONDS:g} s)"})),
         ("retries", int, field(default=2, metadata={"help": "Dask retries per task"})),
+        ("shard_cells", int, field(default=1024, metadata={
+            "help": "cells per Zarr shard of a new store (a file per shard and variable; 1: per cell)"})),
     ])
 
 
