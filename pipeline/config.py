@@ -56,7 +56,7 @@ CONF_DIR = _conf_dir()
 #: hash, so moving a store or changing the cluster still resumes.
 #: Target duration of an automatically batched task (seconds of cell compute).
 TASK_SECONDS = 0.5
-RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells")
+RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells", "store_writer")
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
 UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
@@ -101,6 +101,9 @@ def sweep_schema() -> type:
         ("retries", int, field(default=2, metadata={"help": "Dask retries per task"})),
         ("shard_cells", int, field(default=1024, metadata={
             "help": "cells per Zarr shard of a new store (a file per shard and variable; 1: per cell)"})),
+        ("store_writer", str, field(default="client", metadata={
+            "help": "who writes cells: client (this process) or workers (each task writes its own "
+                    "shard; the store must be on a file system the workers share)"})),
     ])
 
 

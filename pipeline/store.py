@@ -311,6 +311,8 @@ class CellWriter:
     def _key(self, index: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(i // b for i, b in zip(index, self.block, strict=True))
 
+    shard_of = _key
+
     def expect(self, indices: Sequence[tuple[int, ...]]) -> None:
         """The cells this run will write: a shard is written once all of its have arrived."""
         for idx in indices:

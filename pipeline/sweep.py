@@ -11,6 +11,7 @@ status: 0 all cells done, 1 some failed, 2 bad input.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,41 @@ def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr
     import sgdsweep
 
     return [(i, sgdsweep.run_cell(c)) for i, c in cells]
+
+
+#: The store's layout on a worker, read once per worker process and store (``store_writer=workers``).
+_LAYOUTS: dict[str, xr.Dataset] = {}
+
+
+#: With ``store_writer=workers`` a task is a shard: a new store gets at least this many.
+WORKER_TASKS = 16
+
+Confirmation = list[tuple[int, bool, str, float]]
+
+
+def write_cells(path: str, sweep_dims: Sequence[str],
+                cells: Sequence[tuple[int, tuple[int, ...], CellConfig]]) -> Confirmation:
+    """The Dask task of ``store_writer=workers``: run the cells of one shard and write them
+    (data first, ``done`` last) — this task is the shard's only writer. Returns, per cell,
+    (flat index, done, error message, runtime) once the shard is written: the confirmation."""
+    import sgdsweep
+
+    if path not in _LAYOUTS:
+        _LAYOUTS[path] = stores.read_status(path)
+    writer = stores.CellWriter(path, _LAYOUTS[path], sweep_dims)
+    writer.expect([idx for _, idx, _ in cells])
+    out = []
+    for i, idx, cell in cells:
+        ds = sgdsweep.run_cell(cell)  # raises: nothing of the shard written, the client isolates the cell
+        runtime = float(ds[RUNTIME]) if RUNTIME in ds else 0.0
+        try:
+            writer.write(idx, ds)
+            out.append((i, True, "", runtime))
+        except ValueError as exc:
+            writer.fail(idx, f"write: {exc}")
+            out.append((i, False, f"write: {exc}", runtime))
+    writer.flush()
+    return out
 
 
 def templates(plan: SweepPlan) -> xr.Dataset:
@@ -157,6 +193,8 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     """Validate everything, take the store's lock, then create (or check for resuming) the store."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     clusters.check(plain["cluster"])
+    if plain["store_writer"] not in ("client", "workers"):
+        raise ConfigError(f"store_writer: must be client or workers, got {plain['store_writer']!r}")
     for key, least in (("cells_per_task", 1), ("retries", 0), ("shard_cells", 1)):
         if plain[key] is not None and plain[key] < least:
             raise ConfigError(f"{key}: must be >= {least}, got {plain[key]}")
@@ -175,8 +213,11 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     if state.done is not None:
         state.done = integrity.recheck_done(path, state.done, say)
     started = stores.now()
+    shard_cells = int(plain["shard_cells"])
+    if plain["store_writer"] == "workers":  # a shard is one task: at least WORKER_TASKS tasks
+        shard_cells = min(shard_cells, max(1, -(-len(plan.cells) // WORKER_TASKS)))
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv),
-                                     shard_cells=int(plain["shard_cells"]))
+                                     shard_cells=shard_cells)
     if state.done is None:
         stores.create(path, template, replace=state.exists)
         todo = list(range(len(plan.cells)))
@@ -262,6 +303,14 @@ def _printer(out: TextIO) -> Any:
     return say
 
 
+def shard_blocks(todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter) -> list[list[int]]:
+    """The cells to do grouped by the shard that holds them (flat order): one task each."""
+    blocks: dict[tuple[int, ...], list[int]] = {}
+    for i in todo:
+        blocks.setdefault(writer.shard_of(plan.index(i)), []).append(i)
+    return list(blocks.values())
+
+
 class Batcher:
     """The cells still to submit, cut into tasks.
 
@@ -294,7 +343,7 @@ class Batcher:
     def first(self) -> list[list[int]]:
         if self.per_task is not None:
             return [self._take(self.per_task) for _ in range(-(-len(self.left) // self.per_task))]
-        return [self._take(1) for _ in range(2 * self._threads())]
+        return [b for b in (self._take(1) for _ in range(2 * self._threads())) if b]
 
     def timed(self, runtimes: Sequence[float]) -> None:
         self.seconds += sum(runtimes)
@@ -321,14 +370,25 @@ def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: P
     retries = int(plain["retries"])
     h = plan.config_hash[:10]
 
-    def submit(batch: list[int]) -> Any:
+    workers_write = plain["store_writer"] == "workers"
+    path = os.path.abspath(prep.path)
+    dims = [a.name for a in plan.axes]
+
+    def submit(batch: list[int], shard: bool = False) -> Any:
+        if shard:  # one whole shard's cells, written by the worker
+            return client.submit(write_cells, path, dims, [(i, plan.index(i), plan.parsed[i]) for i in batch],
+                                 retries=retries, pure=False, key=f"shard-{h}-{batch[0]}-{len(batch)}")
         return client.submit(compute_cells, [(i, plan.parsed[i]) for i in batch], retries=retries,
                              pure=False, key=f"cells-{h}-{batch[0]}-{len(batch)}")
 
     todo = prep.todo
-    writer.expect([plan.index(i) for i in todo])
-    feed = Batcher(todo, plain["cells_per_task"], client)
-    futures = {submit(b): b for b in feed.first()}
+    if workers_write:
+        feed = Batcher([], None, client)
+        futures = {submit(b, shard=True): b for b in shard_blocks(todo, plan, writer)}
+    else:
+        writer.expect([plan.index(i) for i in todo])
+        feed = Batcher(todo, plain["cells_per_task"], client)
+        futures = {submit(b): b for b in feed.first()}
     queue = as_completed(list(futures))
 
     def written(cells: list[tuple[tuple[int, ...], bool]]) -> None:
@@ -355,7 +415,8 @@ def _collect(queue: Any, futures: dict, submit: Any, feed: Batcher, plan: SweepP
         if fut.status == "error":
             exc = fut.exception()
             fut.release()
-            if len(batch) > 1:  # isolate the failing cell(s)
+            if len(batch) > 1:  # isolate the failing cell(s); their results are written here
+                writer.expect([plan.index(i) for i in batch])
                 for i in batch:
                     g = submit([i])
                     futures[g] = [i]
@@ -367,6 +428,13 @@ def _collect(queue: Any, futures: dict, submit: Any, feed: Batcher, plan: SweepP
             continue
         results = fut.result()
         fut.release()
+        if results and not isinstance(results[0][1], xr.Dataset):  # written by a worker: confirmed
+            for i, ok, msg, runtime in results:
+                outcome.compute_time += runtime
+                if not ok:
+                    failures[i] = msg
+                written([(plan.index(i), ok)])
+            continue
         tw = time.perf_counter()
         feed.timed([float(ds[RUNTIME]) if RUNTIME in ds else 0.0 for _, ds in results])
         for i, ds in results:
