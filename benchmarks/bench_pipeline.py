@@ -138,6 +138,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cell-seconds", type=float, default=1.0)
     ap.add_argument("--tiny", action="store_true", help="cells of ~10-20 ms, automatic batching")
+    ap.add_argument("--store-writer", default="client", choices=["client", "workers"])
     ap.add_argument("--layout-cells", type=int, default=None, help="cells for the layout comparison")
     args = ap.parse_args()
     args.cells = args.cells or (10_000 if args.tiny else 200)
@@ -152,7 +153,7 @@ def main() -> int:
         store = Path(tmp) / "bench.zarr"
         cmd = [sys.executable, "-m", "pipeline", "sweep", *cell, "~grid.lr",
                f"grid.seed=[{','.join(str(s) for s in range(args.cells))}]",
-               f"cluster.n_workers={args.workers}", f"store={store}"]
+               f"cluster.n_workers={args.workers}", f"store={store}", f"store_writer={args.store_writer}"]
         env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         t = time.perf_counter()
         res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -176,7 +177,8 @@ def main() -> int:
     w, n = args.workers, args.cells
     print(f"machine          : {os.cpu_count()} cores ({cpu_model()}), shared; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min)")
-    print(f"sweep            : {n} cells on {w} workers, mc.chains={chains}")
+    print(f"sweep            : {n} cells on {w} workers, mc.chains={chains},"
+          f" store_writer={args.store_writer}")
     print(f"cell runtime     : mean {runtime.mean():.3f} s, min {runtime.min():.3f}, max {runtime.max():.3f},"
           f" sum {busy:.1f} s (baseline)")
     print(f"wall time        : {cluster_wall:.1f} s on the cluster, {total_wall:.1f} s end to end"
