@@ -11,6 +11,7 @@ plus the sweep's keys.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib
@@ -419,6 +420,35 @@ def cell_mapping(plain: Mapping[str, Any]) -> dict[str, Any]:
     return {key: plain[key] for key in cell_keys()}
 
 
+def _cell_of(base: DictConfig, axes: Sequence[Axis], combo: Sequence[Any]) -> dict[str, Any]:
+    """One cell: the swept values set on a copy of the unresolved config, then resolved."""
+    c = base.copy()
+    for axis, value in zip(axes, combo, strict=True):
+        OmegaConf.update(c, axis.path, value, merge=False)
+    return cell_mapping(OmegaConf.to_container(c, resolve=True))
+
+
+def _set_paths(resolved: Mapping[str, Any], axes: Sequence[Axis], combo: Sequence[Any]) -> dict[str, Any]:
+    """One cell: the swept values set on a copy of the resolved cell mapping."""
+    cell = copy.deepcopy(resolved)
+    for axis, value in zip(axes, combo, strict=True):
+        *parents, last = axis.path.split(".")
+        node = cell
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = copy.deepcopy(value)
+    return cell
+
+
+def _interpolated(node: Any) -> bool:
+    """Whether any string in ``node`` (plain containers) is an OmegaConf interpolation."""
+    if isinstance(node, Mapping):
+        return any(_interpolated(v) for v in node.values())
+    if isinstance(node, list | tuple):
+        return any(_interpolated(v) for v in node)
+    return isinstance(node, str) and "${" in node
+
+
 def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
     """All cells of the sweep, each validated once with ``parse_cell`` (raises ConfigError).
 
@@ -432,13 +462,16 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
     # quadratic in the number of cells (a 10⁴-value axis).
     plain.pop("grid", None)
     base = OmegaConf.create(plain)
+    # Without interpolations in the cells' part of the config, a swept value cannot change
+    # any other value: the cells are the once-resolved mapping with the swept values set
+    # (plain dict copies, ~50x cheaper than an OmegaConf copy and resolve per cell).
+    resolved_base = None if _interpolated(cell_mapping(plain)) else cell_mapping(
+        OmegaConf.to_container(base, resolve=True))
     cells, parsed = [], []
     for combo in itertools.product(*(a.values for a in axes)):
-        c = base.copy()
-        for axis, value in zip(axes, combo, strict=True):
-            OmegaConf.update(c, axis.path, value, merge=False)
         try:
-            cell = cell_mapping(OmegaConf.to_container(c, resolve=True))
+            cell = (_cell_of(base, axes, combo) if resolved_base is None
+                    else _set_paths(resolved_base, axes, combo))
         except Exception as exc:
             raise ConfigError(hydra_message(exc)) from None
         try:
