@@ -332,7 +332,8 @@ class CellWriter:
                 continue
             if name not in cell:
                 raise ValueError(f"cell result lacks variable {name!r}")
-            out[name] = np.asarray(cell[name].transpose(*dims).values, dtype=dtype)
+            var = cell.variables[name]  # a Variable: no DataArray built (~2 ms per cell saved)
+            out[name] = np.asarray((var if var.dims == dims else var.transpose(*dims)).values, dtype=dtype)
         return out
 
     def write(self, index: tuple[int, ...], cell: xr.Dataset) -> list[tuple[tuple[int, ...], bool]]:
@@ -421,12 +422,19 @@ class CellWriter:
         whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
         the whole shard: the cells read back, the damaged ones already marked not done)."""
         arr = self.arrays[name]
+        shard_file = Path(self.path, name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k))
+        raw = integrity.encode_shard(arr, block, self.k) if Path(self.path, name).is_dir() else None
+        if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
+            shard_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = shard_file.with_name(f".{shard_file.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(raw)
+            os.replace(tmp, shard_file)
+            return
         try:
             arr[region] = block
         except ValueError:
             if not arr.shards:
                 raise
-            shard_file = Path(self.path, name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k))
             per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True))
             if not shard_file.is_file() or integrity.shard_cells(shard_file.read_bytes(), per_shard):
                 raise
