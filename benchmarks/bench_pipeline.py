@@ -67,8 +67,10 @@ def region_write_ms(store: Path, n: int = 20) -> tuple[float, float]:
     ds = xr.open_zarr(str(store)).isel(seed=slice(0, n)).load()
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "copy.zarr"
-        template = xr.open_zarr(str(store)).isel(seed=slice(0, n))
+        template = xr.open_zarr(str(store)).isel(seed=slice(0, n)).chunk({"seed": 1})
         template.attrs = {}
+        for v in template.variables.values():  # the unsharded layout: a chunk file per cell
+            v.encoding = {}
         with stores.quiet_zarr():
             template.to_zarr(str(copy), mode="w-", compute=False, zarr_format=3, consolidated=False)
         writer = stores.CellWriter(copy, template, ["seed"])
