@@ -307,6 +307,8 @@ class CellWriter:
         self.expected: dict[tuple[int, ...], int] = {}
         self.pending: dict[tuple[int, ...], dict[tuple[int, ...], dict[str, Any] | str]] = {}
         self.since: dict[tuple[int, ...], float] = {}
+        #: Shards written in part (more cells to come): their arrays as written, to skip the reread.
+        self.cache: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
 
     def _key(self, index: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(i // b for i, b in zip(index, self.block, strict=True))
@@ -386,9 +388,14 @@ class CellWriter:
         shape = tuple(r.stop - r.start for r in region)
         lost: set[tuple[int, ...]] = set()  # cells of the shard whose old chunks do not decode
 
+        cached = self.cache.pop(key, {})
+
         def old(arr: zarr.Array, every: bool) -> np.ndarray:
             if every:  # every cell of the shard is rewritten: nothing to read
                 return np.empty(shape + arr.shape[self.k:], dtype=arr.dtype)
+            name = arr.basename
+            if name in cached:  # as this writer last wrote it: no read (a shard read costs ~0.1 s)
+                return cached[name]
             return _read_block(arr, region, lost)
 
         with quiet_zarr(), faults.store_writes(self.path, what):
@@ -415,6 +422,8 @@ class CellWriter:
                 done[local[idx]] = idx in ok
             self._put(ERROR, key, region, error)
             self._put(DONE, key, region, done)
+        if self.expected[key] > 0 and self.buffer:  # more cells of this shard will come
+            self.cache[key] = {**cached, **blocks, ERROR: error, DONE: done}
         return [(idx, idx in ok) for idx in cells]
 
     def _put(self, name: str, key: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
