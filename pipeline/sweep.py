@@ -265,7 +265,8 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
         f"{len(failures)} failed",
         f"wall time  : {wall:.1f} s ({outcome.run_time:.1f} s on the cluster; {rate:.2f} cells/s;"
         f" {outcome.compute_time:.1f} s of cell compute)",
-        f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell",
+        (f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell"
+         if prep.plain["store_writer"] == "client" else "store write: by the workers, a shard per task"),
     ]
     listed = schema.failures(stores.read_status(path)) if failures else []
     for where, msg in listed[:10]:
