@@ -164,7 +164,8 @@ def main() -> int:
             sys.stderr.write(res.stdout + res.stderr)
             return 1
         cluster_wall = float(re.search(r"\(([\d.]+) s on the cluster", res.stdout).group(1))
-        write_ms_run = float(re.search(r"store write: ([\d.]+) ms per cell", res.stdout).group(1))
+        m = re.search(r"store write: ([\d.]+) ms per cell", res.stdout)
+        write_ms_run = float(m.group(1)) if m else float("nan")  # nan: written by the workers
         ds = xr.open_zarr(str(store))
         runtime = ds["runtime"].values
         assert bool(ds["done"].all()), "not every cell finished"
