@@ -436,8 +436,12 @@ class CellWriter:
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
             shard_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = shard_file.with_name(f".{shard_file.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(raw)
-            os.replace(tmp, shard_file)
+            try:
+                tmp.write_bytes(raw)
+                os.replace(tmp, shard_file)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
             return
         try:
             arr[region] = block
