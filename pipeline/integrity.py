@@ -196,8 +196,8 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
     for root, _, files in os.walk(top):
         rel = Path(root).relative_to(top).parts
         for f in files:
-            if f.startswith("."):  # a shard being replaced (pipeline.store writes it aside first)
-                continue
+            if not f.isdigit() or not all(p.isdigit() for p in rel):
+                continue  # not a chunk: a file written aside (ours, or zarr's "*.partial")
             data = Path(root, f).read_bytes()
             key = tuple(int(i) for i in (*rel, f))
             if sharding is None:
