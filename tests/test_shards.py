@@ -139,3 +139,18 @@ def test_waiting_cells_are_written_after_flush_seconds(tmp_path, cells):
     assert ds["done"].values[:4].all() and ds["error"].values[1] == ""
     for i in range(4):
         np.testing.assert_array_equal(ds["density"].isel(seed=i).values, cells[1][i]["density"].values)
+
+
+def test_files_written_aside_are_not_chunks(tmp_path, cells):
+    """A writer killed mid-write leaves its temporary file (zarr's ``*.partial``, ours
+    ``.N.pid.tmp``) beside the shards: verify ignores it, the cells stay whole."""
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i, ds in enumerate(cells[1]):
+        writer.write((i,), ds)
+    writer.finish({})
+    shard = chunk(path, "mean", (0,))[0]
+    shard.with_name("0.9a5bbda767c44e58a90422b61b290c26.partial").write_bytes(b"torn")
+    shard.with_name(f".{shard.name}.123.tmp").write_bytes(b"torn")
+    assert integrity.verify(path).clean
