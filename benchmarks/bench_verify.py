@@ -63,6 +63,7 @@ def make(path: Path, checksums: bool) -> tuple[int, float]:
             tmpl.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=False)
     one = sgdsweep.run_cell(plan.cells[0])
     writer = stores.CellWriter(path, tmpl, [a.name for a in plan.axes])
+    writer.expect([plan.index(i) for i in range(len(plan.cells))])  # a shard at a time, as a sweep
     for i in range(len(plan.cells)):
         writer.write(plan.index(i), one)
     writer.finish({"runs": "[]"})

@@ -67,7 +67,7 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
             warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
             lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.get("threads_per_worker", 1)),
                               processes=True, host="127.0.0.1",
-                              dashboard_address=cluster.get("dashboard_address") or ":0",
+                              dashboard_address=cluster.get("dashboard_address") or "127.0.0.1:0",
                               memory_limit=cluster.get("memory_limit", "auto"), env=dict(WORKER_ENV))
         try:
             client = Client(lc)

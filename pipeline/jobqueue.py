@@ -119,7 +119,7 @@ def jobqueue_kwargs(cfg: Mapping, store: str | os.PathLike | None = None) -> dic
 
     log_directory = cfg.get("log_directory") or jobs_directory(store)
     scheduler_options: dict[str, Any] = {
-        "dashboard_address": str(_get(cfg, "dashboard_address", ":0")),
+        "dashboard_address": str(_get(cfg, "dashboard_address", "127.0.0.1:0")),
     }
     if cfg.get("scheduler_host"):
         scheduler_options["host"] = str(cfg["scheduler_host"])

@@ -1,11 +1,12 @@
 """How many cells one sweep store may hold, checked before any cell is planned.
 
-Planning validates every cell (``parse_cell``) at about 2.2 ms a cell on the
-reference machine (benchmarks/README.md), and the store holds one chunk file
-per cell and variable (~25 files a cell). Above :data:`MAX_CELLS` both stop
-being reasonable — 10⁵ cells plan in about 4 minutes and make ~2.5 million
-files — so a larger grid is refused up front with the limit, instead of
-running for hours with no output. Split such a grid over several stores.
+Planning validates every cell (``parse_cell``); without interpolations in the
+cells' config that costs about 0.3–0.7 ms a cell (2.2 ms with them), and a
+sharded store holds ~0.03 files per cell (benchmarks/README.md). Above
+:data:`MAX_CELLS` a single client and store stop being reasonable (minutes of
+planning, a client holding every parsed cell), so a larger grid is refused up
+front with the limit, instead of running for hours with no output. Split such a
+grid over several stores.
 """
 
 from __future__ import annotations

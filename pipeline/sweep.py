@@ -1,8 +1,9 @@
 """Run a sweep: validate every cell, prepare the store, map run_cell with Dask.
 
-One client submits every cell (``cells_per_task`` cells per task), with Dask
-retries; results are written by this process as they complete, so the store has
-a single writer. A task that keeps failing is split into single-cell tasks; a
+One client submits every cell (``cells_per_task`` cells per task, or batches
+sized automatically to about ``TASK_SECONDS`` of compute), with Dask retries;
+results are written by this process, a shard at a time, so the store has a
+single writer. A task that keeps failing is split into single-cell tasks; a
 cell that still fails is recorded (``error``) and the sweep goes on. Exit
 status: 0 all cells done, 1 some failed, 2 bad input.
 """
@@ -10,6 +11,7 @@ status: 0 all cells done, 1 some failed, 2 bad input.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from pipeline import cluster as clusters
 from pipeline import integrity
 from pipeline import lock as locks
 from pipeline import store as stores
-from pipeline.config import SweepPlan, expand
+from pipeline.config import TASK_SECONDS, SweepPlan, expand
 from sgdsweep import schema
 from sgdsweep.cellconfig import CellConfig
 from sgdsweep.errors import ConfigError
@@ -36,6 +38,41 @@ def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr
     import sgdsweep
 
     return [(i, sgdsweep.run_cell(c)) for i, c in cells]
+
+
+#: The store's layout on a worker, read once per worker process and store (``store_writer=workers``).
+_LAYOUTS: dict[str, xr.Dataset] = {}
+
+
+#: With ``store_writer=workers`` a task is a shard: a new store gets at least this many.
+WORKER_TASKS = 16
+
+Confirmation = list[tuple[int, bool, str, float]]
+
+
+def write_cells(path: str, sweep_dims: Sequence[str],
+                cells: Sequence[tuple[int, tuple[int, ...], CellConfig]]) -> Confirmation:
+    """The Dask task of ``store_writer=workers``: run the cells of one shard and write them
+    (data first, ``done`` last) — this task is the shard's only writer. Returns, per cell,
+    (flat index, done, error message, runtime) once the shard is written: the confirmation."""
+    import sgdsweep
+
+    if path not in _LAYOUTS:
+        _LAYOUTS[path] = stores.read_status(path)
+    writer = stores.CellWriter(path, _LAYOUTS[path], sweep_dims)
+    writer.expect([idx for _, idx, _ in cells])
+    out = []
+    for i, idx, cell in cells:
+        ds = sgdsweep.run_cell(cell)  # raises: nothing of the shard written, the client isolates the cell
+        runtime = float(ds[RUNTIME]) if RUNTIME in ds else 0.0
+        try:
+            writer.write(idx, ds)
+            out.append((i, True, "", runtime))
+        except ValueError as exc:
+            writer.fail(idx, f"write: {exc}")
+            out.append((i, False, f"write: {exc}", runtime))
+    writer.flush()
+    return out
 
 
 def templates(plan: SweepPlan) -> xr.Dataset:
@@ -156,8 +193,10 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     """Validate everything, take the store's lock, then create (or check for resuming) the store."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     clusters.check(plain["cluster"])
-    for key, least in (("cells_per_task", 1), ("retries", 0)):
-        if plain[key] < least:
+    if plain["store_writer"] not in ("client", "workers"):
+        raise ConfigError(f"store_writer: must be client or workers, got {plain['store_writer']!r}")
+    for key, least in (("cells_per_task", 1), ("retries", 0), ("shard_cells", 1)):
+        if plain[key] is not None and plain[key] < least:
             raise ConfigError(f"{key}: must be >= {least}, got {plain[key]}")
     path = plain["store"]
     plan = expand(cfg, reserved=set(CELL_DIMS))
@@ -174,7 +213,11 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     if state.done is not None:
         state.done = integrity.recheck_done(path, state.done, say)
     started = stores.now()
-    template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv))
+    shard_cells = int(plain["shard_cells"])
+    if plain["store_writer"] == "workers":  # a shard is one task: at least WORKER_TASKS tasks
+        shard_cells = min(shard_cells, max(1, -(-len(plan.cells) // WORKER_TASKS)))
+    template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv),
+                                     shard_cells=shard_cells)
     if state.done is None:
         stores.create(path, template, replace=state.exists)
         todo = list(range(len(plan.cells)))
@@ -222,7 +265,8 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
         f"{len(failures)} failed",
         f"wall time  : {wall:.1f} s ({outcome.run_time:.1f} s on the cluster; {rate:.2f} cells/s;"
         f" {outcome.compute_time:.1f} s of cell compute)",
-        f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell",
+        (f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell"
+         if prep.plain["store_writer"] == "client" else "store write: by the workers, a shard per task"),
     ]
     listed = schema.failures(stores.read_status(path)) if failures else []
     for where, msg in listed[:10]:
@@ -260,28 +304,120 @@ def _printer(out: TextIO) -> Any:
     return say
 
 
+def shard_blocks(todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter) -> list[list[int]]:
+    """The cells to do grouped by the shard that holds them (flat order): one task each."""
+    blocks: dict[tuple[int, ...], list[int]] = {}
+    for i in todo:
+        blocks.setdefault(writer.shard_of(plan.index(i)), []).append(i)
+    return list(blocks.values())
+
+
+class Batcher:
+    """The cells still to submit, cut into tasks.
+
+    With ``cells_per_task`` set, every task is submitted at once in blocks of that
+    size. Automatic (``None``): tasks are handed out as others finish, keeping two
+    per worker thread in flight; the first are single cells, later ones hold as
+    many cells as take about :data:`TASK_SECONDS` at the mean cell runtime measured
+    so far (tiny cells batched: the scheduler's cost per task is ~ms), never more
+    than a fair share of what is left (the tail stays balanced).
+    """
+
+    def __init__(self, todo: Sequence[int], per_task: int | None, client: Any):
+        self.left = list(todo)[::-1]  # popped from the end, in order
+        self.per_task, self.client = per_task, client
+        self.seconds = 0.0
+        self.cells = 0
+        self.threads = 1
+        self.checked = -1e9
+
+    def _take(self, n: int) -> list[int]:
+        return [self.left.pop() for _ in range(min(n, len(self.left)))]
+
+    def _threads(self) -> int:
+        t = time.monotonic()
+        if t - self.checked > 2.0:  # workers may join (jobqueue): ask now and then
+            self.checked = t
+            self.threads = max(1, sum(self.client.nthreads().values()))
+        return self.threads
+
+    def first(self) -> list[list[int]]:
+        if self.per_task is not None:
+            return [self._take(self.per_task) for _ in range(-(-len(self.left) // self.per_task))]
+        return [b for b in (self._take(1) for _ in range(2 * self._threads())) if b]
+
+    def timed(self, runtimes: Sequence[float]) -> None:
+        self.seconds += sum(runtimes)
+        self.cells += len(runtimes)
+
+    def size(self) -> int:
+        if not self.cells:
+            return 1
+        mean = max(self.seconds / self.cells, 1e-4)
+        fair = -(-len(self.left) // (2 * self._threads()))
+        return max(1, min(round(TASK_SECONDS / mean), fair))
+
+    def more(self, in_flight: int) -> list[list[int]]:
+        if self.per_task is not None or not self.left:
+            return []
+        want = 2 * self._threads() - in_flight
+        return [b for b in (self._take(self.size()) for _ in range(max(want, 0))) if b]
+
+
 def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: Progress,
              outcome: Outcome) -> None:
     """Submit, collect and write; adds cell runtimes and write times to ``outcome``."""
-    plan, plain, failures = prep.plan, prep.plain, outcome.failures
-    per_task = int(plain["cells_per_task"])
+    plan, plain = prep.plan, prep.plain
     retries = int(plain["retries"])
     h = plan.config_hash[:10]
 
-    def submit(batch: list[int]) -> Any:
+    workers_write = plain["store_writer"] == "workers"
+    path = os.path.abspath(prep.path)
+    dims = [a.name for a in plan.axes]
+
+    def submit(batch: list[int], shard: bool = False) -> Any:
+        if shard:  # one whole shard's cells, written by the worker
+            return client.submit(write_cells, path, dims, [(i, plan.index(i), plan.parsed[i]) for i in batch],
+                                 retries=retries, pure=False, key=f"shard-{h}-{batch[0]}-{len(batch)}")
         return client.submit(compute_cells, [(i, plan.parsed[i]) for i in batch], retries=retries,
                              pure=False, key=f"cells-{h}-{batch[0]}-{len(batch)}")
 
     todo = prep.todo
-    batches = [todo[k:k + per_task] for k in range(0, len(todo), per_task)]
-    futures = {submit(b): b for b in batches}
+    if workers_write:
+        feed = Batcher([], None, client)
+        futures = {submit(b, shard=True): b for b in shard_blocks(todo, plan, writer)}
+    else:
+        writer.expect([plan.index(i) for i in todo])
+        feed = Batcher(todo, plain["cells_per_task"], client)
+        futures = {submit(b): b for b in feed.first()}
     queue = as_completed(list(futures))
+
+    def written(cells: list[tuple[tuple[int, ...], bool]]) -> None:
+        for _, ok in cells:  # durable now: the progress counts these
+            progress.update(ok)
+
+    try:
+        _collect(queue, futures, submit, feed, plan, writer, outcome, written)
+    finally:  # what finished is written, also on Ctrl-C (SIGKILL loses it: recomputed on resume)
+        tw = time.perf_counter()
+        written(writer.flush())
+        outcome.write_time += time.perf_counter() - tw
+
+
+def _collect(queue: Any, futures: dict, submit: Any, feed: Batcher, plan: SweepPlan,
+             writer: stores.CellWriter, outcome: Outcome, written: Any) -> None:
+    failures = outcome.failures
     for fut in queue:
         batch = futures.pop(fut)
+        for b in feed.more(len(futures)):
+            g = submit(b)
+            futures[g] = b
+            queue.add(g)
         if fut.status == "error":
             exc = fut.exception()
             fut.release()
-            if len(batch) > 1:  # isolate the failing cell(s)
+            if len(batch) > 1:  # isolate the failing cell(s); their results are written here
+                writer.expect([plan.index(i) for i in batch])
                 for i in batch:
                     g = submit([i])
                     futures[g] = [i]
@@ -289,20 +425,25 @@ def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: P
                 continue
             msg = error_text(exc)
             failures[batch[0]] = msg
-            writer.fail(plan.index(batch[0]), msg)
-            progress.update(False)
+            written(writer.fail(plan.index(batch[0]), msg))
             continue
         results = fut.result()
         fut.release()
+        if results and not isinstance(results[0][1], xr.Dataset):  # written by a worker: confirmed
+            for i, ok, msg, runtime in results:
+                outcome.compute_time += runtime
+                if not ok:
+                    failures[i] = msg
+                written([(plan.index(i), ok)])
+            continue
+        tw = time.perf_counter()
+        feed.timed([float(ds[RUNTIME]) if RUNTIME in ds else 0.0 for _, ds in results])
         for i, ds in results:
             outcome.compute_time += float(ds[RUNTIME]) if RUNTIME in ds else 0.0
-            tw = time.perf_counter()
             try:
-                writer.write(plan.index(i), ds)
+                written(writer.write(plan.index(i), ds))
             except ValueError as exc:
                 failures[i] = f"write: {exc}"
-                writer.fail(plan.index(i), failures[i])
-                progress.update(False)
-                continue
-            outcome.write_time += time.perf_counter() - tw
-            progress.update(True)
+                written(writer.fail(plan.index(i), failures[i]))
+        written(writer.poll())
+        outcome.write_time += time.perf_counter() - tw

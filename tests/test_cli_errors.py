@@ -53,6 +53,8 @@ BAD = [
      "grid: 1000000 cells (lr[1000] x seed[1000]) exceeds the limit of 100000 cells per store"),
     (["cells_per_task=0"], "cells_per_task: must be >= 1, got 0"),
     (["retries=-1"], "retries: must be >= 0, got -1"),
+    (["shard_cells=0"], "shard_cells: must be >= 1, got 0"),
+    (["store_writer=disk"], "store_writer: must be client or workers, got 'disk'"),
     (["density_grid.cells=2"], "density_grid.cells: must be >= 3, got 2"),
     (["time.snapshots=1"], "time.snapshots: must be >= 2, got 1"),
     (["mc.chains=0"], "mc.chains: must be >= 1, got 0"),

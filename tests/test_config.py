@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from pipeline.config import compose, expand
 from sgdsweep import parse_cell
@@ -116,3 +118,24 @@ def test_cfg_job_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
     assert cfg["store"] == "results/quadratic.zarr" and cfg["grid"] == {"lr": [0.1, 0.2]}
     assert cfg["landscape"]["shifts"] == {"n": 8, "std": 1.0}  # interpolations resolved
     assert list(tmp_path.iterdir()) == []  # nothing computed, nothing written
+
+
+@pytest.mark.parametrize("overrides", [
+    ["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]", "grid.seed=[0,1,2]"],
+    ["~grid.lr", "grid.mc.chains=[16,32]", "grid.batch_size=[1,2]"],
+    ["landscape=two_basin", "grid.width_left=[0.5,1.0]", "grid.lr=[0.01]"],  # interpolated: slow route
+])
+def test_fast_planning_gives_the_cells_of_per_cell_resolution(overrides):
+    """The plain-dict route of ``expand`` builds exactly the cells of resolving a copy of the
+    config per cell (the route taken when the config has interpolations)."""
+    from pipeline import config as cfgmod
+
+    cfg = compose(overrides)
+    plan = expand(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("grid", None)
+    base = OmegaConf.create(plain)
+    slow = [cfgmod._cell_of(base, plan.axes, combo)
+            for combo in itertools.product(*(a.values for a in plan.axes))]
+    assert plan.cells == slow
+    assert plan.config_hash == cfgmod.config_hash(plan.axes, slow)

@@ -23,19 +23,29 @@ GRID = ["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]"]
 
 
 def chunk(path, var: str, idx: tuple[int, ...]):
-    """The file of the chunk of ``var`` holding the cell ``idx`` (cell dimensions whole)."""
-    n = len(zarr.open_group(str(path), mode="r")[var].shape)
-    return path / var / "c" / "/".join(str(i) for i in (*idx, *(0,) * (n - len(idx))))
+    """(file, offset, length) of the chunk of ``var`` holding the cell ``idx``: a chunk
+    file, or the cell's inner chunk inside a shard (found through the shard's index)."""
+    return integrity.chunk_span(path, var, idx)
 
 
-def flip_bit(p) -> None:
-    b = bytearray(p.read_bytes())
-    b[len(b) // 2] ^= 0x04
-    p.write_bytes(bytes(b))
+def flip_bit(span) -> None:
+    """Flip one bit in the middle of the chunk."""
+    f, off, n = span
+    b = bytearray(f.read_bytes())
+    b[off + n // 2] ^= 0x04
+    f.write_bytes(bytes(b))
 
 
-def truncate(p, n: int = 10) -> None:
-    p.write_bytes(p.read_bytes()[:n])
+def truncate(span, n: int = 10) -> None:
+    """Keep the first ``n`` bytes of the chunk: a chunk file is cut short; inside a
+    shard (whose other cells must survive) the rest of the chunk is zeroed."""
+    f, off, size = span
+    b = bytearray(f.read_bytes())
+    if off == 0 and size == len(b):
+        f.write_bytes(bytes(b[:n]))
+    else:
+        b[off + n:off + size] = bytes(size - n)
+        f.write_bytes(bytes(b))
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +54,15 @@ def cells():
     return plan, [sgdsweep.run_cell(c) for c in plan.cells]
 
 
-def _store(tmp_path, cells, checksums: bool = True):
-    """A finished 2 × 2 store of real cells; ``checksums=False`` writes it as before
-    the checksum codec (zarr's default codecs)."""
+def _store(tmp_path, cells, checksums: bool = True, shard_cells: int = stores.SHARD_CELLS):
+    """A finished 2 × 2 store of real cells (one shard per variable; ``shard_cells=1``:
+    one file per cell, the layout of older stores); ``checksums=False`` writes it as
+    before the checksum codec (zarr's default codecs)."""
     plan, results = cells
     cell = templates(plan)
-    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]))
+    shard_cells = shard_cells if checksums else 1  # stores made before checksums had no shards
+    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]),
+                                 shard_cells=shard_cells)
     path = tmp_path / "s.zarr"
     if checksums:
         stores.create(path, tmpl, replace=False)

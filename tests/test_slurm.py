@@ -280,12 +280,15 @@ def test_sweep_on_slurm_equals_local(slurm, reference_store, tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.integration
-def test_sweep_survives_a_cancelled_worker_job(slurm, tmp_path):
-    """scancel of a worker job mid-sweep: its cells run elsewhere, the store completes, identical."""
+@pytest.mark.parametrize("writer", ["client", "workers"])
+def test_sweep_survives_a_cancelled_worker_job(slurm, tmp_path, writer):
+    """scancel of a worker job mid-sweep: its cells run elsewhere, the store completes, identical
+    (``workers``: the worker jobs write their own shards; shards of 2 cells in either mode, so
+    that some cells are done before the end)."""
     numba_cache = tmp_path.parent / "slurm-numba-cache"
     name = f"sgdsweep-cancel-{os.getpid()}"
     store = tmp_path / "cancel.zarr"
-    args = ["sweep", *TINY, *SLOW, *SMALL_GRID]
+    args = ["sweep", *TINY, *SLOW, *SMALL_GRID, "shard_cells=2", f"store_writer={writer}"]
     command = pipeline_cmd(*args, *ON_SLURM, f"cluster.numba_cache_dir={numba_cache}",
                            f"cluster.job_name={name}", f"store={store}")
     proc = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -68,9 +68,13 @@ def _done_count(path: Path) -> int:
         return 0
 
 
-def test_kill_and_resume_gives_identical_store(reference_store: Path, tmp_path: Path):
+@pytest.mark.parametrize("writer", ["client", "workers"])
+def test_kill_and_resume_gives_identical_store(reference_store: Path, tmp_path: Path, writer: str):
+    """SIGKILL of the client and its workers once a cell is done; shards of 2 cells (a
+    single shard would be written only once complete)."""
     store = tmp_path / "resumed.zarr"
-    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2", f"store={store.name}"]
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2", f"store={store.name}", "shard_cells=2",
+            f"store_writer={writer}"]
     proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -96,6 +100,41 @@ def test_kill_and_resume_gives_identical_store(reference_store: Path, tmp_path: 
     # Once complete, the same command computes nothing.
     again = run_pipeline(*args, cwd=tmp_path)
     assert again.returncode == 0 and "0 computed now, 8 already done" in again.stdout
+
+
+def test_workers_write_their_shards_and_survive_a_killed_worker(reference_store: Path, tmp_path: Path):
+    """store_writer=workers: each task writes its shard; a worker SIGKILLed mid-sweep
+    (its task rerun elsewhere, the shard rewritten whole) still gives the reference store."""
+    import psutil
+
+    store = tmp_path / "w.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2", f"store={store.name}", "store_writer=workers"]
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 300
+        while _done_count(store) < 1:
+            assert proc.poll() is None, "the sweep finished before a worker could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "multiprocessing" in " ".join(c.cmdline())
+                   and "resource_tracker" not in " ".join(c.cmdline())]
+        assert workers, "no worker process found"
+        killed = workers[0].pid
+        os.kill(killed, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out
+    assert "cells      : 8 total, 8 computed now, 0 already done, 0 failed" in out
+    assert_same_numbers(open_store(store), open_store(reference_store))
+    # One task per shard: 8 cells -> "shards" of one cell, i.e. no sharding (>= 16 tasks asked for).
+    assert zarr.open_group(str(store), mode="r")["density"].shards is None
 
 
 def test_address_cluster_of_real_processes(reference_store: Path, tmp_path: Path):

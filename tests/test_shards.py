@@ -1,0 +1,156 @@
+"""Sharded stores: few files, one cell readable alone, buffered shard writes, verify
+naming the damaged cells of a shard (real cells written by the pipeline's writer)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import sgdsweep
+from pipeline import integrity
+from pipeline import store as stores
+from pipeline.config import compose, expand
+from pipeline.sweep import templates
+from tests.conftest import TINY
+from tests.test_integrity import chunk, flip_bit
+
+SEEDS = 10
+SHARD = 4  # cells per shard: shards [0, 4), [4, 8), [8, 10)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    plan = expand(compose([*TINY, "~grid.lr", f"grid.seed=[{','.join(str(s) for s in range(SEEDS))}]"]))
+    return plan, [sgdsweep.run_cell(c) for c in plan.cells]
+
+
+def _empty(tmp_path, cells):
+    plan, _ = cells
+    cell = templates(plan)
+    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]),
+                                 shard_cells=SHARD)
+    path = tmp_path / "s.zarr"
+    stores.create(path, tmpl, replace=False)
+    return plan, tmpl, path
+
+
+def _on_disk_done(path) -> list[bool]:
+    return zarr.open_group(str(path), mode="r")["done"][:].tolist()
+
+
+def test_shard_shape_takes_trailing_axes_first():
+    assert stores.shard_shape((10,), 4) == (4,)
+    assert stores.shard_shape((3, 5, 7), 1024) == (3, 5, 7)
+    assert stores.shard_shape((50, 40, 30), 1024) == (1, 34, 30)
+    assert stores.shard_shape((2, 3), 1) == (1, 1)
+
+
+def test_cells_wait_for_their_shard_then_read_back_exactly(tmp_path, cells):
+    _, tmpl, path = _empty(tmp_path, cells)
+    results = cells[1]
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    order = [5, 0, 9, 2, 1, 8, 4, 7, 6, 3]
+    flushed: list[int] = []
+    writes: list[tuple[int, list[int]]] = []
+    for i in order:
+        new = sorted(idx[0] for idx, ok in writer.write((i,), results[i]) if ok)
+        if new:
+            writes.append((i, new))
+        flushed += new
+        on_disk = _on_disk_done(path)
+        assert [j for j in range(SEEDS) if on_disk[j]] == sorted(flushed)  # durable = reported
+    # A shard is written when its last expected cell arrives, not before.
+    assert writes == [(8, [8, 9]), (6, [4, 5, 6, 7]), (3, [0, 1, 2, 3])]
+    writer.finish({"runs": "[]"})
+    # At most one file per shard and variable: 3 shards of 4, 4, 2 cells (zarr writes
+    # no file for a shard holding only fill values).
+    group = zarr.open_group(str(path), mode="r")
+    for name in tmpl.data_vars:
+        files = sorted(p.name for p in (path / name / "c").iterdir()) if (path / name / "c").exists() else []
+        assert set(files) <= {"0", "1", "2"}, name
+        assert name not in ("density", "done") or files == ["0", "1", "2"]
+        assert group[name].shards[0] == SHARD and group[name].chunks[0] == 1
+    ds = xr.open_zarr(str(path)).load()  # plain xarray
+    assert ds["done"].values.all() and (ds["error"].values == "").all()
+    for i in range(SEEDS):
+        for name in ("density", "mean", "basin_mass"):
+            np.testing.assert_array_equal(ds[name].isel(seed=i).values, results[i][name].values)
+
+
+def test_one_cell_reads_alone_inside_a_damaged_shard(tmp_path, cells):
+    """Reading a cell decodes only its own inner chunk (found through the shard index):
+    a neighbour's corrupt chunk in the same shard file does not touch it."""
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i, ds in enumerate(cells[1]):
+        writer.write((i,), ds)
+    writer.finish({})
+    flip_bit(chunk(path, "density", (1,)))
+    ds = xr.open_zarr(str(path))
+    np.testing.assert_array_equal(ds["density"].isel(seed=2).values, cells[1][2]["density"].values)
+    with pytest.raises(ValueError, match="checksum"):
+        ds["density"].isel(seed=1).values  # noqa: B018
+    damage = integrity.verify(path)
+    assert damage.cells == {(1,): ["density"]}
+
+
+def test_damaged_shard_index_damages_every_cell_of_the_shard(tmp_path, cells):
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i, ds in enumerate(cells[1]):
+        writer.write((i,), ds)
+    writer.finish({})
+    f = chunk(path, "mean", (5,))[0]  # the shard file of cells 4..7
+    b = bytearray(f.read_bytes())
+    b[-10] ^= 0x01  # inside the index (16 bytes per inner chunk, then its CRC-32C)
+    f.write_bytes(bytes(b))
+    assert integrity.verify(path).cells == {(4,): ["mean"], (5,): ["mean"], (6,): ["mean"], (7,): ["mean"]}
+    # Rewriting two cells of that shard: the two others lost their data and are not done any more.
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.write((4,), cells[1][4])
+    writer.write((5,), cells[1][5])
+    assert _on_disk_done(path) == [True] * 4 + [True, True, False, False] + [True] * 2
+    assert integrity.verify(path).clean
+
+
+def test_waiting_cells_are_written_after_flush_seconds(tmp_path, cells):
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"], flush_seconds=0.2)
+    writer.expect([(i,) for i in range(SEEDS)])
+    assert writer.write((0,), cells[1][0]) == [] and writer.poll() == []
+    time.sleep(0.3)
+    assert writer.poll() == [((0,), True)]
+    assert writer.fail((1,), "RuntimeError: boom") == []
+    assert writer.flush() == [((1,), False)]
+    group = zarr.open_group(str(path), mode="r")
+    assert group["done"][:4].tolist() == [True, False, False, False]
+    assert group["error"][1] == "RuntimeError: boom"
+    # The rest of shard 0 arrives: one more read-modify-write keeps the cells already there.
+    for i in (1, 2, 3):
+        writer.write((i,), cells[1][i])
+    ds = xr.open_zarr(str(path)).load()
+    assert ds["done"].values[:4].all() and ds["error"].values[1] == ""
+    for i in range(4):
+        np.testing.assert_array_equal(ds["density"].isel(seed=i).values, cells[1][i]["density"].values)
+
+
+def test_files_written_aside_are_not_chunks(tmp_path, cells):
+    """A writer killed mid-write leaves its temporary file (zarr's ``*.partial``, ours
+    ``.N.pid.tmp``) beside the shards: verify ignores it, the cells stay whole."""
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i, ds in enumerate(cells[1]):
+        writer.write((i,), ds)
+    writer.finish({})
+    shard = chunk(path, "mean", (0,))[0]
+    shard.with_name("0.9a5bbda767c44e58a90422b61b290c26.partial").write_bytes(b"torn")
+    shard.with_name(f".{shard.name}.123.tmp").write_bytes(b"torn")
+    assert integrity.verify(path).clean
