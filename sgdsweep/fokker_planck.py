@@ -40,6 +40,7 @@ import numpy as np
 from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.noise import diffusion
+from sgdsweep.validate import density_march
 
 #: |Pe| beyond which B(|Pe|) = |Pe| e^(−|Pe|) underflows: the face is pure upwinding.
 PE_UPWIND = 1.0e3
@@ -239,18 +240,7 @@ class FokkerPlanck1D:
         last one before each snapshot, which is shortened to land on it exactly.
         """
         n = self.grid.cells
-        p = np.array(p0, dtype=np.float64, copy=True)
-        if p.shape != (n,):
-            raise ConfigError(f"p0: expected shape ({n},), got {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0):
-            raise ConfigError("p0: initial density must be finite and >= 0")
-        t = np.asarray(times, dtype=np.float64)
-        if t.ndim != 1 or t.size == 0:
-            raise ConfigError("times: expected a non-empty 1-D array of snapshot times")
-        if not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
-            raise ConfigError(f"times: must be finite, >= 0 and strictly increasing, got {t.tolist()}")
-        if not (math.isfinite(dt) and dt > 0):
-            raise ConfigError(f"dt: must be > 0, got {dt!r}")
+        p, t = density_march(p0, (n,), times, dt)
         out = np.empty((t.size, n))
         now = 0.0
         for s, target in enumerate(t):

@@ -70,7 +70,7 @@ from sgdsweep.rng import (
     side_uniform,
     stream_key,
 )
-from sgdsweep.validate import integer, real
+from sgdsweep.validate import integer, real, snapshot_steps
 
 METHOD_IDS = {"sgd": 0, "sde": 1, "langevin": 2, "gd": 3, "svag": 4, "sgd_noise": 5, "sme2": 6}
 _SGD, _SDE, _LANGEVIN, _GD, _SVAG, _SGD_NOISE, _SME2 = 0, 1, 2, 3, 4, 5, 6
@@ -825,14 +825,7 @@ def run_ensemble(
     lr = real(lr, "lr")
     if lr <= 0:
         raise ConfigError(f"lr: must be > 0, got {lr}")
-    st = np.asarray(steps)
-    if st.ndim != 1 or st.size < 1 or not np.issubdtype(st.dtype, np.number):
-        raise ConfigError("steps: expected a non-empty 1-D array of SGD step counts")
-    if not np.all(np.isfinite(st)) or np.any(st != np.round(st)) or np.any(st < 0):
-        raise ConfigError("steps: must be non-negative integers")
-    st = st.astype(np.int64)
-    if np.any(np.diff(st) < 0):
-        raise ConfigError("steps: must be non-decreasing")
+    st = snapshot_steps(steps)
     grids = tuple(grids)
     if len(grids) != d or not all(isinstance(g, Grid1D) for g in grids):
         raise ConfigError(f"grids: expected {d} Grid1D (one per axis), got {grids!r}")

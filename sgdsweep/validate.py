@@ -1,4 +1,4 @@
-"""Scalar checks shared by every public entry point: one-line ConfigError naming the field."""
+"""Checks shared by every public entry point: one-line ConfigError naming the field."""
 
 from __future__ import annotations
 
@@ -32,3 +32,34 @@ def integer(value: Any, field: str, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{field}: must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+def snapshot_steps(steps: Any) -> np.ndarray:
+    """SGD step counts of the snapshots: a non-empty, non-decreasing 1-D array of integers ≥ 0."""
+    st = np.asarray(steps)
+    if st.ndim != 1 or st.size < 1 or not np.issubdtype(st.dtype, np.number):
+        raise ConfigError("steps: expected a non-empty 1-D array of SGD step counts")
+    if not np.all(np.isfinite(st)) or np.any(st != np.round(st)) or np.any(st < 0):
+        raise ConfigError("steps: must be non-negative integers")
+    st = st.astype(np.int64)
+    if np.any(np.diff(st) < 0):
+        raise ConfigError("steps: must be non-decreasing")
+    return st
+
+
+def density_march(p0: Any, shape: tuple[int, ...], times: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of a density time march: a copy of ``p0`` (finite, ≥ 0, of ``shape``) and the
+    snapshot times (finite, ≥ 0, strictly increasing); ``dt`` > 0."""
+    p = np.array(p0, dtype=np.float64, copy=True)
+    if p.shape != shape:
+        raise ConfigError(f"p0: expected shape {shape}, got {p.shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ConfigError("p0: initial density must be finite and >= 0")
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1 or t.size == 0:
+        raise ConfigError("times: expected a non-empty 1-D array of snapshot times")
+    if not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
+        raise ConfigError(f"times: must be finite, >= 0 and strictly increasing, got {t.tolist()}")
+    if not (math.isfinite(dt) and dt > 0):
+        raise ConfigError(f"dt: must be > 0, got {dt!r}")
+    return p, t

@@ -60,6 +60,7 @@ from sgdsweep.fokker_planck import COLLAPSE_CELLS, face_coefficients
 from sgdsweep.grid import Grid1D
 from sgdsweep.landscape import GAUSSIAN, Landscape
 from sgdsweep.noise import diffusion
+from sgdsweep.validate import density_march
 
 #: Relative tolerance for "positive semi-definite": det ≥ −PSD_TOL·(tr D)², D_kk ≥ −PSD_TOL·max|D|.
 PSD_TOL = 1e-10
@@ -486,18 +487,7 @@ class FokkerPlanck2D:
         shortened to land on it (that step costs one extra factorisation per distinct
         length, cached).
         """
-        p = np.array(p0, dtype=np.float64, copy=True)
-        if p.shape != self.shape:
-            raise ConfigError(f"p0: expected shape {self.shape}, got {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0):
-            raise ConfigError("p0: initial density must be finite and >= 0")
-        t = np.asarray(times, dtype=np.float64)
-        if t.ndim != 1 or t.size == 0:
-            raise ConfigError("times: expected a non-empty 1-D array of snapshot times")
-        if not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
-            raise ConfigError(f"times: must be finite, >= 0 and strictly increasing, got {t.tolist()}")
-        if not (math.isfinite(dt) and dt > 0):
-            raise ConfigError(f"dt: must be > 0, got {dt!r}")
+        p, t = density_march(p0, self.shape, times, dt)
         out = np.empty((t.size, *self.shape))
         now = 0.0
         for s, target in enumerate(t):

@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from sgdsweep.errors import ConfigError
 from sgdsweep.operators.gth import gth_cost, gth_stationary
+from sgdsweep.validate import snapshot_steps
 
 
 def _csc(P) -> sp.csc_matrix:
@@ -29,17 +30,6 @@ def _csc(P) -> sp.csc_matrix:
     return P
 
 
-def check_steps(steps) -> np.ndarray:
-    st = np.asarray(steps)
-    if st.ndim != 1 or st.size < 1 or not np.issubdtype(st.dtype, np.number):
-        raise ConfigError("steps: expected a non-empty 1-D array of SGD step counts")
-    if not np.all(np.isfinite(st)) or np.any(st != np.round(st)) or np.any(st < 0):
-        raise ConfigError("steps: must be non-negative integers")
-    st = st.astype(np.int64)
-    if np.any(np.diff(st) < 0):
-        raise ConfigError("steps: must be non-decreasing")
-    return st
-
 
 def evolve_masses(P, m0: np.ndarray, steps) -> np.ndarray:
     """Cell masses after each of ``steps`` (S,) SGD steps from ``m0``, shape (S, N)."""
@@ -49,7 +39,7 @@ def evolve_masses(P, m0: np.ndarray, steps) -> np.ndarray:
         raise ConfigError(f"p0: expected shape ({P.shape[0]},), got {m.shape}")
     if not np.all(np.isfinite(m)) or np.any(m < 0):
         raise ConfigError("p0: initial masses must be finite and >= 0")
-    st = check_steps(steps)
+    st = snapshot_steps(steps)
     out = np.empty((st.size, m.size))
     now = 0
     for k, s in enumerate(st):
