@@ -487,7 +487,13 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
 
 
 def config_hash(axes: Sequence[Axis], cells: Sequence[Mapping[str, Any]]) -> str:
-    """sha256 of what determines the numbers: the axes and every cell mapping."""
-    payload = json.dumps({"axes": [[a.name, a.path, list(a.values)] for a in axes], "cells": list(cells)},
-                         sort_keys=True, default=repr)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """sha256 of what determines the numbers: the axes and every cell mapping.
+
+    The JSON text is hashed as it is encoded: the bytes of ``json.dumps(payload,
+    sort_keys=True, default=repr)`` without holding them (~200 MB at 10⁵ cells).
+    """
+    payload = {"axes": [[a.name, a.path, list(a.values)] for a in axes], "cells": cells}
+    digest = hashlib.sha256()
+    for piece in json.JSONEncoder(sort_keys=True, default=repr).iterencode(payload):
+        digest.update(piece.encode())
+    return digest.hexdigest()

@@ -93,9 +93,12 @@ def read_cells(array: zarr.Array, k: int, fill: Any = None,
     """
     shape = array.shape
     fill = array.metadata.fill_value if fill is None else fill
-    out = np.empty(shape, dtype=array.dtype)
     if k == 0 or not shape or shape[0] == 0:
         return np.asarray(array[...])
+    fast = read_shards(array, k, fill, damaged)
+    if fast is not None:
+        return fast
+    out = np.empty(shape, dtype=array.dtype)
     row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * out.itemsize)
     step = max(1, SLAB_BYTES // row)
     for i0 in range(0, shape[0], step):
@@ -255,6 +258,83 @@ def encode_shard(array: zarr.Array, block: np.ndarray, k: int) -> bytes | None:
         offset += len(data)
     tail = index.tobytes()
     return b"".join(parts) + tail + google_crc32c.value(tail).to_bytes(4, "little")
+
+
+def _plain_shards(array: zarr.Array) -> ShardingCodec | None:
+    """The sharding codec when inner chunks are exactly ``bytes(little) → zstd → crc32c``
+    (what every sharded store of this version writes, :func:`encode_shard`)."""
+    sc = _sharding(array)
+    if sc is None or len(sc.codecs) != 3 or not isinstance(sc.codecs[1], ZstdCodec):
+        return None
+    if getattr(getattr(sc.codecs[0], "endian", None), "value", "little") != "little":
+        return None
+    return sc
+
+
+def _get(array: zarr.Array, key: str) -> bytes | None:
+    """The bytes the array's store holds at chunk ``key`` (None if absent), from any zarr store."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    sp = array.store_path
+    buf = sync(sp.store.get(f"{sp.path}/{key}" if sp.path else key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def read_shards(array: zarr.Array, k: int, fill: Any = None,
+                damaged: set[tuple[int, ...]] | None = None) -> np.ndarray | None:
+    """The whole sharded ``array`` decoded a shard file at a time (None if its codecs are
+    not those of :func:`encode_shard`); the inverse of :func:`encode_shard`.
+
+    Zarr's sharding codec costs ~0.15 ms per inner chunk on a whole-array read (the
+    ``done`` flags of a 10⁵-cell store: 16 s); this loop a few µs. A cell never written
+    reads as the fill value; a cell whose inner chunk fails its CRC-32C or does not
+    decompress, or whose shard index fails its own, reads as ``fill`` and is added
+    to ``damaged`` — the cells zarr would refuse to read.
+    """
+    sc = _plain_shards(array)
+    if sc is None:
+        return None
+    from numcodecs import Zstd
+
+    zstd = Zstd(level=sc.codecs[1].level, checksum=sc.codecs[1].checksum)
+    shape, shard, inner = tuple(array.shape), tuple(array.shards), tuple(array.chunks)
+    per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
+    if any(c != n for c, n in zip(inner[k:], shape[k:], strict=True)):
+        return None  # a cell is not one inner chunk: not a store layout of ours
+    dtype = np.dtype(array.dtype)
+    wire = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    fill = array.metadata.fill_value if fill is None else fill
+    out = np.full(shape, array.metadata.fill_value, dtype=dtype)
+    rest = (0,) * (len(shape) - k)
+    grid = tuple(-(-n // s) for n, s in zip(shape[:k], shard[:k], strict=True))
+    for sidx in np.ndindex(*grid):
+        raw = _get(array, array.metadata.encode_chunk_key((*sidx, *rest)))
+        if raw is None:
+            continue  # nothing written in this shard: the fill value, as zarr reads it
+        lo = tuple(i * s for i, s in zip(sidx, shard[:k], strict=True))
+        local_shape = tuple(min(s, n - a) for s, n, a in zip(shard[:k], shape[:k], lo, strict=True))
+        index = shard_cells(raw, per_shard)
+        view = memoryview(raw)
+        for local in np.ndindex(*local_shape):
+            cell = tuple(a + i for a, i in zip(lo, local, strict=True))
+            if index is not None:
+                off, size = int(index[0][(*local, *rest)]), int(index[1][(*local, *rest)])
+                if off == _EMPTY:
+                    continue
+                data = view[off:off + size]
+                if _crc_ok(data):
+                    try:
+                        out[cell] = np.frombuffer(zstd.decode(data[:-4]), dtype=wire).reshape(shape[k:])
+                        continue
+                    except (KeyboardInterrupt, MemoryError):
+                        raise
+                    except Exception:
+                        pass
+            out[cell] = fill
+            if damaged is not None:
+                damaged.add(cell)
+    return out
 
 
 def chunk_span(path: str | Path, name: str, idx: tuple[int, ...]) -> tuple[Path, int, int]:

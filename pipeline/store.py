@@ -43,6 +43,7 @@ import zarr
 
 from pipeline import faults, integrity, lock
 from pipeline.config import SweepPlan
+from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
 
@@ -488,9 +489,6 @@ def _size(region: tuple[slice, ...]) -> int:
 
 
 def read_status(path: str | Path) -> xr.Dataset:
-    """The store opened lazily with xarray (consolidated metadata if present)."""
+    """The store opened lazily with xarray, a shard per Dask chunk (:func:`sgdsweep.open_sweep`)."""
     with quiet_zarr():
-        try:
-            return xr.open_zarr(str(path), consolidated=True)
-        except (KeyError, ValueError, FileNotFoundError):
-            return xr.open_zarr(str(path), consolidated=False)
+        return open_sweep(path)
