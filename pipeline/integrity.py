@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ShardingCodec, ZstdCodec
 
 from sgdsweep.schema import DONE, ERROR
+from sgdsweep.shards import EMPTY, crc_ok, read_shards, shard_index, sharding
 
 #: The bytes → bytes codecs of every array of a new store: the compressor zarr
 #: uses by default, then the checksum of the compressed bytes.
@@ -57,17 +57,6 @@ def has_checksums(array: zarr.Array) -> bool:
     if codecs and isinstance(codecs[0], ShardingCodec):
         codecs = codecs[0].codecs
     return any(isinstance(c, Crc32cCodec) for c in codecs)
-
-
-def _sharding(array: zarr.Array) -> ShardingCodec | None:
-    """The array's sharding codec when its chunks and its index both end in a crc32c."""
-    codecs = array.metadata.codecs
-    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
-        sc = codecs[0]
-        if (isinstance(sc.codecs[-1], Crc32cCodec) and isinstance(sc.index_codecs[-1], Crc32cCodec)
-                and len(sc.index_codecs) == 2 and sc.index_location.value == "end"):
-            return sc
-    return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -156,28 +145,8 @@ def _crc_checkable(array: zarr.Array, where: Path) -> bool:
     """Whether the chunk files of ``array`` sit under ``where/c/`` ending in a crc32c."""
     enc = array.metadata.chunk_key_encoding
     last = array.metadata.codecs[-1]
-    return ((isinstance(last, Crc32cCodec) or _sharding(array) is not None) and enc.name == "default"
+    return ((isinstance(last, Crc32cCodec) or sharding(array) is not None) and enc.name == "default"
             and getattr(enc, "separator", "/") == "/" and where.is_dir())
-
-
-def _crc_ok(data: bytes | memoryview) -> bool:
-    """Whether the last four bytes are the CRC-32C (little-endian) of the rest."""
-    return len(data) >= 4 and google_crc32c.value(bytes(data[:-4])) == int.from_bytes(data[-4:], "little")
-
-
-#: Offset and length of an inner chunk never written (the shard index's "empty").
-_EMPTY = 2**64 - 1
-
-
-def shard_cells(data: bytes, per_shard: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The index of a shard file (offset and length of each inner chunk, shaped
-    ``per_shard``), or None when the index's own CRC-32C does not hold."""
-    n = int(np.prod(per_shard, dtype=np.int64))
-    size = 16 * n + 4
-    if len(data) < size or not _crc_ok(memoryview(data)[-size:]):
-        return None
-    index = np.frombuffer(data, dtype="<u8", count=2 * n, offset=len(data) - size).reshape(*per_shard, 2)
-    return index[..., 0], index[..., 1]
 
 
 def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[tuple[int, ...]]:
@@ -189,8 +158,8 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
     each file is a shard: its index is checked (a bad index damages every cell of
     the shard), then each inner chunk it points to.
     """
-    sharding = _sharding(array) if array is not None else None
-    if sharding is not None:
+    sc = sharding(array) if array is not None else None
+    if sc is not None:
         shard, inner = tuple(array.shards), tuple(array.chunks)
         per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
         shape = tuple(array.shape)
@@ -203,12 +172,12 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
                 continue  # not a chunk: a file written aside (ours, or zarr's "*.partial")
             data = Path(root, f).read_bytes()
             key = tuple(int(i) for i in (*rel, f))
-            if sharding is None:
-                if not _crc_ok(data):
+            if sc is None:
+                if not crc_ok(data):
                     bad.add(key[:k])
                 continue
             lo = [c * s // i for c, s, i in zip(key, shard, inner, strict=True)]  # first inner chunk
-            index = shard_cells(data, per_shard)
+            index = shard_index(data, per_shard)
             view = memoryview(data)
             end = len(data) - 16 * int(np.prod(per_shard, dtype=np.int64)) - 4  # where the index starts
             for local in np.ndindex(*per_shard):
@@ -219,122 +188,11 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
                     bad.add(cell[:k])
                     continue
                 off, nbytes = int(index[0][local]), int(index[1][local])
-                if off == _EMPTY and nbytes == _EMPTY:
+                if off == EMPTY and nbytes == EMPTY:
                     continue
-                if off + nbytes > end or not _crc_ok(view[off:off + nbytes]):
+                if off + nbytes > end or not crc_ok(view[off:off + nbytes]):
                     bad.add(cell[:k])
     return bad
-
-
-def encode_shard(array: zarr.Array, block: np.ndarray, k: int) -> bytes | None:
-    """The bytes of a whole shard of ``array`` holding ``block`` (its cells along the first
-    ``k`` axes, one inner chunk each), encoded as zarr's sharding codec does — inner chunks
-    ``bytes → zstd → crc32c``, then the index (offset, length per inner chunk) and its
-    CRC-32C — or None if the array's codecs are not exactly those.
-
-    Zarr's own pipeline spends ~0.4 ms per inner chunk (the array of a 1024-cell shard:
-    0.45 s); this loop ~0.03 ms. Every chunk is stored, also one equal to the fill value.
-    """
-    sc = _sharding(array)
-    if sc is None or len(sc.codecs) != 3 or not isinstance(sc.codecs[1], ZstdCodec):
-        return None
-    first = sc.codecs[0]
-    if getattr(getattr(first, "endian", None), "value", "little") != "little":
-        return None
-    from numcodecs import Zstd
-
-    zstd = Zstd(level=sc.codecs[1].level, checksum=sc.codecs[1].checksum)
-    per_shard = tuple(s // c for s, c in zip(array.shards, array.chunks, strict=True))
-    index = np.full((*per_shard, 2), _EMPTY, dtype="<u8")
-    dtype = np.dtype(array.dtype).newbyteorder("<") if np.dtype(array.dtype).byteorder == ">" else array.dtype
-    parts, offset = [], 0
-    rest = (0,) * (len(per_shard) - k)
-    for local in np.ndindex(*block.shape[:k]):
-        raw = np.ascontiguousarray(block[local], dtype=dtype).tobytes()
-        data = bytes(zstd.encode(raw))
-        data += google_crc32c.value(data).to_bytes(4, "little")
-        index[(*local, *rest)] = (offset, len(data))
-        parts.append(data)
-        offset += len(data)
-    tail = index.tobytes()
-    return b"".join(parts) + tail + google_crc32c.value(tail).to_bytes(4, "little")
-
-
-def _plain_shards(array: zarr.Array) -> ShardingCodec | None:
-    """The sharding codec when inner chunks are exactly ``bytes(little) → zstd → crc32c``
-    (what every sharded store of this version writes, :func:`encode_shard`)."""
-    sc = _sharding(array)
-    if sc is None or len(sc.codecs) != 3 or not isinstance(sc.codecs[1], ZstdCodec):
-        return None
-    if getattr(getattr(sc.codecs[0], "endian", None), "value", "little") != "little":
-        return None
-    return sc
-
-
-def _get(array: zarr.Array, key: str) -> bytes | None:
-    """The bytes the array's store holds at chunk ``key`` (None if absent), from any zarr store."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    sp = array.store_path
-    buf = sync(sp.store.get(f"{sp.path}/{key}" if sp.path else key, prototype=default_buffer_prototype()))
-    return None if buf is None else buf.to_bytes()
-
-
-def read_shards(array: zarr.Array, k: int, fill: Any = None,
-                damaged: set[tuple[int, ...]] | None = None) -> np.ndarray | None:
-    """The whole sharded ``array`` decoded a shard file at a time (None if its codecs are
-    not those of :func:`encode_shard`); the inverse of :func:`encode_shard`.
-
-    Zarr's sharding codec costs ~0.15 ms per inner chunk on a whole-array read (the
-    ``done`` flags of a 10⁵-cell store: 16 s); this loop a few µs. A cell never written
-    reads as the fill value; a cell whose inner chunk fails its CRC-32C or does not
-    decompress, or whose shard index fails its own, reads as ``fill`` and is added
-    to ``damaged`` — the cells zarr would refuse to read.
-    """
-    sc = _plain_shards(array)
-    if sc is None:
-        return None
-    from numcodecs import Zstd
-
-    zstd = Zstd(level=sc.codecs[1].level, checksum=sc.codecs[1].checksum)
-    shape, shard, inner = tuple(array.shape), tuple(array.shards), tuple(array.chunks)
-    per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
-    if any(c != n for c, n in zip(inner[k:], shape[k:], strict=True)):
-        return None  # a cell is not one inner chunk: not a store layout of ours
-    dtype = np.dtype(array.dtype)
-    wire = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-    fill = array.metadata.fill_value if fill is None else fill
-    out = np.full(shape, array.metadata.fill_value, dtype=dtype)
-    rest = (0,) * (len(shape) - k)
-    grid = tuple(-(-n // s) for n, s in zip(shape[:k], shard[:k], strict=True))
-    for sidx in np.ndindex(*grid):
-        raw = _get(array, array.metadata.encode_chunk_key((*sidx, *rest)))
-        if raw is None:
-            continue  # nothing written in this shard: the fill value, as zarr reads it
-        lo = tuple(i * s for i, s in zip(sidx, shard[:k], strict=True))
-        local_shape = tuple(min(s, n - a) for s, n, a in zip(shard[:k], shape[:k], lo, strict=True))
-        index = shard_cells(raw, per_shard)
-        view = memoryview(raw)
-        for local in np.ndindex(*local_shape):
-            cell = tuple(a + i for a, i in zip(lo, local, strict=True))
-            if index is not None:
-                off, size = int(index[0][(*local, *rest)]), int(index[1][(*local, *rest)])
-                if off == _EMPTY:
-                    continue
-                data = view[off:off + size]
-                if _crc_ok(data):
-                    try:
-                        out[cell] = np.frombuffer(zstd.decode(data[:-4]), dtype=wire).reshape(shape[k:])
-                        continue
-                    except (KeyboardInterrupt, MemoryError):
-                        raise
-                    except Exception:
-                        pass
-            out[cell] = fill
-            if damaged is not None:
-                damaged.add(cell)
-    return out
 
 
 def chunk_span(path: str | Path, name: str, idx: tuple[int, ...]) -> tuple[Path, int, int]:
@@ -343,14 +201,14 @@ def chunk_span(path: str | Path, name: str, idx: tuple[int, ...]) -> tuple[Path,
     array = zarr.open_group(str(path), mode="r")[name]
     n = len(array.shape)
     full = (*idx, *(0,) * (n - len(idx)))
-    if _sharding(array) is None:
+    if sharding(array) is None:
         f = Path(path, name, "c", *(str(i) for i in full))
         return f, 0, f.stat().st_size
     shard, inner = tuple(array.shards), tuple(array.chunks)
     per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
     chunk = tuple(i // c for i, c in zip(full, inner, strict=True))
     f = Path(path, name, "c", *(str(c // p) for c, p in zip(chunk, per_shard, strict=True)))
-    index = shard_cells(f.read_bytes(), per_shard)
+    index = shard_index(f.read_bytes(), per_shard)
     if index is None:
         raise ValueError(f"{f}: the shard index does not hold")
     local = tuple(c % p for c, p in zip(chunk, per_shard, strict=True))

@@ -38,8 +38,7 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
     lines = [f"store   : {path}",
              f"cells   : {n_done}/{total} done, {len(failed)} failed, {total - n_done - len(failed)} pending"]
     for d in dims:
-        vals = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds[d].values.tolist())
-        lines.append(f"axis    : {d} ({paths.get(d, d)}) = [{vals}]")
+        lines.append(f"axis    : {d} ({paths.get(d, d)}) = {axis_values(ds[d].values.tolist())}")
     landscape = ds.attrs.get("landscape", "?")
     methods = ", ".join(str(m) for m in ds["method"].values) if "method" in ds.coords else "?"
     chains = ds.attrs.get("chains", "?")
@@ -74,6 +73,18 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
     if len(diffusive) > max_failures:
         lines.append(f"operator: ... and {len(diffusive) - max_failures} more")
     return "\n".join(lines), n_done, total
+
+
+def axis_values(values: Sequence[object], most: int = 12) -> str:
+    """``[a, b, …]``; a long axis as its first and last values and its length."""
+    def text(v: object) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    if len(values) <= most:
+        return "[" + ", ".join(text(v) for v in values) + "]"
+    head = ", ".join(text(v) for v in values[:most // 2])
+    tail = ", ".join(text(v) for v in values[-2:])
+    return f"[{head}, ..., {tail}] ({len(values)} values)"
 
 
 def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:

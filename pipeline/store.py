@@ -43,6 +43,7 @@ import zarr
 
 from pipeline import faults, integrity, lock
 from pipeline.config import SweepPlan
+from sgdsweep import shards
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
@@ -433,7 +434,7 @@ class CellWriter:
         the whole shard: the cells read back, the damaged ones already marked not done)."""
         arr = self.arrays[name]
         shard_file = Path(self.path, name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k))
-        raw = integrity.encode_shard(arr, block, self.k) if Path(self.path, name).is_dir() else None
+        raw = shards.encode_shard(arr, block, self.k) if Path(self.path, name).is_dir() else None
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
             shard_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = shard_file.with_name(f".{shard_file.name}.{os.getpid()}.tmp")
@@ -450,7 +451,7 @@ class CellWriter:
             if not arr.shards:
                 raise
             per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True))
-            if not shard_file.is_file() or integrity.shard_cells(shard_file.read_bytes(), per_shard):
+            if not shard_file.is_file() or shards.shard_index(shard_file.read_bytes(), per_shard):
                 raise
             shard_file.unlink()
             arr[region] = block

@@ -320,12 +320,17 @@ class Batcher:
     per worker thread in flight; the first are single cells, later ones hold as
     many cells as take about :data:`TASK_SECONDS` at the mean cell runtime measured
     so far (tiny cells batched: the scheduler's cost per task is ~ms), never more
-    than a fair share of what is left (the tail stays balanced).
+    than a fair share of what is left (the tail stays balanced). With ``blocks``
+    (workers write: a task is a shard's cells) the blocks are handed out the same
+    way, two per worker thread in flight, so the client never holds every task.
     """
 
-    def __init__(self, todo: Sequence[int], per_task: int | None, client: Any):
+    def __init__(self, todo: Sequence[int], per_task: int | None, client: Any,
+                 blocks: Sequence[list[int]] | None = None):
         self.left = list(todo)[::-1]  # popped from the end, in order
         self.per_task, self.client = per_task, client
+        #: Fixed tasks (a shard's cells each, ``store_writer=workers``), handed out as others finish.
+        self.blocks = None if blocks is None else list(blocks)[::-1]
         self.seconds = 0.0
         self.cells = 0
         self.threads = 1
@@ -341,7 +346,13 @@ class Batcher:
             self.threads = max(1, sum(self.client.nthreads().values()))
         return self.threads
 
+    def _next_blocks(self, n: int) -> list[list[int]]:
+        assert self.blocks is not None
+        return [self.blocks.pop() for _ in range(min(max(n, 0), len(self.blocks)))]
+
     def first(self) -> list[list[int]]:
+        if self.blocks is not None:
+            return self._next_blocks(2 * self._threads())
         if self.per_task is not None:
             return [self._take(self.per_task) for _ in range(-(-len(self.left) // self.per_task))]
         return [b for b in (self._take(1) for _ in range(2 * self._threads())) if b]
@@ -358,6 +369,8 @@ class Batcher:
         return max(1, min(round(TASK_SECONDS / mean), fair))
 
     def more(self, in_flight: int) -> list[list[int]]:
+        if self.blocks is not None:
+            return self._next_blocks(2 * self._threads() - in_flight)
         if self.per_task is not None or not self.left:
             return []
         want = 2 * self._threads() - in_flight
@@ -384,8 +397,10 @@ def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: P
 
     todo = prep.todo
     if workers_write:
-        feed = Batcher([], None, client)
-        futures = {submit(b, shard=True): b for b in shard_blocks(todo, plan, writer)}
+        # Handed out as others finish: a client holding every task's cells at once grew by
+        # ~1.2 GB at 10⁵ cells (the task specs, also in the scheduler's state).
+        feed = Batcher([], None, client, blocks=shard_blocks(todo, plan, writer))
+        futures = {submit(b, shard=True): b for b in feed.first()}
     else:
         writer.expect([plan.index(i) for i in todo])
         feed = Batcher(todo, plain["cells_per_task"], client)
@@ -410,7 +425,7 @@ def _collect(queue: Any, futures: dict, submit: Any, feed: Batcher, plan: SweepP
     for fut in queue:
         batch = futures.pop(fut)
         for b in feed.more(len(futures)):
-            g = submit(b)
+            g = submit(b, shard=feed.blocks is not None)
             futures[g] = b
             queue.add(g)
         if fut.status == "error":

@@ -15,6 +15,7 @@ from pipeline import integrity
 from pipeline import store as stores
 from pipeline.config import compose, expand
 from pipeline.sweep import templates
+from sgdsweep import shards
 from tests.conftest import TINY
 from tests.test_integrity import chunk, flip_bit
 
@@ -154,3 +155,49 @@ def test_files_written_aside_are_not_chunks(tmp_path, cells):
     shard.with_name("0.9a5bbda767c44e58a90422b61b290c26.partial").write_bytes(b"torn")
     shard.with_name(f".{shard.name}.123.tmp").write_bytes(b"torn")
     assert integrity.verify(path).clean
+
+
+def _written(tmp_path, cells, fail=()):
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS) if i != 9])  # cell 9 never written
+    for i, ds in enumerate(cells[1][:9]):
+        writer.fail((i,), "ValueError: boom") if i in fail else writer.write((i,), ds)
+    writer.finish({"runs": "[]"})
+    return path
+
+
+def test_shard_reader_equals_zarr_bit_for_bit(tmp_path, cells):
+    """``open_sweep`` decodes shard files itself (a task per shard); every variable —
+    floats, bools, fixed-width strings, cells never written, failed cells — equals what
+    plain zarr decodes, and the whole-array reader of ``status`` agrees too."""
+    path = _written(tmp_path, cells, fail=(2,))
+    plain = xr.open_zarr(str(path), chunks=None).load()
+    ds = sgdsweep.open_sweep(path)
+    fast = [n for n in ds.data_vars if ds[n].chunks and ds[n].data.name.startswith(f"{n}-")]
+    assert {"density", "done", "error", "basin_mass", "mean"} <= set(fast)
+    assert all(ds[n].chunks[0] == (SHARD, SHARD, 2) for n in fast)  # a shard per task, not a cell
+    group = zarr.open_group(str(path), mode="r")
+    for name in plain.data_vars:
+        a, b = ds[name].values, plain[name].values
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        whole = shards.read_shards(group[name], 1)
+        np.testing.assert_array_equal(whole, b, err_msg=name)
+    assert ds["done"].values.tolist() == [True, True, False] + [True] * 6 + [False]
+    assert ds["error"].values[2] == "ValueError: boom" and np.isnan(ds["mean"].values[9]).all()
+
+
+def test_shard_reader_refuses_a_damaged_cell_as_zarr_does(tmp_path, cells):
+    path = _written(tmp_path, cells)
+    flip_bit(chunk(path, "density", (5,)))
+    ds = sgdsweep.open_sweep(path)
+    np.testing.assert_array_equal(ds["density"].isel(seed=slice(0, 4)).values,
+                                  np.stack([c["density"].values for c in cells[1][:4]]))
+    with pytest.raises(ValueError, match=r"'density', cell \(5,\)"):
+        ds["density"].values  # noqa: B018
+    damaged: set = set()
+    group = zarr.open_group(str(path), mode="r")
+    whole = shards.read_shards(group["density"], 1, damaged=damaged)
+    assert damaged == {(5,)} and np.isnan(whole[5]).all()
+    np.testing.assert_array_equal(whole[4], cells[1][4]["density"].values)

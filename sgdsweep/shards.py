@@ -1,0 +1,209 @@
+"""The shard files of a sweep store, read without zarr's per-chunk machinery.
+
+A store's arrays are Zarr v3 *sharded*: one file per shard (up to ~1024 cells),
+one inner chunk per cell, each inner chunk ``bytes (little-endian) → zstd →
+crc32c``, and at the end of the file the index — offset and length of every
+inner chunk as little-endian uint64, ``2**64 - 1`` twice for a chunk never
+written — followed by its own CRC-32C. That is the layout of the Zarr v3
+sharding codec (index at the end, ``bytes → crc32c`` index codecs), so plain
+zarr and xarray read these stores; this module reads them ~15x faster.
+
+Zarr's sharding codec spends ~0.1–0.3 ms per inner chunk on a whole-array read,
+which is minutes per variable at 10⁵ cells; decoding a shard file here costs a
+few µs per cell. The checks are zarr's: a chunk whose CRC-32C fails, whose zstd
+frame does not decode, or whose shard index fails its own CRC is refused
+(``strict``) or reported as damaged, never returned as numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+#: Offset and length of an inner chunk never written (the shard index's "empty").
+EMPTY = 2**64 - 1
+
+
+def crc_ok(data: bytes | memoryview) -> bool:
+    """Whether the last four bytes are the CRC-32C (little-endian) of the rest."""
+    return len(data) >= 4 and google_crc32c.value(bytes(data[:-4])) == int.from_bytes(data[-4:], "little")
+
+
+def shard_index(data: bytes, per_shard: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The index of a shard file (offset and length of each inner chunk, shaped
+    ``per_shard``), or None when the index's own CRC-32C does not hold."""
+    n = int(np.prod(per_shard, dtype=np.int64))
+    size = 16 * n + 4
+    if len(data) < size or not crc_ok(memoryview(data)[-size:]):
+        return None
+    index = np.frombuffer(data, dtype="<u8", count=2 * n, offset=len(data) - size).reshape(*per_shard, 2)
+    return index[..., 0], index[..., 1]
+
+
+def sharding(array: Any) -> Any:
+    """The zarr array's sharding codec when its chunks and its index both end in a crc32c."""
+    from zarr.codecs import Crc32cCodec, ShardingCodec
+
+    codecs = array.metadata.codecs
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sc = codecs[0]
+        if (isinstance(sc.codecs[-1], Crc32cCodec) and isinstance(sc.index_codecs[-1], Crc32cCodec)
+                and len(sc.index_codecs) == 2 and sc.index_location.value == "end"):
+            return sc
+    return None
+
+
+def plain_sharding(array: Any, k: int) -> Any:
+    """The sharding codec when inner chunks are exactly ``bytes(little) → zstd → crc32c``
+    and one inner chunk is one cell (whole along the axes after the first ``k``) —
+    every sharded store the pipeline writes — else None."""
+    from zarr.codecs import ZstdCodec
+
+    sc = sharding(array)
+    if sc is None or len(sc.codecs) != 3 or not isinstance(sc.codecs[1], ZstdCodec):
+        return None
+    if getattr(getattr(sc.codecs[0], "endian", None), "value", "little") != "little":
+        return None
+    if tuple(array.chunks[:k]) != (1,) * k or tuple(array.chunks[k:]) != tuple(array.shape[k:]):
+        return None
+    return sc
+
+
+def _get(array: Any, key: str) -> bytes | None:
+    """The bytes the array's store holds at chunk ``key`` (None if absent): any zarr store."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    sp = array.store_path
+    buf = sync(sp.store.get(f"{sp.path}/{key}" if sp.path else key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _zstd(level: int, checksum: bool) -> Any:
+    from numcodecs import Zstd
+
+    return Zstd(level=level, checksum=checksum)
+
+
+def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
+    """The bytes of a whole shard of ``array`` holding ``block`` (its cells along the first
+    ``k`` axes, one inner chunk each), encoded as zarr's sharding codec does — inner chunks
+    ``bytes → zstd → crc32c``, then the index (offset, length per inner chunk) and its
+    CRC-32C — or None if :func:`plain_sharding` does not hold. The inverse of :func:`read_shard`.
+
+    Zarr's own pipeline spends ~0.4 ms per inner chunk (the array of a 1024-cell shard:
+    0.45 s); this loop ~0.03 ms. Every chunk is stored, also one equal to the fill value.
+    """
+    sc = plain_sharding(array, k)
+    if sc is None:
+        return None
+    zstd = _zstd(sc.codecs[1].level, sc.codecs[1].checksum)
+    per_shard = tuple(s // c for s, c in zip(array.shards, array.chunks, strict=True))
+    index = np.full((*per_shard, 2), EMPTY, dtype="<u8")
+    dtype = np.dtype(array.dtype).newbyteorder("<") if np.dtype(array.dtype).byteorder == ">" else array.dtype
+    parts, offset = [], 0
+    rest = (0,) * (len(per_shard) - k)
+    for local in np.ndindex(*block.shape[:k]):
+        raw = np.ascontiguousarray(block[local], dtype=dtype).tobytes()
+        data = bytes(zstd.encode(raw))
+        data += google_crc32c.value(data).to_bytes(4, "little")
+        index[(*local, *rest)] = (offset, len(data))
+        parts.append(data)
+        offset += len(data)
+    tail = index.tobytes()
+    return b"".join(parts) + tail + google_crc32c.value(tail).to_bytes(4, "little")
+
+
+def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
+               damaged: set[tuple[int, ...]] | None = None, strict: bool = False) -> np.ndarray:
+    """The cells of shard ``shard`` (its coordinates on the first ``k`` axes) of a sharded
+    zarr ``array`` (:func:`plain_sharding` must hold), shaped (cells of the shard, clipped
+    to the array) + cell shape.
+
+    A cell never written reads as the array's fill value, as in zarr. A cell whose
+    chunk (or shard index) fails its check raises ValueError when ``strict``, else
+    reads as ``fill`` (default: the fill value) and its index in the array is added
+    to ``damaged``.
+    """
+    sc = sharding(array)
+    shape, shards = tuple(array.shape), tuple(array.shards)
+    per_shard = tuple(s // c for s, c in zip(shards, array.chunks, strict=True))
+    dtype = np.dtype(array.dtype)
+    wire = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    lo = tuple(i * s for i, s in zip(shard, shards[:k], strict=True))
+    local_shape = tuple(min(s, n - a) for s, n, a in zip(shards[:k], shape[:k], lo, strict=True))
+    out = np.full(local_shape + shape[k:], array.metadata.fill_value, dtype=dtype)
+    rest = (0,) * (len(shape) - k)
+    raw = _get(array, array.metadata.encode_chunk_key((*shard, *rest)))
+    if raw is None:
+        return out  # nothing written in this shard
+    zstd = _zstd(sc.codecs[1].level, sc.codecs[1].checksum)
+    index = shard_index(raw, per_shard)
+    view = memoryview(raw)
+    bad_fill = array.metadata.fill_value if fill is None else fill
+    for local in np.ndindex(*local_shape):
+        if index is not None:
+            off, size = int(index[0][(*local, *rest)]), int(index[1][(*local, *rest)])
+            if off == EMPTY:
+                continue
+            data = view[off:off + size]
+            if crc_ok(data):
+                try:
+                    out[local] = np.frombuffer(zstd.decode(data[:-4]), dtype=wire).reshape(shape[k:])
+                    continue
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception:
+                    pass
+        cell = tuple(a + i for a, i in zip(lo, local, strict=True))
+        if strict:
+            what = "shard index" if index is None else "chunk"
+            raise ValueError(f"array {array.basename!r}, cell {cell}: the {what} does not match its "
+                             "checksum or does not decode (python -m pipeline status STORE --verify)")
+        out[local] = bad_fill
+        if damaged is not None:
+            damaged.add(cell)
+    return out
+
+
+def read_shards(array: Any, k: int, fill: Any = None,
+                damaged: set[tuple[int, ...]] | None = None) -> np.ndarray | None:
+    """The whole ``array`` (cells on its first ``k`` axes) decoded a shard file at a time,
+    as :func:`read_shard`; None when :func:`plain_sharding` does not hold."""
+    if plain_sharding(array, k) is None:
+        return None
+    shape, shards = tuple(array.shape), tuple(array.shards)
+    out = np.empty(shape, dtype=array.dtype)
+    for sidx in np.ndindex(*(-(-n // s) for n, s in zip(shape[:k], shards[:k], strict=True))):
+        block = read_shard(array, k, sidx, fill, damaged)
+        out[tuple(slice(i * s, i * s + b) for i, s, b in zip(sidx, shards, block.shape, strict=False))] \
+            = block
+    return out
+
+
+def dask_array(path: str, name: str, array: Any, k: int, token: str) -> Any:
+    """A Dask array of the sharded zarr ``array`` (``path``/``name``), one task per shard
+    decoded with :func:`read_shard` (strict: a damaged cell raises, as zarr does)."""
+    import dask.array as da
+
+    shape, shards = tuple(array.shape), tuple(array.shards)
+    chunks = tuple(tuple(min(s, n - i) for i in range(0, n, s)) for n, s in zip(shape[:k], shards[:k],
+                                                                                  strict=True))
+    chunks += tuple((n,) for n in shape[k:])
+    return da.map_blocks(_block, path, name, k, chunks=chunks, dtype=array.dtype,
+                         meta=np.empty((0,) * len(shape), dtype=array.dtype), name=f"{name}-{token}")
+
+
+@functools.lru_cache(maxsize=256)
+def _open(path: str, name: str) -> Any:
+    import zarr
+
+    return zarr.open_array(path, path=name, mode="r")
+
+
+def _block(path: str, name: str, k: int, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    return read_shard(_open(path, name), k, tuple(block_id[:k]), strict=True)
