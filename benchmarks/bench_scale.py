@@ -108,7 +108,8 @@ def sweep_main(args: argparse.Namespace) -> int:
     store = tmp / "sweep1e5.zarr"
     overrides = [*TINY, *grid(n), "cluster.n_workers=2", "store_writer=workers", f"store={store.name}"]
     cmd = [sys.executable, "-m", "pipeline", "sweep", *overrides]
-    print(f"sweep            : {n} cells, {' '.join(overrides)}")
+    shown = [o if not o.startswith("grid.seed=") else f"grid.seed=[0,...,{n // 100 - 1}]" for o in overrides]
+    print(f"sweep            : {n} cells, {' '.join(shown)}")
 
     first = run_watched(cmd, store, kill_at=int(args.kill_at * n))
     killed_at = done_count(store)

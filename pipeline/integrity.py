@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from google_crc32c import value
 from zarr.codecs import Crc32cCodec, ShardingCodec, ZstdCodec
 
 from sgdsweep.schema import DONE, ERROR
@@ -176,22 +178,23 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
                 if not crc_ok(data):
                     bad.add(key[:k])
                 continue
-            lo = [c * s // i for c, s, i in zip(key, shard, inner, strict=True)]  # first inner chunk
+            lo = np.array([c * s // i for c, s, i in zip(key, shard, inner, strict=True)])  # first chunk
+            cells = lo + np.indices(per_shard).reshape(len(per_shard), -1).T
+            # Only chunks inside the array (an edge shard's index has slots past the edge).
+            inside = np.flatnonzero(np.all(cells * np.array(inner) < np.array(shape), axis=1))
             index = shard_index(data, per_shard)
-            view = memoryview(data)
+            if index is None:
+                bad.update(tuple(int(c) for c in cells[j, :k]) for j in inside)
+                continue
             end = len(data) - 16 * int(np.prod(per_shard, dtype=np.int64)) - 4  # where the index starts
-            for local in np.ndindex(*per_shard):
-                cell = tuple(a + b for a, b in zip(lo, local, strict=True))
-                if any(c * i >= n for c, i, n in zip(cell, inner, shape, strict=True)):
-                    continue  # beyond the array's edge
-                if index is None:
-                    bad.add(cell[:k])
-                    continue
-                off, nbytes = int(index[0][local]), int(index[1][local])
+            offs, sizes = index[0].ravel().tolist(), index[1].ravel().tolist()
+            for j in inside.tolist():  # ~1 µs a cell: 10⁵ cells x 34 arrays in seconds
+                off, nbytes = offs[j], sizes[j]
                 if off == EMPTY and nbytes == EMPTY:
                     continue
-                if off + nbytes > end or not crc_ok(view[off:off + nbytes]):
-                    bad.add(cell[:k])
+                if (off + nbytes > end or nbytes < 4 or value(data[off:off + nbytes - 4])
+                        != int.from_bytes(data[off + nbytes - 4:off + nbytes], "little")):
+                    bad.add(tuple(int(c) for c in cells[j, :k]))
     return bad
 
 
@@ -226,7 +229,9 @@ def verify(path: str | Path, only: Iterable[str] | None = None) -> Damage:
     group = zarr.open_group(str(path), mode="r")
     dims = _sweep_dims(group)
     damage = Damage()
-    names = sorted(group.array_keys()) if only is None else list(only)
+    with warnings.catch_warnings():  # the store's lock file is not a zarr node: listing says so
+        warnings.filterwarnings("ignore", message=".*sweep.lock.* not recognized")
+        names = sorted(group.array_keys()) if only is None else list(only)
     for name in names:
         array = group[name]
         damage.checked += 1
