@@ -25,25 +25,40 @@ from sgdsweep.grid import Grid1D
 
 @nb.njit(cache=True)
 def _backward_solve(A, C, h, lo, hi, T):
-    """Solve the backward equation on cells lo..hi−1 (absorbing outside) into T."""
+    """Solve the backward equation on cells lo..hi−1 (absorbing from hi on) into T.
+
+    A vanishing pivot at cell k means cells s..k (s: the start of the current stretch)
+    have no rate out towards the absorbing set (e.g. D = 0 and the drift points away):
+    their passage time is infinite, and so is that of every further cell that can step
+    back into them (C > 0). Elimination restarts at the first cell that cannot (C = 0,
+    a one-way face), so the cells beyond a trap keep their finite times.
+    """
     n = hi - lo
     cp = np.empty(n)
     dp = np.empty(n)
-    for k in range(n):
+    s = 0  # first cell (offset from lo) of the stretch being eliminated
+    k = 0
+    while k < n:
         j = lo + k
-        sub = C[j] / h if k > 0 else 0.0  # the left neighbour is absorbing (or the wall)
+        sub = C[j] / h if k > s else 0.0  # the left neighbour is a trap, the wall, or beyond s
         sup = A[j + 1] / h
         diag = C[j] / h + A[j + 1] / h
-        m = diag + (sub * cp[k - 1] if k > 0 else 0.0)
+        m = diag + (sub * cp[k - 1] if k > s else 0.0)
         if m <= 0.0:
-            # No path to the absorbing set from here: the passage time is infinite.
-            for i in range(T.shape[0]):
+            k += 1
+            while k < n and C[lo + k] > 0.0:
+                k += 1
+            for i in range(lo + s, lo + k):
                 T[i] = np.inf
-            return
+            s = k
+            continue
         cp[k] = -sup / m  # for the last cell, sup leads into the absorbing set (T = 0)
-        dp[k] = (1.0 + (sub * dp[k - 1] if k > 0 else 0.0)) / m
+        dp[k] = (1.0 + (sub * dp[k - 1] if k > s else 0.0)) / m
+        k += 1
+    if s == n:
+        return
     T[hi - 1] = dp[n - 1]
-    for k in range(n - 2, -1, -1):
+    for k in range(n - 2, s - 1, -1):
         T[lo + k] = dp[k] - cp[k] * T[lo + k + 1]
 
 
