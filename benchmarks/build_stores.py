@@ -32,6 +32,9 @@ CASES: dict[str, list[str]] = {
     "twod": ["landscape=anisotropic_2d", "methods=[sgd,sde,langevin,gd]", "init.mean=0.0",
              "init.std=0.2", "density_grid.lower=-3.0", "density_grid.upper=3.0",
              "density_grid.cells=40", "mc.chains=300", "time.t_end=2.0"],
+    # The one-step operators and the modified equation (1-D), which no experiment runs.
+    "operators": ["methods=[sgd,fp,sgd_op,gauss_step,sme2,fp_sme2]", "grid.lr=[0.01,0.02]",
+                  "mc.chains=300", "time.t_end=2.0"],
 }
 
 

@@ -7,7 +7,9 @@ before any store is created or changed.
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -74,6 +76,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser for the commands' own flags whose errors follow the CLI's contract:
+    a :class:`ConfigError` ``<option>: <problem>`` (printed as one line, exit 2), never the
+    usage dump and ``SystemExit`` of plain argparse. ``hint`` ends the message of an unknown
+    option (what the command takes instead)."""
+
+    def __init__(self, *args, hint: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments: "):
+            first = message.removeprefix("unrecognized arguments: ").split()[0]
+            raise ConfigError(f"{first}: unknown option" + (f" ({self.hint})" if self.hint else ""))
+        if message.startswith("the following arguments are required: "):
+            names = message.removeprefix("the following arguments are required: ")
+            raise ConfigError(f"{names}: missing (usage: {self.format_usage().split(':', 1)[1].strip()})")
+        named = re.match(r"argument ([^:]+): (.*)", message, re.DOTALL)
+        if named:  # "argument --out: expected one argument"
+            raise ConfigError(f"{named.group(1)}: {named.group(2)}")
+        raise ConfigError(f"{self.prog.split()[-1]}: {message}")
 
 
 def _flag_value(flag: str, a: str, args: list[str]) -> str:

@@ -10,7 +10,6 @@ disk in any browser. A partially finished store reports what is done.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -25,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from pipeline.cli import OneLineParser
 from pipeline.integrity import mask_corrupt
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
@@ -74,15 +74,10 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ConfigError(f"report: {message}")
-
-
 def report_main(argv: Sequence[str]) -> int:
     """The ``report`` command; returns the exit status (2 on bad input, with one stderr line)."""
-    parser = _Parser(prog="python -m pipeline report",
-                     description="Figures (PNG) and a self-contained report.html from a sweep store.")
+    parser = OneLineParser(prog="python -m pipeline report",
+                           description="Figures (PNG) and a self-contained report.html from a sweep store.")
     parser.add_argument("store", help="the sweep's Zarr store")
     parser.add_argument("--out", default=None, help="output directory (default: <store stem>_report "
                         "beside the store)")

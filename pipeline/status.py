@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import TextIO
 from pipeline import integrity
 from pipeline import lock as locks
 from pipeline import store as stores
+from pipeline.cli import OneLineParser
 from sgdsweep import schema
 from sgdsweep.errors import ConfigError
 from sgdsweep.schema import DONE, ERROR
@@ -89,8 +89,8 @@ def axis_values(values: Sequence[object], most: int = 12) -> str:
 
 def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     """Exit status 0 when every cell is done, 1 otherwise, 2 for a bad path."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline status",
-                                     description="Show progress, failures and config of a sweep store.")
+    parser = OneLineParser(prog="python -m pipeline status",
+                           description="Show progress, failures and config of a sweep store.")
     parser.add_argument("store", help="path of the Zarr store")
     parser.add_argument("--verify", action="store_true",
                         help="read every chunk and list the cells whose data is corrupt")

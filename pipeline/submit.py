@@ -9,7 +9,6 @@ Job settings: conf/submit/default.yaml, changed with `submit.KEY=VALUE` override
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 from sgdsweep.errors import ConfigError
 
+from .cli import OneLineParser
 from .jobqueue import jobs_directory
 
 SUBMIT_DEFAULTS: dict[str, Any] = {
@@ -146,9 +146,10 @@ def batch_script(cfg: Mapping[str, Any], overrides: Sequence[str], workdir: Path
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="python -m pipeline submit",
+        hint="submit takes Hydra overrides, -cd DIR, -cn NAME and --dry-run",
         description="Write an sbatch script that runs `python -m pipeline sweep OVERRIDES` as one job "
         "and submit it. Job settings: submit.walltime, submit.cpus, submit.memory, submit.partition, "
         "submit.account, submit.job_extra_directives, submit.job_script_prologue.",
@@ -163,8 +164,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def submit_main(argv: list[str]) -> int:
     """Entry point of `python -m pipeline submit`; returns the exit status (2 for bad input)."""
-    args = _parser().parse_args(argv)
     try:
+        # Intermixed: overrides may come before and after --dry-run, as they may for `sweep`.
+        args = _parser().parse_intermixed_args(argv)
         cfg = compose_config(args.overrides, args.config_name, args.config_dir)
         store = cfg.get("store")
         if not store:
@@ -175,7 +177,7 @@ def submit_main(argv: list[str]) -> int:
         log_pattern = directory / "sweep-%j.out"
         script = batch_script(cfg, args.overrides, workdir, log_pattern, args.config_name, args.config_dir)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
     if args.dry_run:

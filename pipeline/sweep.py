@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import numpy as np
 import xarray as xr
 from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
@@ -168,9 +169,10 @@ class Prepared:
 
 @dataclass
 class Outcome:
-    """What a run did: cells computed, failures, times (s)."""
+    """What a run did: cells computed, failures (``failed``: those made durable), times (s)."""
 
     failures: dict[int, str] = field(default_factory=dict)
+    failed: int = 0
     compute_time: float = 0.0
     write_time: float = 0.0
     run_time: float = 0.0
@@ -249,9 +251,13 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
     """Record the run in the store, print the summary; the exit status."""
     path, failures = prep.path, outcome.failures
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
+    # Computed: the cells this run made done, read back from the store. After an interrupt
+    # that is neither what was submitted nor only what the client saw confirmed (a worker
+    # may finish writing its shard as the cluster closes).
+    done = np.asarray(stores.read_status(path)[schema.DONE].values, dtype=bool).ravel()
     runs.append({"command_line": prep.template.attrs["command_line"], "started": prep.started,
-                 "finished": stores.now(), "computed": len(prep.todo) - len(failures),
-                 "failed": len(failures), "wall_time_s": round(wall, 3)})
+                 "finished": stores.now(), "computed": int(done[prep.todo].sum()),
+                 "failed": outcome.failed, "wall_time_s": round(wall, 3)})
     writer.finish({"runs": json.dumps(runs), "last_run_finished": stores.now()})
     if outcome.interrupted:
         say(f"interrupted; {path} holds the cells finished so far. Rerun the same command to resume.")
@@ -408,8 +414,9 @@ def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: P
     queue = as_completed(list(futures))
 
     def written(cells: list[tuple[tuple[int, ...], bool]]) -> None:
-        for _, ok in cells:  # durable now: the progress counts these
+        for _, ok in cells:  # durable now: the progress and the run's record count these
             progress.update(ok)
+            outcome.failed += not ok
 
     try:
         _collect(queue, futures, submit, feed, plan, writer, outcome, written)

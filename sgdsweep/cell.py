@@ -31,6 +31,7 @@ from sgdsweep.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.noise import diffusion
 from sgdsweep.noise_diagnostics import minibatch_shape, noise_to_signal
 from sgdsweep.operators.fokker_planck2d import marginals
+from sgdsweep.operators.markov import mean_over_start
 from sgdsweep.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
 
 #: The exact shape of the minibatch gradient noise on the grid (per axis).
@@ -217,14 +218,15 @@ def fill_references(ctx: CellContext, ds: xr.Dataset) -> None:
 
 def exact_escape_time(ctx: CellContext, refine: int | None = None) -> float:
     """E[T(X₀)] of the Itô SDE from the initial law, on the density grid refined ``refine``
-    times (default ``fp.refine``): the backward equation of the FP generator."""
+    times (default ``fp.refine``): the backward equation of the FP generator. Mass already
+    past the threshold counts 0; cells without initial mass count nothing (even if their
+    passage never happens); inf if some initial mass never passes."""
     if refine is None or refine == ctx.cell.fp_refine:
         fp, p0 = ctx.operator(CONVENTIONS["ito"]), ctx.initial_masses
     else:
         grid = ctx.refined(refine)
         fp, p0 = ctx.operator(CONVENTIONS["ito"], grid=grid), ctx.cell.init.cell_masses(grid)
-    T = mean_passage_times(fp, *ctx.escape)
-    return float(np.dot(T, p0) / p0.sum())
+    return mean_over_start(mean_passage_times(fp, *ctx.escape), p0)
 
 
 def fill_escape_exact(ctx: CellContext, ds: xr.Dataset) -> None:

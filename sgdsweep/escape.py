@@ -7,7 +7,7 @@ a threshold solves the discrete backward equation
 
     (A_{j+1}/h)(T_{j+1} − T_j) + (C_j/h)(T_{j−1} − T_j) = −1,   T = 0 past the threshold,
 
-a tridiagonal O(N) solve, second-order accurate to the exact MFPT of the Itô SDE
+an O(N) recurrence (see :func:`_backward_solve`), second-order accurate to the exact MFPT of the Itô SDE
 (D T″ − G T′ = −1) with a reflecting far wall. Unlike the double-integral formula
 (:func:`sgdsweep.references.mean_first_passage_time`) it stays well-posed where
 D → 0 inside the domain (upwinding), as in the seed model's pit.
@@ -25,26 +25,24 @@ from sgdsweep.grid import Grid1D
 
 @nb.njit(cache=True)
 def _backward_solve(A, C, h, lo, hi, T):
-    """Solve the backward equation on cells lo..hi−1 (absorbing outside) into T."""
-    n = hi - lo
-    cp = np.empty(n)
-    dp = np.empty(n)
-    for k in range(n):
-        j = lo + k
-        sub = C[j] / h if k > 0 else 0.0  # the left neighbour is absorbing (or the wall)
-        sup = A[j + 1] / h
-        diag = C[j] / h + A[j + 1] / h
-        m = diag + (sub * cp[k - 1] if k > 0 else 0.0)
-        if m <= 0.0:
-            # No path to the absorbing set from here: the passage time is infinite.
-            for i in range(T.shape[0]):
-                T[i] = np.inf
-            return
-        cp[k] = -sup / m  # for the last cell, sup leads into the absorbing set (T = 0)
-        dp[k] = (1.0 + (sub * dp[k - 1] if k > 0 else 0.0)) / m
-    T[hi - 1] = dp[n - 1]
-    for k in range(n - 2, -1, -1):
-        T[lo + k] = dp[k] - cp[k] * T[lo + k + 1]
+    """Solve the backward equation on cells lo..hi−1 (absorbing from hi on) into T.
+
+    In the differences q_k = T_k − T_{k+1} it is a first-order recurrence of positive
+    terms, q_k = (h + C_k q_{k−1}) / A_{k+1} (nothing to the left of lo), and
+    T_k = Σ_{j≥k} q_j: no cancellation, so passage times of 1e40 keep the grid's accuracy
+    (a tridiagonal elimination loses them to round-off once C/A passes 1/eps, and then
+    returns anything from 1e13 to inf). A_{k+1} = 0: q_k = inf, cells up to k never
+    pass, nor do the cells beyond that can step back into them (C > 0, inf carried by the
+    recurrence); a one-way face (C_k = 0) starts afresh, so cells beyond a trap keep
+    their finite times. A time past the float range is inf.
+    """
+    prev = 0.0
+    for k in range(lo, hi):
+        num = h + (C[k] * prev if C[k] > 0.0 and k > lo else 0.0)  # no inf·0 at a one-way face
+        prev = num / A[k + 1] if A[k + 1] > 0.0 else np.inf
+        T[k] = prev
+    for k in range(hi - 2, lo - 1, -1):
+        T[k] += T[k + 1]
 
 
 def _passage_to_cell(fp: FokkerPlanck1D, k: int, direction: int) -> np.ndarray:

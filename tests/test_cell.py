@@ -47,6 +47,65 @@ def test_backward_equation_matches_the_exact_double_integral():
     np.testing.assert_allclose(T_down[::-1][: grid.cells // 2], T[: grid.cells // 2], rtol=1e-9)
 
 
+@pytest.mark.parametrize(("std", "magnitude"), [(0.2, 1.9e13), (0.15, 1.7e28)])
+def test_backward_equation_keeps_rare_escapes_accurate(std, magnitude):
+    """The same double well with less noise: passage times of 1e13 and 1e28 from the left
+    minimum agree with the double integral to 5e-5 (second order in the cell: 8e-6 on 6000
+    cells). A tridiagonal elimination loses them to cancellation (its pivots are differences
+    of rates e^(ΔL/D) apart): it returned inf, or 5.7e11 for 1.9e13."""
+    land = build_landscape({**DOUBLE_WELL, "shifts": {"n": 4, "std": std}})
+    lr, grid = 0.2, Grid1D(-3.0, 3.0, 6000)
+    fp = FokkerPlanck1D.from_landscape(land, grid, lr, 1.0)
+    T = mean_passage_times(fp, 0.0, +1)
+    k = int(np.argmin(np.abs(grid.centres + 1.0)))
+    exact = mean_first_passage_time(grid.centres[k], -3.0, 0.0, lambda y: land.evaluate(y)["grad"][:, 0],
+                                    lambda y: 0.5 * lr * land.evaluate(y)["cov"][:, 0, 0])
+    assert exact == pytest.approx(magnitude, rel=0.05)
+    assert T[k] == pytest.approx(exact, rel=5e-5)
+
+
+def test_exact_escape_time_of_a_law_straddling_the_threshold_beyond_a_trap():
+    """Noise-free hilltop L = −(h/2)θ² (one datapoint: Σ = 0, D = 0, the flow θ' = hθ):
+    from θ₀ > 0 the passage upwards to thr takes exactly ln(thr/θ₀)/h; cells left of the
+    hilltop drift into the wall and never pass (T = inf, no initial mass there); mass
+    already past thr counts 0. Uniform law on [a, b] ∋ thr:
+    E[T] = ∫_a^thr ln(thr/x) dx / (h(b − a)) = (thr − a − a·ln(thr/a)) / (h(b − a)).
+    Before, the trap made every cell inf and the mean was 0·inf = NaN with a RuntimeWarning.
+    """
+    import math
+    import warnings
+
+    from sgdsweep.cell import exact_escape_time
+    from sgdsweep.cellconfig import CONVENTIONS
+    from sgdsweep.methods.context import CellContext
+
+    h, thr, a, b = 2.0, 1.0, 0.5, 1.5
+    cfg = {"landscape": {"name": "hilltop", "datapoints": [[{"kind": "quadratic", "amplitude": -1.0,
+                                                              "curvature": h, "centre": 0.0}]]},
+           "lr": 0.1, "methods": ["fp"], "init": {"kind": "uniform", "lower": a, "upper": b},
+           # no face on the hilltop itself; threshold above init.mean (0 by default): passage upwards
+           "density_grid": {"lower": -0.999, "upper": 2.001, "cells": 300}, "escape": {"threshold": thr},
+           "time": {"t_end": 0.2, "snapshots": 2}}
+    ctx = CellContext(parse_cell(cfg))
+    assert ctx.escape == (thr, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean = exact_escape_time(ctx)
+        T = mean_passage_times(ctx.operator(CONVENTIONS["ito"]), thr, +1)
+    # second order in the fine cell (0.00125): the midpoint sum of ∫ dθ / (hθ)
+    assert mean == pytest.approx((thr - a - a * math.log(thr / a)) / (h * (b - a)), rel=1e-5)
+    x = ctx.operator(CONVENTIONS["ito"]).grid.centres
+    dx = x[1] - x[0]
+    assert np.all(np.isinf(T[x < dx])) and np.all(T[x >= thr] == 0.0)
+    flow = (x >= 0.05) & (x < thr)
+    np.testing.assert_allclose(T[flow], np.log(thr / x[flow]) / h, rtol=1e-3)
+    # Mass on the trapped side makes the mean honestly infinite.
+    inf_cfg = {**cfg, "init": {"kind": "uniform", "lower": -0.5, "upper": b}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert exact_escape_time(CellContext(parse_cell(inf_cfg))) == np.inf
+
+
 def test_sde_escape_time_matches_the_exact_first_passage_time():
     """Measured SDE first-passage times agree with the exact double integral.
 

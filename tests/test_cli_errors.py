@@ -78,8 +78,8 @@ BAD = [
     (["methods=[sgd,svag]", "grid.svag.l=[2,0]"], "svag.l: must be >= 1, got 0"),
     (["methods=[sgd_noise]", "sgd_noise.sigma=-1"], "sgd_noise.sigma: must be >= 0, got -1.0"),
     (["landscape=heavy_tailed", "landscape.shift_nu=0"], "landscape.shifts.nu: must be > 0, got 0"),
-    (["landscape=anisotropic_2d", "methods=[sme2,fp_sme2]"],
-     "methods: fp_sme2 supports 1-D landscapes only, this one is 2-D"),
+    (["landscape=anisotropic_2d", "methods=[sgd,gauss_step]"],
+     "methods: gauss_step supports 1-D landscapes only, this one is 2-D"),
     (["methods=[sgd,sgd_op]", "sampling=reshuffle"],
      "sampling: 'reshuffle' is not a Markov chain in θ alone"),
     (["methods=[sgd_op]", "batch_size=2", "operator.max_minibatches=2", "operator.approximate=false"],
@@ -158,3 +158,32 @@ def test_errors_through_a_real_process(tmp_path, existing_store):
         assert res.stderr.startswith(f"error: {message}") and res.stderr.count("\n") == 1, res.stderr
         assert res.stdout == ""
     assert snapshot(store) == before
+
+
+# The commands' own flags (argparse) follow the same contract: no usage dump, one line naming the option.
+BAD_FLAGS = [
+    (["submit", "--bogus"], "error: --bogus: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME "
+                            "and --dry-run)\n"),
+    (["submit", "--dry-run=yes"], "error: --dry-run: ignored explicit argument 'yes'\n"),
+    (["submit", "--dry-run", "mc.chains=5", "--bogus=1"],
+     "error: --bogus=1: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME and --dry-run)\n"),
+    (["submit", "--dry-run", "-cn"], "error: --config-name: expected a config name\n"),
+    (["status", "s.zarr", "--bogus"], "error: --bogus: unknown option\n"),
+    (["status"], "error: store: missing (usage: python -m pipeline status [-h] [--verify] store)\n"),
+    (["report", "s.zarr", "--out"], "error: --out: expected one argument\n"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_of_submit_status_report_are_one_line(capsys, args, message):
+    code, out, err = _run(capsys, args)
+    assert (code, out, err) == (2, "", message)
+
+
+@pytest.mark.integration
+def test_submit_bad_option_through_a_real_process(tmp_path):
+    res = run_pipeline("submit", "--bogus", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == ("error: --bogus: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME "
+                          "and --dry-run)\n"), res.stderr
+    assert res.stdout == "" and list(tmp_path.iterdir()) == []

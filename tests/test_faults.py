@@ -204,10 +204,13 @@ def test_a_second_sweep_on_the_same_store_is_refused(reference_store: Path, tmp_
     assert_same_numbers(open_store(store), open_store(reference_store))
 
 
-def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, tmp_path: Path):
-    """scancel or a batch time limit sends SIGTERM: the sweep stops like Ctrl-C."""
+@pytest.mark.parametrize("writer", ["client", "workers"])
+def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, tmp_path: Path, writer: str):
+    """scancel or a batch time limit sends SIGTERM: the sweep stops like Ctrl-C. Each run's
+    record counts the cells it made durable, not the ones it was given."""
     store = tmp_path / "t.zarr"
-    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}"]
+    args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}",
+            f"store_writer={writer}", "shard_cells=1"]  # cells durable one by one
     proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -226,7 +229,11 @@ def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, 
     assert "interrupted; t.zarr holds the cells finished so far" in out
     assert not (store / LOCK_NAME).exists()
     runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])
-    assert len(runs) == 1
+    done = _done(store)
+    assert 1 <= done < 8, "the sweep finished before it could be interrupted"
+    assert len(runs) == 1 and (runs[0]["computed"], runs[0]["failed"]) == (done, 0), runs
     again = run_pipeline(*args, cwd=tmp_path)
     assert again.returncode == 0 and "lock:" not in again.stdout, again.stdout + again.stderr
     assert_same_numbers(open_store(store), open_store(reference_store))
+    runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])
+    assert [(r["computed"], r["failed"]) for r in runs] == [(done, 0), (8 - done, 0)], runs

@@ -171,6 +171,13 @@ def test_submit_dry_run_prints_the_batch_script(tmp_path, capsys):
     assert not (tmp_path / "runs").exists(), "a dry run writes nothing"
 
 
+def test_submit_takes_overrides_before_and_after_its_flags(tmp_path, capsys):
+    assert submit_main(["mc.chains=50", "--dry-run", f"store={tmp_path / 's.zarr'}"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"-m pipeline sweep mc.chains=50 store={tmp_path / 's.zarr'}"), last
+    assert not (tmp_path / "s.jobs").exists()
+
+
 def test_submit_bad_override_is_one_line_exit_2(capsys):
     assert submit_main(["--dry-run", "cluster=no_such_cluster"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

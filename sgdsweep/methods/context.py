@@ -147,14 +147,16 @@ class CellContext:
         gx, gy = self.cell.grids
         return np.outer(self.cell.init.cell_masses(gx, 0), self.cell.init.cell_masses(gy, 1))
 
-    def operator2d(self, alpha: float, drift_only: bool = False) -> FokkerPlanck2D:
+    def operator2d(self, alpha: float, drift_only: bool = False, sme2: bool = False) -> FokkerPlanck2D:
         """The 2-D FP operator on the density grid itself (``fp.refine`` is 1-D only: a
-        refined 2-D grid costs refine² cells), built once per cell."""
-        key = ("2d", alpha, drift_only)
+        refined 2-D grid costs refine² cells), built once per cell; ``sme2`` as in
+        :meth:`operator`."""
+        key = ("2d", alpha, drift_only, sme2)
         if key not in self._operators:
             c = self.cell
             self._operators[key] = FokkerPlanck2D.from_landscape(
-                c.landscape, *c.grids, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only)
+                c.landscape, *c.grids, c.lr, c.noise_factor, alpha=alpha, drift_only=drift_only,
+                sme2=sme2)
         return self._operators[key]
 
     @cached_property

@@ -1,5 +1,5 @@
-"""Density methods from one-step operators: SGD's own transfer operator (``sgd_op``) and
-the Gaussian step kernel (``gauss_step``), 1-D.
+"""Density methods from one-step operators: SGD's own transfer operator (``sgd_op``, 1-D
+and 2-D) and the Gaussian step kernel (``gauss_step``, 1-D).
 
 Each builds its operator once per cell (:mod:`sgdsweep.operators.transfer`, on the
 density grid refined ``operator.refine`` times, automatically by default), evolves the
@@ -15,10 +15,18 @@ resolved cells; ``operator_diffusion_flag`` when it misses ``operator.diffusion_
 Stationary kinds: ``sgd`` (SGD's invariant law from the cell's initial law) and
 ``gauss_step``.
 
+In 2-D, ``sgd_op`` runs :func:`~sgdsweep.operators.transfer2d.sgd_transfer_2d` on the
+density grid itself (no refinement: a refined 2-D grid costs refine² cells, as for the
+2-D ``fp``), ``operator.quadrature`` sub-cells per axis; it fills the same variables
+(``operator_refine`` 1) except the escape times (2-D cells have no threshold), and the
+stationary kind ``sgd`` on the (x, y) grid. Its numerical diffusion (≤ (dx² + dy²)/4 per
+step) is measured against η² tr Σ_b and flagged, not refined away.
+
 Refused by ``parse_cell`` before anything runs: ``reshuffle`` sampling for ``sgd_op``
 (not a Markov chain in θ alone), more distinct minibatches than
-``operator.max_minibatches`` with ``operator.approximate`` off, and a density grid too
-coarse for the step even after refinement.
+``operator.max_minibatches`` with ``operator.approximate`` off (in 2-D at all: it has no
+convolution approximation), a density grid too coarse for the step even after
+refinement (1-D), and ``operator.refine`` > 1 in 2-D.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import xarray as xr
 from sgdsweep.cellconfig import CONVENTIONS, CellConfig, register_section, setting
 from sgdsweep.errors import ConfigError
 from sgdsweep.methods.context import CellContext
-from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density
+from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.operators import markov
 from sgdsweep.operators.minibatches import check_sampling, minibatch_count
@@ -47,6 +55,7 @@ from sgdsweep.operators.transfer import (
     gauss_step,
     sgd_transfer,
 )
+from sgdsweep.operators.transfer2d import TransferOperator2D, sgd_transfer_2d
 from sgdsweep.validate import integer, real
 
 #: The stationary kind each method provides (its operator's invariant law).
@@ -110,6 +119,15 @@ def validate_sgd_op(cell: CellConfig) -> None:
     o = _conf(cell)
     n, b = cell.landscape.n, cell.batch_size
     K = minibatch_count(n, b, cell.sampling)
+    if cell.dim == 2:
+        if K > o.max_minibatches:
+            raise ConfigError(
+                f"operator.max_minibatches: {K} distinct minibatches (n = {n}, b = {b}, {cell.sampling}) "
+                f"exceed the limit {o.max_minibatches}; the 2-D operator has no convolution approximation")
+        if o.refine not in (None, 1):
+            raise ConfigError(f"operator.refine: the 2-D operator works on the density grid itself "
+                              f"(refine 1), got {o.refine}; use more density_grid.cells")
+        return
     if K > o.max_minibatches and not o.approximate:
         raise ConfigError(
             f"operator.max_minibatches: {K} distinct minibatches (n = {n}, b = {b}, {cell.sampling}) "
@@ -124,11 +142,14 @@ def validate_gauss_step(cell: CellConfig) -> None:
 # --------------------------------------------------------------------------- operators
 
 
-def operator(ctx: CellContext, name: str) -> TransferOperator:
+def operator(ctx: CellContext, name: str) -> TransferOperator | TransferOperator2D:
     """The cell's operator of method ``name`` (``sgd_op`` or ``gauss_step``), built once."""
 
-    def build() -> TransferOperator:
+    def build() -> TransferOperator | TransferOperator2D:
         c, o = ctx.cell, _conf(ctx.cell)
+        if ctx.dim == 2:  # sgd_op only (gauss_step is registered 1-D)
+            return sgd_transfer_2d(c.landscape, c.grids, c.lr, c.batch_size, c.sampling,
+                                   quadrature=o.quadrature, max_minibatches=o.max_minibatches)
         common = dict(refine=o.refine, quadrature=o.quadrature, diffusion_ratio=o.diffusion_ratio,
                       max_refine=o.max_refine)
         with warnings.catch_warnings():
@@ -144,15 +165,18 @@ def operator(ctx: CellContext, name: str) -> TransferOperator:
 
 
 def initial_masses(ctx: CellContext, name: str) -> np.ndarray:
-    """The cell's initial law as masses on the operator's grid."""
+    """The cell's initial law as masses on the operator's grid (flat (nx·ny,) in 2-D)."""
     op = operator(ctx, name)
-    return ctx.memo(("transfer_m0", op.grid), lambda: op.initial_masses(ctx.cell.init))
+    grid = op.grids if ctx.dim == 2 else op.grid
+    return ctx.memo(("transfer_m0", grid), lambda: op.initial_masses(ctx.cell.init))
 
 
 def stationary(ctx: CellContext, name: str) -> np.ndarray:
-    """The operator's invariant law reached from the cell's initial law, on the density grid."""
+    """The operator's invariant law reached from the cell's initial law, on the density grid
+    ((nx, ny) in 2-D, where the operator lives on the density grid itself)."""
     op = operator(ctx, name)
-    return op.coarsen(op.stationary(initial_masses(ctx, name)))
+    p = op.stationary(initial_masses(ctx, name))
+    return p if ctx.dim == 2 else op.coarsen(p)
 
 
 def stationary_sgd(ctx: CellContext) -> np.ndarray:
@@ -166,11 +190,14 @@ def stationary_gauss_step(ctx: CellContext) -> np.ndarray:
 
 
 def fp_relaxation(ctx: CellContext) -> markov.Relaxation:
-    """Relaxation of the cell's FP operator (its convention, on :attr:`CellContext.fine`)."""
+    """Relaxation of the cell's FP operator (its convention, on :attr:`CellContext.fine`;
+    2-D: on the density grid)."""
 
     def build() -> markov.Relaxation:
         import scipy.sparse as sp
 
+        if ctx.dim == 2:
+            return markov.generator_relaxation(ctx.operator2d(CONVENTIONS[ctx.cell.convention]).generator)
         fp = ctx.operator(CONVENTIONS[ctx.cell.convention])
         lower, diag, upper = fp.generator()
         M = sp.diags([lower[1:], diag, upper[:-1]], [-1, 0, 1], format="csc")
@@ -187,9 +214,12 @@ def fill_transfer(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     cell, o = ctx.cell, _conf(ctx.cell)
     op = operator(ctx, name)
     m0 = initial_masses(ctx, name)
-    write_density(ctx, ds, name, op.evolve(m0, cell.steps), fine=op.grid)
+    if ctx.dim == 2:
+        write_density_2d(ctx, ds, name, op.evolve(m0, cell.steps))
+    else:
+        write_density(ctx, ds, name, op.evolve(m0, cell.steps), fine=op.grid)
     sel = {"method": name}
-    ds["operator_refine"].loc[sel] = op.refine
+    ds["operator_refine"].loc[sel] = 1 if ctx.dim == 2 else op.refine
     ds["operator_minibatches"].loc[sel] = op.minibatches
     ds["operator_diffusion_ratio"].loc[sel] = op.diffusion_ratio
     ds["operator_diffusion_flag"].loc[sel] = bool(op.diffusion_ratio > o.diffusion_ratio)
@@ -229,19 +259,20 @@ VARIABLES = {
         fill=False),
 }
 
-_COMMON: dict[str, Any] = dict(kind="density", fill=fill_transfer, dims=(1,), fills=DENSITY_FILLS,
+_COMMON: dict[str, Any] = dict(kind="density", fill=fill_transfer, fills=DENSITY_FILLS,
                                variables=VARIABLES, time="t = η·step")
 
 register_method(
-    name="sgd_op", reads=("lr", "batch_size", "sampling", "operator"),
+    name="sgd_op", reads=("lr", "batch_size", "sampling", "operator"), dims=(1, 2),
     stationary={"sgd": stationary_sgd}, validate=validate_sgd_op,
     summary="SGD's own transfer operator: each cell's mass carried to θ − η·ḡ_B(θ) for every "
             "minibatch B with its probability (binned b-fold convolution beyond "
             "`operator.max_minibatches`), conservative sub-cell split on a grid `operator.refine` "
-            "times finer (automatic); stationary kind `sgd`, relaxation and exact escape times; "
+            "times finer (automatic); 2-D: bilinear split on the density grid, enumerated "
+            "minibatches only; stationary kind `sgd`, relaxation and (1-D) exact escape times; "
             "not for `reshuffle`", **_COMMON)
 register_method(
-    name="gauss_step", reads=("lr", "batch_size", "sampling", "operator"),
+    name="gauss_step", reads=("lr", "batch_size", "sampling", "operator"), dims=(1,),
     stationary={"gauss_step": stationary_gauss_step},
     validate=validate_gauss_step,
     summary="the same with one Gaussian step N(θ − ηG, η²Σ_b): Euler–Maruyama of the Itô SDE "

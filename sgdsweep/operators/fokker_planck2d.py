@@ -255,13 +255,15 @@ class FokkerPlanck2D:
 
     @classmethod
     def from_landscape(cls, landscape: Landscape, gx: Grid1D, gy: Grid1D, lr: float,
-                       noise_factor: float, alpha: float = 1.0, drift_only: bool = False
-                       ) -> FokkerPlanck2D:
+                       noise_factor: float, alpha: float = 1.0, drift_only: bool = False,
+                       sme2: bool = False) -> FokkerPlanck2D:
         """The FP operator of SGD on a 2-D ``landscape``: G = ∇L, D = η Σ_b / 2.
 
         ``noise_factor`` is Σ_b / Σ (:func:`sgdsweep.noise.batch_noise_factor`);
-        ``drift_only`` sets D ≡ 0 (the ``fp_drift`` method). Validates everything
-        (dimension, lr, noise factor, grid resolution) before sampling.
+        ``drift_only`` sets D ≡ 0 (the ``fp_drift`` method); ``sme2`` uses the drift of
+        the second-order stochastic modified equation, ∇(L + (η/4)|∇L|²) = G + (η/2)·H·G
+        (H = ∇²L), with the same D, as in 1-D. Validates everything (dimension, lr, noise
+        factor, grid resolution) before sampling.
         """
         if landscape.dim != 2:
             raise ConfigError(f"landscape.dim: the 2-D Fokker–Planck solver needs dim 2, got {landscape.dim}")
@@ -272,7 +274,10 @@ class FokkerPlanck2D:
         check_resolution(landscape, gx, gy)
 
         def drift(pts: np.ndarray) -> np.ndarray:
-            return landscape.evaluate(pts)["grad"]
+            if not sme2:
+                return landscape.evaluate(pts)["grad"]
+            e = landscape.evaluate(pts)
+            return e["grad"] + 0.5 * lr * np.einsum("mij,mj->mi", e["hess"], e["grad"])
 
         def diff(pts: np.ndarray) -> np.ndarray:
             return diffusion(landscape.evaluate(pts)["cov"], lr, noise_factor)

@@ -299,6 +299,16 @@ def relaxation(P, lr: float) -> Relaxation:
     return Relaxation(lam, gap, steps, lr * steps, len(classes))
 
 
+def mean_over_start(T: np.ndarray, masses: np.ndarray) -> float:
+    """E[T(X₀)] for a start X₀ with these cell ``masses`` (normalised here): Σ mᵢTᵢ / Σ mᵢ.
+
+    Cells without mass contribute nothing even where T is inf (cells that never reach the
+    target), so the mean is inf only when mass starts where the passage never happens.
+    """
+    m = np.asarray(masses, dtype=np.float64)
+    return float(np.dot(np.where(m > 0, T, 0.0), m) / m.sum())
+
+
 def passage_steps(P, absorbing: np.ndarray) -> np.ndarray:
     """Mean number of steps to first reach the ``absorbing`` cells (bool (N,)), per start cell.
 

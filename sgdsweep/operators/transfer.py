@@ -167,8 +167,7 @@ class TransferOperator:
             near, far = j <= k, j <= k - 1
             t_a, t_b = (markov.passage_steps(self.matrix, far), markov.passage_steps(self.matrix, near))
             T = (1.0 - w) * t_a + w * t_b
-        with np.errstate(invalid="ignore"):
-            steps = float(np.dot(np.where(m0 > 0, T, 0.0), m0) / m0.sum())
+        steps = markov.mean_over_start(T, m0)
         return Escape(steps, steps * self.lr)
 
 

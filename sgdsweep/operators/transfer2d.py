@@ -11,7 +11,10 @@ round-off; an image past the grid is clamped into the edge cells (nothing leaves
 Numerical diffusion: the bilinear split of an image at fractional offset t from a
 centre adds t(1 − t)·dx² ≤ dx²/4 per axis and step (measured per column as the
 mean-square kick ``added_var``, summed over both axes), on top of the within-cell
-spread of the q² midpoints (which the exact step has too). Minibatch enumeration and
+spread of the q² midpoints (which the exact step has too). ``diffusion_ratio`` compares
+it with the minibatch spread η² tr Σ_b per step, as in 1-D: the max of
+added_var / spread_var over the resolved cells (η² tr Σ_b at least
+:data:`~sgdsweep.operators.transfer.SPREAD_FLOOR`² of its largest value). Minibatch enumeration and
 its limits are those of the 1-D operator (:mod:`~sgdsweep.operators.minibatches`);
 there is no convolution fallback in 2-D (more minibatches than ``max_minibatches`` is a
 ConfigError).
@@ -30,9 +33,10 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.grid import Grid1D
 from sgdsweep.initial import Initial
 from sgdsweep.landscape import Landscape
+from sgdsweep.noise import batch_noise_factor
 from sgdsweep.operators import markov
 from sgdsweep.operators.minibatches import check_sampling, enumerate_minibatches, minibatch_count
-from sgdsweep.operators.transfer import MAX_MINIBATCHES
+from sgdsweep.operators.transfer import MAX_MINIBATCHES, SPREAD_FLOOR
 from sgdsweep.validate import integer, real
 
 
@@ -125,13 +129,17 @@ def _assemble_2d(lx, dx, nx, ly, dy, ny, q, pts, sg, members, weights, step):
 class TransferOperator2D:
     """SGD's transfer operator on ``grids`` = (gx, gy); ``matrix`` (N, N) CSC, N = nx·ny,
     P[j, k] = probability of moving from flat cell k to flat cell j (k = ix·ny + iy).
-    ``added_var`` (N,): mean-square bilinear-split kick per step (θ², both axes)."""
+    ``added_var`` (N,): mean-square bilinear-split kick per step (θ², both axes);
+    ``spread_var`` (N,): the minibatch spread η² tr Σ_b per step at the cell centres (θ²);
+    ``diffusion_ratio``: max added_var / spread_var over the resolved cells (NaN if none)."""
 
     matrix: sp.csc_matrix
     grids: tuple[Grid1D, Grid1D]
     lr: float
     minibatches: int
     added_var: np.ndarray
+    spread_var: np.ndarray
+    diffusion_ratio: float
 
     @property
     def cell_area(self) -> float:
@@ -194,4 +202,10 @@ def sgd_transfer_2d(landscape: Landscape, grids, lr: float, batch_size: int = 1,
         np.ascontiguousarray(sg), np.ascontiguousarray(members, dtype=np.int64), weights, lr / b)
     N = gx.cells * gy.cells
     P = sp.csc_matrix((data, indices, indptr), shape=(N, N))
-    return TransferOperator2D(P, (gx, gy), lr, K, kick)
+    centres = np.stack(np.meshgrid(gx.centres, gy.centres, indexing="ij"), axis=-1).reshape(-1, 2)
+    cov = landscape.evaluate(centres)["cov"]
+    spread = lr**2 * batch_noise_factor(n, b, sampling) * (cov[:, 0, 0] + cov[:, 1, 1])
+    smax = float(spread.max())
+    resolved = spread >= SPREAD_FLOOR**2 * smax if smax > 0 else np.zeros(N, bool)
+    ratio = float(np.max(kick[resolved] / spread[resolved])) if resolved.any() else math.nan
+    return TransferOperator2D(P, (gx, gy), lr, K, kick, spread, ratio)
