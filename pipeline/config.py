@@ -429,13 +429,20 @@ def _cell_of(base: DictConfig, axes: Sequence[Axis], combo: Sequence[Any]) -> di
 
 
 def _set_paths(resolved: Mapping[str, Any], axes: Sequence[Axis], combo: Sequence[Any]) -> dict[str, Any]:
-    """One cell: the swept values set on a copy of the resolved cell mapping."""
-    cell = copy.deepcopy(resolved)
+    """One cell: the swept values set on a copy of the resolved cell mapping.
+
+    Only the mappings along the swept paths are copied; the rest is shared by every
+    cell (read-only from here on: ``parse_cell`` copies what it keeps). A deep copy
+    per cell was a third of planning and ~3 KB a cell of the client's memory.
+    """
+    cell = dict(resolved)
     for axis, value in zip(axes, combo, strict=True):
         *parents, last = axis.path.split(".")
         node = cell
         for key in parents:
-            node = node.setdefault(key, {})
+            child = node.get(key)
+            node[key] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[key]
         node[last] = copy.deepcopy(value)
     return cell
 

@@ -197,7 +197,6 @@ class CellConfig:
     fp_dt: float | None  # None: η / sde_substeps
     fp_refine: int  # FP cells per output cell
     escape_threshold: float | None  # None: barrier top next to the starting basin
-    raw: dict[str, Any]  # the merged mapping this was parsed from
     # The registry records of ``methods``: a pickled cell carries them (and imports the
     # modules that registered them) to whichever process runs it.
     method_specs: tuple[Method, ...] = ()
@@ -324,7 +323,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,
         methods=tuple(methods), seed=seed, init=init, grids=grids, times=times, steps=steps,
         chains=chains, sde_substeps=substeps, temperature=temperature, convention=convention,
-        fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr, raw=raw,
+        fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr,
         method_specs=specs, sections=parsed_sections,
     )
     for m in specs:
