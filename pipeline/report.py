@@ -91,6 +91,11 @@ def report_main(argv: Sequence[str]) -> int:
     return 0
 
 
+#: Variables up to this size are read into memory once (the per-cell summaries of a
+#: 10⁵-cell store are a few MB each); larger ones (densities) stay lazy.
+LOAD_BYTES = 64 * 2**20
+
+
 def default_out(store: str | Path) -> Path:
     store = Path(store)
     return store.with_name(store.stem + "_report")
@@ -111,6 +116,8 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
     for line in corrupt:
         sys.stderr.write(f"warning: corrupt cell {line}; reported as failed, rerun the sweep to "
                          "recompute it\n")
+    # The tables and figures read the per-cell summaries many times over: read each once.
+    ds = ds.assign({name: var.load() for name, var in ds.data_vars.items() if var.nbytes <= LOAD_BYTES})
     out = default_out(store) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
