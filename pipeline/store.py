@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,8 +39,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from pipeline import faults, integrity, lock
+from pipeline import faults, integrity, location, lock
 from pipeline.config import SweepPlan
+from pipeline.location import Location
 from sgdsweep.errors import ConfigError
 from sgdsweep.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
 
@@ -170,7 +169,7 @@ def provenance(plan: SweepPlan, cell_attrs: Mapping[str, Any], argv: Sequence[st
         "config_hash": plan.config_hash,
         "versions": json.dumps(versions),
         "git_commit": git_commit(),
-        "command_line": " ".join([Path(sys.executable).name, "-m", "pipeline", *argv]),
+        "command_line": " ".join([Path(sys.executable).name, "-m", "pipeline", *location.redact_args(argv)]),
         "created": now(),
         "Conventions": "CF-1.10",
     })
@@ -205,69 +204,53 @@ class StoreState:
     done: np.ndarray | None = None  # bool, sweep shape
 
 
-def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
-    """Check the store path without changing anything (raises ConfigError).
+def inspect(path: str | Path | Location, plan: SweepPlan, overwrite: bool) -> StoreState:
+    """Check the store's place without changing anything (raises ConfigError).
 
     A store of the same sweep (same config hash) is resumed; anything else at the
-    path is refused unless ``overwrite``.
+    place is refused unless ``overwrite``.
     """
-    path = Path(path)
-    if not path.exists():
-        parent = _existing_parent(path)
-        if not parent.is_dir():
-            raise ConfigError(f"store: cannot create {path}: {parent} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot create {path}: {parent} is not writable")
+    loc = location.parse(path)
+    if not loc.exists():
+        loc.check_creatable()
         return StoreState(exists=False)
     if overwrite:
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot replace {path}: {path.parent} is not writable")
+        loc.check_writable(replace=True)
         return StoreState(exists=True)
+    shown = loc.show()
     try:
         with quiet_zarr():
-            group = zarr.open_group(str(path), mode="r")
+            group = zarr.open_group(loc.zarr_store, mode="r")
             old_hash = group.attrs.get("config_hash")
             # A chunk that does not decode reads as not done (integrity: recomputed).
             done = (np.asarray(integrity.read_cells(group[DONE], len(group[DONE].shape), False), dtype=bool)
                     if old_hash else None)
     except Exception:
-        raise ConfigError(f"store: {path} exists and is not a sweep store; choose another store= "
+        raise ConfigError(f"store: {shown} exists and is not a sweep store; choose another store= "
                           "or pass overwrite=true to replace it") from None
     if old_hash != plan.config_hash:
-        raise ConfigError(f"store: {path} holds a different sweep (config hash {str(old_hash)[:12]} "
+        raise ConfigError(f"store: {shown} holds a different sweep (config hash {str(old_hash)[:12]} "
                           f"!= {plan.config_hash[:12]}); pass overwrite=true to replace it "
                           "or choose another store=")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"store: {path} is not writable")
+    loc.check_writable()
     return StoreState(exists=True, done=done)
 
 
-def _existing_parent(path: Path) -> Path:
-    p = path.absolute().parent
-    while not p.exists():
-        p = p.parent
-    return p
-
-
-def create(path: str | Path, template: xr.Dataset, replace: bool) -> None:
-    """Write the template's metadata and coordinates (no cell data) to ``path``."""
-    path = Path(path)
-    if replace and path.exists():
-        if path.is_dir():  # everything but the lock this run holds
-            for p in path.iterdir():
-                if p.name != lock.LOCK_NAME:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        else:
-            path.unlink()
+def create(path: str | Path | Location, template: xr.Dataset, replace: bool) -> None:
+    """Write the template's metadata and coordinates (no cell data) to the store."""
+    loc = location.parse(path)
+    if replace and loc.exists():  # everything but the lock this run holds
+        loc.clear(keep=lambda name: name == lock.LOCK_NAME)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if loc.local:
+            Path(loc.root).parent.mkdir(parents=True, exist_ok=True)
         with quiet_zarr():
-            # A directory holding only this run's lock is empty to us: zarr's "w-" would refuse it.
-            mode = "a" if path.is_dir() and not lock.others_in(path) else "w-"
-            integrity.with_checksums(template).to_zarr(str(path), mode=mode, compute=False,
+            # A store holding only this run's lock is empty to us: zarr's "w-" would refuse it.
+            mode = "a" if loc.is_dir("") and not lock.others_in(loc) else "w-"
+            integrity.with_checksums(template).to_zarr(loc.zarr_store, mode=mode, compute=False,
                                                        zarr_format=ZARR_FORMAT, consolidated=False)
-    except OSError as exc:
-        raise ConfigError(f"store: cannot create {path}: {exc.strerror or exc}") from None
+    except location.io_errors() as exc:
+        raise ConfigError(f"store: cannot create {loc.show()}: {location.reason(exc)}") from None
 
 
 # --------------------------------------------------------------------------- writing cells
@@ -289,11 +272,12 @@ class CellWriter:
     became durable in that call, for the caller's progress.
     """
 
-    def __init__(self, path: str | Path, template: xr.Dataset, sweep_dims: Sequence[str],
+    def __init__(self, path: str | Path | Location, template: xr.Dataset, sweep_dims: Sequence[str],
                  buffer: bool = True, flush_seconds: float = FLUSH_SECONDS):
-        self.path = str(path)
+        self.loc = location.parse(path)
+        self.path = self.loc.show()
         with quiet_zarr():
-            self.group = zarr.open_group(self.path, mode="r+")
+            self.group = zarr.open_group(self.loc.zarr_store, mode="r+")
         self.k = len(sweep_dims)
         self.layout = {name: (tuple(var.dims[self.k:]), var.dtype)
                        for name, var in template.data_vars.items()}
@@ -431,17 +415,12 @@ class CellWriter:
         whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
         the whole shard: the cells read back, the damaged ones already marked not done)."""
         arr = self.arrays[name]
-        shard_file = Path(self.path, name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k))
-        raw = integrity.encode_shard(arr, block, self.k) if Path(self.path, name).is_dir() else None
+        shard_key = "/".join((name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k)))
+        # Local: the array is a directory of chunk files; an object store has no directories.
+        raw = integrity.encode_shard(arr, block, self.k) if (
+            not self.loc.local or self.loc.is_dir(name)) else None
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
-            shard_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = shard_file.with_name(f".{shard_file.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_bytes(raw)
-                os.replace(tmp, shard_file)
-            except OSError:
-                tmp.unlink(missing_ok=True)
-                raise
+            self.loc.write(shard_key, raw)
             return
         try:
             arr[region] = block
@@ -449,9 +428,9 @@ class CellWriter:
             if not arr.shards:
                 raise
             per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True))
-            if not shard_file.is_file() or integrity.shard_cells(shard_file.read_bytes(), per_shard):
+            if not self.loc.is_file(shard_key) or integrity.shard_cells(self.loc.read(shard_key), per_shard):
                 raise
-            shard_file.unlink()
+            self.loc.remove(shard_key)
             arr[region] = block
 
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
@@ -459,7 +438,7 @@ class CellWriter:
         self.flush()
         with quiet_zarr(), faults.store_writes(self.path, "the run record"):
             self.group.attrs.update(dict(extra_attrs))
-            zarr.consolidate_metadata(self.path)
+            zarr.consolidate_metadata(self.loc.zarr_store)
 
 
 def _read_block(arr: zarr.Array, region: tuple[slice, ...], lost: set[tuple[int, ...]]) -> np.ndarray:
@@ -487,10 +466,11 @@ def _size(region: tuple[slice, ...]) -> int:
     return int(np.prod([r.stop - r.start for r in region], dtype=np.int64))
 
 
-def read_status(path: str | Path) -> xr.Dataset:
+def read_status(path: str | Path | Location) -> xr.Dataset:
     """The store opened lazily with xarray (consolidated metadata if present)."""
+    loc = location.parse(path)
     with quiet_zarr():
         try:
-            return xr.open_zarr(str(path), consolidated=True)
+            return xr.open_zarr(loc.zarr_store, consolidated=True)
         except (KeyError, ValueError, FileNotFoundError):
-            return xr.open_zarr(str(path), consolidated=False)
+            return xr.open_zarr(loc.zarr_store, consolidated=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -20,26 +21,32 @@ from sgdsweep.schema import DONE
 SWEEP_VARIABLES = ("density", DONE)
 
 
-def open_sweep(path: str | Path) -> xr.Dataset:
+def open_sweep(path: str | Path | Any, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a sweep store lazily (Dask-backed), as plain ``xarray.open_zarr`` would.
 
+    ``path`` is a local path, an fsspec URL (``s3://bucket/sweep.zarr``, with its
+    ``storage_options``: endpoint, credentials) or a zarr store object.
     Uses the consolidated metadata when the sweep wrote it (a finished run) and
     reads the arrays' own metadata otherwise (a sweep still running or interrupted).
-    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` when the
+    Raises ``FileNotFoundError`` for a missing local path and ``ValueError`` when the
     path is not a sweep store.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such store")
+    local = isinstance(path, Path) or (isinstance(path, str) and "://" not in path)
+    if local:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such store")
+    target = str(path) if local else path
+    opts = {} if local or not storage_options else {"storage_options": storage_options}
     with warnings.catch_warnings():
         # Fixed-width strings (the ``error`` variable) are a zarr-3 extension dtype.
         warnings.filterwarnings("ignore", message=".*(consolidated|UnstableSpecification|not part of).*")
         warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
         try:
             try:
-                ds = xr.open_zarr(str(path), consolidated=True)
+                ds = xr.open_zarr(target, consolidated=True, **opts)
             except (KeyError, ValueError, FileNotFoundError):
-                ds = xr.open_zarr(str(path), consolidated=False)
+                ds = xr.open_zarr(target, consolidated=False, **opts)
         except Exception as exc:
             raise ValueError(f"{path}: not a Zarr store ({type(exc).__name__}: {exc})") from None
     missing = [v for v in SWEEP_VARIABLES if v not in ds.variables]
