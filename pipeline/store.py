@@ -211,7 +211,8 @@ def inspect(path: str | Path | Location, plan: SweepPlan, overwrite: bool) -> St
     place is refused unless ``overwrite``.
     """
     loc = location.parse(path)
-    if not loc.exists():
+    # Only a lock there: a sweep is starting (its lock refuses us next) or died before the template.
+    if not loc.exists() or (loc.is_dir("") and not lock.others_in(loc)):
         loc.check_creatable()
         return StoreState(exists=False)
     if overwrite:
