@@ -110,7 +110,7 @@ def sweep_schema() -> type:
             "help": "cells per Zarr shard of a new store (a file per shard and variable; 1: per cell)"})),
         ("store_writer", str, field(default="client", metadata={
             "help": "who writes cells: client (this process) or workers (each task writes its own "
-                    "shard; the store must be on a file system the workers share)"})),
+                    "shard; the store must be on a file system or object store the workers reach)"})),
     ])
 
 

@@ -17,6 +17,10 @@ at once: data first and ``done`` last, when every expected cell of the shard has
 arrived or every :data:`FLUSH_SECONDS`. A cell is ``done`` only once written; a
 buffered cell lost with the process is simply recomputed on resume. Metadata is
 consolidated once at the end of a run.
+
+The store lives in a local directory or at an fsspec URL (``s3://bucket/sweep.zarr``):
+every function here takes a path or a :class:`~pipeline.location.Location`, and reaches
+the store only through it (files for a path, objects for a URL).
 """
 
 from __future__ import annotations
