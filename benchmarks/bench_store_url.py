@@ -6,12 +6,13 @@ Baseline, measured in the same run: the local directory on this machine's disk.
 
 1. Write cost per cell, in process (the pipeline's ``CellWriter``, the same 200 real
    tiny cells, no cluster): a shard at a time (the sweep's default: every cell of a
-   shard buffered, then one PUT per variable), and a cell at a time (``buffer=False``:
-   each cell is a read–modify–write of its shard — the worst case), plus the
-   per-cell layout (``shard_cells=1``: one object per cell and variable).
+   shard buffered, then one PUT per variable), and the per-cell layout
+   (``shard_cells=1``: one object per cell and variable).
 2. End to end: ``python -m pipeline sweep`` of the same 200 cells on a LocalCluster
    of 2 workers, client writes and worker writes, local vs S3: cells/s over the
-   cluster phase and the client's store write per cell.
+   cluster phase, the client's store write per cell, and the CPU seconds the moto
+   server itself spent (it shares this machine's cores with the sweep; a real S3
+   does not).
 
 Usage: python benchmarks/bench_store_url.py [--cells 200] [--workers 2] [--repeat 3]
 """
@@ -64,6 +65,12 @@ def start_server() -> tuple[subprocess.Popen, dict[str, str]]:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("moto server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def grid(cells: int) -> list[str]:
@@ -148,21 +155,22 @@ def main() -> int:
             cwd = Path(tmp)
             print(f"\nend to end: {args.cells} tiny cells, {args.workers} workers (cells/s over the cluster "
                   "phase; client store write per cell)")
-            print(f"{'writer':8} {'store':6} {'cells/s':>8} {'cluster s':>9} {'write ms/cell':>13}")
+            print(f"{'writer':8} {'store':6} {'cells/s':>8} {'cluster s':>9} {'write ms/cell':>13} "
+                  f"{'server CPU s':>12}")
             source = None
             for writer in ("client", "workers"):
                 for where in ("local", "s3"):
                     store = str(cwd / f"{writer}.zarr") if where == "local" else f"s3://{BUCKET}/{writer}.zarr"
+                    c0 = cpu_seconds(server.pid)
                     r = sweep(store, args.cells, args.workers, [f"store_writer={writer}"], env, cwd)
-                    print(f"{writer:8} {where:6} {r['rate']:8.1f} {r['cluster']:9.1f} {r['write_ms']:13.1f}",
-                          flush=True)
+                    print(f"{writer:8} {where:6} {r['rate']:8.1f} {r['cluster']:9.1f} {r['write_ms']:13.1f} "
+                          f"{cpu_seconds(server.pid) - c0:12.1f}", flush=True)
                     if where == "local" and writer == "client":
                         source = Path(store)
             print(f"\nin process: the {args.cells} cells written by CellWriter (best of {args.repeat}; "
                   "ms per cell, files/objects of the store)")
             print(f"{'layout':34} {'local ms':>9} {'S3 ms':>8} {'S3/local':>9} {'files':>6}")
             for label, shard_cells, buffered in (("shards, a shard at a time (sweep)", 1024, True),
-                                                 ("shards, a cell at a time (RMW)", 1024, False),
                                                  ("a file per cell and variable", 1, True)):
                 best = {}
                 for where in ("local", "s3"):
