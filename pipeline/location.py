@@ -23,7 +23,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -251,6 +251,19 @@ class Location:
         except OSError:
             aside.unlink(missing_ok=True)
             raise
+
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`write` of each (key, data). Local: one after the other, each item produced
+        only when the previous is written (memory of one item). Object store: every item
+        produced first, then PUT concurrently (each PUT is still atomic; the order among
+        them is not kept — callers write what must come after in a later call)."""
+        if self.local:
+            for key, data in items:
+                self.write(key, data)
+            return
+        batch = {f"{self.root}/{key}": data for key, data in items}
+        if batch:
+            self.fs.pipe(batch)
 
     def create(self, key: str, data: bytes) -> bool:
         """Create ``key`` holding ``data`` if it does not exist, atomically; False if it does.

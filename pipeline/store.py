@@ -403,8 +403,7 @@ class CellWriter:
                     error[rel] = "corrupt chunk: rerun the sweep to recompute the cell"
                 self.arrays[ERROR][region] = error
                 self.arrays[DONE][region] = done
-            for name, block in blocks.items():
-                self._put(name, key, region, block)
+            self._put_all(blocks, key, region)
             faults.after_data_written()
             for idx, item in cells.items():
                 error[local[idx]] = "" if idx in ok else item
@@ -415,15 +414,41 @@ class CellWriter:
             self.cache[key] = {**cached, **blocks, ERROR: error, DONE: done}
         return [(idx, idx in ok) for idx in cells]
 
-    def _put(self, name: str, key: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
-        """``arr[region] = block``. Zarr merges a shard write into the shard on disk; a shard
-        whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
-        the whole shard: the cells read back, the damaged ones already marked not done)."""
+    def _put_all(self, blocks: Mapping[str, np.ndarray], key: tuple[int, ...],
+                 region: tuple[slice, ...]) -> None:
+        """:meth:`_put` of every block, the whole shards replaced by :meth:`Location.write_many`
+        (one after the other on a file system; concurrent PUTs on an object store, where
+        each request waits ~10–50 ms on the network)."""
+        later = []
+
+        def shards() -> Iterator[tuple[str, bytes]]:
+            for name, block in blocks.items():
+                shard_key, raw = self._encoded(name, key, block)
+                if raw is None:
+                    later.append(name)
+                else:
+                    yield shard_key, raw
+
+        self.loc.write_many(shards())
+        for name in later:
+            self._put(name, key, region, blocks[name])
+
+    def _encoded(self, name: str, key: tuple[int, ...], block: np.ndarray) -> tuple[str, bytes | None]:
+        """The store key of the shard ``key`` of array ``name`` and its bytes holding ``block``
+        (None when the array's layout is not one :func:`integrity.encode_shard` writes)."""
         arr = self.arrays[name]
         shard_key = "/".join((name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k)))
         # Local: the array is a directory of chunk files; an object store has no directories.
         raw = integrity.encode_shard(arr, block, self.k) if (
             not self.loc.local or self.loc.is_dir(name)) else None
+        return shard_key, raw
+
+    def _put(self, name: str, key: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
+        """``arr[region] = block``. Zarr merges a shard write into the shard on disk; a shard
+        whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
+        the whole shard: the cells read back, the damaged ones already marked not done)."""
+        arr = self.arrays[name]
+        shard_key, raw = self._encoded(name, key, block)
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
             self.loc.write(shard_key, raw)
             return
