@@ -234,3 +234,24 @@ def test_url_parsing(tmp_path):
                                        "client_kwargs": {"endpoint_url": "u", "aws_secret_access_key": "***"}}
     assert np.array_equal(location.redact_args(["+store_options.secret=x", "store=s3://b/k"]),
                           ["+store_options.secret=***", "store=s3://b/k"])
+
+
+def test_location_clear_and_conditional_remove_on_s3(s3):
+    """What ``overwrite=true`` and breaking a stale lock do on a bucket: everything but the
+    lock is removed; a lock object is removed only while it holds what was judged."""
+    env, _ = s3
+    from pipeline import location
+
+    opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
+    loc = location.parse(f"s3://{BUCKET}/ops.zarr", opts)
+    assert not loc.exists()
+    assert loc.create(LOCK_NAME, b'{"token": "a"}') and not loc.create(LOCK_NAME, b"b")
+    loc.write_many([("zarr.json", b"{}"), ("mean/c/0/0", b"1"), ("done/c/0", b"2")])
+    assert sorted(loc.entries()) == [LOCK_NAME, "done", "mean", "zarr.json"]
+    loc.clear(keep=lambda name: name == LOCK_NAME)
+    assert loc.entries() == [LOCK_NAME]
+    loc.write(LOCK_NAME, b'{"token": "fresh"}')  # replaced after it was judged stale
+    assert not loc.remove_if(LOCK_NAME, lambda data: json.loads(data)["token"] == "a")
+    assert loc.read(LOCK_NAME) == b'{"token": "fresh"}'
+    assert loc.remove_if(LOCK_NAME, lambda data: json.loads(data)["token"] == "fresh")
+    assert not loc.exists()
