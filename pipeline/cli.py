@@ -20,8 +20,8 @@ from sgdsweep.errors import ConfigError
 
 USAGE = """\
 usage: python -m pipeline sweep [-cd DIR] [-cn NAME] [OVERRIDE ...] [--cfg job]
-       python -m pipeline status STORE [--verify]
-       python -m pipeline report STORE [...]
+       python -m pipeline status STORE [--verify] [--store-options JSON]
+       python -m pipeline report STORE [--out DIR] [--store-options JSON]
        python -m pipeline submit [-cd DIR] [-cn NAME] [OVERRIDE ...] [--dry-run]
 
 sweep   run the grid of cells described by conf/config.yaml plus Hydra overrides
@@ -31,6 +31,8 @@ sweep   run the grid of cells described by conf/config.yaml plus Hydra overrides
 status  cells done/total, failures with messages, and the config of a store;
         --verify reads every chunk and lists the cells whose data is corrupt
 report  figures and tables from a store
+STORE   a path, or a URL such as s3://bucket/sweep.zarr (credentials and endpoint: the
+        AWS environment, or --store-options / store_options with fsspec storage options)
 submit  run the sweep as a batch job on a cluster (SLURM)
 
 your own configs (as in any Hydra application):

@@ -34,6 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from pipeline.limits import check_cell_count
+from pipeline.location import redact
 from sgdsweep import cellconfig
 from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell
 from sgdsweep.errors import ConfigError
@@ -57,7 +58,8 @@ CONF_DIR = _conf_dir()
 #: hash, so moving a store or changing the cluster still resumes.
 #: Target duration of an automatically batched task (seconds of cell compute).
 TASK_SECONDS = 0.5
-RUNTIME_KEYS = ("store", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells", "store_writer")
+RUNTIME_KEYS = ("store", "store_options", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells",
+                "store_writer")
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
 UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
@@ -88,7 +90,11 @@ def sweep_schema() -> type:
         ("landscape", Any, field(default=MISSING)),
         ("cluster", Any, field(default=MISSING)),
         ("store", str, field(default="results/${landscape.name}.zarr",
-                             metadata={"help": "Zarr store of the sweep (relative to the working dir)"})),
+                             metadata={"help": "Zarr store of the sweep: a path (relative to the working "
+                                               "dir) or an fsspec URL such as s3://bucket/sweep.zarr"})),
+        ("store_options", dict[str, Any], field(default_factory=dict, metadata={
+            "help": "fsspec storage options of a URL store (e.g. endpoint_url, profile); credentials "
+                    "are best left to the AWS environment (secret-looking values are not recorded)"})),
         ("overwrite", bool, field(default=False,
                                   metadata={"help": "replace an existing store of a different sweep"})),
         ("grid", dict[str, Any], field(default_factory=dict,
@@ -104,7 +110,7 @@ def sweep_schema() -> type:
             "help": "cells per Zarr shard of a new store (a file per shard and variable; 1: per cell)"})),
         ("store_writer", str, field(default="client", metadata={
             "help": "who writes cells: client (this process) or workers (each task writes its own "
-                    "shard; the store must be on a file system the workers share)"})),
+                    "shard; the store must be on a file system or object store the workers reach)"})),
     ])
 
 
@@ -489,6 +495,10 @@ def expand(cfg: DictConfig, reserved: set[str] = frozenset()) -> SweepPlan:
             raise ConfigError(f"{msg} (in the cell {where})" if len(axes) and msg else msg) from None
         cells.append(cell)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    if cfg.get("store_options"):  # the store records its config: no secrets in it
+        shown = OmegaConf.to_container(cfg, resolve=True)
+        shown["store_options"] = redact(shown["store_options"])
+        resolved = OmegaConf.to_yaml(OmegaConf.create(shown))
     return SweepPlan(axes=axes, cells=cells, config_hash=config_hash(axes, cells), resolved_yaml=resolved,
                      parsed=parsed)
 

@@ -27,10 +27,12 @@ class StoreWriteError(Exception):
 @contextlib.contextmanager
 def store_writes(path: str, what: str) -> Iterator[None]:
     """Turn an OSError raised while writing ``what`` into a :class:`StoreWriteError`."""
+    from pipeline.location import io_errors, reason
+
     try:
         yield
-    except OSError as exc:
-        raise StoreWriteError(f"store: cannot write {what} to {path}: {exc.strerror or exc}; "
+    except io_errors() as exc:  # OSError; on an object store also its client's connection errors
+        raise StoreWriteError(f"store: cannot write {what} to {path}: {reason(exc)}; "
                               "the cells written so far are kept, rerun the same command "
                               "once the problem is fixed") from None
 

@@ -22,7 +22,6 @@ falling back to one cell at a time only inside a slab that fails.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -36,8 +35,17 @@ import zarr
 from google_crc32c import value
 from zarr.codecs import Crc32cCodec, ShardingCodec, ZstdCodec
 
+from pipeline import location
+from pipeline.location import Location
 from sgdsweep.schema import DONE, ERROR
 from sgdsweep.shards import EMPTY, crc_ok, read_shards, shard_index, sharding
+
+#: A store's place: a local path (str or Path) or a :class:`~pipeline.location.Location`.
+StorePlace = str | Path | Location
+
+
+def _group(path: StorePlace) -> zarr.Group:
+    return zarr.open_group(location.parse(path).zarr_store, mode="r")
 
 #: The bytes → bytes codecs of every array of a new store: the compressor zarr
 #: uses by default, then the checksum of the compressed bytes.
@@ -115,10 +123,10 @@ def read_cells(array: zarr.Array, k: int, fill: Any = None,
     return out
 
 
-def bookkeeping(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def bookkeeping(path: StorePlace) -> tuple[np.ndarray, np.ndarray]:
     """``done`` and ``error`` of a store; a cell whose flag chunk does not decode is
     not done, with an error saying so."""
-    group = zarr.open_group(str(path), mode="r")
+    group = _group(path)
     k = len(group[DONE].shape)
     bad: set[tuple[int, ...]] = set()
     done = np.asarray(read_cells(group[DONE], k, False, bad), dtype=bool)
@@ -143,17 +151,17 @@ class Damage:
         return not self.cells and not self.arrays
 
 
-def _crc_checkable(array: zarr.Array, where: Path) -> bool:
-    """Whether the chunk files of ``array`` sit under ``where/c/`` ending in a crc32c."""
+def _crc_checkable(array: zarr.Array, loc: Location, name: str) -> bool:
+    """Whether the chunk files of ``array`` sit under ``name/c/`` of the store, ending in a crc32c."""
     enc = array.metadata.chunk_key_encoding
     last = array.metadata.codecs[-1]
     return ((isinstance(last, Crc32cCodec) or sharding(array) is not None) and enc.name == "default"
-            and getattr(enc, "separator", "/") == "/" and where.is_dir())
+            and getattr(enc, "separator", "/") == "/" and loc.is_dir(name))
 
 
-def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[tuple[int, ...]]:
-    """Cells (first ``k`` chunk coordinates) of the chunk files under ``where/c`` whose
-    last four bytes are not the CRC-32C (little-endian) of the rest.
+def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = None) -> set[tuple[int, ...]]:
+    """Cells (first ``k`` chunk coordinates) of the chunk files under ``name/c`` of the
+    store whose last four bytes are not the CRC-32C (little-endian) of the rest.
 
     The same test zarr's ``crc32c`` codec makes on read, without decompressing:
     a chunk whose checksum holds has the bytes zarr wrote. For a sharded ``array``
@@ -166,59 +174,58 @@ def bad_checksums(where: Path, k: int, array: zarr.Array | None = None) -> set[t
         per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
         shape = tuple(array.shape)
     bad: set[tuple[int, ...]] = set()
-    top = where / "c"
-    for root, _, files in os.walk(top):
-        rel = Path(root).relative_to(top).parts
-        for f in files:
-            if not f.isdigit() or not all(p.isdigit() for p in rel):
-                continue  # not a chunk: a file written aside (ours, or zarr's "*.partial")
-            data = Path(root, f).read_bytes()
-            key = tuple(int(i) for i in (*rel, f))
-            if sc is None:
-                if not crc_ok(data):
-                    bad.add(key[:k])
+    for parts, chunk_key in loc.files(f"{name}/c"):
+        if not all(p.isdigit() for p in parts):
+            continue  # not a chunk: a file written aside (ours, or zarr's "*.partial")
+        data = loc.read(chunk_key)
+        key = tuple(int(i) for i in parts)
+        if sc is None:
+            if not crc_ok(data):
+                bad.add(key[:k])
+            continue
+        lo = np.array([c * s // i for c, s, i in zip(key, shard, inner, strict=True)])  # first chunk
+        cells = lo + np.indices(per_shard).reshape(len(per_shard), -1).T
+        # Only chunks inside the array (an edge shard's index has slots past the edge).
+        inside = np.flatnonzero(np.all(cells * np.array(inner) < np.array(shape), axis=1))
+        index = shard_index(data, per_shard)
+        if index is None:
+            bad.update(tuple(int(c) for c in cells[j, :k]) for j in inside)
+            continue
+        end = len(data) - 16 * int(np.prod(per_shard, dtype=np.int64)) - 4  # where the index starts
+        offs, sizes = index[0].ravel().tolist(), index[1].ravel().tolist()
+        for j in inside.tolist():  # ~1 µs a cell: 10⁵ cells x 34 arrays in seconds
+            off, nbytes = offs[j], sizes[j]
+            if off == EMPTY and nbytes == EMPTY:
                 continue
-            lo = np.array([c * s // i for c, s, i in zip(key, shard, inner, strict=True)])  # first chunk
-            cells = lo + np.indices(per_shard).reshape(len(per_shard), -1).T
-            # Only chunks inside the array (an edge shard's index has slots past the edge).
-            inside = np.flatnonzero(np.all(cells * np.array(inner) < np.array(shape), axis=1))
-            index = shard_index(data, per_shard)
-            if index is None:
-                bad.update(tuple(int(c) for c in cells[j, :k]) for j in inside)
-                continue
-            end = len(data) - 16 * int(np.prod(per_shard, dtype=np.int64)) - 4  # where the index starts
-            offs, sizes = index[0].ravel().tolist(), index[1].ravel().tolist()
-            for j in inside.tolist():  # ~1 µs a cell: 10⁵ cells x 34 arrays in seconds
-                off, nbytes = offs[j], sizes[j]
-                if off == EMPTY and nbytes == EMPTY:
-                    continue
-                if (off + nbytes > end or nbytes < 4 or value(data[off:off + nbytes - 4])
-                        != int.from_bytes(data[off + nbytes - 4:off + nbytes], "little")):
-                    bad.add(tuple(int(c) for c in cells[j, :k]))
+            if (off + nbytes > end or nbytes < 4 or value(data[off:off + nbytes - 4])
+                    != int.from_bytes(data[off + nbytes - 4:off + nbytes], "little")):
+                bad.add(tuple(int(c) for c in cells[j, :k]))
     return bad
 
 
-def chunk_span(path: str | Path, name: str, idx: tuple[int, ...]) -> tuple[Path, int, int]:
+def chunk_span(path: StorePlace, name: str, idx: tuple[int, ...]) -> tuple[Path | str, int, int]:
     """Where the chunk of array ``name`` holding the cell ``idx`` lies: (file, byte offset,
-    length) — the whole chunk file, or the inner chunk's range inside its shard."""
-    array = zarr.open_group(str(path), mode="r")[name]
+    length) — the whole chunk file, or the inner chunk's range inside its shard. The file
+    is a Path in a local store, the object's path (``bucket/…``) in an object store."""
+    loc = location.parse(path)
+    array = _group(loc)[name]
     n = len(array.shape)
     full = (*idx, *(0,) * (n - len(idx)))
     if sharding(array) is None:
-        f = Path(path, name, "c", *(str(i) for i in full))
-        return f, 0, f.stat().st_size
+        key = "/".join((name, "c", *(str(i) for i in full)))
+        return loc.path_of(key), 0, len(loc.read(key))
     shard, inner = tuple(array.shards), tuple(array.chunks)
     per_shard = tuple(s // c for s, c in zip(shard, inner, strict=True))
     chunk = tuple(i // c for i, c in zip(full, inner, strict=True))
-    f = Path(path, name, "c", *(str(c // p) for c, p in zip(chunk, per_shard, strict=True)))
-    index = shard_index(f.read_bytes(), per_shard)
+    key = "/".join((name, "c", *(str(c // p) for c, p in zip(chunk, per_shard, strict=True))))
+    index = shard_index(loc.read(key), per_shard)
     if index is None:
-        raise ValueError(f"{f}: the shard index does not hold")
+        raise ValueError(f"{loc.show(key)}: the shard index does not hold")
     local = tuple(c % p for c, p in zip(chunk, per_shard, strict=True))
-    return f, int(index[0][local]), int(index[1][local])
+    return loc.path_of(key), int(index[0][local]), int(index[1][local])
 
 
-def verify(path: str | Path, only: Iterable[str] | None = None) -> Damage:
+def verify(path: StorePlace, only: Iterable[str] | None = None) -> Damage:
     """Check every chunk of the store at ``path`` (or of the arrays named in ``only``).
 
     A checksummed array's chunk files are read and their CRC-32C checked directly
@@ -226,7 +233,8 @@ def verify(path: str | Path, only: Iterable[str] | None = None) -> Damage:
     store) is decoded chunk by chunk, which finds a chunk whose zstd frame is broken.
     """
     t0 = time.perf_counter()
-    group = zarr.open_group(str(path), mode="r")
+    loc = location.parse(path)
+    group = _group(loc)
     dims = _sweep_dims(group)
     damage = Damage()
     with warnings.catch_warnings():  # the store's lock file is not a zarr node: listing says so
@@ -236,8 +244,8 @@ def verify(path: str | Path, only: Iterable[str] | None = None) -> Damage:
         array = group[name]
         damage.checked += 1
         damage.checksummed &= has_checksums(array)
-        if _cell_array(array, dims) and _crc_checkable(array, Path(path) / name):
-            for idx in bad_checksums(Path(path) / name, len(dims), array):
+        if _cell_array(array, dims) and _crc_checkable(array, loc, name):
+            for idx in bad_checksums(loc, name, len(dims), array):
                 damage.cells.setdefault(idx, []).append(name)
         elif _cell_array(array, dims):
             bad: set[tuple[int, ...]] = set()
@@ -282,7 +290,7 @@ def describe(damage: Damage, group_or_ds: Any, limit: int = 20) -> list[str]:
 # --------------------------------------------------------------------------- hooks
 
 
-def recheck_done(path: str | Path, done: np.ndarray, say: Any) -> np.ndarray:
+def recheck_done(path: StorePlace, done: np.ndarray, say: Any) -> np.ndarray:
     """The done flags with every done cell whose chunks do not decode set back to not done.
 
     Called when a sweep resumes: a corrupt cell is recomputed (its chunks are all
@@ -295,14 +303,15 @@ def recheck_done(path: str | Path, done: np.ndarray, say: Any) -> np.ndarray:
         return done
     damage = verify(path)
     if damage.arrays:
-        raise ConfigError(f"store: {path}: array {damage.arrays[0]!r} is corrupt (not a cell's data); "
+        raise ConfigError(f"store: {location.parse(path).show()}: array {damage.arrays[0]!r} is corrupt "
+                          "(not a cell's data); "
                           "pass overwrite=true to recompute the whole store")
     done = done.copy()
     bad = [idx for idx in damage.cells if done[idx]]
     for idx in bad:
         done[idx] = False
     if bad:
-        group = zarr.open_group(str(path), mode="r")
+        group = _group(path)
         say(f"verify: {len(bad)} done cell(s) with corrupt chunks will be recomputed "
             f"({damage.seconds:.1f} s to check)")
         for line in describe(type(damage)(cells={i: damage.cells[i] for i in bad}), group, limit=10):
@@ -310,13 +319,13 @@ def recheck_done(path: str | Path, done: np.ndarray, say: Any) -> np.ndarray:
     return done
 
 
-def mask_corrupt(path: str | Path, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+def mask_corrupt(path: StorePlace, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
     """``ds`` with the damaged cells shown as failed (their data NaN/fill) and one
     line per damaged cell; ``ds`` itself when the store is clean."""
     damage = verify(path)
     if damage.clean:
         return ds, []
-    group = zarr.open_group(str(path), mode="r")
+    group = _group(path)
     k = len(_sweep_dims(group))
     ds = ds.copy()
     for name in sorted({n for names in damage.cells.values() for n in names}):
@@ -333,10 +342,10 @@ def mask_corrupt(path: str | Path, ds: xr.Dataset) -> tuple[xr.Dataset, list[str
     return ds, describe(damage, group)
 
 
-def status_lines(path: str | Path, limit: int = 20) -> tuple[list[str], Damage]:
+def status_lines(path: StorePlace, limit: int = 20) -> tuple[list[str], Damage]:
     """The ``status --verify`` lines: what was read, in how long, and each corrupt cell."""
     damage = verify(path)
-    group = zarr.open_group(str(path), mode="r")
+    group = _group(path)
     n = int(np.prod(group[DONE].shape)) if DONE in group else 0
     kind = "crc32c checksums" if damage.checksummed else "no checksums (an older store: zstd frames only)"
     lines = [f"verify  : {damage.checked} arrays, {n} cells read in {damage.seconds:.2f} s ({kind}); "

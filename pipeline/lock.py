@@ -1,21 +1,25 @@
 """One sweep process per store: a lock file in the store, held for the whole run.
 
-``STORE/.sweep.lock`` is created with ``O_CREAT | O_EXCL`` — atomic on local
-file systems, on NFS v3 and later (the server does the exclusive create) and on
-Lustre and GPFS — and holds JSON: host, pid, start time, command line, a random
-token, and a heartbeat (Unix time) that a daemon thread refreshes every
-:data:`HEARTBEAT_S` seconds. No ``flock``/``fcntl`` locks are used (NFS lacks or
-emulates them). A second sweep finding the file refuses with one line naming
-the holder. The lock is stale, and is broken with a message, when
+``STORE/.sweep.lock`` is created exclusively — on a local path with ``O_CREAT |
+O_EXCL``, atomic on local file systems, on NFS v3 and later (the server does the
+exclusive create) and on Lustre and GPFS; on an object store (``s3://…``) with a
+conditional PUT (``If-None-Match: *``), which AWS S3, MinIO and moto honour (a
+server that ignored it would let two sweeps both take the lock) — and holds JSON:
+host, pid, start time, command line, a random token, and a heartbeat (Unix time)
+that a daemon thread refreshes every :data:`HEARTBEAT_S` seconds. No
+``flock``/``fcntl`` locks are used (NFS lacks or emulates them). A second sweep
+finding the file refuses with one line naming the holder. The lock is stale, and
+is broken with a message, when
 
 * its host is this host and its pid no longer runs, or
 * its heartbeat is older than :data:`STALE_AFTER_S` seconds (a dead node, or a
   process hung for that long). This compares the holder's clock with ours:
   hosts sharing a store need clocks agreeing to well under that (NTP).
 
-Breaking renames the file to a name of our own first (``rename`` is atomic on
-all of these file systems) and checks it renamed the stale lock it judged, so
-two processes breaking the same stale lock cannot both go on.
+Breaking removes exactly the stale lock judged (:meth:`Location.remove_if`: a
+rename to a name of our own on a file system, a delete conditional on the
+object's ETag on S3), so two processes breaking the same stale lock cannot both
+go on.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline import location
+from pipeline.location import Location
 from sgdsweep.errors import ConfigError
 
 LOCK_NAME = ".sweep.lock"
@@ -45,8 +51,10 @@ STALE_AFTER_S = 600.0
 _HELD: list[Lock] = []
 
 
-def lock_path(store: str | Path) -> Path:
-    return Path(store) / LOCK_NAME
+def lock_path(store: str | Path | Location) -> Path | str:
+    """The lock file, as the user names it (a path, or a URL)."""
+    loc = location.parse(store)
+    return Path(loc.root, LOCK_NAME) if loc.local else loc.show(LOCK_NAME)
 
 
 def _alive(pid: int) -> bool:
@@ -59,10 +67,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read(store: str | Path) -> dict[str, Any] | None:
+def read(store: str | Path | Location) -> dict[str, Any] | None:
     """The holder recorded in the store's lock file, or None when there is none."""
+    loc = location.parse(store)
     try:
-        text = lock_path(store).read_text()
+        text = loc.read(LOCK_NAME).decode(errors="replace")
     except FileNotFoundError:
         return None
     try:
@@ -71,8 +80,7 @@ def read(store: str | Path) -> dict[str, Any] | None:
         info = None
     if not isinstance(info, dict):  # being written this instant, or garbage: judge by its mtime
         with contextlib.suppress(FileNotFoundError):
-            return {"host": "?", "pid": -1, "started": "?", "heartbeat": lock_path(store).stat().st_mtime,
-                    "raw": text}
+            return {"host": "?", "pid": -1, "started": "?", "heartbeat": loc.mtime(LOCK_NAME), "raw": text}
         return None
     return info
 
@@ -97,7 +105,7 @@ def stale_reason(info: dict[str, Any], now: float | None = None) -> str | None:
 class Lock:
     """A held lock; :meth:`release` (or process exit) removes it."""
 
-    def __init__(self, store: Path, info: dict[str, Any], created_dir: bool):
+    def __init__(self, store: Location, info: dict[str, Any], created_dir: bool):
         self.store, self.info, self.created_dir = store, info, created_dir
         self.path = lock_path(store)
         self.lost = False
@@ -114,110 +122,83 @@ class Lock:
             if not self.ours():
                 if not self.lost:
                     self.lost = True
-                    sys.stderr.write(f"warning: lost the lock of {self.store} (removed or broken by "
+                    sys.stderr.write(f"warning: lost the lock of {self.store.show()} (removed or broken by "
                                      "another process); another sweep may now write to it\n")
                 continue
             self.info["heartbeat"] = time.time()
-            tmp = self.path.with_name(f"{LOCK_NAME}.{self.info['token']}")
-            try:
-                tmp.write_text(json.dumps(self.info))
-                os.replace(tmp, self.path)  # atomic: readers see the old or the new heartbeat
-            except OSError:  # e.g. the disk is full: the next beat tries again
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            try:  # atomic: readers see the old or the new heartbeat
+                self.store.write(LOCK_NAME, json.dumps(self.info).encode(),
+                                 tmp=f"{LOCK_NAME}.{self.info['token']}")
+            except location.io_errors():  # e.g. the disk is full: the next beat tries again
+                pass
 
     def release(self) -> None:
         self._stop.set()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(*location.io_errors()):
             if self.ours():
-                self.path.unlink()
+                self.store.remove(LOCK_NAME)
         if self.created_dir:  # nothing was ever written: leave no empty store behind
-            with contextlib.suppress(OSError):
-                self.store.rmdir()
+            self.store.remove_empty_dir()
         if self in _HELD:
             _HELD.remove(self)
 
 
-def _create(path: Path, info: dict[str, Any]) -> bool:
-    """Create ``path`` holding ``info`` if it does not exist (atomically); False if it does."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(info))
-        f.flush()
-        os.fsync(f.fileno())
-    return True
-
-
-def _break(store: Path, judged: dict[str, Any]) -> bool:
+def _break(store: Location, judged: dict[str, Any]) -> bool:
     """Remove the stale lock ``judged``; False if the file changed meanwhile (not broken)."""
-    path = lock_path(store)
-    aside = path.with_name(f"{LOCK_NAME}.broken.{secrets.token_hex(8)}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return True  # someone else broke it: try to create ours
-    try:
-        text = aside.read_text()
-        same = judged.get("raw", None) == text or (
-            "token" in judged and json.loads(text).get("token") == judged["token"])
-    except (OSError, ValueError):
-        same = False
-    if not same:  # we moved a fresh lock of another process: put it back (fails if one exists)
-        with contextlib.suppress(OSError):
-            os.link(aside, path)
-    aside.unlink()
-    return same
+    def same(data: bytes) -> bool:
+        text = data.decode(errors="replace")
+        try:
+            return judged.get("raw", None) == text or (
+                "token" in judged and json.loads(text).get("token") == judged["token"])
+        except ValueError:
+            return False
+
+    return store.remove_if(LOCK_NAME, same)
 
 
-def acquire(store: str | Path, command: str = "", say: Callable[[str], None] | None = None) -> Lock:
+def acquire(store: str | Path | Location, command: str = "",
+            say: Callable[[str], None] | None = None) -> Lock:
     """Take the store's lock or raise ConfigError naming its holder.
 
     Creates the store directory when it does not exist yet (removed again on
     release if nothing else was written). A store that cannot be written to
-    (read-only file system, permissions, immutable) is refused here, before
-    anything is computed.
+    (read-only file system, permissions, immutable; an object store without
+    write access) is refused here, before anything is computed.
     """
-    store = Path(store)
+    loc = location.parse(store)
+    shown = loc.show()
     say = say or (lambda msg: sys.stderr.write(msg + "\n"))
-    created_dir = False
     try:
-        if not store.exists():
-            store.mkdir(parents=True)
-            created_dir = True
-    except FileExistsError:
-        pass
+        created_dir = loc.make_dir()
     except OSError as exc:
-        raise ConfigError(f"store: cannot create {store}: {exc.strerror or exc}") from None
+        raise ConfigError(f"store: cannot create {shown}: {exc.strerror or exc}") from None
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     info = {"host": socket.gethostname(), "pid": os.getpid(), "started": started,
             "heartbeat": time.time(), "command": command, "token": secrets.token_hex(16)}
     for _ in range(5):
         try:
-            if _create(lock_path(store), info):
-                lock = Lock(store, info, created_dir)
+            if loc.create(LOCK_NAME, json.dumps(info).encode()):
+                lock = Lock(loc, info, created_dir)
                 _HELD.append(lock)
                 return lock
-        except OSError as exc:
-            raise ConfigError(f"store: cannot write to {store}: {exc.strerror or exc} "
+        except location.io_errors() as exc:
+            raise ConfigError(f"store: cannot write to {shown}: {location.reason(exc)} "
                               f"(creating its lock file {LOCK_NAME})") from None
-        other = read(store)
+        other = read(loc)
         if other is None:
             continue  # released meanwhile
         reason = stale_reason(other)
         if reason is None:
-            raise ConfigError(f"store: {store} is in use by another sweep ({holder(other)}); wait for it, "
-                              f"or remove {lock_path(store)} if that process is gone")
-        if _break(store, other):
-            say(f"lock: broke the stale lock of {store} ({holder(other)}): {reason}")
-    raise ConfigError(f"store: {store}: could not take its lock (contended); try again")
+            raise ConfigError(f"store: {shown} is in use by another sweep ({holder(other)}); wait for it, "
+                              f"or remove {lock_path(loc)} if that process is gone")
+        if _break(loc, other):
+            say(f"lock: broke the stale lock of {shown} ({holder(other)}): {reason}")
+    raise ConfigError(f"store: {shown}: could not take its lock (contended); try again")
 
 
-def others_in(store: str | Path) -> bool:
-    """Whether the store directory holds anything besides lock files."""
-    return any(not p.name.startswith(LOCK_NAME) for p in Path(store).iterdir())
+def others_in(store: str | Path | Location) -> bool:
+    """Whether the store holds anything besides lock files."""
+    return any(not name.startswith(LOCK_NAME) for name in location.parse(store).entries())
 
 
 def release_all() -> None:

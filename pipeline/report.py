@@ -1,7 +1,8 @@
 """``python -m pipeline report STORE [--out DIR]``: figures and one self-contained HTML page.
 
 Writes every figure of :data:`sgdsweep.plots.FIGURES` as PNG into DIR (default:
-``<store stem>_report`` beside the store) and ``report.html`` with the same
+``<store stem>_report`` beside the store; for a URL store, such as
+``s3://bucket/sweep.zarr``, in the current directory) and ``report.html`` with the same
 figures embedded as base64 PNG, a summary table (cells done/total, failures with
 their messages, distances and basin masses at the last snapshot) and the store's
 provenance. The page has no scripts and no external resources: it opens from
@@ -24,8 +25,10 @@ import numpy as np
 import xarray as xr
 
 import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
+from pipeline import location
 from pipeline.cli import OneLineParser
 from pipeline.integrity import mask_corrupt
+from pipeline.status import add_store_options, store_options
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
 from sgdsweep.plots import FIGURES, FIGURES_2D, most_informative_cell
@@ -78,12 +81,13 @@ def report_main(argv: Sequence[str]) -> int:
     """The ``report`` command; returns the exit status (2 on bad input, with one stderr line)."""
     parser = OneLineParser(prog="python -m pipeline report",
                            description="Figures (PNG) and a self-contained report.html from a sweep store.")
-    parser.add_argument("store", help="the sweep's Zarr store")
+    parser.add_argument("store", help="the sweep's Zarr store: a path, or a URL (s3://bucket/sweep.zarr)")
     parser.add_argument("--out", default=None, help="output directory (default: <store stem>_report "
-                        "beside the store)")
+                        "beside the store; for a URL store, in the current directory)")
+    add_store_options(parser)
     try:
         args = parser.parse_args(list(argv))
-        page = write_report(args.store, args.out)
+        page = write_report(location.parse(args.store, store_options(args.store_options)), args.out)
     except ConfigError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
@@ -96,29 +100,35 @@ def report_main(argv: Sequence[str]) -> int:
 LOAD_BYTES = 64 * 2**20
 
 
-def default_out(store: str | Path) -> Path:
-    store = Path(store)
-    return store.with_name(store.stem + "_report")
+def default_out(store: str | Path | location.Location) -> Path:
+    """``<store stem>_report`` beside a local store; in the current directory for a URL store."""
+    loc = location.parse(store)
+    if loc.local:
+        path = Path(loc.root)
+        return path.with_name(path.stem + "_report")
+    return Path.cwd() / (Path(loc.name).stem + "_report")
 
 
-def write_report(store: str | Path, out: str | Path | None = None) -> Path:
+def write_report(store: str | Path | location.Location, out: str | Path | None = None) -> Path:
     """Render the figures and ``report.html`` for ``store`` into ``out``; returns the page's path.
 
     Raises :class:`ConfigError` for a missing or foreign store or an unwritable ``out``.
     """
-    store = Path(store)
+    loc = location.parse(store)
+    if not loc.local and not loc.exists():
+        raise ConfigError(f"store: {loc.url}: no such store")
     try:
-        ds = open_sweep(store)
+        ds = open_sweep(Path(loc.root) if loc.local else loc.zarr_store)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"store: {exc}") from None
     # Corrupt cells are shown as failed, named on stderr; the rest is reported.
-    ds, corrupt = mask_corrupt(store, ds)
+    ds, corrupt = mask_corrupt(loc, ds)
     for line in corrupt:
         sys.stderr.write(f"warning: corrupt cell {line}; reported as failed, rerun the sweep to "
                          "recompute it\n")
     # The tables and figures read the per-cell summaries many times over: read each once.
     ds = ds.assign({name: var.load() for name, var in ds.data_vars.items() if var.nbytes <= LOAD_BYTES})
-    out = default_out(store) if out is None else Path(out)
+    out = default_out(loc) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -147,7 +157,7 @@ def write_report(store: str | Path, out: str | Path | None = None) -> Path:
         except Exception as exc:  # one figure that cannot be drawn must not sink the report
             figures.append((name, None, f"{type(exc).__name__}: {exc}"))
     page = out / "report.html"
-    page.write_text(render_html(store, ds, figures, chosen_text(ds, where)), encoding="utf-8")
+    page.write_text(render_html(loc, ds, figures, chosen_text(ds, where)), encoding="utf-8")
     return page
 
 
@@ -450,17 +460,19 @@ def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
     return f"<p>The one-cell figures show the first finished cell, {label}.</p>"
 
 
-def render_html(store: Path, ds: xr.Dataset, figures: Sequence[tuple[str, str | None, str]],
-                chosen: str = "") -> str:
+def render_html(store: str | Path | location.Location, ds: xr.Dataset,
+                figures: Sequence[tuple[str, str | None, str]], chosen: str = "") -> str:
     """The report page (no scripts, no external resources)."""
+    loc = location.parse(store)
     n_done, total = ds.sgd.progress()
-    title = f"sgdsweep report — {store.name}"
+    title = f"sgdsweep report — {loc.name}"
+    where = Path(loc.root).resolve() if loc.local else loc.url
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p class="muted">Store <code>{_e(store.resolve())}</code> · {n_done} of {total} cells done'
+        f'<p class="muted">Store <code>{_e(where)}</code> · {n_done} of {total} cells done'
         f" · landscape {_e(ds.attrs.get('landscape', '?'))}</p>",
     ]
     if n_done < total:

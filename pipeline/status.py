@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from pipeline import integrity
+from pipeline import integrity, location
 from pipeline import lock as locks
 from pipeline import store as stores
 from pipeline.cli import OneLineParser
@@ -17,12 +18,15 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.schema import DONE, ERROR
 
 
-def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
-    """The status text, cells done and cells total of the store at ``path``."""
-    if not Path(path).exists():
+def describe(path: str | Path | location.Location, max_failures: int = 20) -> tuple[str, int, int]:
+    """The status text, cells done and cells total of the store at ``path`` (a path, or a
+    :class:`~pipeline.location.Location` for a URL)."""
+    loc = location.parse(path)
+    path = loc.show()
+    if not loc.exists():
         raise ConfigError(f"store: {path} does not exist")
     try:
-        ds = stores.read_status(path)
+        ds = stores.read_status(loc)
     except Exception as exc:
         raise ConfigError(f"store: {path} is not a readable sweep store ({type(exc).__name__})") from None
     if DONE not in ds or "config_hash" not in ds.attrs:
@@ -31,7 +35,7 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
     if isinstance(dims, str):
         dims = [dims]
     paths = json.loads(ds.attrs.get("sweep_paths", "{}"))
-    done, error = integrity.bookkeeping(path)  # a corrupt flag chunk reads as not done
+    done, error = integrity.bookkeeping(loc)  # a corrupt flag chunk reads as not done
     ds = ds.assign({DONE: (ds[DONE].dims, done), ERROR: (ds[DONE].dims, error)})
     total, n_done = done.size, int(done.sum())
     failed = schema.failures(ds)
@@ -52,7 +56,7 @@ def describe(path: str | Path, max_failures: int = 20) -> tuple[str, int, int]:
                      f"failed {last.get('failed')}, wall {last.get('wall_time_s')} s")
     else:
         lines.append("last run: not finished (interrupted, or still running); rerun the sweep to resume")
-    held = locks.read(path)
+    held = locks.read(loc)
     if held is not None:
         lines.append(f"running : a sweep holds the store's lock ({locks.holder(held)})")
     for where, msg in failed[:max_failures]:
@@ -91,15 +95,37 @@ def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     """Exit status 0 when every cell is done, 1 otherwise, 2 for a bad path."""
     parser = OneLineParser(prog="python -m pipeline status",
                            description="Show progress, failures and config of a sweep store.")
-    parser.add_argument("store", help="path of the Zarr store")
+    parser.add_argument("store", help="path or URL (s3://bucket/sweep.zarr) of the Zarr store")
     parser.add_argument("--verify", action="store_true",
                         help="read every chunk and list the cells whose data is corrupt")
+    add_store_options(parser)
     args = parser.parse_args(argv)
-    text, n_done, total = describe(args.store)
+    loc = location.parse(args.store, store_options(args.store_options))
+    text, n_done, total = describe(loc)
     out.write(text + "\n")
     if args.verify:
-        lines, damage = integrity.status_lines(args.store)
+        lines, damage = integrity.status_lines(loc)
         out.write("\n".join(lines) + "\n")
         if not damage.clean:
             return 1
     return 0 if n_done == total else 1
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--store-options JSON``: fsspec storage options of a URL store (as ``store_options`` of a sweep)."""
+    parser.add_argument("--store-options", default=None, metavar="JSON",
+                        help="fsspec storage options of a URL store, e.g. "
+                             "'{\"endpoint_url\": \"http://host:9000\"}' (credentials: the AWS environment)")
+
+
+def store_options(text: str | None) -> dict[str, Any]:
+    """The parsed ``--store-options`` (ConfigError naming the flag if it is not a JSON object)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--store-options: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--store-options: must be a JSON object, e.g. '{\"endpoint_url\": \"http://…\"}'")
+    return value

@@ -17,6 +17,10 @@ at once: data first and ``done`` last, when every expected cell of the shard has
 arrived or every :data:`FLUSH_SECONDS`. A cell is ``done`` only once written; a
 buffered cell lost with the process is simply recomputed on resume. Metadata is
 consolidated once at the end of a run.
+
+The store lives in a local directory or at an fsspec URL (``s3://bucket/sweep.zarr``):
+every function here takes a path or a :class:`~pipeline.location.Location`, and reaches
+the store only through it (files for a path, objects for a URL).
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,8 +43,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from pipeline import faults, integrity, lock
+from pipeline import faults, integrity, location, lock
 from pipeline.config import SweepPlan
+from pipeline.location import Location
 from sgdsweep import shards
 from sgdsweep.analysis import open_sweep
 from sgdsweep.errors import ConfigError
@@ -172,7 +175,7 @@ def provenance(plan: SweepPlan, cell_attrs: Mapping[str, Any], argv: Sequence[st
         "config_hash": plan.config_hash,
         "versions": json.dumps(versions),
         "git_commit": git_commit(),
-        "command_line": " ".join([Path(sys.executable).name, "-m", "pipeline", *argv]),
+        "command_line": " ".join([Path(sys.executable).name, "-m", "pipeline", *location.redact_args(argv)]),
         "created": now(),
         "Conventions": "CF-1.10",
     })
@@ -207,69 +210,54 @@ class StoreState:
     done: np.ndarray | None = None  # bool, sweep shape
 
 
-def inspect(path: str | Path, plan: SweepPlan, overwrite: bool) -> StoreState:
-    """Check the store path without changing anything (raises ConfigError).
+def inspect(path: str | Path | Location, plan: SweepPlan, overwrite: bool) -> StoreState:
+    """Check the store's place without changing anything (raises ConfigError).
 
     A store of the same sweep (same config hash) is resumed; anything else at the
-    path is refused unless ``overwrite``.
+    place is refused unless ``overwrite``.
     """
-    path = Path(path)
-    if not path.exists():
-        parent = _existing_parent(path)
-        if not parent.is_dir():
-            raise ConfigError(f"store: cannot create {path}: {parent} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot create {path}: {parent} is not writable")
+    loc = location.parse(path)
+    # Only a lock there: a sweep is starting (its lock refuses us next) or died before the template.
+    if not loc.exists() or (loc.is_dir("") and not lock.others_in(loc)):
+        loc.check_creatable()
         return StoreState(exists=False)
     if overwrite:
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot replace {path}: {path.parent} is not writable")
+        loc.check_writable(replace=True)
         return StoreState(exists=True)
+    shown = loc.show()
     try:
         with quiet_zarr():
-            group = zarr.open_group(str(path), mode="r")
+            group = zarr.open_group(loc.zarr_store, mode="r")
             old_hash = group.attrs.get("config_hash")
             # A chunk that does not decode reads as not done (integrity: recomputed).
             done = (np.asarray(integrity.read_cells(group[DONE], len(group[DONE].shape), False), dtype=bool)
                     if old_hash else None)
     except Exception:
-        raise ConfigError(f"store: {path} exists and is not a sweep store; choose another store= "
+        raise ConfigError(f"store: {shown} exists and is not a sweep store; choose another store= "
                           "or pass overwrite=true to replace it") from None
     if old_hash != plan.config_hash:
-        raise ConfigError(f"store: {path} holds a different sweep (config hash {str(old_hash)[:12]} "
+        raise ConfigError(f"store: {shown} holds a different sweep (config hash {str(old_hash)[:12]} "
                           f"!= {plan.config_hash[:12]}); pass overwrite=true to replace it "
                           "or choose another store=")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"store: {path} is not writable")
+    loc.check_writable()
     return StoreState(exists=True, done=done)
 
 
-def _existing_parent(path: Path) -> Path:
-    p = path.absolute().parent
-    while not p.exists():
-        p = p.parent
-    return p
-
-
-def create(path: str | Path, template: xr.Dataset, replace: bool) -> None:
-    """Write the template's metadata and coordinates (no cell data) to ``path``."""
-    path = Path(path)
-    if replace and path.exists():
-        if path.is_dir():  # everything but the lock this run holds
-            for p in path.iterdir():
-                if p.name != lock.LOCK_NAME:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        else:
-            path.unlink()
+def create(path: str | Path | Location, template: xr.Dataset, replace: bool) -> None:
+    """Write the template's metadata and coordinates (no cell data) to the store."""
+    loc = location.parse(path)
+    if replace and loc.exists():  # everything but the lock this run holds
+        loc.clear(keep=lambda name: name == lock.LOCK_NAME)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if loc.local:
+            Path(loc.root).parent.mkdir(parents=True, exist_ok=True)
         with quiet_zarr():
-            # A directory holding only this run's lock is empty to us: zarr's "w-" would refuse it.
-            mode = "a" if path.is_dir() and not lock.others_in(path) else "w-"
-            integrity.with_checksums(template).to_zarr(str(path), mode=mode, compute=False,
+            # A store holding only this run's lock is empty to us: zarr's "w-" would refuse it.
+            mode = "a" if loc.is_dir("") and not lock.others_in(loc) else "w-"
+            integrity.with_checksums(template).to_zarr(loc.zarr_store, mode=mode, compute=False,
                                                        zarr_format=ZARR_FORMAT, consolidated=False)
-    except OSError as exc:
-        raise ConfigError(f"store: cannot create {path}: {exc.strerror or exc}") from None
+    except location.io_errors() as exc:
+        raise ConfigError(f"store: cannot create {loc.show()}: {location.reason(exc)}") from None
 
 
 # --------------------------------------------------------------------------- writing cells
@@ -291,11 +279,12 @@ class CellWriter:
     became durable in that call, for the caller's progress.
     """
 
-    def __init__(self, path: str | Path, template: xr.Dataset, sweep_dims: Sequence[str],
+    def __init__(self, path: str | Path | Location, template: xr.Dataset, sweep_dims: Sequence[str],
                  buffer: bool = True, flush_seconds: float = FLUSH_SECONDS):
-        self.path = str(path)
+        self.loc = location.parse(path)
+        self.path = self.loc.show()
         with quiet_zarr():
-            self.group = zarr.open_group(self.path, mode="r+")
+            self.group = zarr.open_group(self.loc.zarr_store, mode="r+")
         self.k = len(sweep_dims)
         self.layout = {name: (tuple(var.dims[self.k:]), var.dtype)
                        for name, var in template.data_vars.items()}
@@ -416,8 +405,7 @@ class CellWriter:
                     error[rel] = "corrupt chunk: rerun the sweep to recompute the cell"
                 self.arrays[ERROR][region] = error
                 self.arrays[DONE][region] = done
-            for name, block in blocks.items():
-                self._put(name, key, region, block)
+            self._put_all(blocks, key, region)
             faults.after_data_written()
             for idx, item in cells.items():
                 error[local[idx]] = "" if idx in ok else item
@@ -428,22 +416,43 @@ class CellWriter:
             self.cache[key] = {**cached, **blocks, ERROR: error, DONE: done}
         return [(idx, idx in ok) for idx in cells]
 
+    def _put_all(self, blocks: Mapping[str, np.ndarray], key: tuple[int, ...],
+                 region: tuple[slice, ...]) -> None:
+        """:meth:`_put` of every block, the whole shards replaced by :meth:`Location.write_many`
+        (one after the other on a file system; concurrent PUTs on an object store, where
+        each request waits ~10–50 ms on the network)."""
+        later = []
+
+        def shards() -> Iterator[tuple[str, bytes]]:
+            for name, block in blocks.items():
+                shard_key, raw = self._encoded(name, key, block)
+                if raw is None:
+                    later.append(name)
+                else:
+                    yield shard_key, raw
+
+        self.loc.write_many(shards())
+        for name in later:
+            self._put(name, key, region, blocks[name])
+
+    def _encoded(self, name: str, key: tuple[int, ...], block: np.ndarray) -> tuple[str, bytes | None]:
+        """The store key of the shard ``key`` of array ``name`` and its bytes holding ``block``
+        (None when the array's layout is not one :func:`sgdsweep.shards.encode_shard` writes)."""
+        arr = self.arrays[name]
+        shard_key = "/".join((name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k)))
+        # Local: the array is a directory of chunk files; an object store has no directories.
+        raw = shards.encode_shard(arr, block, self.k) if (
+            not self.loc.local or self.loc.is_dir(name)) else None
+        return shard_key, raw
+
     def _put(self, name: str, key: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
         """``arr[region] = block``. Zarr merges a shard write into the shard on disk; a shard
         whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
         the whole shard: the cells read back, the damaged ones already marked not done)."""
         arr = self.arrays[name]
-        shard_file = Path(self.path, name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k))
-        raw = shards.encode_shard(arr, block, self.k) if Path(self.path, name).is_dir() else None
+        shard_key, raw = self._encoded(name, key, block)
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
-            shard_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = shard_file.with_name(f".{shard_file.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_bytes(raw)
-                os.replace(tmp, shard_file)
-            except OSError:
-                tmp.unlink(missing_ok=True)
-                raise
+            self.loc.write(shard_key, raw)
             return
         try:
             arr[region] = block
@@ -451,9 +460,9 @@ class CellWriter:
             if not arr.shards:
                 raise
             per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True))
-            if not shard_file.is_file() or shards.shard_index(shard_file.read_bytes(), per_shard):
+            if not self.loc.is_file(shard_key) or shards.shard_index(self.loc.read(shard_key), per_shard):
                 raise
-            shard_file.unlink()
+            self.loc.remove(shard_key)
             arr[region] = block
 
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
@@ -461,7 +470,7 @@ class CellWriter:
         self.flush()
         with quiet_zarr(), faults.store_writes(self.path, "the run record"):
             self.group.attrs.update(dict(extra_attrs))
-            zarr.consolidate_metadata(self.path)
+            zarr.consolidate_metadata(self.loc.zarr_store)
 
 
 def _read_block(arr: zarr.Array, region: tuple[slice, ...], lost: set[tuple[int, ...]]) -> np.ndarray:
@@ -489,7 +498,8 @@ def _size(region: tuple[slice, ...]) -> int:
     return int(np.prod([r.stop - r.start for r in region], dtype=np.int64))
 
 
-def read_status(path: str | Path) -> xr.Dataset:
+def read_status(path: str | Path | Location) -> xr.Dataset:
     """The store opened lazily with xarray, a shard per Dask chunk (:func:`sgdsweep.open_sweep`)."""
+    loc = location.parse(path)
     with quiet_zarr():
-        return open_sweep(path)
+        return open_sweep(loc.root if loc.local else loc.url, storage_options=dict(loc.options) or None)

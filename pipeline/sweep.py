@@ -11,7 +11,6 @@ status: 0 all cells done, 1 some failed, 2 bad input.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from distributed import as_completed
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import cluster as clusters
-from pipeline import integrity
+from pipeline import integrity, location
 from pipeline import lock as locks
 from pipeline import store as stores
 from pipeline.config import TASK_SECONDS, SweepPlan, expand
@@ -51,16 +50,18 @@ WORKER_TASKS = 16
 Confirmation = list[tuple[int, bool, str, float]]
 
 
-def write_cells(path: str, sweep_dims: Sequence[str],
+def write_cells(url: str, options: dict[str, Any], sweep_dims: Sequence[str],
                 cells: Sequence[tuple[int, tuple[int, ...], CellConfig]]) -> Confirmation:
     """The Dask task of ``store_writer=workers``: run the cells of one shard and write them
-    (data first, ``done`` last) — this task is the shard's only writer. Returns, per cell,
+    (data first, ``done`` last) — this task is the shard's only writer. ``url`` is the
+    store's absolute path or URL, ``options`` its fsspec storage options. Returns, per cell,
     (flat index, done, error message, runtime) once the shard is written: the confirmation."""
     import sgdsweep
 
-    if path not in _LAYOUTS:
-        _LAYOUTS[path] = stores.read_status(path)
-    writer = stores.CellWriter(path, _LAYOUTS[path], sweep_dims)
+    loc = location.parse(url, options)
+    if url not in _LAYOUTS:
+        _LAYOUTS[url] = stores.read_status(loc)
+    writer = stores.CellWriter(loc, _LAYOUTS[url], sweep_dims)
     writer.expect([idx for _, idx, _ in cells])
     out = []
     for i, idx, cell in cells:
@@ -153,10 +154,15 @@ class Prepared:
 
     plan: SweepPlan
     plain: dict[str, Any]
-    path: str
+    loc: location.Location
     template: xr.Dataset
     todo: list[int]
     started: str
+
+    @property
+    def path(self) -> str:
+        """The store as the user named it (a path, or a URL)."""
+        return self.loc.show()
 
     @property
     def total(self) -> int:
@@ -186,7 +192,7 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) ->
     prep = prepare(cfg, argv, say)
     say(f"sweep: {prep.total} cells over {', '.join(f'{a.name}[{len(a.values)}]' for a in prep.plan.axes)}"
         f" -> {prep.path}" + (f" (resuming: {prep.already} already done)" if prep.already else ""))
-    writer = stores.CellWriter(prep.path, prep.template, [a.name for a in prep.plan.axes])
+    writer = stores.CellWriter(prep.loc, prep.template, [a.name for a in prep.plan.axes])
     outcome = execute(prep, writer, say)
     return summarise(prep, writer, outcome, time.perf_counter() - t0, say)
 
@@ -200,7 +206,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     for key, least in (("cells_per_task", 1), ("retries", 0), ("shard_cells", 1)):
         if plain[key] is not None and plain[key] < least:
             raise ConfigError(f"{key}: must be >= {least}, got {plain[key]}")
-    path = plain["store"]
+    path = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
     cell = templates(plan)
     clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING))
@@ -209,7 +215,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
     # Nothing was written until here. One sweep per store (the lock is held until the CLI
     # exits); a done cell with corrupt chunks is not done.
-    locks.acquire(path, command=" ".join(argv), say=say)
+    locks.acquire(path, command=" ".join(location.redact_args(argv)), say=say)
     if state.exists or locks.others_in(path):
         state = stores.inspect(path, plan, overwrite=bool(plain["overwrite"]))
     if state.done is not None:
@@ -250,6 +256,7 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
 def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall: float, say: Any) -> int:
     """Record the run in the store, print the summary; the exit status."""
     path, failures = prep.path, outcome.failures
+    loc = prep.loc
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
     # Computed: the cells this run made done, read back from the store. After an interrupt
     # that is neither what was submitted nor only what the client saw confirmed (a worker
@@ -274,16 +281,17 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
         (f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell"
          if prep.plain["store_writer"] == "client" else "store write: by the workers, a shard per task"),
     ]
-    listed = schema.failures(stores.read_status(path)) if failures else []
+    listed = schema.failures(stores.read_status(loc)) if failures else []
     for where, msg in listed[:10]:
         summary.append(f"failed     : {schema.describe_cell(where)}: {msg}")
     if len(listed) > 10:
-        summary.append(f"failed     : ... and {len(listed) - 10} more (python -m pipeline status {path})")
+        summary.append(f"failed     : ... and {len(listed) - 10} more "
+                       f"(python -m pipeline status {path}{loc.cli_hint()})")
     summary += [
-        f"open it    : python -c \"import xarray as xr; print(xr.open_zarr('{path}'))\"",
-        f"report     : python -m pipeline report {path}",
+        f"open it    : python -c \"import xarray as xr; print({loc.open_hint()})\"",
+        f"report     : python -m pipeline report {path}{loc.cli_hint()}",
     ]
-    flagged = _escape_flags(stores.read_status(path))
+    flagged = _escape_flags(stores.read_status(loc))
     if flagged:
         summary.append(f"escape     : {flagged}")
     if failures:
@@ -391,12 +399,13 @@ def _execute(client: Any, prep: Prepared, writer: stores.CellWriter, progress: P
     h = plan.config_hash[:10]
 
     workers_write = plain["store_writer"] == "workers"
-    path = os.path.abspath(prep.path)
+    url, options = prep.loc.url, prep.loc.options  # what a worker opens (an absolute path locally)
     dims = [a.name for a in plan.axes]
 
     def submit(batch: list[int], shard: bool = False) -> Any:
         if shard:  # one whole shard's cells, written by the worker
-            return client.submit(write_cells, path, dims, [(i, plan.index(i), plan.parsed[i]) for i in batch],
+            return client.submit(write_cells, url, options, dims,
+                                 [(i, plan.index(i), plan.parsed[i]) for i in batch],
                                  retries=retries, pure=False, key=f"shard-{h}-{batch[0]}-{len(batch)}")
         return client.submit(compute_cells, [(i, plan.parsed[i]) for i in batch], retries=retries,
                              pure=False, key=f"cells-{h}-{batch[0]}-{len(batch)}")

@@ -185,25 +185,32 @@ def read_shards(array: Any, k: int, fill: Any = None,
     return out
 
 
-def dask_array(path: str, name: str, array: Any, k: int, token: str) -> Any:
-    """A Dask array of the sharded zarr ``array`` (``path``/``name``), one task per shard
-    decoded with :func:`read_shard` (strict: a damaged cell raises, as zarr does)."""
+def dask_array(path: str, name: str, array: Any, k: int, token: str,
+               storage_options: dict[str, Any] | None = None) -> Any:
+    """A Dask array of the sharded zarr ``array`` (``path``/``name``: a local path or an
+    fsspec URL with its ``storage_options``), one task per shard decoded with
+    :func:`read_shard` (strict: a damaged cell raises, as zarr does)."""
+    import json
+
     import dask.array as da
 
     shape, shards = tuple(array.shape), tuple(array.shards)
     chunks = tuple(tuple(min(s, n - i) for i in range(0, n, s)) for n, s in zip(shape[:k], shards[:k],
                                                                                   strict=True))
     chunks += tuple((n,) for n in shape[k:])
-    return da.map_blocks(_block, path, name, k, chunks=chunks, dtype=array.dtype,
+    options = json.dumps(storage_options or {}, sort_keys=True)  # hashable, for the per-process cache
+    return da.map_blocks(_block, path, name, k, options, chunks=chunks, dtype=array.dtype,
                          meta=np.empty((0,) * len(shape), dtype=array.dtype), name=f"{name}-{token}")
 
 
 @functools.lru_cache(maxsize=256)
-def _open(path: str, name: str) -> Any:
+def _open(path: str, name: str, options: str) -> Any:
+    import json
+
     import zarr
 
-    return zarr.open_array(path, path=name, mode="r")
+    return zarr.open_array(path, path=name, mode="r", storage_options=json.loads(options) or None)
 
 
-def _block(path: str, name: str, k: int, block_id: tuple[int, ...] | None = None) -> np.ndarray:
-    return read_shard(_open(path, name), k, tuple(block_id[:k]), strict=True)
+def _block(path: str, name: str, k: int, options: str, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    return read_shard(_open(path, name, options), k, tuple(block_id[:k]), strict=True)
