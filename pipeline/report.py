@@ -118,7 +118,7 @@ def write_report(store: str | Path | location.Location, out: str | Path | None =
     if not loc.local and not loc.exists():
         raise ConfigError(f"store: {loc.url}: no such store")
     try:
-        ds = open_sweep(Path(loc.root) if loc.local else loc.zarr_store)
+        ds = open_sweep(Path(loc.root) if loc.local else loc.url, storage_options=dict(loc.options) or None)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"store: {exc}") from None
     # Corrupt cells are shown as failed, named on stderr; the rest is reported.

@@ -261,7 +261,7 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
     # Computed: the cells this run made done, read back from the store. After an interrupt
     # that is neither what was submitted nor only what the client saw confirmed (a worker
     # may finish writing its shard as the cluster closes).
-    done = np.asarray(stores.read_status(path)[schema.DONE].values, dtype=bool).ravel()
+    done = np.asarray(stores.read_status(loc)[schema.DONE].values, dtype=bool).ravel()
     runs.append({"command_line": prep.template.attrs["command_line"], "started": prep.started,
                  "finished": stores.now(), "computed": int(done[prep.todo].sum()),
                  "failed": outcome.failed, "wall_time_s": round(wall, 3)})
