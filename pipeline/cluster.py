@@ -57,6 +57,18 @@ def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
     ``cfg`` is the whole sweep config (plain containers): jobqueue clusters also
     use the store path (for their logs and the workers' Numba cache).
     """
+    # distributed keeps the last 1000 messages (< 1 MB each) of every batched stream for
+    # debugging: task specs of many cells each, client -> scheduler -> workers. The client
+    # (and the scheduler it starts) grew by ~12 KB per cell over a 10⁵-cell sweep.
+    with dask.config.set({"distributed.admin.low-level-log-length": LOG_MESSAGES}):
+        yield from _open_client(cfg, say)
+
+
+#: Messages kept per stream by distributed's debugging log (its default is 1000).
+LOG_MESSAGES = 16
+
+
+def _open_client(cfg: Any, say: Any) -> Iterator[Client]:
     cluster = cfg["cluster"]
     kind = cluster["kind"]
     if kind == "local":
