@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -86,7 +87,13 @@ def _open_client(cfg: Any, say: Any) -> Iterator[Client]:
             try:
                 say(f"cluster: LocalCluster, {n} worker process(es) x 1 thread; "
                     f"dashboard {_dashboard(client)}")
-                yield from _guarded(client)
+                try:
+                    yield from _guarded(client)
+                except StoreWriteError:
+                    # The sweep ends on its one-line error: close our workers first, so that
+                    # they do not log heartbeat tracebacks while the scheduler closes.
+                    _stop_workers(client, lc)
+                    raise
             finally:
                 client.close()
         finally:
@@ -128,6 +135,15 @@ def _guarded(client: Client) -> Iterator[Client]:
     except (KeyboardInterrupt, StoreWriteError):
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         raise
+
+
+def _stop_workers(client: Client, lc: LocalCluster, timeout: float = 10.0) -> None:
+    """Close the LocalCluster's workers (``scale(0)``) and wait until the scheduler has none."""
+    with contextlib.suppress(Exception):
+        lc.scale(0)
+        deadline = time.monotonic() + timeout
+        while client.scheduler_info().get("workers") and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _dashboard(client: Client) -> str:
