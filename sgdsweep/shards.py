@@ -22,6 +22,7 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
+from xarray.backends import BackendArray
 
 #: Offset and length of an inner chunk never written (the shard index's "empty").
 EMPTY = 2**64 - 1
@@ -185,32 +186,41 @@ def read_shards(array: Any, k: int, fill: Any = None,
     return out
 
 
-def dask_array(path: str, name: str, array: Any, k: int, token: str,
-               storage_options: dict[str, Any] | None = None) -> Any:
-    """A Dask array of the sharded zarr ``array`` (``path``/``name``: a local path or an
-    fsspec URL with its ``storage_options``), one task per shard decoded with
-    :func:`read_shard` (strict: a damaged cell raises, as zarr does)."""
-    import json
+class ShardedArray(BackendArray):
+    """A sharded zarr array (cells on its first ``k`` axes) as an xarray lazy backend
+    array: a read takes the shards it overlaps whole, decoded by :func:`read_shard`
+    (strict: a damaged cell raises, as zarr does). Chunked along shard boundaries,
+    each Dask task reads one shard file."""
 
-    import dask.array as da
+    def __init__(self, array: Any, k: int):
+        self.array, self.k = array, k
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
 
-    shape, shards = tuple(array.shape), tuple(array.shards)
-    chunks = tuple(tuple(min(s, n - i) for i in range(0, n, s)) for n, s in zip(shape[:k], shards[:k],
-                                                                                  strict=True))
-    chunks += tuple((n,) for n in shape[k:])
-    options = json.dumps(storage_options or {}, sort_keys=True)  # hashable, for the per-process cache
-    return da.map_blocks(_block, path, name, k, options, chunks=chunks, dtype=array.dtype,
-                         meta=np.empty((0,) * len(shape), dtype=array.dtype), name=f"{name}-{token}")
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from xarray.core import indexing
 
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._get)
 
-@functools.lru_cache(maxsize=256)
-def _open(path: str, name: str, options: str) -> Any:
-    import json
-
-    import zarr
-
-    return zarr.open_array(path, path=name, mode="r", storage_options=json.loads(options) or None)
-
-
-def _block(path: str, name: str, k: int, options: str, block_id: tuple[int, ...] | None = None) -> np.ndarray:
-    return read_shard(_open(path, name, options), k, tuple(block_id[:k]), strict=True)
+    def _get(self, key: tuple[Any, ...]) -> np.ndarray:
+        k, shards = self.k, tuple(self.array.shards)
+        picks = [np.arange(n)[kk] for kk, n in zip(key, self.shape, strict=True)]
+        if any(np.size(p) == 0 for p in picks):
+            return np.broadcast_to(np.empty((), self.dtype), self.shape)[key].copy()
+        lo = [int(np.min(p)) for p in picks[:k]]
+        hi = [int(np.max(p)) + 1 for p in picks[:k]]
+        block = np.empty(tuple(h - a for a, h in zip(lo, hi, strict=True)) + self.shape[k:], self.dtype)
+        first = [a // s for a, s in zip(lo, shards, strict=False)]
+        last = [(h - 1) // s for h, s in zip(hi, shards, strict=False)]
+        for sidx in np.ndindex(*(b - a + 1 for a, b in zip(first, last, strict=True))):
+            shard = tuple(a + i for a, i in zip(first, sidx, strict=True))
+            cells = read_shard(self.array, k, shard, strict=True)
+            origin = [i * s for i, s in zip(shard, shards, strict=False)]
+            src, dst = [], []
+            for o, n, a, h in zip(origin, cells.shape, lo, hi, strict=False):
+                a0, h0 = max(o, a), min(o + n, h)
+                src.append(slice(a0 - o, h0 - o))
+                dst.append(slice(a0 - a, h0 - a))
+            block[tuple(dst)] = cells[tuple(src)]
+        for ax in range(len(self.shape) - 1, -1, -1):  # from the last axis: an int drops its axis
+            block = np.take(block, picks[ax] - (lo[ax] if ax < k else 0), axis=ax)
+        return block
