@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from google_crc32c import value
 from zarr.codecs import Crc32cCodec, ShardingCodec, ZstdCodec
 
 from pipeline import location
@@ -197,8 +196,7 @@ def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = N
             off, nbytes = offs[j], sizes[j]
             if off == EMPTY and nbytes == EMPTY:
                 continue
-            if (off + nbytes > end or nbytes < 4 or value(data[off:off + nbytes - 4])
-                    != int.from_bytes(data[off + nbytes - 4:off + nbytes], "little")):
+            if off + nbytes > end or not crc_ok(data[off:off + nbytes]):
                 bad.add(tuple(int(c) for c in cells[j, :k]))
     return bad
 
