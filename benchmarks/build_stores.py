@@ -35,6 +35,14 @@ CASES: dict[str, list[str]] = {
     # The one-step operators and the modified equation (1-D), which no experiment runs.
     "operators": ["methods=[sgd,fp,sgd_op,gauss_step,sme2,fp_sme2]", "grid.lr=[0.01,0.02]",
                   "mc.chains=300", "time.t_end=2.0"],
+    # SGD's exact operator on the seed landscape over (lr, b), 2-D operator, the SVAG ladder.
+    "sgd_op": ["methods=[sgd,sgd_op,fp]", "grid.lr=[0.02,0.04]", "grid.batch_size=[1,2]",
+               "mc.chains=300", "time.t_end=2.0"],
+    "twod_op": ["landscape=anisotropic_2d", "methods=[sgd,fp,sgd_op,fp_sme2]", "init.mean=0.0",
+                "init.std=0.2", "density_grid.lower=-3.0", "density_grid.upper=3.0",
+                "density_grid.cells=30", "mc.chains=300", "time.t_end=2.0", "grid.lr=[0.05,0.1]"],
+    "svag": ["methods=[sgd,svag,sde,sme2,fp,fp_sme2]", "+grid.svag.l=[1,4]", "grid.lr=[0.02,0.04]",
+             "mc.chains=300", "time.t_end=2.0"],
 }
 
 
