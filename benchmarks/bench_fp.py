@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.grid import Grid1D
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.landscapes.grid import Grid1D
 
 LO, HI = -3.0, 3.0
 TARGET = 1e-4
@@ -165,8 +165,8 @@ _CHILD = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.grid import Grid1D
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.landscapes.grid import Grid1D
 t1 = time.perf_counter()
 g = Grid1D(-3.0, 3.0, 200)
 fp = FokkerPlanck1D(g, g.edges, np.full(201, 0.1), np.full(200, 0.1))

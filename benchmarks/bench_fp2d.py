@@ -31,8 +31,8 @@ import warnings
 
 import numpy as np
 
-from sgdsweep.grid import Grid1D
-from sgdsweep.operators.fokker_planck2d import FokkerPlanck2D
+from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
+from sgdsweep.landscapes.grid import Grid1D
 
 # Walls far out (V ≥ 12.5 on them, p/p_max ≤ 4e-6) so that py-pde's Neumann walls on p and
 # our zero-flux walls pose the same problem.

@@ -16,7 +16,7 @@ and a quadratic, as in ``bench_mc.py``).
   ``--method svag`` (l = 4) and ``--method sde`` (Euler–Maruyama, 2 substeps per SGD
   step, one Box–Muller pair per SGD step) have C loops written the same way on
   ``four_gaussians``: the same draws, products and sums as ours.
-* **ours**: ``sgdsweep.montecarlo.run_ensemble(method=...)`` on 1 numba thread and on 2.
+* **ours**: ``sgdsweep.montecarlo.ensemble.run_ensemble(method=...)`` on 1 numba thread and on 2.
 * **NumPy**: the vectorised baseline of ``bench_mc.py`` (SGD only).
 
 Reported: particle-steps per second (best of --repeat; by wall time and by the process's
@@ -46,10 +46,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_mc import TWO_BASIN, numpy_sgd
 
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import _LANES, STREAM_IDS, _padded_terms_1d, run_ensemble, svag_coefficients
-from sgdsweep.rng import chain_states, stream_key
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.montecarlo.ensemble import _LANES, STREAM_IDS, _padded_terms_1d, run_ensemble, svag_coefficients
+from sgdsweep.montecarlo.rng import chain_states, stream_key
 
 FOUR_GAUSSIANS = {"dim": 1, "shifts": {"n": 4, "std": 0.5},
                   "reference": [{"kind": "gaussian", "amplitude": -1.0, "centre": 0.0, "width": 1.0}]}

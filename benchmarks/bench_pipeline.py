@@ -62,7 +62,7 @@ def calibrate_chains(target: float) -> int:
 
 def region_write_ms(store: Path, n: int = 20) -> tuple[float, float]:
     """Per-cell write time: direct chunk writes vs xarray region writes (same cells)."""
-    from pipeline import store as stores
+    from pipeline.store import store as stores
 
     ds = xr.open_zarr(str(store)).isel(seed=slice(0, n)).load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +93,8 @@ def layout_costs(store: Path, n: int, shard_cells: int) -> tuple[float, float]:
     """Write the first ``n`` cells of ``store`` into a new store of the given shard size
     with the pipeline's writer (every cell expected, as in a sweep): ms per cell
     (incl. the final flush and consolidation) and files per cell (every file of the store)."""
-    from pipeline import integrity
-    from pipeline import store as stores
+    from pipeline.store import integrity
+    from pipeline.store import store as stores
 
     src = xr.open_zarr(str(store)).isel(seed=slice(0, n))
     ds = src.load()

@@ -170,9 +170,9 @@ def main() -> int:
         return sweep_main(args)
 
     import sgdsweep
-    from pipeline import store as stores
     from pipeline.config import compose, expand
-    from pipeline.sweep import templates
+    from pipeline.run.sweep import templates
+    from pipeline.store import store as stores
 
     n = args.cells
     cfg = compose([*TINY, *grid(n)])

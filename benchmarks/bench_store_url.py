@@ -97,8 +97,8 @@ def write_costs(source: Path, target: str, shard_cells: int, buffered: bool) -> 
     """ms per cell to write every cell of the finished store ``source`` into a new store at
     ``target`` (a path or URL) with the pipeline's writer, metadata consolidation included;
     and the number of files (objects) of the new store."""
-    from pipeline import integrity, location
-    from pipeline import store as stores
+    from pipeline.store import integrity, location
+    from pipeline.store import store as stores
 
     src = xr.open_zarr(str(source))
     ds = src.load()

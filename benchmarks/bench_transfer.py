@@ -23,13 +23,13 @@ import numba
 import numpy as np
 import yaml
 
-from sgdsweep.basins import escape_threshold, find_basins
 from sgdsweep.errors import ConfigError
-from sgdsweep.grid import Grid1D
-from sgdsweep.initial import Initial
-from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import run_ensemble
-from sgdsweep.operators.transfer import sgd_transfer
+from sgdsweep.landscapes.basins import escape_threshold, find_basins
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.initial import Initial
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.transfer.transfer1d import sgd_transfer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "landscape"
 TWO_POINT = {"datapoints": [[{"kind": "quadratic", "curvature": 1.0, "centre": -1.0}],

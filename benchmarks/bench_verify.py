@@ -6,7 +6,7 @@ of the default config (6 methods, 21 snapshots, 250 density cells: ~0.3 MB of
 chunks a cell) — computing 1,000 cells would take an hour here and change nothing
 in what is read. Measured in the same run:
 
-    verify (checksums)         pipeline.integrity.verify: every chunk file read, its CRC-32C checked,
+    verify (checksums)         pipeline.store.integrity.verify: every chunk file read, its CRC-32C checked,
                                mapped to cells
     resume recheck             integrity.recheck_done on an all-done store (what a rerun pays)
     xarray load (baseline)     plain ``xr.open_zarr(store).load()``: the same chunks decoded by xarray/dask
@@ -32,10 +32,10 @@ import numpy as np
 import xarray as xr
 
 import sgdsweep
-from pipeline import integrity
-from pipeline import store as stores
 from pipeline.config import compose, expand
-from pipeline.sweep import templates
+from pipeline.run.sweep import templates
+from pipeline.store import integrity
+from pipeline.store import store as stores
 
 GRID = ["grid.lr={start: 0.005, stop: 0.05, num: 10}", f"grid.seed=[{','.join(map(str, range(100)))}]"]
 

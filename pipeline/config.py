@@ -5,7 +5,7 @@ nothing changes directory and no output folders appear). ``expand(cfg)`` turns i
 into a :class:`SweepPlan`: one sweep axis per ``grid`` entry and one plain cell
 mapping (the ``sgdsweep.run_cell`` input) per grid point, each validated once with
 ``sgdsweep.parse_cell`` before anything touches the store; the parsed cells are what
-the workers run. The schema is the cell's own (``sgdsweep.cellconfig.CellSchema``)
+the workers run. The schema is the cell's own (``sgdsweep.cell.config.CellSchema``)
 plus the sweep's keys.
 """
 
@@ -34,9 +34,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from pipeline.limits import check_cell_count
-from pipeline.location import redact
-from sgdsweep import cellconfig
-from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell
+from pipeline.store.location import redact
+from sgdsweep.cell import config as cellconfig
+from sgdsweep.cell.config import CellConfig, CellSchema, parse_cell
 from sgdsweep.errors import ConfigError
 
 
@@ -77,7 +77,7 @@ def _copy_field(f: dataclasses.Field) -> dataclasses.Field:
 def sweep_schema() -> type:
     """Typed schema of the sweep config; Hydra rejects unknown keys and bad types.
 
-    The cell's settings are :class:`sgdsweep.cellconfig.CellSchema` (defaults, units and
+    The cell's settings are :class:`sgdsweep.cell.config.CellSchema` (defaults, units and
     meanings are defined there once) plus the sections method modules registered; the
     sweep adds the landscape and cluster groups, the store, the grid and the execution
     settings. Built when composing, so sections of plugin methods are included.

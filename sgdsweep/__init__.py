@@ -1,13 +1,13 @@
 """sgdsweep: where does SGD's probability mass go, and how well does the SDE /
 Fokker–Planck picture predict it? The science library (no Dask, no Hydra)."""
 
-import sgdsweep.accessor  # noqa: F401  (registers the ds.sgd accessor)
-from sgdsweep.analysis import open_sweep
-from sgdsweep.cell import cell_template, run_cell
-from sgdsweep.cellconfig import CellConfig, CellSchema, parse_cell, register_section
+import sgdsweep.analysis.accessor  # noqa: F401  (registers the ds.sgd accessor)
+from sgdsweep.analysis.reductions import open_sweep
+from sgdsweep.cell.config import CellConfig, CellSchema, parse_cell, register_section
+from sgdsweep.cell.run import cell_template, run_cell
 from sgdsweep.errors import ConfigError
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import Landscape, build_landscape
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import Landscape, build_landscape
 from sgdsweep.methods import Method, Variable, get_method, register_method
 
 __all__ = [

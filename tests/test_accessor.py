@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import sgdsweep.accessor  # noqa: F401  (registers ds.sgd)
-from sgdsweep.analysis import open_sweep
+import sgdsweep.analysis.accessor  # noqa: F401  (registers ds.sgd)
+from sgdsweep.analysis.reductions import open_sweep
 
 X_LO, X_HI, NX = -4.0, 4.0, 801  # odd: θ = 0 is a cell centre
 DX = (X_HI - X_LO) / NX

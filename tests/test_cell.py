@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from sgdsweep import cell_template, parse_cell, run_cell
-from sgdsweep.escape import mean_passage_times
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import build_landscape
-from sgdsweep.references import mean_first_passage_time
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.fokker_planck.passage import mean_passage_times
+from sgdsweep.fokker_planck.references import mean_first_passage_time
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import build_landscape
 from tests.conftest import REPO
 
 REPO_CONF = REPO / "conf"
@@ -75,9 +75,9 @@ def test_exact_escape_time_of_a_law_straddling_the_threshold_beyond_a_trap():
     import math
     import warnings
 
-    from sgdsweep.cell import exact_escape_time
-    from sgdsweep.cellconfig import CONVENTIONS
-    from sgdsweep.methods.context import CellContext
+    from sgdsweep.cell.context import CellContext
+    from sgdsweep.cell.run import exact_escape_time
+    from sgdsweep.fokker_planck.conventions import CONVENTIONS
 
     h, thr, a, b = 2.0, 1.0, 0.5, 1.5
     cfg = {"landscape": {"name": "hilltop", "datapoints": [[{"kind": "quadratic", "amplitude": -1.0,
@@ -203,9 +203,9 @@ def test_exact_escape_time_without_sde_and_its_grid_error():
     estimate |T(8) − T(16)| / T(16) is compared with the true relative error against a
     grid-converged solve (refine 64; second order, so T(8) − T(16) ≈ ¾ of T(8) − T(∞)).
     """
-    from sgdsweep import schema
-    from sgdsweep.cell import exact_escape_time
-    from sgdsweep.methods.context import CellContext
+    from sgdsweep.cell import schema
+    from sgdsweep.cell.context import CellContext
+    from sgdsweep.cell.run import exact_escape_time
 
     base = {"landscape": _seed_landscape(), "lr": 0.02, "init": {"kind": "normal", "mean": 1.0, "std": 0.01},
             "time": {"t_end": 0.2, "snapshots": 2}, "mc": {"chains": 64}}

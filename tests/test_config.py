@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import compose, expand
 from sgdsweep import parse_cell
-from sgdsweep.cellconfig import defaults
+from sgdsweep.cell.config import defaults
 from sgdsweep.errors import ConfigError
 
 
@@ -110,7 +110,7 @@ def test_bad_grids(overrides, message):
 def test_cfg_job_prints_the_resolved_config(capsys, tmp_path, monkeypatch):
     import yaml
 
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", "landscape=quadratic", "grid.lr=[0.1,0.2]", "--cfg", "job"]) == 0

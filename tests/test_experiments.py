@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import sgdsweep.accessor  # noqa: F401
-from sgdsweep.analysis import open_sweep
+import sgdsweep.analysis.accessor  # noqa: F401
+from sgdsweep.analysis.reductions import open_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -137,7 +137,7 @@ def test_nonequilibrium_2d(tmp_path):
 
     import scipy.linalg as sl
 
-    from sgdsweep.tilted import tilted_quadratic
+    from sgdsweep.landscapes.tilted import tilted_quadratic
 
     store = tmp_path / "nonequilibrium_2d.zarr"
     sweep("nonequilibrium_2d", store)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.faults import KILL_AFTER_WRITE_ENV
-from pipeline.lock import LOCK_NAME
+from pipeline.run.faults import KILL_AFTER_WRITE_ENV
+from pipeline.store.lock import LOCK_NAME
 from tests.conftest import (
     ENV,
     REPO,

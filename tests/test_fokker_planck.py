@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from sgdsweep.errors import ConfigError
-from sgdsweep.fokker_planck import FokkerPlanck1D, bernoulli
-from sgdsweep.grid import Grid1D
-from sgdsweep.initial import Initial
-from sgdsweep.landscape import build_landscape
-from sgdsweep.references import analytic_stationary
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D, bernoulli
+from sgdsweep.fokker_planck.references import analytic_stationary
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.initial import Initial
+from sgdsweep.landscapes.landscape import build_landscape
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "landscape"
 

@@ -17,18 +17,18 @@ import scipy.linalg as sl
 
 from sgdsweep import build_landscape
 from sgdsweep.errors import ConfigError
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.grid import Grid1D
-from sgdsweep.montecarlo import run_ensemble
-from sgdsweep.noise import batch_noise_factor
-from sgdsweep.operators.current import (
+from sgdsweep.fokker_planck.current import (
     centre_current,
     face_current,
     face_current_1d,
     stream_function,
 )
-from sgdsweep.operators.fokker_planck2d import FokkerPlanck2D, marginals
-from sgdsweep.operators.nonequilibrium import current_summary, kl_to_gibbs
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D, marginals
+from sgdsweep.fokker_planck.nonequilibrium import current_summary, kl_to_gibbs
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.noise import batch_noise_factor
+from sgdsweep.montecarlo.ensemble import run_ensemble
 
 # Hessian and a constant full-rank diffusion that does not commute with it.
 H = np.array([[1.0, 0.3], [0.3, 2.0]])

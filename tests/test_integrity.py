@@ -11,12 +11,12 @@ import xarray as xr
 import zarr
 
 import sgdsweep
-from pipeline import integrity
-from pipeline import store as stores
+from pipeline.cli.report import write_report
+from pipeline.cli.status import describe, status_main
 from pipeline.config import compose, expand
-from pipeline.report import write_report
-from pipeline.status import describe, status_main
-from pipeline.sweep import templates
+from pipeline.run.sweep import templates
+from pipeline.store import integrity
+from pipeline.store import store as stores
 from tests.conftest import TINY
 
 GRID = ["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]"]

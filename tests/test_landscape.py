@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from sgdsweep import ConfigError, build_landscape
-from sgdsweep.basins import escape_threshold, find_basins
-from sgdsweep.landscape import standard_shifts
+from sgdsweep.landscapes.basins import escape_threshold, find_basins
+from sgdsweep.landscapes.landscape import standard_shifts
 
 
 def seed_landscape():
@@ -209,7 +209,7 @@ def test_existing_landscapes_keep_bit_identical_offsets():
 def test_heavy_tailed_example_has_heavier_gradient_noise_tails_than_two_basin():
     from omegaconf import OmegaConf
 
-    from sgdsweep.noise_diagnostics import noise_diagnostics
+    from sgdsweep.landscapes.noise_diagnostics import noise_diagnostics
 
     def kurtosis(name):
         cfg = OmegaConf.to_container(OmegaConf.load(f"conf/landscape/{name}.yaml"), resolve=True)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline import lock as locks
+from pipeline.store import lock as locks
 from sgdsweep.errors import ConfigError
 
 

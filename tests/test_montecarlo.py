@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from sgdsweep.errors import ConfigError
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import run_ensemble
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.montecarlo.ensemble import run_ensemble
 
 
 def quadratic(n: int, spread: float, h: float = 1.0, dim: int = 1):
@@ -437,7 +437,7 @@ def test_vectorised_exp_matches_numpy():
     np.testing.assert_allclose(one.mean[:, 0], two.mean[:, 0], rtol=1e-13)
     np.testing.assert_allclose(one.var[:, 0], two.var[:, 0], rtol=1e-12)
     # In 2-D the Gaussian is exp(−(r_x² a + 0)): the same argument, libm exp.
-    from sgdsweep.montecarlo import _exp_nonpos
+    from sgdsweep.montecarlo.ensemble import _exp_nonpos
     xs = -np.linspace(0.0, 708.0, 200001)
     got = np.array([_exp_nonpos(v) for v in xs[::97]])
     np.testing.assert_allclose(got, np.exp(xs[::97]), rtol=4e-16, atol=0)
@@ -452,7 +452,7 @@ def test_vectorised_exp_matches_numpy():
 def test_vectorised_1d_kernels_equal_the_general_kernel(method, kw):
     """A Gaussian term of sharpness 0 has gradient exactly 0 but sends a 1-D landscape
     to the general kernel (the vectorised exp needs sharpness > 0): same chains bit for bit."""
-    from sgdsweep.landscape import Landscape
+    from sgdsweep.landscapes.landscape import Landscape
 
     q = quadratic(8, 1.0)
     n = q.n

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sgdsweep import ConfigError, build_landscape
-from sgdsweep.noise_diagnostics import minibatch_shape, noise_diagnostics, noise_to_signal
+from sgdsweep.landscapes.noise_diagnostics import minibatch_shape, noise_diagnostics, noise_to_signal
 
 
 def brute_force(values, b, with_replacement):
@@ -144,7 +144,7 @@ def test_bad_input_names_the_field(kwargs, message):
 
 def test_cells_store_the_diagnostics_for_their_batch_size():
     from sgdsweep import run_cell
-    from sgdsweep.plots import gradient_noise
+    from sgdsweep.analysis.plots import gradient_noise
 
     land = {"name": "heavy", "n": 12, "reference": [
         {"kind": "gaussian", "amplitude": -1.0, "centre": 0.0, "width": 0.5},

@@ -2,7 +2,7 @@
 summary numbers against exact Ornstein–Uhlenbeck results, SGD's stationary covariance against
 the discrete Lyapunov equation, and the 1-D stationary current with walls.
 
-The landscape is :func:`sgdsweep.tilted.tilted_quadratic`: L = ½ θᵀHθ, H = diag(h_x, h_y),
+The landscape is :func:`sgdsweep.landscapes.tilted.tilted_quadratic`: L = ½ θᵀHθ, H = diag(h_x, h_y),
 constant gradient noise Σ = H S H (S the shifts' covariance turned by ``tilt``), so the Itô
 SDE is an OU process with D = η Σ_b / 2: stationary law N(0, C), HC + CH = η Σ_b, current
 J = (−Hθ + D C⁻¹θ) p, circulation −Q₀₁ / (2π sqrt(det C)), Q = (CH − HC)/2.
@@ -18,11 +18,11 @@ import pytest
 import scipy.linalg as sl
 
 import sgdsweep
-from sgdsweep.tilted import tilted_quadratic
+from sgdsweep.landscapes.tilted import tilted_quadratic
 from tests.conftest import open_store, run_pipeline
 
 H = np.diag([1.0, 2.0])
-LAND = {"_target_": "sgdsweep.tilted.tilted_quadratic", "tilt": 30.0, "h_x": 1.0, "h_y": 2.0,
+LAND = {"_target_": "sgdsweep.landscapes.tilted.tilted_quadratic", "tilt": 30.0, "h_x": 1.0, "h_y": 2.0,
         "spread": 2.0, "aspect": 0.6, "n": 8}
 
 
@@ -179,7 +179,7 @@ def test_tiny_2d_sweep_and_report(tmp_path: Path):
 
 
 def test_tilted_shifts_have_the_stated_covariance_and_bad_input_is_one_line():
-    from sgdsweep.tilted import tilted_shifts
+    from sgdsweep.landscapes.tilted import tilted_shifts
 
     for tilt in (0.0, 30.0, 90.0, 137.0):
         s = tilted_shifts(tilt, 2.0, 0.6, 8)
@@ -192,6 +192,6 @@ def test_tilted_shifts_have_the_stated_covariance_and_bad_input_is_one_line():
         S = sigma(tilt)
         assert np.allclose(S @ H, H @ S, atol=1e-12) == commutes
     with pytest.raises(sgdsweep.ConfigError, match=r"^landscape.tilt: must be a finite number"):
-        sgdsweep.build_landscape({"_target_": "sgdsweep.tilted.tilted_quadratic", "tilt": "steep"})
+        sgdsweep.build_landscape({"_target_": "sgdsweep.landscapes.tilted.tilted_quadratic", "tilt": "steep"})
     with pytest.raises(sgdsweep.ConfigError, match=r"^landscape.aspect: must be a number > 0"):
-        sgdsweep.build_landscape({"_target_": "sgdsweep.tilted.tilted_quadratic", "aspect": 0.0})
+        sgdsweep.build_landscape({"_target_": "sgdsweep.landscapes.tilted.tilted_quadratic", "aspect": 0.0})

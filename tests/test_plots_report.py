@@ -25,12 +25,12 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 import sgdsweep
-from pipeline import store as stores
+from pipeline.cli.report import report_main
 from pipeline.config import compose, expand
-from pipeline.report import report_main
-from pipeline.sweep import templates
-from sgdsweep import plots
-from sgdsweep.analysis import open_sweep
+from pipeline.run.sweep import templates
+from pipeline.store import store as stores
+from sgdsweep.analysis import plots
+from sgdsweep.analysis.reductions import open_sweep
 
 OVERRIDES = ["mc.chains=200", "time.t_end=2.0", "time.snapshots=5", "density_grid.cells=100",
              "grid.lr=[0.02,0.04]", "grid.batch_size=[1,2]", "grid.seed=[0,1]"]

@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 
 from sgdsweep.errors import ConfigError
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import build_landscape
-from sgdsweep.noise import batch_noise_factor
-from sgdsweep.references import (
+from sgdsweep.fokker_planck.references import (
     analytic_stationary,
     gibbs_density,
     kramers_escape_time,
@@ -22,6 +19,9 @@ from sgdsweep.references import (
     sgd_quadratic_stationary_variance,
     stationary_density,
 )
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.landscapes.noise import batch_noise_factor
 
 
 def quadratic(curvature: float = 1.0, spread: float = 1.0, n: int = 8) -> dict:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.faults import KILL_AFTER_WRITE_ENV
-from pipeline.lock import LOCK_NAME
+from pipeline.run.faults import KILL_AFTER_WRITE_ENV
+from pipeline.store.lock import LOCK_NAME
 from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, free_port, run_pipeline
 from tests.test_faults import _run
 
@@ -134,7 +134,7 @@ def test_status_verify_and_report_on_a_url_store(s3, client_store, tmp_path):
     copy = f"{BUCKET}/corrupt.zarr"  # a copy to damage, the shared store stays intact
     for key in fs.find(f"{BUCKET}/client.zarr"):
         fs.pipe_file(key.replace("client.zarr", "corrupt.zarr"), fs.cat_file(key))
-    from pipeline import integrity, location
+    from pipeline.store import integrity, location
 
     loc = location.parse(f"s3://{copy}", {"key": KEY, "secret": SECRET,
                                           "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}})
@@ -170,8 +170,8 @@ def test_a_second_sweep_on_the_url_is_refused_by_the_lock(s3, tmp_path):
     """A held lock object refuses a second sweep before anything is written, and its
     exclusive create (a conditional PUT) does not overwrite the holder's lock."""
     env, fs = s3
-    from pipeline import location
-    from pipeline import lock as locks
+    from pipeline.store import location
+    from pipeline.store import lock as locks
 
     opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
     loc = location.parse(f"s3://{BUCKET}/held.zarr", opts)
@@ -218,7 +218,7 @@ def test_a_bad_url_is_one_line_and_exit_2(s3, tmp_path, command, store, drop, me
 def test_url_parsing(tmp_path):
     """``file://`` is a local path; storage options are refused for one (they would be ignored);
     a bucket without a store name and an in-memory file system are refused; secrets are redacted."""
-    from pipeline import location
+    from pipeline.store import location
     from sgdsweep.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^store: s3://b: name a store inside the bucket \(s3://b/sweep.zarr\)$"):
@@ -240,7 +240,7 @@ def test_location_clear_and_conditional_remove_on_s3(s3):
     """What ``overwrite=true`` and breaking a stale lock do on a bucket: everything but the
     lock is removed; a lock object is removed only while it holds what was judged."""
     env, _ = s3
-    from pipeline import location
+    from pipeline.store import location
 
     opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
     loc = location.parse(f"s3://{BUCKET}/ops.zarr", opts)

@@ -14,11 +14,11 @@ import pytest
 from scipy.special import erf
 
 from sgdsweep import ConfigError, parse_cell, run_cell
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.grid import Grid1D
-from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import run_ensemble, svag_coefficients
-from sgdsweep.noise import batch_noise_factor
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.landscapes.noise import batch_noise_factor
+from sgdsweep.montecarlo.ensemble import run_ensemble, svag_coefficients
 
 SEED_MODEL = {"name": "seed", "datapoints": [
     [{"kind": "gaussian", "amplitude": -1.0, "centre": 2.0, "width": 1.0}],
@@ -226,7 +226,7 @@ def test_fp_sme2_2d_stationary_density_is_its_closed_form():
     assert dens.shape == (3, 80, 60) and dens.min() >= 0
     np.testing.assert_allclose(dens.sum(axis=(1, 2)) * area, 1.0, rtol=1e-9)
 
-    from sgdsweep.operators.fokker_planck2d import FokkerPlanck2D
+    from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
 
     tilted = [(0.6, 0.4), (-0.6, -0.4), (0.2, -0.3), (-0.2, 0.3)]
     land = build_landscape(_sme2_2d_landscape(tilted, h))

@@ -11,11 +11,11 @@ import xarray as xr
 import zarr
 
 import sgdsweep
-from pipeline import integrity
-from pipeline import store as stores
 from pipeline.config import compose, expand
-from pipeline.sweep import templates
-from sgdsweep import shards
+from pipeline.run.sweep import templates
+from pipeline.store import integrity
+from pipeline.store import store as stores
+from sgdsweep.store import shards
 from tests.conftest import TINY
 from tests.test_integrity import chunk, flip_bit
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 import zarr
 
-from pipeline.jobqueue import jobqueue_kwargs, make_jobqueue_cluster, worker_environment
-from pipeline.submit import submit_main
+from pipeline.cli.submit import submit_main
+from pipeline.cluster.jobqueue import jobqueue_kwargs, make_jobqueue_cluster, worker_environment
 from sgdsweep.errors import ConfigError
 from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, open_store, pipeline_cmd, run_pipeline
 

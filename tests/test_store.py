@@ -10,10 +10,10 @@ import xarray as xr
 import zarr
 
 import sgdsweep
-from pipeline import store as stores
+from pipeline.cli.status import describe
 from pipeline.config import compose, expand
-from pipeline.status import describe
-from pipeline.sweep import templates
+from pipeline.run.sweep import templates
+from pipeline.store import store as stores
 from sgdsweep.errors import ConfigError
 from tests.conftest import TINY, snapshot
 

@@ -16,15 +16,15 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from sgdsweep.basins import escape_threshold, find_basins
 from sgdsweep.errors import ConfigError
-from sgdsweep.grid import Grid1D
-from sgdsweep.initial import Initial
-from sgdsweep.landscape import build_landscape
-from sgdsweep.montecarlo import run_ensemble
-from sgdsweep.operators import markov
-from sgdsweep.operators.minibatches import enumerate_minibatches, minibatch_count
-from sgdsweep.operators.transfer import gauss_step, sgd_transfer
+from sgdsweep.landscapes.basins import escape_threshold, find_basins
+from sgdsweep.landscapes.grid import Grid1D
+from sgdsweep.landscapes.initial import Initial
+from sgdsweep.landscapes.landscape import build_landscape
+from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.transfer import markov
+from sgdsweep.transfer.minibatches import enumerate_minibatches, minibatch_count
+from sgdsweep.transfer.transfer1d import gauss_step, sgd_transfer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "landscape"
 TWO_POINT = {"datapoints": [[{"kind": "quadratic", "curvature": 1.0, "centre": -1.0}],
@@ -337,7 +337,7 @@ def test_2d_four_corners(lr):
     """n = 4, c = (±1, ±1), b = 1: each axis is the 1-D IFS θ ← (1 − η)θ ± η with independent
     signs, so the stationary law has variance η/(2 − η) per axis (1 %) and no correlation;
     at η = 0.5 it is uniform on [−1, 1]² (TV < 0.03)."""
-    from sgdsweep.operators.transfer2d import sgd_transfer_2d
+    from sgdsweep.transfer.transfer2d import sgd_transfer_2d
 
     g = Grid1D(-1.5, 1.5, 100)
     op = sgd_transfer_2d(build_landscape(FOUR_CORNERS), (g, g), lr)

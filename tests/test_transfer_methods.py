@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import sgdsweep
-from sgdsweep import plots
+from sgdsweep.analysis import plots
 from tests.conftest import REPO, open_store, run_pipeline
 
 TWO_POINT = {"datapoints": [[{"kind": "quadratic", "curvature": 1.0, "centre": -1.0}],
@@ -197,9 +197,9 @@ def test_relaxation_time_does_not_depend_on_earlier_solves():
     Arnoldi converges to slightly different values from different start vectors. The start
     is fixed, so a second solve in the same process (another ARPACK state) gives the same
     bits, as a cell must whichever worker runs it."""
-    from sgdsweep.grid import Grid1D
-    from sgdsweep.landscape import build_landscape
-    from sgdsweep.operators.transfer import sgd_transfer
+    from sgdsweep.landscapes.grid import Grid1D
+    from sgdsweep.landscapes.landscape import build_landscape
+    from sgdsweep.transfer.transfer1d import sgd_transfer
 
     land = build_landscape(yaml.safe_load((REPO / "conf" / "landscape" / "seed_two_point.yaml").read_text()))
     op = sgd_transfer(land, Grid1D(-1.0, 4.0, 250), 0.02)
@@ -212,7 +212,7 @@ def test_numerical_diffusion_is_flagged_where_the_grid_is_too_coarse():
     """Two-point quadratic at η = 0.1 (minibatch spread η·1 = 0.1) on coarse cells with the
     refinement capped at 1, dx = 0.075: the projection's variance per step (up to dx²/3) is
     of the order of the minibatch variance 0.01, far above the 1 % target: flagged, listed."""
-    from sgdsweep.schema import operator_diffusion_cells
+    from sgdsweep.cell.schema import operator_diffusion_cells
 
     cell = _two_point_cell(0.1)
     cell.update(density_grid={"lower": -1.5, "upper": 1.5, "cells": 40},
@@ -236,7 +236,7 @@ def test_relaxation_below_round_off_is_not_a_small_number():
     "unknown" (NaN) or huge, never a fast mode the Arnoldi search did not find."""
     import scipy.sparse as sp
 
-    from sgdsweep.operators import markov
+    from sgdsweep.transfer import markov
 
     n = 40
     up = np.full(n - 1, 3.0)

@@ -14,7 +14,10 @@ import pytest
 import xarray as xr
 from nbclient import NotebookClient
 
-from sgdsweep.references import sde_quadratic_stationary_variance, sgd_quadratic_stationary_variance
+from sgdsweep.fokker_planck.references import (
+    sde_quadratic_stationary_variance,
+    sgd_quadratic_stationary_variance,
+)
 from tests.conftest import REPO
 
 NOTEBOOK = REPO / "docs" / "tutorial.ipynb"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import compose, expand
 
 WELLS = """\

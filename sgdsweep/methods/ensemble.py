@@ -1,6 +1,6 @@
 """Monte Carlo methods: real minibatch SGD, its Itô SDE, Langevin and gradient descent.
 
-Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.simulate`) from the
+Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.ensemble.simulate`) from the
 cell's shared initial positions and writes its histogram density, moments, basin
 masses, lost fraction and escape statistics.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sgdsweep.methods.context import CellContext
+from sgdsweep.cell.context import CellContext
 from sgdsweep.methods.registry import register_method
 
 #: Store variables every ensemble method fills (its ``method`` slice).
@@ -26,10 +26,10 @@ def fill_ensemble(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
 def simulate_cell(ctx: CellContext, name: str, **extra):
     """The compiled ensemble of method ``name`` for the cell, from its shared initial positions.
 
-    ``extra``: method parameters of :func:`sgdsweep.montecarlo.simulate` (``svag_l``,
-    ``grad_noise``). Returns the :class:`~sgdsweep.montecarlo.EnsembleResult`.
+    ``extra``: method parameters of :func:`sgdsweep.montecarlo.ensemble.simulate` (``svag_l``,
+    ``grad_noise``). Returns the :class:`~sgdsweep.montecarlo.ensemble.EnsembleResult`.
     """
-    from sgdsweep.montecarlo import simulate
+    from sgdsweep.montecarlo.ensemble import simulate
 
     cell = ctx.cell
     esc = ctx.escape
@@ -46,7 +46,7 @@ def simulate_cell(ctx: CellContext, name: str, **extra):
 
 
 def write_ensemble(ctx: CellContext, ds: xr.Dataset, name: str, res) -> None:
-    """Write an :class:`~sgdsweep.montecarlo.EnsembleResult` as method ``name``'s slice."""
+    """Write an :class:`~sgdsweep.montecarlo.ensemble.EnsembleResult` as method ``name``'s slice."""
     sel = {"method": name}
     if ctx.dim == 1:
         ds["density"].loc[sel] = res.counts / (res.chains * ctx.grid.dx)

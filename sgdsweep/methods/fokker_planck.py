@@ -3,16 +3,16 @@
 1-D: both evolve the initial law on the refined FP grid (:attr:`CellContext.fine`) with
 the shared operator of the cell's convention; moments and basin masses come from the
 fine solution, only the density and the current are averaged back onto the density grid.
-2-D: the operator (:class:`~sgdsweep.operators.fokker_planck2d.FokkerPlanck2D`) lives
+2-D: the operator (:class:`~sgdsweep.fokker_planck.fp2d.FokkerPlanck2D`) lives
 on the density grid itself.
 
 The probability current J = −G p − ∇·(D p) is the scheme's own face flux
-(:mod:`sgdsweep.operators.current`), stored at cell centres: in 1-D the mean of a fine
+(:mod:`sgdsweep.fokker_planck.current`), stored at cell centres: in 1-D the mean of a fine
 cell's two face fluxes, averaged over the ``fp.refine`` fine cells of each density cell
 (the same averaging as the density); in 2-D the mean of each cell's two faces per axis.
 
 This module also holds the stationary references of the FP picture (null vectors per
-convention, Gibbs) and their summary numbers, used by :func:`sgdsweep.cell.fill_references`.
+convention, Gibbs) and their summary numbers, used by :func:`sgdsweep.cell.run.fill_references`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sgdsweep.cellconfig import CONVENTIONS
-from sgdsweep.grid import Grid1D
-from sgdsweep.methods.context import CellContext
+from sgdsweep.cell.context import CellContext
+from sgdsweep.fokker_planck.conventions import CONVENTIONS
+from sgdsweep.fokker_planck.current import centre_current, face_current, face_current_1d
+from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.methods.registry import register_method
-from sgdsweep.operators.current import centre_current, face_current, face_current_1d
 
 #: Store variables every density method fills (its ``method`` slice).
 DENSITY_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass")
@@ -106,9 +106,9 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
     ``stationary_circulation`` (2-D), ``stationary_kl_gibbs``, ``stationary_min_density``,
     ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no
     current of its own (NaN)."""
-    from sgdsweep.metrics import kl_divergence
-    from sgdsweep.operators.nonequilibrium import current_summary, kl_to_gibbs
-    from sgdsweep.references import gibbs_density
+    from sgdsweep.analysis.metrics import kl_divergence
+    from sgdsweep.fokker_planck.nonequilibrium import current_summary, kl_to_gibbs
+    from sgdsweep.fokker_planck.references import gibbs_density
 
     T = ctx.temperature
     conv = ctx.cell.convention
@@ -155,7 +155,7 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
         if T is not None:
             ds["stationary"].loc[{"kind": "gibbs"}] = gibbs_density(
                 loss.ravel(), T, gx.dx * gy.dx).reshape(loss.shape)
-    from sgdsweep.schema import ATTRS
+    from sgdsweep.cell.schema import ATTRS
 
     for name, value in summary.items():
         ds[name] = ((), value, ATTRS[name])

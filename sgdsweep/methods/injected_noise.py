@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdsweep.cellconfig import CONVENTIONS, register_section
+from sgdsweep.cell.config import register_section
+from sgdsweep.cell.context import CellContext
 from sgdsweep.errors import ConfigError
-from sgdsweep.fokker_planck import FokkerPlanck1D
-from sgdsweep.methods.context import CellContext
+from sgdsweep.fokker_planck.conventions import CONVENTIONS
+from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.validate import real

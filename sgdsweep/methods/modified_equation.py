@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import xarray as xr
 
-from sgdsweep.cellconfig import CONVENTIONS
-from sgdsweep.methods.context import CellContext
+from sgdsweep.cell.context import CellContext
+from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_ensemble
 from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
 from sgdsweep.methods.registry import register_method

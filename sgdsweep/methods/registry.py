@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     import numpy as np
     import xarray as xr
 
-    from sgdsweep.methods.context import CellContext
+
+#: What fill functions receive: a :class:`sgdsweep.cell.context.CellContext`. Named, not
+#: imported: the context reads the cell config, and the config reads this registry.
+CellContext = Any
 
 KINDS = ("ensemble", "density")
 
@@ -46,7 +49,7 @@ class Method:
     """One method, as the registry holds it.
 
     ``fill(ctx, ds, name)`` computes the method for the cell described by ``ctx``
-    (:class:`~sgdsweep.methods.context.CellContext`: config, grid, landscape on the
+    (:class:`~sgdsweep.cell.context.CellContext`: config, grid, landscape on the
     grid, basins, escape threshold, temperature, shared FP operators, initial law) and
     writes its slice ``{"method": name}`` of the variables in ``fills`` into ``ds``
     (and its own ``variables``, if any). ``dims``: landscape dimensions it supports.
@@ -56,7 +59,7 @@ class Method:
     ``kind`` labels when the method is in a cell). ``variables``: extra store
     variables (name → :class:`Variable`) present in cells that run the method.
     ``summary`` and ``time`` are the README table's "what runs" and "time" columns.
-    ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cellconfig.CellConfig`
+    ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cell.config.CellConfig`
     the method cannot run with, raising :class:`~sgdsweep.errors.ConfigError` (called by
     ``parse_cell``, so bad input is refused before anything is computed).
     """

@@ -2,7 +2,7 @@
 
 Each SGD step of size η becomes l steps of size η/l, each with the variance-amplified
 gradient a₁·ḡ_{B1} + a₂·ḡ_{B2} of two independent minibatches,
-a₁,₂ = (1 ± √(2l−1))/2 (:func:`sgdsweep.montecarlo.svag_coefficients`): unbiased,
+a₁,₂ = (1 ± √(2l−1))/2 (:func:`sgdsweep.montecarlo.ensemble.svag_coefficients`): unbiased,
 with l times one minibatch's covariance, so the noise per unit of SDE time is SGD's
 while the drift is integrated l times more finely. l = 1 is SGD bit for bit (same
 random stream); as l → ∞ SVAG converges weakly to the Itô SDE
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sgdsweep.cellconfig import register_section
-from sgdsweep.methods.context import CellContext
+from sgdsweep.cell.config import register_section
+from sgdsweep.cell.context import CellContext
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import register_method
 from sgdsweep.validate import integer

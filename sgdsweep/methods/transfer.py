@@ -1,7 +1,7 @@
 """Density methods from one-step operators: SGD's own transfer operator (``sgd_op``, 1-D
 and 2-D) and the Gaussian step kernel (``gauss_step``, 1-D).
 
-Each builds its operator once per cell (:mod:`sgdsweep.operators.transfer`, on the
+Each builds its operator once per cell (:mod:`sgdsweep.transfer.transfer1d`, on the
 density grid refined ``operator.refine`` times, automatically by default), evolves the
 cell's initial law step by step to the snapshot steps (t = η·step), and writes the
 density, moments and basin masses like ``fp`` (distances to ``fp`` follow). Per method
@@ -15,7 +15,7 @@ resolved cells; ``operator_diffusion_flag`` when it misses ``operator.diffusion_
 Stationary kinds: ``sgd`` (SGD's invariant law from the cell's initial law) and
 ``gauss_step``.
 
-In 2-D, ``sgd_op`` runs :func:`~sgdsweep.operators.transfer2d.sgd_transfer_2d` on the
+In 2-D, ``sgd_op`` runs :func:`~sgdsweep.transfer.transfer2d.sgd_transfer_2d` on the
 density grid itself (no refinement: a refined 2-D grid costs refine² cells, as for the
 2-D ``fp``), ``operator.quadrature`` sub-cells per axis; it fills the same variables
 (``operator_refine`` 1) except the escape times (2-D cells have no threshold), and the
@@ -38,14 +38,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsweep.cellconfig import CONVENTIONS, CellConfig, register_section, setting
+from sgdsweep.cell.config import CellConfig, register_section, setting
+from sgdsweep.cell.context import CellContext
 from sgdsweep.errors import ConfigError
-from sgdsweep.methods.context import CellContext
+from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
 from sgdsweep.methods.registry import Variable, register_method
-from sgdsweep.operators import markov
-from sgdsweep.operators.minibatches import check_sampling, minibatch_count
-from sgdsweep.operators.transfer import (
+from sgdsweep.transfer import markov
+from sgdsweep.transfer.minibatches import check_sampling, minibatch_count
+from sgdsweep.transfer.transfer1d import (
     DIFFUSION_RATIO,
     MAX_MINIBATCHES,
     MAX_REFINE,
@@ -55,7 +56,7 @@ from sgdsweep.operators.transfer import (
     gauss_step,
     sgd_transfer,
 )
-from sgdsweep.operators.transfer2d import TransferOperator2D, sgd_transfer_2d
+from sgdsweep.transfer.transfer2d import TransferOperator2D, sgd_transfer_2d
 from sgdsweep.validate import integer, real
 
 #: The stationary kind each method provides (its operator's invariant law).

@@ -1,0 +1,1 @@
+"""Clusters: an embedded LocalCluster, an existing scheduler, SLURM/PBS via dask-jobqueue."""

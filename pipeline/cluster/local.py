@@ -1,0 +1,164 @@
+"""Dask clusters for a sweep, chosen by ``cluster.kind``.
+
+* ``local``: an embedded LocalCluster, one single-threaded worker process per
+  core, with Numba/OpenMP threads pinned to 1 in the workers (parallelism is
+  across cells, not inside them);
+* ``address``: an existing scheduler (``dask scheduler`` + ``dask worker``),
+  optionally over TLS;
+* ``slurm`` / ``pbs``: dask-jobqueue clusters, built by ``pipeline.cluster.jobqueue``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster
+
+from pipeline.run.faults import StoreWriteError
+from sgdsweep.errors import ConfigError
+
+#: Environment of local worker processes, set before they start so Numba sees it.
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1"}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check(cluster: Mapping[str, Any]) -> None:
+    """Validate the cluster settings before anything starts (raises ConfigError)."""
+    kind = cluster.get("kind")
+    if kind == "local":
+        n = cluster.get("n_workers")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(f"cluster.n_workers: must be an integer >= 1 or null, got {n!r}")
+    elif kind == "address":
+        addr = cluster.get("address")
+        if not isinstance(addr, str) or ("://" not in addr and ":" not in addr):
+            raise ConfigError("cluster.address: missing; give e.g. cluster.address=tcp://host:8786")
+    elif kind not in ("slurm", "pbs"):
+        raise ConfigError(f"cluster.kind: unknown {kind!r} (known: local, address, slurm, pbs)")
+
+
+@contextlib.contextmanager
+def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
+    """A connected Client for ``cfg.cluster``; closes what it started on exit.
+
+    ``cfg`` is the whole sweep config (plain containers): jobqueue clusters also
+    use the store path (for their logs and the workers' Numba cache).
+    """
+    # distributed keeps the last 1000 messages (< 1 MB each) of every batched stream for
+    # debugging: task specs of many cells each, client -> scheduler -> workers. The client
+    # (and the scheduler it starts) grew by ~12 KB per cell over a 10⁵-cell sweep.
+    with dask.config.set({"distributed.admin.low-level-log-length": LOG_MESSAGES}):
+        yield from _open_client(cfg, say)
+
+
+#: Messages kept per stream by distributed's debugging log (its default is 1000).
+LOG_MESSAGES = 16
+
+
+def _open_client(cfg: Any, say: Any) -> Iterator[Client]:
+    cluster = cfg["cluster"]
+    kind = cluster["kind"]
+    if kind == "local":
+        n = cluster.get("n_workers") or available_cores()
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {
+                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
+            lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.get("threads_per_worker", 1)),
+                              processes=True, host="127.0.0.1",
+                              dashboard_address=cluster.get("dashboard_address") or "127.0.0.1:0",
+                              memory_limit=cluster.get("memory_limit", "auto"), env=dict(WORKER_ENV))
+        try:
+            client = Client(lc)
+            try:
+                say(f"cluster: LocalCluster, {n} worker process(es) x 1 thread; "
+                    f"dashboard {_dashboard(client)}")
+                try:
+                    yield from _guarded(client)
+                except StoreWriteError:
+                    # The sweep ends on its one-line error: close our workers first, so that
+                    # they do not log heartbeat tracebacks while the scheduler closes.
+                    _stop_workers(client, lc)
+                    raise
+            finally:
+                client.close()
+        finally:
+            lc.close()
+    elif kind == "address":
+        security = _security(cluster.get("tls") or {})
+        try:
+            client = Client(cluster["address"], security=security, timeout=cluster.get("timeout", 30))
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"cluster.address: cannot connect to {cluster['address']}: "
+                              f"{' '.join(str(exc).split())[:200]}") from None
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+            say(f"cluster: scheduler {cluster['address']}, {n} worker(s) now; dashboard {_dashboard(client)}")
+            yield from _guarded(client)
+        finally:
+            client.close()
+    else:
+        from pipeline.cluster.jobqueue import make_jobqueue_cluster  # written for kind slurm/pbs
+
+        jq, description = make_jobqueue_cluster(cfg["cluster"], store=cfg.get("store"))
+        try:
+            client = Client(jq)
+            try:
+                say(f"cluster: {description}; dashboard {_dashboard(client)}")
+                yield from _guarded(client)
+            finally:
+                client.close()
+        finally:
+            jq.close()
+
+
+def _guarded(client: Client) -> Iterator[Client]:
+    """Yield the client; on Ctrl-C the workers die with the terminal's process group, and
+    on a store write error the sweep ends with its own one-line error: the cluster's
+    shutdown complaints about either are noise, not news."""
+    try:
+        yield client
+    except (KeyboardInterrupt, StoreWriteError):
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise
+
+
+def _stop_workers(client: Client, lc: LocalCluster, timeout: float = 10.0) -> None:
+    """Close the LocalCluster's workers (``scale(0)``) and wait until the scheduler has none."""
+    with contextlib.suppress(Exception):
+        lc.scale(0)
+        deadline = time.monotonic() + timeout
+        while client.scheduler_info().get("workers") and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _dashboard(client: Client) -> str:
+    try:
+        import bokeh  # noqa: F401  (the dashboard needs it)
+    except ImportError:
+        return "unavailable (pip install bokeh to enable it)"
+    return client.dashboard_link
+
+
+def _security(tls: Mapping[str, Any]) -> Any:
+    if not any(tls.get(k) for k in ("ca_file", "client_cert", "client_key")):
+        return None
+    from distributed.security import Security
+
+    return Security(tls_ca_file=tls.get("ca_file"), tls_client_cert=tls.get("client_cert"),
+                    tls_client_key=tls.get("client_key"),
+                    require_encryption=bool(tls.get("require_encryption", False)))

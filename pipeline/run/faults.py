@@ -1,0 +1,48 @@
+"""File-system faults while a sweep writes its store, and the test hook that injects one.
+
+:class:`StoreWriteError` is what a failed write of the store becomes (no space
+left, a file system gone read-only, an I/O error): the CLI prints it as one
+``error:`` line and exits with status 3. The cell being written is not marked
+done, so rerunning the same command (with the fault gone) recomputes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+#: Test only: ``N`` makes the sweep process SIGKILL itself after writing the data of
+#: its N-th cell and before marking it done (the window a crash must survive).
+KILL_AFTER_WRITE_ENV = "SGDSWEEP_TEST_KILL_AFTER_WRITE"
+
+_written = 0
+
+
+class StoreWriteError(Exception):
+    """Writing the store failed at the operating-system level."""
+
+
+@contextlib.contextmanager
+def store_writes(path: str, what: str) -> Iterator[None]:
+    """Turn an OSError raised while writing ``what`` into a :class:`StoreWriteError`."""
+    from pipeline.store.location import io_errors, reason
+
+    try:
+        yield
+    except io_errors() as exc:  # OSError; on an object store also its client's connection errors
+        raise StoreWriteError(f"store: cannot write {what} to {path}: {reason(exc)}; "
+                              "the cells written so far are kept, rerun the same command "
+                              "once the problem is fixed") from None
+
+
+def after_data_written() -> None:
+    """Called between a cell's data and its ``done`` flag; a no-op unless the test hook is set."""
+    global _written
+    n = os.environ.get(KILL_AFTER_WRITE_ENV)
+    if not n:
+        return
+    _written += 1
+    if _written == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)

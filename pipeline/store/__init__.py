@@ -1,0 +1,1 @@
+"""The sweep store: template, regions, integrity checks, the lock and where the store lives."""

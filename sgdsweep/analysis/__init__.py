@@ -1,0 +1,2 @@
+"""Reading sweeps: ``open_sweep``, the ``ds.sgd`` accessor, distances, figures and the interactive
+explorer."""

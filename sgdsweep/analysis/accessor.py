@@ -1,0 +1,361 @@
+"""The ``ds.sgd`` accessor: what one computes by hand from a sweep store, done lazily.
+
+Registered on ``import sgdsweep``. Works on a whole store opened with
+:func:`sgdsweep.open_sweep` / ``xarray.open_zarr`` (Dask-backed: results stay lazy
+until ``.compute()``), on any ``.sel``/``.isel`` subset of it, and on a single
+``run_cell`` result (no sweep dimensions)::
+
+    ds = sgdsweep.open_sweep("results/seed_two_point.zarr")
+    ds.sgd.distance("sgd", "fp", metric="w1")             # (lr, …, t), lazy
+    ds.sgd.sde_validity().compute()                        # TV(SGD, FP) at the last time
+    ds.sel(lr=0.02).sgd.basin_ratio("sgd", "b1", "b0")     # wide pit over narrow pit
+
+Names: a *source* is a dynamics in ``method`` (``sgd``, ``sde``, ``langevin``,
+``gd``, ``fp``, ``fp_drift``, ``sgd_op``, ``gauss_step``, …) — a density over ``t`` — or
+a stationary reference in ``kind`` (``ito``, ``stratonovich``, ``isothermal``,
+``gibbs``, and ``sgd`` / ``gauss_step`` where those methods ran) — a density without
+``t``. A name that is both (``sgd``: the Monte Carlo method and SGD's invariant law;
+``gauss_step``) means the method; write ``stationary:sgd`` for the kind
+(``distance_to_stationary`` does). Times: ``t=None`` keeps every snapshot, ``t="last"`` (or a negative
+integer, counted from the end) picks a snapshot by position, any other number is
+an SDE time t = η·step and picks the nearest snapshot. Cells not yet computed
+(``done`` false) are NaN in every result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsweep.analysis.metrics import DISTANCES
+from sgdsweep.analysis.reductions import basin_integrals, fit_temperature
+from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
+
+#: Prefix naming a stationary kind that shares its name with a method (``stationary:sgd``).
+STATIONARY_PREFIX = "stationary:"
+
+TimeSel = None | str | int | float
+_SPACE = "_space"
+
+
+@xr.register_dataset_accessor("sgd")
+class SweepAccessor:
+    """Analysis of a sweep store or of one cell; see the module docstring."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def sweep_dims(self) -> tuple[str, ...]:
+        """The sweep axes (the dims of ``done``; none for a single cell)."""
+        if DONE in self._ds:
+            return tuple(str(d) for d in self._ds[DONE].dims)
+        return ()
+
+    @property
+    def methods(self) -> list[str]:
+        return [str(m) for m in self._ds["method"].values] if "method" in self._ds.coords else []
+
+    def method_kind(self, name: str) -> str:
+        """``ensemble`` or ``density``: from the store's ``method_kinds`` attr, else the registry."""
+        kinds = json.loads(self._ds.attrs.get(METHOD_KINDS_ATTR, "{}") or "{}")
+        if name in kinds:
+            return kinds[name]
+        from sgdsweep.methods.registry import get_method
+
+        return get_method(name).kind
+
+    @property
+    def kinds(self) -> list[str]:
+        return [str(k) for k in self._ds["kind"].values] if "kind" in self._ds.coords else []
+
+    @property
+    def space_dims(self) -> tuple[str, ...]:
+        """("x",) for 1-D landscapes, ("x", "y") for 2-D ones."""
+        return ("x", "y") if "y" in self._ds["density"].dims else ("x",)
+
+    @property
+    def dx(self) -> float:
+        """Density-grid spacing (θ units), from the ``x`` coordinate."""
+        x = np.asarray(self._ds["x"].values, dtype=float)
+        return float(x[1] - x[0])
+
+    @property
+    def cell_volume(self) -> float:
+        """dx (1-D) or dx·dy (2-D): the measure of one density-grid cell."""
+        vol = self.dx
+        if "y" in self.space_dims:
+            y = np.asarray(self._ds["y"].values, dtype=float)
+            vol *= float(y[1] - y[0])
+        return vol
+
+    def _masked(self, da: xr.DataArray) -> xr.DataArray:
+        if DONE in self._ds:
+            return da.where(self._ds[DONE])
+        return da
+
+    def _at(self, da: xr.DataArray, t: TimeSel) -> xr.DataArray:
+        if t is None or "t" not in da.dims:
+            return da
+        if isinstance(t, str):
+            if t != "last":
+                raise ValueError(f"t: expected None, 'last', a negative index or a time, got {t!r}")
+            return da.isel(t=-1)
+        if isinstance(t, int | np.integer) and t < 0:
+            return da.isel(t=int(t))
+        return da.sel(t=float(t), method="nearest")
+
+    # ------------------------------------------------------------------ densities
+
+    def source(self, name: str, t: TimeSel = None) -> xr.DataArray:
+        """The density of a method (over ``t``) or of a stationary reference kind (no ``t``).
+
+        ``stationary:KIND`` names the kind when a method has the same name.
+        """
+        if name.startswith(STATIONARY_PREFIX) and name[len(STATIONARY_PREFIX):] in self.kinds:
+            da = self._ds["stationary"].sel(kind=name[len(STATIONARY_PREFIX):], drop=True)
+        elif name in self.methods:
+            da = self._ds["density"].sel({"method": name}, drop=True)
+        elif name in self.kinds:
+            da = self._ds["stationary"].sel(kind=name, drop=True)
+        else:
+            raise KeyError(f"{name!r}: neither a method ({', '.join(self.methods)}) "
+                           f"nor a stationary kind ({', '.join(self.kinds) or 'none'}; "
+                           f"'{STATIONARY_PREFIX}KIND' for a kind named like a method)")
+        return self._masked(self._at(da, t))
+
+    def marginal(self, axis: str = "x") -> xr.Dataset:
+        """A 2-D store seen along one component: ``density`` and ``stationary`` integrated
+        over the other axis (∫ p dθ_other), ``mean``/``std`` of that component, on the
+        dimension ``x``, with ``lost_fraction`` and the bookkeeping; the 1-D tools
+        (``distance`` incl. ``w1``, the 1-D figures) then apply. A 1-D dataset is returned
+        unchanged. Lazy on Dask-backed data."""
+        ds = self._ds
+        if "y" not in self.space_dims:
+            return ds
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis: expected 'x' or 'y', got {axis!r}")
+        other = "y" if axis == "x" else "x"
+        c = np.asarray(ds[other].values, dtype=float)
+        out = {name: ds[name].sum(other, skipna=False) * float(c[1] - c[0])
+               for name in ("density", "stationary") if name in ds}
+        out.update({name: ds[name].sel(axis=axis, drop=True) for name in ("mean", "std") if name in ds})
+        out.update({name: ds[name] for name in ("lost_fraction", DONE, ERROR) if name in ds})
+        res = xr.Dataset(out, attrs=dict(ds.attrs))
+        if axis == "y":
+            res = res.rename({"y": "x"})
+        res.attrs["dx"] = float(np.diff(np.asarray(res["x"].values, dtype=float)[:2])[0])
+        res.attrs["marginal_of"] = axis
+        return res
+
+    # ------------------------------------------------------------------ distances
+
+    def distance(self, a: str, b: str = "fp", metric: str = "tv", t: TimeSel = None) -> xr.DataArray:
+        """Distance between the densities of two sources (methods or stationary kinds).
+
+        ``metric``: ``tv`` (½∫|p−q|, in [0, 1]), ``kl`` (KL(a‖b) of the normalised
+        densities in nats, b floored at :data:`sgdsweep.analysis.metrics.KL_FLOOR`), ``w1``
+        (Wasserstein-1, θ units; 1-D only: in 2-D use :meth:`marginal`) or ``hellinger`` (in [0, 1]); see
+        :mod:`sgdsweep.analysis.metrics`. Lazy on Dask-backed data.
+        """
+        if metric not in DISTANCES:
+            raise ValueError(f"metric: unknown {metric!r} (known: {', '.join(DISTANCES)})")
+        space = self.space_dims
+        if len(space) > 1 and metric == "w1":
+            raise ValueError("metric: w1 is defined here for 1-D densities only; take it on "
+                             "ds.sgd.marginal('x') or ('y') (the store's w1 is their mean)")
+        p, q = self.source(a, t), self.source(b, t)
+        if len(space) > 1:
+            p, q = p.stack({_SPACE: space}), q.stack({_SPACE: space})
+            core = _SPACE
+        else:
+            core = "x"
+        fn = DISTANCES[metric]
+        out = xr.apply_ufunc(
+            fn, p, q, kwargs={"dx": self.cell_volume},
+            input_core_dims=[[core], [core]], output_core_dims=[[]],
+            dask="parallelized", output_dtypes=[float],
+            dask_gufunc_kwargs={"allow_rechunk": True},
+        )
+        out.name = metric
+        out.attrs = {"long_name": f"{metric} distance between {a} and {b}",
+                     "units": "θ" if metric == "w1" else ("nat" if metric == "kl" else "1")}
+        return out
+
+    def distance_to_stationary(self, method: str = "sgd", kind: str = "gibbs", metric: str = "tv",
+                               t: TimeSel = "last") -> xr.DataArray:
+        """Distance of a method's density at time ``t`` from a stationary reference ``kind``."""
+        if kind not in self.kinds:
+            raise KeyError(f"{kind!r}: not a stationary kind ({', '.join(self.kinds) or 'none'})")
+        return self.distance(method, STATIONARY_PREFIX + kind, metric=metric, t=t)
+
+    def gibbs_distance(self, methods: list[str] | None = None, metric: str = "tv",
+                       t: TimeSel = "last") -> xr.DataArray:
+        """How far from Gibbs: distance of each method's long-run density from ``kind='gibbs'``.
+
+        ``methods`` defaults to those of sgd, sde, fp, langevin, sgd_op, gauss_step present; result has a
+        ``method`` dim. Langevin targets Gibbs exactly, so its value measures the
+        Monte Carlo and finite-time error of the comparison itself.
+        """
+        if methods is None:
+            methods = [m for m in ("sgd", "sde", "fp", "langevin", "sgd_op", "gauss_step")
+                       if m in self.methods]
+        parts = [self.distance_to_stationary(m, "gibbs", metric, t) for m in methods]
+        out = xr.concat(parts, dim=xr.Variable("method", methods))
+        out.name = f"{metric}_to_gibbs"
+        out.attrs = {**parts[0].attrs, "long_name": f"{metric} distance to the Gibbs density"}
+        return out
+
+    def sde_validity(self, metric: str = "tv", t: TimeSel = "last", method: str = "sgd",
+                     reference: str = "fp") -> xr.DataArray:
+        """The SDE-validity map: distance between real SGD and the Itô FP density.
+
+        Over every sweep dim present (lr × batch_size × …) at time ``t`` (default the
+        last snapshot). Small values: the SDE / Fokker–Planck picture describes SGD.
+        """
+        out = self.distance(method, reference, metric=metric, t=t)
+        out.name = f"sde_validity_{metric}"
+        return out
+
+    # ------------------------------------------------------------------ basins
+
+    @property
+    def basins(self) -> list[str]:
+        return [str(b) for b in self._ds["basin"].values] if "basin" in self._ds.coords else []
+
+    def basin_masses(self, source: str = "sgd", t: TimeSel = "last") -> xr.DataArray:
+        """Probability mass per basin, dims (…, [t,] basin).
+
+        For a method: the stored ``basin_mass`` (basins as ``run_cell`` defines them).
+        For a stationary kind (e.g. ``gibbs``, or ``stationary:sgd``): ∫ p dθ over each basin of L, the basins
+        being the intervals between the strict local maxima of the stored ``loss``
+        (``run_cell``'s definition unless the landscape names its basins; named
+        basins are matched to those intervals in left-to-right order).
+        """
+        if source in self.methods:
+            da = self._ds["basin_mass"].sel({"method": source}, drop=True)
+            return self._masked(self._at(da, t))
+        p = self.source(source)
+        n = len(self.basins)
+        out = xr.apply_ufunc(
+            basin_integrals, p, self._ds["loss"],
+            kwargs={"x": np.asarray(self._ds["x"].values, float), "dx": self.dx, "n_basins": n},
+            input_core_dims=[["x"], ["x"]], output_core_dims=[["basin"]],
+            dask="parallelized", output_dtypes=[float],
+            dask_gufunc_kwargs={"output_sizes": {"basin": n}, "allow_rechunk": True},
+        )
+        out = out.assign_coords(basin=self._ds["basin"].values)
+        out.name = "basin_mass"
+        out.attrs = {"long_name": f"probability mass per basin ({source})", "units": "1"}
+        return self._masked(out)
+
+    def basin_ratio(self, source: str = "sgd", numerator: str | None = None,
+                    denominator: str | None = None, t: TimeSel = "last") -> xr.DataArray:
+        """Mass in basin ``numerator`` over mass in basin ``denominator``.
+
+        Defaults: the right-most basin over the left-most (for the bundled
+        seed_two_point and two_basin landscapes at default widths: wide over narrow).
+        """
+        names = self.basins
+        numerator = names[-1] if numerator is None else numerator
+        denominator = names[0] if denominator is None else denominator
+        m = self.basin_masses(source, t)
+        out = m.sel(basin=numerator, drop=True) / m.sel(basin=denominator, drop=True)
+        out.name = "basin_ratio"
+        out.attrs = {"long_name": f"mass({numerator}) / mass({denominator}) ({source})", "units": "1"}
+        return out
+
+    # ------------------------------------------------------------------ temperature
+
+    def effective_temperature(self, source: str = "sgd", t: TimeSel = "last",
+                              basin: str | None = None, rel_floor: float = 1e-3) -> xr.DataArray:
+        """Effective temperature T_eff: the density fitted to p ∝ exp(−L/T).
+
+        Weighted least squares of log p(θ) against L(θ) over the grid cells with
+        p ≥ ``rel_floor``·max p (restricted to one ``basin`` if given), weights p:
+        T_eff = −1/slope. Exact for Gibbs densities (returns T); for a quadratic
+        L = h θ²/2 and a Gaussian density of variance s², T_eff = h s². Where the
+        density is not of Gibbs form the fit is a summary, not a temperature —
+        compare with :meth:`gibbs_distance`. NaN when fewer than 3 cells qualify.
+        """
+        p = self.source(source, t)
+        if basin is None:
+            idx = None
+        elif basin in self.basins:
+            idx = self.basins.index(basin)
+        else:
+            raise KeyError(f"{basin!r}: unknown basin ({', '.join(self.basins)})")
+        out = xr.apply_ufunc(
+            fit_temperature, p, self._ds["loss"],
+            kwargs={"x": np.asarray(self._ds["x"].values, float), "basin": idx, "rel_floor": rel_floor},
+            input_core_dims=[["x"], ["x"]], output_core_dims=[[]],
+            dask="parallelized", output_dtypes=[float],
+            dask_gufunc_kwargs={"allow_rechunk": True},
+        )
+        out.name = "effective_temperature"
+        out.attrs = {"long_name": f"effective temperature of {source} (fit of log p vs L)", "units": "1"}
+        return out
+
+    # ------------------------------------------------------------------ escapes
+
+    def escape_summary(self) -> xr.Dataset:
+        """Escape statistics of the Monte Carlo methods beside the exact SDE passage time.
+
+        ``escape_time_mean`` averages over the chains that escaped by the last
+        snapshot only (biased low when ``escaped_fraction`` < 1);
+        ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
+        SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
+        its relative grid error, where stored). Where one-step operators ran, their exact
+        passage times (``escape_time_operator`` in t, ``escape_steps_operator`` in SGD
+        steps) over an ``operator`` dim. Times in t = η·step.
+        """
+        ds = self._ds
+        needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
+        missing = [v for v in needed if v not in ds]
+        if missing:
+            raise KeyError(f"{missing[0]!r}: this dataset holds no escape statistics")
+        mc = [m for m in self.methods if self.method_kind(m) == "ensemble"]
+        out = xr.Dataset({
+            "escape_time_mean": self._masked(ds["escape_time_mean"].sel({"method": mc})),
+            "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": mc})),
+            "escape_time_exact": self._masked(ds["escape_time_exact"]),
+        })
+        for name in ("escape_threshold", "escape_time_exact_error"):
+            if name in ds:
+                out[name] = self._masked(ds[name])
+        if "escape_time_operator" in ds:  # exact passage times of the one-step chains
+            ops = [m for m in self.methods if self.method_kind(m) == "density"]
+            for name in ("escape_time_operator", "escape_steps_operator"):
+                out[name] = self._masked(ds[name].sel({"method": ops})).rename(method="operator")
+        out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
+        out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
+                                       "units": "1"}
+        return out
+
+    # ------------------------------------------------------------------ interactive
+
+    def explore(self, methods: tuple[str, ...] = ("fp", "sgd", "sde")) -> Any:
+        """An interactive view for Jupyter: sliders over the sweep axes and time, the
+        selected cell's densities redrawn on change (needs ipywidgets; see
+        :mod:`sgdsweep.analysis.explore`, which raises an ImportError with the install hint)."""
+        from sgdsweep.analysis.explore import explore
+
+        return explore(self._ds, methods)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Cells recorded as failed: their sweep coordinates and message (computed eagerly)."""
+        return [{"cell": where, "error": msg} for where, msg in failures(self._ds)]
+
+    def progress(self) -> tuple[int, int]:
+        """(cells done, cells total)."""
+        if DONE not in self._ds:
+            return (1, 1)
+        done = np.asarray(self._ds[DONE].values, dtype=bool)
+        return int(done.sum()), int(done.size)

@@ -1,0 +1,728 @@
+"""Figures of a sweep store (or of any ``.sel`` subset, or one ``run_cell`` result).
+
+Each function takes a dataset and returns a :class:`matplotlib.figure.Figure`
+built without pyplot (no global state; works under any backend, displays in
+Jupyter, saves with ``fig.savefig``). Colours are the Okabe–Ito palette, safe for
+the common colour-vision deficiencies; θ and t = η·step are dimensionless.
+
+Graceful degradation: figures of one cell take the first finished cell of the
+selection (and say which in the title; :func:`most_informative_cell` picks a better
+one to pass them); heatmaps over (lr, batch_size) become a
+single row or column when an axis is absent; further sweep axes (e.g. basin
+widths) become panels; cells not ``done`` show as grey "n/a".
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from sgdsweep.analysis.metrics import total_variation
+from sgdsweep.cell.schema import DONE
+
+#: Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}
+METHOD_STYLE: dict[str, dict[str, Any]] = {
+    "fp": {"color": OKABE_ITO["black"], "label": "Fokker–Planck (Itô)"},
+    "fp_drift": {"color": OKABE_ITO["sky"], "label": "FP, drift only", "linestyle": "--"},
+    "sgd": {"color": OKABE_ITO["vermillion"], "label": "SGD (Monte Carlo)"},
+    "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
+    "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
+    "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
+    "svag": {"color": OKABE_ITO["orange"], "label": "SVAG"},
+    "sgd_noise": {"color": OKABE_ITO["yellow"], "label": "SGD + injected noise"},
+    "sme2": {"color": OKABE_ITO["sky"], "label": "SME-2 (Euler–Maruyama)"},
+    "fp_sme2": {"color": OKABE_ITO["black"], "label": "FP of SME-2", "linestyle": ":"},
+    "sgd_op": {"color": OKABE_ITO["vermillion"], "label": "SGD (transfer operator)", "linestyle": "--"},
+    "gauss_step": {"color": OKABE_ITO["blue"], "label": "Gaussian step (EM at dt = η)",
+                   "linestyle": "-."},
+}
+KIND_STYLE: dict[str, dict[str, Any]] = {
+    "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
+    "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
+    "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
+    "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
+    "sme2": {"color": OKABE_ITO["sky"], "label": "stationary FP of SME-2", "linestyle": "--"},
+    "sgd": {"color": OKABE_ITO["vermillion"], "label": "stationary SGD (operator)", "linestyle": ":"},
+    "gauss_step": {"color": OKABE_ITO["blue"], "label": "stationary Gaussian step", "linestyle": ":"},
+}
+STYLE = {
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+}
+THETA = "θ"
+TIME = "t = η·step"
+DENSITY = "density p(θ)  [1/θ]"
+MAX_PANELS = 6
+
+
+def _figure(ncols: int, nrows: int = 1, width: float = 3.6, height: float = 3.0) -> Figure:
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(min(width * ncols, 16), height * nrows + 0.6), dpi=100, layout="constrained")
+        fig.subplots(nrows, ncols, squeeze=False)
+    return fig
+
+
+def _axes(fig: Figure) -> np.ndarray:
+    axs = np.asarray(fig.axes, dtype=object)
+    for ax in axs:
+        with mpl.rc_context(STYLE):
+            ax.grid(True, alpha=0.3)
+            ax.spines[["top", "right"]].set_visible(False)
+    return axs
+
+
+def _message(text: str) -> Figure:
+    fig = Figure(figsize=(8, 1.2), dpi=100)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
+    return fig
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.4g}"
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+def _cell_label(sel: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {_fmt(v)}" for k, v in sel.items())
+
+
+def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
+    """The first finished cell of ``ds`` (C order over the sweep dims) and its coordinates."""
+    dims = ds.sgd.sweep_dims
+    if not dims:
+        return ds, {}
+    done = np.asarray(ds[DONE].values, dtype=bool)
+    if not done.any():
+        return None
+    idx = np.unravel_index(int(np.argmax(done)), done.shape)
+    isel = dict(zip(dims, (int(i) for i in idx), strict=True))
+    return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
+
+
+def most_informative_cell(ds: xr.Dataset, metric: str = "tv", method: str = "sgd",
+                          reference: str = "fp") -> tuple[xr.Dataset, dict[str, Any]] | None:
+    """The finished cell where ``method`` departs most from ``reference`` at the last
+    snapshot (largest ``metric``, by default TV(SGD, FP)), as a selection that keeps its
+    sweep dims (length 1), and its coordinates.
+
+    Falls back to :func:`first_done_cell` when either method is missing or no distance
+    is finite; None when no cell is finished.
+    """
+    dims = ds.sgd.sweep_dims
+    if not dims:
+        return ds, {}
+    if method in ds.sgd.methods and reference in ds.sgd.methods and "y" not in ds.dims:
+        dist = ds.sgd.sde_validity(metric, method=method, reference=reference).transpose(*dims)
+        vals = np.asarray(dist.values, dtype=float)
+        if np.isfinite(vals).any():
+            idx = np.unravel_index(int(np.nanargmax(vals)), vals.shape)
+            isel = dict(zip(dims, (int(i) for i in idx), strict=True))
+            # length-1 sweep dims: the one-cell figures then name the cell in their titles
+            return ds.isel({d: [i] for d, i in isel.items()}), {d: ds[d].values[i] for d, i in isel.items()}
+    return first_done_cell(ds)
+
+
+def _legend_below(fig: Figure, ax: Any, ncols: int = 5) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), ncols), frameon=False)
+
+
+def _support(x: np.ndarray, dens: np.ndarray, tail: float = 5e-4) -> tuple[float, float]:
+    """θ-range holding all but ``tail`` of the mass on each side, for every density shown."""
+    d = np.nan_to_num(np.asarray(dens, float).reshape(-1, len(x)))
+    cdf = np.cumsum(d, axis=1)
+    total = cdf[:, -1:]
+    ok = total[:, 0] > 0
+    if not ok.any():
+        return float(x[0]), float(x[-1])
+    cdf = cdf[ok] / total[ok]
+    i_lo = int(min(np.argmax(c >= tail) for c in cdf))
+    i_hi = int(max(np.argmax(c >= 1 - tail) for c in cdf))
+    pad = max(0.1 * (x[i_hi] - x[i_lo]), 3 * (x[1] - x[0]))
+    return max(float(x[0]), float(x[i_lo] - pad)), min(float(x[-1]), float(x[i_hi] + pad))
+
+
+def _snapshot_indices(n: int, k: int) -> list[int]:
+    return sorted({round(float(i)) for i in np.linspace(0, n - 1, min(k, n))})
+
+
+def _methods(ds: xr.Dataset, wanted: Sequence[str]) -> list[str]:
+    return [m for m in wanted if m in ds.sgd.methods]
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
+                      methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"), panels: int = 4) -> Figure:
+    """FP density (lines) and Monte Carlo histograms (steps) at several times, one cell.
+
+    ``times`` are SDE times (nearest snapshot); by default ``panels`` snapshots
+    evenly spaced from t = 0 to the last one.
+    """
+    found = first_done_cell(ds)
+    if found is None:
+        return _message("density evolution: no finished cell in this selection")
+    cell, where = found
+    wanted, methods = methods, _methods(cell, methods)
+    if not methods:
+        return _message("density evolution: none of the methods " + ", ".join(wanted) + " in the store")
+    t_all = np.asarray(cell["t"].values, dtype=float)
+    idx = (_snapshot_indices(len(t_all), panels) if times is None
+           else sorted({int(np.abs(t_all - float(t)).argmin()) for t in times}))
+    x = np.asarray(cell["x"].values, dtype=float)
+    dens = cell["density"].sel({"method": methods}).isel(t=idx).load()
+    xlabel = THETA
+    if "y" in dens.dims:  # 2-D landscapes: the marginal density of the first component
+        y = np.asarray(cell["y"].values, dtype=float)
+        dens = dens.sum("y") * (y[1] - y[0])
+        xlabel = "θ₁ (density marginal over θ₂)"
+    fig = _figure(len(idx), width=3.3, height=3.0)
+    axs = _axes(fig)
+    for ax, k in zip(axs, range(len(idx)), strict=True):
+        for m in methods:
+            st = METHOD_STYLE.get(m, {"label": m})
+            y = dens.sel({"method": m}).isel(t=k).values
+            if cell.sgd.method_kind(m) == "density":
+                ax.plot(x, y, lw=1.8, **st)
+            else:
+                ax.plot(x, y, drawstyle="steps-mid", lw=1.1, alpha=0.9, **st)
+        ax.set_title(f"t = {t_all[idx[k]]:.3g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(bottom=0)
+    axs[0].set_ylabel(DENSITY)
+    lo, hi = _support(x, dens.values)
+    for ax in axs:
+        ax.set_xlim(lo, hi)
+    _legend_below(fig, axs[0])
+    fig.suptitle("Density evolution" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = ("fp", "sgd", "sde", "sgd_op"),
+                   kinds: Sequence[str] = ("ito", "gibbs", "sgd")) -> Figure:
+    """One cell at one snapshot: the densities of ``methods`` (FP as a line, Monte Carlo
+    histograms as steps, TV to FP in the legend) and the stationary ``kinds``.
+
+    ``cell`` is one cell (a ``run_cell`` result or a selection of one cell of a store);
+    ``t`` as in the accessor: "last", a negative index, or a time (nearest snapshot).
+    """
+    found = first_done_cell(cell)
+    if found is None:
+        return _message("cell densities: this cell is not finished")
+    cell, where = found
+    methods = _methods(cell, methods)
+    kinds = [k for k in kinds if k in cell.sgd.kinds]
+    x = np.asarray(cell["x"].values, dtype=float)
+    t_all = np.asarray(cell["t"].values, dtype=float)
+    if t == "last":
+        it = len(t_all) - 1
+    elif isinstance(t, int | np.integer) and t < 0:
+        it = len(t_all) + int(t)
+    else:
+        it = int(np.abs(t_all - float(t)).argmin())
+    fig = _figure(1, width=6.4, height=3.6)
+    (ax,) = _axes(fig)
+    shown = []
+    fp = None
+    if "fp" in methods:
+        fp = np.asarray(cell["density"].sel({"method": "fp"}).isel(t=it).values, float)
+    for k in kinds:
+        y = np.asarray(cell["stationary"].sel(kind=k).values, float)
+        ax.plot(x, y, lw=1.4, **KIND_STYLE.get(k, {"label": k}))
+        shown.append(y)
+    for m in methods:
+        st = dict(METHOD_STYLE.get(m, {"label": m}))
+        y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
+        if m != "fp" and fp is not None:
+            st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
+        if cell.sgd.method_kind(m) == "density":
+            ax.plot(x, y, lw=1.8, **st)
+        else:
+            ax.plot(x, y, drawstyle="steps-mid", lw=1.1, **st)
+        shown.append(y)
+    lo, hi = _support(x, np.asarray(shown))
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(THETA)
+    ax.set_ylabel(DENSITY)
+    _legend_below(fig, ax, ncols=3)
+    fig.suptitle(f"t = {t_all[it]:.3g}" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_drift", "sde", "sgd_op",
+                                                     "gauss_step")) -> Figure:
+    """Ensemble mean ± std of θ over time (left) and the std alone (right), one cell."""
+    found = first_done_cell(ds)
+    if found is None:
+        return _message("moments: no finished cell in this selection")
+    cell, where = found
+    methods = _methods(cell, methods)
+    t = np.asarray(cell["t"].values, dtype=float)
+    mean = cell["mean"].sel({"method": methods}).load()
+    std = cell["std"].sel({"method": methods}).load()
+    component = "θ"
+    if "axis" in mean.dims:  # 2-D landscapes: the first component
+        mean, std = mean.isel(axis=0), std.isel(axis=0)
+        component = "θ₁"
+    fig = _figure(2, width=4.6, height=3.2)
+    ax_m, ax_s = _axes(fig)
+    for m in methods:
+        st = METHOD_STYLE.get(m, {"label": m})
+        mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
+        marker = None if cell.sgd.method_kind(m) == "density" else "o"
+        ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
+        if m in ("fp", "sgd"):  # two bands stay readable; more turn to mud
+            ax_m.fill_between(t, mu - sd, mu + sd, color=st.get("color"), alpha=0.12, lw=0)
+        ax_s.plot(t, sd, marker=marker, ms=3, lw=1.5, **st)
+    ax_m.set_xlabel(TIME)
+    ax_m.set_ylabel(f"mean {component} (band: ± std of FP, SGD)")
+    ax_s.set_xlabel(TIME)
+    ax_s.set_ylabel(f"std of {component}")
+    ax_s.set_ylim(bottom=0)
+    _legend_below(fig, ax_m, ncols=3)
+    fig.suptitle("Mean and spread over time" + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
+# --------------------------------------------------------------------------- over learning rates
+
+
+def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[str] = ("ito", "gibbs", "sgd"),
+                         panels: int = 4) -> Figure:
+    """Stationary FP (Itô) and Gibbs densities beside the long-run (last-snapshot) ``method``
+    histogram, one panel per learning rate (up to ``panels``, evenly picked).
+
+    Other sweep dims: the first finished cell for each learning rate.
+    """
+    if "stationary" not in ds:
+        return _message("stationary densities: this store has no stationary references (2-D landscape?)")
+    lrs = list(ds["lr"].values) if "lr" in ds.sgd.sweep_dims else [None]
+    lrs = [lrs[i] for i in _snapshot_indices(len(lrs), panels)]
+    cells = []
+    for lr in lrs:
+        found = first_done_cell(ds if lr is None else ds.sel(lr=[lr]))
+        if found is not None:
+            cells.append(found)
+    if not cells:
+        return _message("stationary densities: no finished cell in this selection")
+    kinds = [k for k in kinds if k in ds.sgd.kinds]
+    x = np.asarray(ds["x"].values, dtype=float)
+    fig = _figure(len(cells), width=3.4, height=3.0)
+    axs = _axes(fig)
+    for ax, (cell, where) in zip(axs, cells, strict=True):
+        for k in kinds:
+            ax.plot(x, cell["stationary"].sel(kind=k).values, lw=1.7, **KIND_STYLE.get(k, {"label": k}))
+        if method in cell.sgd.methods:
+            st = dict(METHOD_STYLE.get(method, {"label": method}))
+            st["label"] = f"{st['label']}, t = {float(cell['t'].values[-1]):.3g}"
+            ax.plot(x, cell["density"].sel({"method": method}).isel(t=-1).values,
+                    drawstyle="steps-mid", lw=1.1, **st)
+        if where:
+            first, *rest = list(where.items())
+            ax.set_title(_cell_label(dict([first])) + ("\n" + _cell_label(dict(rest)) if rest else ""),
+                         fontsize=9)
+        ax.set_xlabel(THETA)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylim(bottom=0)
+    axs[0].set_ylabel(DENSITY + " (log above 0.01)")
+    _legend_below(fig, axs[0])
+    fig.suptitle("Stationary densities: Fokker–Planck (Itô), Gibbs, and long-run " + method.upper())
+    return fig
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def _facets(da: xr.DataArray, keep: Sequence[str]) -> list[dict[str, Any]]:
+    """Index combinations of every dim of ``da`` outside ``keep`` (capped at MAX_PANELS)."""
+    other = [d for d in da.dims if d not in keep]
+    combos = itertools.product(*(range(da.sizes[d]) for d in other))
+    return [dict(zip(other, c, strict=True)) for c in itertools.islice(combos, MAX_PANELS)]
+
+
+def _shown(da: xr.DataArray, keep: Sequence[str], panels: int) -> str:
+    total = int(np.prod([da.sizes[d] for d in da.dims if d not in keep]))
+    return f" — first {panels} of {total} panels; select with .sel" if total > panels else ""
+
+
+def _heatmap(ax: Any, da: xr.DataArray, norm: Normalize, cmap: str, fmt: Any) -> Any:
+    """lr along x, batch_size along y; an absent axis is a single row/column."""
+    for d in ("batch_size", "lr"):
+        if d not in da.dims:
+            da = da.expand_dims({d: [None]})
+    da = da.transpose("batch_size", "lr")
+    vals = np.asarray(da.values, dtype=float)
+    cm = mpl.colormaps[cmap].copy()
+    cm.set_bad("#DDDDDD")
+    # ±inf (e.g. a ratio with an empty basin) takes the end colour; NaN (not done) is grey.
+    shown = np.clip(np.where(np.isnan(vals), np.nan, vals), norm.vmin, norm.vmax)
+    im = ax.imshow(np.ma.masked_invalid(shown), origin="lower", aspect="auto", cmap=cm, norm=norm)
+    for name, setter, label in (("lr", ax.set_xticks, "learning rate η"),
+                                ("batch_size", ax.set_yticks, "batch size b")):
+        values = da[name].values
+        if values[0] is None:
+            setter([])
+        else:
+            setter(range(len(values)), [_fmt(v) for v in values])
+            (ax.set_xlabel if name == "lr" else ax.set_ylabel)(label)
+    ax.grid(False)
+    for (i, j), v in np.ndenumerate(vals):
+        if np.isnan(v):
+            ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#555555")
+            continue
+        r, g, b, _ = cm(norm(shown[i, j]))
+        colour = "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+        ax.text(j, i, fmt(v), ha="center", va="center", fontsize=8, color=colour)
+    return im
+
+
+def _heat_height(ds: xr.Dataset) -> float:
+    return 2.9 if ds.sizes.get("batch_size", 1) > 1 else 1.9
+
+
+def _ratio_text(log_ratio: float) -> str:
+    if np.isinf(log_ratio):
+        return "∞" if log_ratio > 0 else "0"
+    r = 10.0**log_ratio
+    return f"{r:.2g}" if 1e-2 <= r < 1e3 else f"1e{log_ratio:.0f}"
+
+
+def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = None,
+                   denominator: str | None = None, t: Any = "last", reference: str = "gibbs") -> Figure:
+    """log10 of mass(numerator)/mass(denominator) over (lr, batch size): ``source`` at time ``t``
+    (left) beside the stationary ``reference`` prediction (right), one row per value of
+    the other sweep dims (e.g. basin width).
+
+    Basin masses of the reference integrate its density over the basins of L (see
+    :meth:`SweepAccessor.basin_masses`). Colours share one diverging scale, clipped at
+    ±4 decades; the numbers printed are the ratios themselves.
+    """
+    if len(ds.sgd.basins) < 2:
+        return _message("basin heatmaps: the landscape has a single basin")
+    acc = ds.sgd
+    numerator = acc.basins[-1] if numerator is None else numerator
+    denominator = acc.basins[0] if denominator is None else denominator
+    cols = {source: acc.basin_ratio(source, numerator, denominator, t)}
+    if reference in acc.kinds:
+        cols[reference] = acc.basin_ratio(reference, numerator, denominator)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = {k: np.log10(v.compute()) for k, v in cols.items()}
+    finite = np.concatenate([np.asarray(v.values, float).ravel() for v in logs.values()])
+    finite = finite[np.isfinite(finite)]
+    lim = min(max(float(np.abs(finite).max()) if finite.size else 1.0, 0.5), 4.0)
+    norm = Normalize(-lim, lim)
+    rows = _facets(next(iter(logs.values())), ("lr", "batch_size"))
+    fig = _figure(len(cols), len(rows), width=4.2, height=_heat_height(ds))
+    axs = _axes(fig).reshape(len(rows), len(cols))
+    im = None
+    for r, facet in enumerate(rows):
+        for c, (name, da) in enumerate(logs.items()):
+            ax = axs[r, c]
+            im = _heatmap(ax, da.isel(facet), norm, "PuOr", _ratio_text)
+            what = METHOD_STYLE.get(name, KIND_STYLE.get(name, {})).get("label", name)
+            label = ", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items())
+            ax.set_title(f"{what}" + (f"\n{label}" if label else ""))
+    cb = fig.colorbar(im, ax=axs.ravel().tolist(), shrink=0.8, extend="both")
+    cb.set_label(f"log10 mass({numerator}) / mass({denominator})")
+    fig.suptitle(f"Basin-mass ratio {numerator} : {denominator}"
+                 + (" (rows: other sweep axes)" if len(rows) > 1 else "")
+                 + _shown(next(iter(logs.values())), ("lr", "batch_size"), len(rows)))
+    return fig
+
+
+def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method: str = "sgd",
+                     reference: str = "fp") -> Figure:
+    """The SDE-validity map: distance(SGD, FP) at time ``t`` over (lr, batch size),
+    one panel per value of the other sweep dims. Sequential colour scale (cividis)."""
+    if method not in ds.sgd.methods or reference not in ds.sgd.methods:
+        return _message(f"SDE validity: the store lacks {method!r} or {reference!r}")
+    da = ds.sgd.sde_validity(metric=metric, t=t, method=method, reference=reference).compute()
+    panels = _facets(da, ("lr", "batch_size"))
+    vals = np.asarray(da.values, float)
+    top = float(np.nanmax(vals)) if np.isfinite(vals).any() else 1.0
+    norm = Normalize(0.0, top if top > 0 else 1.0)
+    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.2, height=_heat_height(ds))
+    axs = _axes(fig)
+    im = None
+    for ax, facet in zip(axs, panels, strict=False):
+        im = _heatmap(ax, da.isel(facet), norm, "cividis", lambda v: f"{v:.3f}")
+        ax.set_title(", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items()))
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    t_txt = f"t = {float(ds['t'].values[-1]):.3g}" if t == "last" or t == -1 else f"t ≈ {t}"
+    cb = fig.colorbar(im, ax=[a for a in axs if a.get_visible()], shrink=0.85)
+    cb.set_label(f"{metric.upper()}({method.upper()}, {reference.upper()})")
+    fig.suptitle(f"SDE validity: {metric.upper()} distance between {method.upper()} and "
+                 f"{reference.upper()} at {t_txt}" + _shown(da, ("lr", "batch_size"), len(panels)))
+    return fig
+
+
+# --------------------------------------------------------------------------- escapes
+
+
+def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langevin")) -> Figure:
+    """Mean escape time of each Monte Carlo method against the learning rate, beside the
+    Itô SDE's exact mean first-passage time (log scale, t = η·step); one panel per value
+    of the other sweep dims. Hollow markers: not every chain escaped by the last snapshot,
+    so the mean over the escapers is biased low; the label gives the escaped fraction."""
+    try:
+        es = ds.sgd.escape_summary().compute()
+    except KeyError:
+        return _message("escape times: this store holds no escape statistics")
+    methods = [m for m in methods if m in es["method"].values]
+    exact = es["escape_time_exact"]
+    if not np.isfinite(np.asarray(exact.values, float)).any():
+        return _message("escape times: no finished cell with an escape threshold in this selection")
+    dims = list(ds.sgd.sweep_dims)
+    xdim = "lr" if "lr" in dims else (dims[0] if dims else None)
+    panels = _facets(exact, (xdim,) if xdim else ())
+    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.2, height=3.2)
+    axs = _axes(fig)
+    for ax, facet in zip(axs, panels, strict=False):
+        sub = es.isel(facet)
+        x = np.asarray(sub[xdim].values, float) if xdim else np.zeros(1)
+        ax.plot(x, np.atleast_1d(sub["escape_time_exact"].values), color=OKABE_ITO["black"], lw=1.8,
+                marker="s", ms=4, label="exact SDE passage time")
+        for m in methods:
+            st = METHOD_STYLE.get(m, {"label": m})
+            sel = sub.sel({"method": m})
+            mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
+            frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
+            if not np.isfinite(mean).any():
+                continue
+            ax.plot(x, mean, lw=1.2, color=st.get("color"), label=st["label"])
+            for xi, mi, fi in zip(x, mean, frac, strict=True):
+                if np.isfinite(mi):
+                    ax.plot([xi], [mi], "o", ms=5, color=st.get("color"),
+                            markerfacecolor=st.get("color") if fi >= 1 else "white")
+                    if fi < 1:
+                        ax.annotate(f"{100 * fi:.2g}%", (xi, mi), textcoords="offset points", xytext=(4, 3),
+                                    fontsize=7, color=st.get("color"))
+        ax.set_yscale("log")
+        if xdim:
+            ax.set_xlabel("learning rate η" if xdim == "lr" else xdim)
+            if x.size > 1 and x.min() > 0 and x.max() / x.min() > 3:
+                ax.set_xscale("log")
+        ax.set_ylabel("mean escape time (t = η·step)")
+        ax.set_title(", ".join(f"{d} = {_fmt(exact[d].values[i])}" for d, i in facet.items()))
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    _legend_below(fig, axs[0], ncols=4)
+    fig.suptitle("Escape over the barrier: Monte Carlo means (hollow: not all escaped) vs the exact SDE time"
+                 + _shown(exact, (xdim,) if xdim else (), len(panels)))
+    return fig
+
+
+def gradient_noise(ds: xr.Dataset, panels_per: str = "batch_size") -> Figure:
+    """The exact shape of the minibatch gradient noise over θ (1-D): the loss, the skewness
+    and excess kurtosis of the minibatch mean gradient and the noise-to-signal ratio
+    tr Σ_b/|G|² (log scale), one line per value of ``panels_per`` (default the batch size)
+    when it is a sweep axis, else for the first finished cell. Where these are far from 0
+    (skewness, kurtosis) the Gaussian-noise assumption of the SDE fails; where NSR is small
+    the noise is too weak against the drift for the SDE (and the linear scaling rule)."""
+    if "noise_to_signal" not in ds:
+        return _message("gradient noise: this store holds no noise diagnostics")
+    if "y" in ds.dims:
+        return _message("gradient noise: the figure is 1-D; read noise_* from the store in 2-D")
+    dims = ds.sgd.sweep_dims
+    cells: list[tuple[xr.Dataset, dict[str, Any]]] = []
+    if panels_per in dims:
+        for v in ds[panels_per].values:
+            found = first_done_cell(ds.sel({panels_per: v}))
+            if found is not None:
+                cells.append((found[0], {panels_per: v, **found[1]}))
+    else:
+        found = first_done_cell(ds)
+        if found is not None:
+            cells.append(found)
+    if not cells:
+        return _message("gradient noise: no finished cell in this selection")
+    fig = _figure(4, width=3.3, height=3.0)
+    axs = _axes(fig)
+    colours = itertools.cycle(OKABE_ITO[c] for c in ("vermillion", "blue", "green", "orange", "purple",
+                                                     "sky"))
+    for (cell, where), colour in zip(cells, colours, strict=False):
+        x = np.asarray(cell["x"].values, float)
+        label = _cell_label({k: v for k, v in where.items() if k == panels_per}) or "this cell"
+        for ax, var in zip(axs, ("loss", "noise_skewness", "noise_kurtosis", "noise_to_signal"), strict=True):
+            ax.plot(x, np.asarray(cell[var].values, float).ravel(), color=colour, lw=1.4, label=label)
+    for ax, title in zip(axs, ("loss L(θ)", "skewness of ḡ_B", "excess kurtosis of ḡ_B",
+                              "noise-to-signal tr Σ_b / |G|²"), strict=True):
+        ax.set_xlabel(THETA)
+        ax.set_title(title)
+    for ax in axs[1:3]:
+        ax.axhline(0.0, color="grey", lw=0.8)
+        # Rounding-level wiggles (1e-4) must not fill the panel: show at least ±0.5.
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -0.5), max(hi, 0.5))
+    axs[3].set_yscale("log")
+    axs[3].axhline(1.0, color="grey", lw=0.8)
+    axs[3].set_ylim(bottom=max(axs[3].get_ylim()[0], 1e-6))  # where the noise vanishes NSR → 0
+    _legend_below(fig, axs[0], ncols=6)
+    first = cells[0][1]
+    rest = {k: v for k, v in first.items() if k != panels_per}
+    fig.suptitle("Minibatch gradient noise, exact from the n per-sample gradients"
+                 + (f" ({_cell_label(rest)})" if rest else ""))
+    return fig
+
+
+#: The figures ``python -m pipeline report`` renders, by file stem.
+FIGURES = {
+    "density_evolution": density_evolution,
+    "moments": moments,
+    "stationary_densities": stationary_densities,
+    "basin_heatmaps": basin_heatmaps,
+    "sde_validity": sde_validity_map,
+    "escape_times": escape_times,
+    "gradient_noise": gradient_noise,
+}
+
+
+# --------------------------------------------------------------------------- 2-D
+
+
+def _most_circulating_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
+    """The finished cell with the largest |stationary_circulation| (else the first finished)."""
+    dims = ds.sgd.sweep_dims
+    if dims and "stationary_circulation" in ds:
+        vals = np.abs(np.asarray(ds["stationary_circulation"].where(ds[DONE]).transpose(*dims).values,
+                                 dtype=float))
+        if np.isfinite(vals).any():
+            idx = np.unravel_index(int(np.nanargmax(vals)), vals.shape)
+            isel = {d: int(i) for d, i in zip(dims, idx, strict=True)}
+            return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
+    return first_done_cell(ds)
+
+
+#: Streamlines of J are drawn where p is above this fraction of its maximum.
+STREAM_FLOOR = 1e-3
+
+
+def _density_panel(ax: Any, fig: Figure, x: np.ndarray, y: np.ndarray, p: np.ndarray,
+                   J: np.ndarray | None, title: str) -> None:
+    """p (nx, ny) as a colour map, J (nx, ny, 2) as streamlines (width ∝ |J|)."""
+    with mpl.rc_context(STYLE):
+        mesh = ax.pcolormesh(x, y, p.T, shading="nearest", cmap="viridis")
+        fig.colorbar(mesh, ax=ax, shrink=0.85, label="p  [1/θ²]")
+        if J is not None and np.isfinite(J).all() and np.abs(J).max() > 0:
+            # Only where there is mass: elsewhere J is round-off and its direction noise.
+            empty = (p < STREAM_FLOOR * np.nanmax(p)).T
+            speed = np.hypot(J[..., 0], J[..., 1]).T
+            u = np.ma.masked_where(empty, J[..., 0].T)
+            v = np.ma.masked_where(empty, J[..., 1].T)
+            ax.streamplot(x, y, u, v, color="white", density=1.1,
+                          linewidth=0.4 + 1.6 * speed / speed[~empty].max(), arrowsize=0.8)
+    ax.set_xlabel("θ₁ (x)")
+    ax.set_ylabel("θ₂ (y)")
+    ax.set_title(title)
+    ax.grid(False)
+
+
+def current_2d(ds: xr.Dataset) -> Figure:
+    """A 2-D cell: the stationary FP density (cell's convention) with streamlines of its
+    probability current, the FP density at the last snapshot with its current, and SGD's
+    Monte Carlo histogram at the last snapshot. The cell is the one with the largest
+    |stationary_circulation| of the selection."""
+    if "y" not in ds.dims:
+        return _message("current_2d: a 2-D store is needed")
+    found = _most_circulating_cell(ds)
+    if found is None:
+        return _message("current_2d: no finished cell")
+    cell, where = found
+    x = np.asarray(cell["x"].values, dtype=float)
+    y = np.asarray(cell["y"].values, dtype=float)
+    kind = str(cell.attrs.get("fp_convention", "ito"))
+    panels: list[tuple[np.ndarray, np.ndarray | None, str]] = []
+    if kind in cell.sgd.kinds:
+        panels.append((np.asarray(cell["stationary"].sel(kind=kind).values, float),
+                       np.asarray(cell["stationary_current"].sel(kind=kind).values, float),
+                       f"stationary FP ({kind}) and J"))
+    t_last = float(cell["t"].values[-1])
+    if "fp" in cell.sgd.methods:
+        panels.append((np.asarray(cell["density"].sel({"method": "fp"}).isel(t=-1).values, float),
+                       np.asarray(cell["current"].sel({"method": "fp"}).isel(t=-1).values, float),
+                       f"FP at t = {t_last:.3g} and J"))
+    if "sgd" in cell.sgd.methods:
+        p = np.asarray(cell["density"].sel({"method": "sgd"}).isel(t=-1).values, float)
+        label = f"SGD histogram at t = {t_last:.3g}"
+        if "tv" in cell and "fp" in cell.sgd.methods:
+            label += f" (TV to FP {float(cell['tv'].sel({'method': 'sgd'}).isel(t=-1)):.3f})"
+        panels.append((p, None, label))
+    if not panels:
+        return _message("current_2d: the cell has neither a stationary density nor fp or sgd")
+    fig = _figure(len(panels), width=4.6, height=3.9)
+    axs = _axes(fig)
+    for ax, (p, J, title) in zip(axs, panels, strict=True):
+        _density_panel(ax, fig, x, y, p, J, title)
+    # Zoom onto where any panel has mass.
+    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _, _ in panels]), axis=0)
+    ix, iy = np.nonzero(mass > STREAM_FLOOR)
+    if ix.size:
+        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
+        for ax in axs:
+            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
+            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+    facts = []
+    for name, label in (("stationary_circulation", "circulation"), ("stationary_mean_abs_current", "∫|J|"),
+                        ("stationary_kl_gibbs", "KL(stationary‖Gibbs)"),
+                        ("fp_monotone_violation", "non-monotone faces")):
+        if name in cell:
+            facts.append(f"{label} {float(cell[name]):.3g}")
+    fig.suptitle("Probability current" + (f" ({_cell_label(where)})" if where else "")
+                 + ("\n" + ", ".join(facts) if facts else ""))
+    return fig
+
+
+def nonequilibrium_summary(ds: xr.Dataset, along: str | None = None) -> Figure:
+    """Stationary circulation, ∫|J| and KL(stationary ‖ Gibbs) against one sweep axis
+    (``along``: default ``tilt`` if swept, else the last sweep axis), one line per point
+    of the other sweep axes."""
+    names = [n for n in ("stationary_circulation", "stationary_mean_abs_current", "stationary_kl_gibbs")
+             if n in ds]
+    dims = ds.sgd.sweep_dims
+    if not dims or not names:
+        return _message("nonequilibrium summary: needs a sweep store with stationary summaries")
+    along = along or ("tilt" if "tilt" in dims else dims[-1])
+    others = [d for d in dims if d != along]
+    xv = np.asarray(ds[along].values, dtype=float)
+    fig = _figure(len(names), width=4.0, height=3.2)
+    axs = _axes(fig)
+    colours = itertools.cycle(OKABE_ITO.values())
+    combos = list(itertools.product(*(range(ds.sizes[d]) for d in others))) or [()]
+    styles = [(next(colours), c) for c in combos]
+    for ax, name in zip(axs, names, strict=True):
+        da = ds[name].where(ds[DONE]).transpose(*others, along)
+        for colour, combo in styles:
+            vals = np.asarray(da.isel(dict(zip(others, combo, strict=True))).values, dtype=float)
+            label = ", ".join(f"{d} = {_fmt(ds[d].values[i])}" for d, i in zip(others, combo, strict=True))
+            ax.plot(xv, vals, "o-", ms=4, color=colour, label=label or name)
+        ax.set_xlabel(along)
+        ax.set_title(ATTRS_SHORT.get(name, name))
+    _legend_below(fig, axs[0], ncols=4)
+    fig.suptitle("How far the FP stationary state is from equilibrium")
+    return fig
+
+
+ATTRS_SHORT = {"stationary_circulation": "circulation (prob./time)",
+               "stationary_mean_abs_current": "∫|J| dθ",
+               "stationary_kl_gibbs": "KL(stationary ‖ Gibbs)  [nat]"}
+
+#: The figures the report renders for a 2-D store, by file stem.
+FIGURES_2D = {
+    "current_2d": current_2d,
+    "nonequilibrium": nonequilibrium_summary,
+}
