@@ -10,7 +10,8 @@ import numpy as np
 from sgdsweep.errors import ConfigError
 
 
-def real(value: Any, field: str, *, positive: bool = False) -> float:
+def real(value: Any, field: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """``value`` as a finite float; ``positive``: > 0, ``nonnegative``: >= 0."""
     if isinstance(value, bool):
         raise ConfigError(f"{field}: expected a number, got {value!r}")
     try:
@@ -21,6 +22,8 @@ def real(value: Any, field: str, *, positive: bool = False) -> float:
         raise ConfigError(f"{field}: must be finite, got {value!r}")
     if positive and x <= 0:
         raise ConfigError(f"{field}: must be > 0, got {value!r}")
+    if nonnegative and x < 0:
+        raise ConfigError(f"{field}: must be >= 0, got {value!r}")
     return x
 
 

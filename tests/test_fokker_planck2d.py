@@ -28,7 +28,7 @@ from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D, marginals
 from sgdsweep.fokker_planck.nonequilibrium import current_summary, kl_to_gibbs
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import batch_noise_factor
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 
 # Hessian and a constant full-rank diffusion that does not commute with it.
 H = np.array([[1.0, 0.3], [0.3, 2.0]])

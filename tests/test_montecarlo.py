@@ -15,7 +15,7 @@ import pytest
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 
 
 def quadratic(n: int, spread: float, h: float = 1.0, dim: int = 1):
@@ -273,9 +273,9 @@ def _all_methods(land, grids, x0):
         ("sgd", {"sampling": "reshuffle", "batch_size": 3}),
         ("sde", {"substeps": 3}),
         ("langevin", {"substeps": 3, "temperature": 0.2}),
-        ("svag", {"svag_l": 3, "sampling": "reshuffle", "batch_size": 3}),
-        ("svag", {"svag_l": 4, "sampling": "without_replacement", "batch_size": 2}),
-        ("sgd_noise", {"grad_noise": 0.4, "batch_size": 2}),
+        ("svag", {"params": {"l": 3}, "sampling": "reshuffle", "batch_size": 3}),
+        ("svag", {"params": {"l": 4}, "sampling": "without_replacement", "batch_size": 2}),
+        ("sgd_noise", {"params": {"sigma": 0.4}, "batch_size": 2}),
         ("sme2", {"substeps": 3}),
     ]:
         r = run_ensemble(land, method, x0, 0.3, steps, grids, seed=11, escape_threshold=0.5, **kw)
@@ -437,11 +437,11 @@ def test_vectorised_exp_matches_numpy():
     np.testing.assert_allclose(one.mean[:, 0], two.mean[:, 0], rtol=1e-13)
     np.testing.assert_allclose(one.var[:, 0], two.var[:, 0], rtol=1e-12)
     # In 2-D the Gaussian is exp(−(r_x² a + 0)): the same argument, libm exp.
-    from sgdsweep.montecarlo.ensemble import _exp_nonpos
+    from sgdsweep.montecarlo.fastexp import exp_nonpos
     xs = -np.linspace(0.0, 708.0, 200001)
-    got = np.array([_exp_nonpos(v) for v in xs[::97]])
+    got = np.array([exp_nonpos(v) for v in xs[::97]])
     np.testing.assert_allclose(got, np.exp(xs[::97]), rtol=4e-16, atol=0)
-    assert _exp_nonpos(-709.0) == 0.0 and _exp_nonpos(0.0) == 1.0
+    assert exp_nonpos(-709.0) == 0.0 and exp_nonpos(0.0) == 1.0
 
 
 @pytest.mark.parametrize(("method", "kw"), [

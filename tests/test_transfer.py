@@ -21,7 +21,7 @@ from sgdsweep.landscapes.basins import escape_threshold, find_basins
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.initial import Initial
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 from sgdsweep.transfer import markov
 from sgdsweep.transfer.minibatches import enumerate_minibatches, minibatch_count
 from sgdsweep.transfer.transfer1d import gauss_step, sgd_transfer

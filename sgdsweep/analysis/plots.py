@@ -26,27 +26,29 @@ from matplotlib.figure import Figure
 
 from sgdsweep.analysis.metrics import total_variation
 from sgdsweep.cell.schema import DONE
+from sgdsweep.methods.registry import registered
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
     "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
 }
-METHOD_STYLE: dict[str, dict[str, Any]] = {
-    "fp": {"color": OKABE_ITO["black"], "label": "Fokker–Planck (Itô)"},
-    "fp_drift": {"color": OKABE_ITO["sky"], "label": "FP, drift only", "linestyle": "--"},
-    "sgd": {"color": OKABE_ITO["vermillion"], "label": "SGD (Monte Carlo)"},
-    "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
-    "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
-    "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
-    "svag": {"color": OKABE_ITO["orange"], "label": "SVAG"},
-    "sgd_noise": {"color": OKABE_ITO["yellow"], "label": "SGD + injected noise"},
-    "sme2": {"color": OKABE_ITO["sky"], "label": "SME-2 (Euler–Maruyama)"},
-    "fp_sme2": {"color": OKABE_ITO["black"], "label": "FP of SME-2", "linestyle": ":"},
-    "sgd_op": {"color": OKABE_ITO["vermillion"], "label": "SGD (transfer operator)", "linestyle": "--"},
-    "gauss_step": {"color": OKABE_ITO["blue"], "label": "Gaussian step (EM at dt = η)",
-                   "linestyle": "-."},
-}
+
+
+def method_style(name: str) -> dict[str, Any]:
+    """Line style of a method (label, colour, line style), as its registry entry declares it;
+    a name the registry does not know is drawn under its own name in the colour cycle."""
+    rec = registered().get(name)
+    if rec is None:
+        return {"label": name}
+    style: dict[str, Any] = {"label": rec.label}
+    if rec.color is not None:
+        style["color"] = OKABE_ITO.get(rec.color, rec.color)
+    if rec.linestyle != "-":
+        style["linestyle"] = rec.linestyle
+    return style
+
+
 KIND_STYLE: dict[str, dict[str, Any]] = {
     "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
     "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
@@ -193,7 +195,7 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
     axs = _axes(fig)
     for ax, k in zip(axs, range(len(idx)), strict=True):
         for m in methods:
-            st = METHOD_STYLE.get(m, {"label": m})
+            st = method_style(m)
             y = dens.sel({"method": m}).isel(t=k).values
             if cell.sgd.method_kind(m) == "density":
                 ax.plot(x, y, lw=1.8, **st)
@@ -244,7 +246,7 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
         ax.plot(x, y, lw=1.4, **KIND_STYLE.get(k, {"label": k}))
         shown.append(y)
     for m in methods:
-        st = dict(METHOD_STYLE.get(m, {"label": m}))
+        st = method_style(m)
         y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
         if m != "fp" and fp is not None:
             st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
@@ -281,7 +283,7 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
     fig = _figure(2, width=4.6, height=3.2)
     ax_m, ax_s = _axes(fig)
     for m in methods:
-        st = METHOD_STYLE.get(m, {"label": m})
+        st = method_style(m)
         mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
         marker = None if cell.sgd.method_kind(m) == "density" else "o"
         ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
@@ -327,7 +329,7 @@ def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[st
         for k in kinds:
             ax.plot(x, cell["stationary"].sel(kind=k).values, lw=1.7, **KIND_STYLE.get(k, {"label": k}))
         if method in cell.sgd.methods:
-            st = dict(METHOD_STYLE.get(method, {"label": method}))
+            st = method_style(method)
             st["label"] = f"{st['label']}, t = {float(cell['t'].values[-1]):.3g}"
             ax.plot(x, cell["density"].sel({"method": method}).isel(t=-1).values,
                     drawstyle="steps-mid", lw=1.1, **st)
@@ -433,7 +435,8 @@ def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = 
         for c, (name, da) in enumerate(logs.items()):
             ax = axs[r, c]
             im = _heatmap(ax, da.isel(facet), norm, "PuOr", _ratio_text)
-            what = METHOD_STYLE.get(name, KIND_STYLE.get(name, {})).get("label", name)
+            style = method_style(name) if name in registered() else KIND_STYLE.get(name, {})
+            what = style.get("label", name)
             label = ", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items())
             ax.set_title(f"{what}" + (f"\n{label}" if label else ""))
     cb = fig.colorbar(im, ax=axs.ravel().tolist(), shrink=0.8, extend="both")
@@ -498,7 +501,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
         ax.plot(x, np.atleast_1d(sub["escape_time_exact"].values), color=OKABE_ITO["black"], lw=1.8,
                 marker="s", ms=4, label="exact SDE passage time")
         for m in methods:
-            st = METHOD_STYLE.get(m, {"label": m})
+            st = method_style(m)
             sel = sub.sel({"method": m})
             mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
             frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))

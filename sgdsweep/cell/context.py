@@ -23,6 +23,7 @@ from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
 from sgdsweep.landscapes.basins import Basins, escape_threshold, find_basins, named_basins
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import diffusion
+from sgdsweep.methods.registry import get_method
 
 
 class CellContext:
@@ -104,7 +105,7 @@ class CellContext:
             return default_temperature(self.land["loss"],
                                        diffusion(self.land["cov"], cell.lr, cell.noise_factor))
         except ConfigError:
-            if "langevin" in cell.methods or "sgd_noise" in cell.methods:  # both need T
+            if any(get_method(m).needs_temperature for m in cell.methods):
                 raise
             return None  # no noise anywhere: no Gibbs reference, nothing needs T
 

@@ -40,7 +40,7 @@ import numpy as np
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import diffusion
-from sgdsweep.validate import density_march
+from sgdsweep.validate import density_march, real
 
 #: |Pe| beyond which B(|Pe|) = |Pe| e^(−|Pe|) underflows: the face is pure upwinding.
 PE_UPWIND = 1.0e3
@@ -178,10 +178,8 @@ class FokkerPlanck1D:
         """
         if landscape.dim != 1:
             raise ConfigError(f"landscape.dim: the 1-D Fokker–Planck solver needs dim 1, got {landscape.dim}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"lr: must be > 0, got {lr!r}")
-        if not (math.isfinite(noise_factor) and noise_factor >= 0):
-            raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor!r}")
+        lr = real(lr, "lr", positive=True)
+        noise_factor = real(noise_factor, "noise_factor", nonnegative=True)
         faces = landscape.evaluate(grid.edges)
         drift = faces["grad"][:, 0]
         if sme2:

@@ -60,7 +60,7 @@ from sgdsweep.fokker_planck.fp1d import COLLAPSE_CELLS, face_coefficients
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import GAUSSIAN, Landscape
 from sgdsweep.landscapes.noise import diffusion
-from sgdsweep.validate import density_march
+from sgdsweep.validate import density_march, real
 
 #: Relative tolerance for "positive semi-definite": det ≥ −PSD_TOL·(tr D)², D_kk ≥ −PSD_TOL·max|D|.
 PSD_TOL = 1e-10
@@ -267,10 +267,8 @@ class FokkerPlanck2D:
         """
         if landscape.dim != 2:
             raise ConfigError(f"landscape.dim: the 2-D Fokker–Planck solver needs dim 2, got {landscape.dim}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"lr: must be > 0, got {lr!r}")
-        if not (math.isfinite(noise_factor) and noise_factor >= 0):
-            raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor!r}")
+        lr = real(lr, "lr", positive=True)
+        noise_factor = real(noise_factor, "noise_factor", nonnegative=True)
         check_resolution(landscape, gx, gy)
 
         def drift(pts: np.ndarray) -> np.ndarray:
@@ -474,8 +472,7 @@ class FokkerPlanck2D:
 
         One sparse LU factorisation per dt (cached on the operator).
         """
-        if not (math.isfinite(dt) and dt > 0):
-            raise ConfigError(f"dt: must be > 0, got {dt!r}")
+        dt = real(dt, "dt", positive=True)
         q = np.array(p, dtype=np.float64)
         if q.shape != self.shape:
             raise ConfigError(f"p: expected shape {self.shape}, got {q.shape}")

@@ -25,6 +25,7 @@ import numba as nb
 import numpy as np
 
 from sgdsweep.errors import ConfigError
+from sgdsweep.validate import real
 
 GAUSSIAN = 0
 QUADRATIC = 1
@@ -348,9 +349,7 @@ def _shift_spec(spec: Mapping[str, Any], what: str) -> np.ndarray:
     n = spec.get("n")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"{what}.n: expected a positive integer, got {n!r}")
-    std = float(_number(spec, "std", what))
-    if std < 0:
-        raise ConfigError(f"{what}.std: must be >= 0, got {std}")
+    std = real(_number(spec, "std", what), f"{what}.std", nonnegative=True)
     dist = spec.get("distribution", "even")
     if not isinstance(dist, str) or dist not in SHIFT_DISTRIBUTIONS:
         raise ConfigError(f"{what}.distribution: unknown {dist!r} (known: {', '.join(SHIFT_DISTRIBUTIONS)})")
@@ -361,9 +360,7 @@ def _shift_spec(spec: Mapping[str, Any], what: str) -> np.ndarray:
                           f"(known: {sorted(known)})")
     kwargs: dict[str, Any] = {}
     if dist == "student_t":
-        nu = float(_number(spec, "nu", what))
-        if nu <= 0:
-            raise ConfigError(f"{what}.nu: must be > 0, got {spec['nu']!r}")
+        nu = real(_number(spec, "nu", what), f"{what}.nu", positive=True)
         kwargs["nu"] = nu
     elif dist == "outliers":
         k = spec.get("k")
@@ -371,9 +368,7 @@ def _shift_spec(spec: Mapping[str, Any], what: str) -> np.ndarray:
             raise ConfigError(f"{what}.k: expected a non-negative integer, got {k!r}")
         if k >= n:
             raise ConfigError(f"{what}.k: must be < n (= {n}), got {k}")
-        scale = float(_number(spec, "scale", what))
-        if scale <= 0:
-            raise ConfigError(f"{what}.scale: must be > 0, got {spec['scale']!r}")
+        scale = real(_number(spec, "scale", what), f"{what}.scale", positive=True)
         kwargs.update(k=k, scale=scale)
     return distribution_shifts(n, std, dist, **kwargs)
 

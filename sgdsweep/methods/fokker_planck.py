@@ -164,12 +164,12 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
 _COMMON = dict(kind="density", fill=fill_fokker_planck, dims=(1, 2), fills=(*DENSITY_FILLS, "current"))
 
 register_method(
-    name="fp", reads=("fp", "mc.sde_substeps"),
+    name="fp", label="Fokker–Planck (Itô)", color="black", reads=("fp", "mc.sde_substeps"),
     summary="Itô Fokker–Planck ∂p/∂t = ∇·(G p) + Σ ∂_j∂_k(D_jk p): finite volumes, "
             "Scharfetter–Gummel fluxes (+ a 9-point cross-diffusion stencil in 2-D), implicit "
             "Euler (Thomas in 1-D, sparse LU in 2-D), zero-flux walls; 1-D on a grid `fp.refine` "
             "times finer than the density grid, 2-D on the density grid; stores the current J",
     **_COMMON)
 register_method(
-    name="fp_drift", reads=("fp", "mc.sde_substeps"),
+    name="fp_drift", label="FP, drift only", color="sky", linestyle="--", reads=("fp", "mc.sde_substeps"),
     summary="the same with D = 0 (transport of the density by gradient descent)", **_COMMON)

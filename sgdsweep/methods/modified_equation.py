@@ -30,6 +30,7 @@ from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_ensemble
 from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
 from sgdsweep.methods.registry import register_method
+from sgdsweep.montecarlo import kernels
 
 
 def _operator(ctx: CellContext):
@@ -56,13 +57,15 @@ def stationary_sme2(ctx: CellContext):
 
 
 register_method(
-    name="sme2", kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS,
+    name="sme2", label="SME-2 (Euler–Maruyama)", color="sky", kernel=kernels.SME2, stream=kernels.SDE,
+    kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc"),
     summary="Euler–Maruyama of the second-order modified equation dθ = −∇(L + (η/4)‖∇L‖²) dt "
             "+ sqrt(η Σ_b) dW (Itô; drift G + (η/2)·H·G), the SDE's Brownian increments",
 )
 register_method(
-    name="fp_sme2", kind="density", fill=fill_fp_sme2, dims=(1, 2), fills=DENSITY_FILLS,
+    name="fp_sme2", label="FP of SME-2", color="black", linestyle=":",
+    kind="density", fill=fill_fp_sme2, dims=(1, 2), fills=DENSITY_FILLS,
     reads=("lr", "batch_size", "sampling", "fp", "mc.sde_substeps"),
     stationary={"sme2": stationary_sme2},
     summary="Fokker–Planck density of `sme2` (the `fp` solver with drift G + (η/2)·H·G); "

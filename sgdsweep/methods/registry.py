@@ -62,6 +62,14 @@ class Method:
     ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cell.config.CellConfig`
     the method cannot run with, raising :class:`~sgdsweep.errors.ConfigError` (called by
     ``parse_cell``, so bad input is refused before anything is computed).
+    ``label``, ``color`` and ``linestyle``: how figures draw it (``label`` defaults to the
+    name; ``color`` an Okabe–Ito colour name of :mod:`sgdsweep.analysis.plots` or any
+    matplotlib colour, None for the cycle). ``kernel``: the compiled Monte Carlo step rule it
+    runs (an id of :mod:`sgdsweep.montecarlo.kernels`, None if none) and ``stream`` the
+    random stream its chains draw from (defaults to the kernel id; methods that share a
+    stream see common random numbers). ``section``: its own config section, if any.
+    ``needs_temperature``: the cell must provide a temperature (``langevin.temperature`` or
+    its default) when the method runs.
     """
 
     name: str
@@ -75,8 +83,19 @@ class Method:
     summary: str = ""
     time: str = "t"
     validate: Callable[[Any], None] | None = None
+    label: str = ""
+    color: str | None = None
+    linestyle: str = "-"
+    kernel: int | None = None
+    stream: int | None = None
+    section: str | None = None
+    needs_temperature: bool = False
 
     def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if self.stream is None:
+            object.__setattr__(self, "stream", self.kernel)
         if not self.name.isidentifier():
             raise ValueError(f"method name {self.name!r}: must be an identifier")
         if self.kind not in KINDS:

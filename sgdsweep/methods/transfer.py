@@ -109,9 +109,9 @@ def _check_grid(cell: CellConfig) -> None:
             choose_refine(cell.landscape, cell.grids[0], cell.lr, cell.noise_factor, o.refine,
                           diffusion_ratio=o.diffusion_ratio, max_refine=o.max_refine)
         except ConfigError as exc:
-            msg = str(exc)
-            raise ConfigError("density_grid.cells" + msg[len("grid.cells"):]
-                              if msg.startswith("grid.cells") else msg) from None
+            if exc.field != "grid.cells":
+                raise
+            raise ConfigError("density_grid.cells", exc.problem) from None
 
 
 def validate_sgd_op(cell: CellConfig) -> None:
@@ -264,7 +264,8 @@ _COMMON: dict[str, Any] = dict(kind="density", fill=fill_transfer, fills=DENSITY
                                variables=VARIABLES, time="t = η·step")
 
 register_method(
-    name="sgd_op", reads=("lr", "batch_size", "sampling", "operator"), dims=(1, 2),
+    name="sgd_op", label="SGD (transfer operator)", color="vermillion", linestyle="--",
+    reads=("lr", "batch_size", "sampling", "operator"), dims=(1, 2),
     stationary={"sgd": stationary_sgd}, validate=validate_sgd_op,
     summary="SGD's own transfer operator: each cell's mass carried to θ − η·ḡ_B(θ) for every "
             "minibatch B with its probability (binned b-fold convolution beyond "
@@ -273,7 +274,8 @@ register_method(
             "minibatches only; stationary kind `sgd`, relaxation and (1-D) exact escape times; "
             "not for `reshuffle`", **_COMMON)
 register_method(
-    name="gauss_step", reads=("lr", "batch_size", "sampling", "operator"), dims=(1,),
+    name="gauss_step", label="Gaussian step (EM at dt = η)", color="blue", linestyle="-.",
+    reads=("lr", "batch_size", "sampling", "operator"), dims=(1,),
     stationary={"gauss_step": stationary_gauss_step},
     validate=validate_gauss_step,
     summary="the same with one Gaussian step N(θ − ηG, η²Σ_b): Euler–Maruyama of the Itô SDE "

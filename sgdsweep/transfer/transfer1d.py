@@ -337,9 +337,7 @@ def gauss_step(
     its midpoint, integrated exactly over the target cells.
     """
     lr, q = _check_common(landscape, grid, lr, quadrature)
-    factor = real(noise_factor, "noise_factor")
-    if factor < 0:
-        raise ConfigError(f"noise_factor: must be >= 0, got {factor}")
+    factor = real(noise_factor, "noise_factor", nonnegative=True)
     refine = choose_refine(landscape, grid, lr, factor, refine, diffusion_ratio=diffusion_ratio,
                            max_refine=max_refine)
     fine = Grid1D(grid.lower, grid.upper, grid.cells * refine)
