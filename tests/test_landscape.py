@@ -8,7 +8,7 @@ import yaml
 
 from sgdsweep import ConfigError, build_landscape
 from sgdsweep.landscapes.basins import escape_threshold, find_basins
-from sgdsweep.landscapes.landscape import standard_shifts
+from sgdsweep.landscapes.shifts import standard_shifts
 
 
 def seed_landscape():

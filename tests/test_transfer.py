@@ -346,7 +346,7 @@ def test_2d_four_corners(lr):
     assert np.max(np.abs(np.asarray(P.sum(axis=0)).ravel() - 1.0)) < 1e-12
     m0 = op.initial_masses(Initial.from_dict({"kind": "normal", "mean": [0.3, -0.2], "std": 0.2}, 2))
     steps = math.ceil(40 / -math.log1p(-lr))  # (1 − η)^steps < e^-40
-    p = op.evolve(m0, [steps])[0] * op.cell_area
+    p = op.evolve(m0, [steps])[0] * op.cell_volume
     x = g.centres
     px, py = p.sum(axis=1), p.sum(axis=0)
     for marg in (px, py):

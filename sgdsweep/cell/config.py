@@ -309,7 +309,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
     if thr is not None and land.dim == 1:  # the FP grid, fp_refine times finer, holds the threshold
         from sgdsweep.fokker_planck.passage import check_threshold
 
-        check_threshold(thr, Grid1D(grids[0].lower, grids[0].upper, grids[0].cells * fp_refine))
+        check_threshold(thr, grids[0].refined(fp_refine))
     parsed_sections = {}
     for name, schema in sections().items():
         try:

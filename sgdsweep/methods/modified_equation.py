@@ -28,32 +28,24 @@ import xarray as xr
 from sgdsweep.cell.context import CellContext
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_ensemble
-from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
+from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density
 from sgdsweep.methods.registry import register_method
 from sgdsweep.montecarlo import kernels
 
 
 def _operator(ctx: CellContext):
-    if ctx.dim == 2:
-        return ctx.operator2d(CONVENTIONS[ctx.cell.convention], sme2=True)
-    return ctx.operator(CONVENTIONS[ctx.cell.convention], sme2=True)
+    return ctx.fp_operator(CONVENTIONS[ctx.cell.convention], sme2=True)
 
 
 def fill_fp_sme2(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Evolve the FP equation of the modified SDE from the initial law into ``ds``."""
     fp = _operator(ctx)
-    if ctx.dim == 2:
-        dens = fp.evolve(ctx.initial_masses / fp.cell_area, ctx.cell.times, ctx.fp_dt)
-        write_density_2d(ctx, ds, name, dens)
-        return
-    dens = fp.evolve(ctx.initial_masses / ctx.fine.dx, ctx.cell.times, ctx.fp_dt)
-    write_density(ctx, ds, name, dens)
+    write_density(ctx, ds, name, fp.evolve(ctx.initial_masses / fp.cell_volume, ctx.cell.times, ctx.fp_dt))
 
 
 def stationary_sme2(ctx: CellContext):
     """The stationary density of the modified SDE, on the density grid ((nx, ny) in 2-D)."""
-    st = _operator(ctx).stationary().density
-    return st if ctx.dim == 2 else ctx.coarse(st)
+    return ctx.coarse(_operator(ctx).stationary().density)
 
 
 register_method(
