@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster.settings import JobqueueClusterConf, PbsClusterConf, parse_cluster
+from pipeline.cluster.settings import FREE_PORT, JobqueueClusterConf, PbsClusterConf, parse_cluster
 from sgdsweep.errors import ConfigError
 
 #: kind -> dask-jobqueue class name
@@ -85,7 +85,7 @@ def jobqueue_kwargs(cfg: Mapping | JobqueueClusterConf,
     prologue += [str(line) for line in conf.job_script_prologue]
 
     log_directory = conf.log_directory or jobs_directory(store)
-    scheduler_options: dict[str, Any] = {"dashboard_address": str(conf.dashboard_address)}
+    scheduler_options: dict[str, Any] = {"dashboard_address": str(conf.dashboard_address or FREE_PORT)}
     if conf.scheduler_host:
         scheduler_options["host"] = str(conf.scheduler_host)
 

@@ -23,7 +23,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from pipeline.cluster.settings import AddressClusterConf, ClusterConf, LocalClusterConf, TlsConf
+from pipeline.cluster.settings import FREE_PORT, AddressClusterConf, ClusterConf, LocalClusterConf, TlsConf
 from pipeline.run.faults import StoreWriteError
 from sgdsweep.errors import ConfigError
 
@@ -65,7 +65,7 @@ def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[
             warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
             lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.threads_per_worker),
                               processes=True, host="127.0.0.1",
-                              dashboard_address=cluster.dashboard_address or "127.0.0.1:0",
+                              dashboard_address=cluster.dashboard_address or FREE_PORT,
                               memory_limit=cluster.memory_limit, env=dict(WORKER_ENV))
         try:
             client = Client(lc)

@@ -20,6 +20,9 @@ from typing import Any
 from sgdsweep.cell.config import setting
 from sgdsweep.errors import ConfigError
 
+#: A dashboard on loopback, on any free port (printed when the cluster starts).
+FREE_PORT = "127.0.0.1:0"
+
 
 def _positive(value: Any, key: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -39,7 +42,8 @@ class LocalClusterConf:
     n_workers: int | None = setting(None, unit="processes", help="null: the cores available to this process")
     threads_per_worker: int = setting(1, unit="threads", help="threads of each worker process")
     memory_limit: str = setting("auto", unit="bytes", help="per worker process (a dask memory spec)")
-    dashboard_address: str = setting("127.0.0.1:8787", help="another free port is taken if this one is busy")
+    dashboard_address: str | None = setting("127.0.0.1:8787", help="another free port is taken if this one "
+                                            f"is busy; null: any free port, {FREE_PORT}")
 
     def check(self) -> None:
         n = self.n_workers
@@ -120,7 +124,8 @@ class _JobqueueTail:
     scheduler_host: str | None = setting(None, help="e.g. 127.0.0.1 for a single-machine batch system; "
                                          "null: all interfaces")
     interface: str | None = setting(None, help="e.g. ib0: the network interface for scheduler and workers")
-    dashboard_address: str = setting("127.0.0.1:0", help="loopback, a free port (printed at start)")
+    dashboard_address: str | None = setting(FREE_PORT, help="loopback, a free port (printed at start); "
+                                            "null: the same")
     local_directory: str | None = setting(None, help="node-local scratch for worker spill files")
     log_directory: str | None = setting(None, help="batch logs of worker jobs; null: <store>.jobs/ "
                                         "beside the store")
