@@ -100,25 +100,23 @@ def report_main(argv: Sequence[str]) -> int:
 LOAD_BYTES = 64 * 2**20
 
 
-def default_out(store: str | Path | location.Location) -> Path:
+def default_out(loc: location.Location) -> Path:
     """``<store stem>_report`` beside a local store; in the current directory for a URL store."""
-    loc = location.parse(store)
-    if loc.local:
-        path = Path(loc.root)
+    path = loc.local_path
+    if path is not None:
         return path.with_name(path.stem + "_report")
     return Path.cwd() / (Path(loc.name).stem + "_report")
 
 
-def write_report(store: str | Path | location.Location, out: str | Path | None = None) -> Path:
+def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     """Render the figures and ``report.html`` for ``store`` into ``out``; returns the page's path.
 
     Raises :class:`ConfigError` for a missing or foreign store or an unwritable ``out``.
     """
-    loc = location.parse(store)
-    if not loc.local and not loc.exists():
+    if loc.local_path is None and not loc.exists():  # a local path: open_sweep names what is missing
         raise ConfigError(f"store: {loc.url}: no such store")
     try:
-        ds = open_sweep(Path(loc.root) if loc.local else loc.url, storage_options=dict(loc.options) or None)
+        ds = open_sweep(loc.dataset_path, storage_options=loc.storage_options)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"store: {exc}") from None
     # Corrupt cells are shown as failed, named on stderr; the rest is reported.
@@ -460,13 +458,12 @@ def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
     return f"<p>The one-cell figures show the first finished cell, {label}.</p>"
 
 
-def render_html(store: str | Path | location.Location, ds: xr.Dataset,
+def render_html(loc: location.Location, ds: xr.Dataset,
                 figures: Sequence[tuple[str, str | None, str]], chosen: str = "") -> str:
     """The report page (no scripts, no external resources)."""
-    loc = location.parse(store)
     n_done, total = ds.sgd.progress()
     title = f"sgdsweep report — {loc.name}"
-    where = Path(loc.root).resolve() if loc.local else loc.url
+    where = loc.local_path.resolve() if loc.local_path is not None else loc.url
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
