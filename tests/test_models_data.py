@@ -13,7 +13,8 @@ from sgdsweep.models.datasets import load_data
 
 @pytest.mark.parametrize(("name", "n", "p", "task"), [("diabetes", 442, 10, "regression"),
                                                        ("breast_cancer", 569, 30, "binary"),
-                                                       ("wine", 178, 13, "binary"), ("iris", 150, 4, "binary"),
+                                                       ("wine", 178, 13, "binary"),
+                                                       ("iris", 150, 4, "binary"),
                                                        ("digits", 1797, 61, "binary")])
 def test_bundled_sets_fields_and_standardisation(name, n, p, task):
     d = load_data(name)
