@@ -42,7 +42,7 @@ from scipy.sparse.linalg import LinearOperator, cg, eigsh
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.noise import batch_noise_factor
 from sgdsweep.models.model import Model
-from sgdsweep.models.reference import _normal_equations
+from sgdsweep.models.reference import normal_equations
 from sgdsweep.validate import integer, real
 
 #: d up to which the d²×d² operators are built densely by default.
@@ -82,7 +82,7 @@ class LeastSquares:
 def least_squares(model: Model) -> LeastSquares:
     if model.kind != "linear_regression":
         raise ConfigError(f"landscape.kind: exact SGD moments need linear_regression, got {model.kind!r}")
-    theta, _ = _normal_equations(model)
+    theta, _ = normal_equations(model)
     X = model.X
     xi = model.sample_grads(theta)
     A = X.T @ X / model.n + model.l2 * np.eye(model.d)

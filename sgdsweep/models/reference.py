@@ -35,7 +35,7 @@ class Minimum:
     tolerance: float
 
 
-def _normal_equations(model: Model) -> tuple[np.ndarray, str]:
+def normal_equations(model: Model) -> tuple[np.ndarray, str]:
     """Least squares with l2: (XᵀX/n + l2·I) θ = Xᵀy/n; min-norm lstsq when the matrix is singular."""
     X, y = model.X, model.data.y
     A = X.T @ X / model.n + model.l2 * np.eye(model.d)
@@ -151,7 +151,7 @@ def find_minimum(model: Model, theta0=None, *, tol: float = 1e-10, k: int | None
     if separable_risk and model.kind == "logistic_regression" and _separable(model):
         raise _no_minimum(model, "a linear program finds a separating θ")
     if model.kind == "linear_regression":
-        theta, solver = _normal_equations(model)
+        theta, solver = normal_equations(model)
         iterations = 0
         if np.linalg.norm(model.grad(theta)) > target:
             raise ConfigError(_failure(model, theta, solver, 0, target))
