@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sgdsweep.errors import ConfigError
-from sgdsweep.models.kernels import LINEAR, MLP, SQUARED
+from sgdsweep.models.kernels import CROSS_ENTROPY, LINEAR, MLP, SQUARED
 from sgdsweep.montecarlo.models import ModelEnsemble, snapshot_stats
 
 Z_MAX = 4.5
@@ -107,6 +107,19 @@ def test_full_batch_sgd_without_replacement_is_gd():
         sgd = ModelEnsemble(args, "sgd", theta0, 0.05, batch_size=n, sampling=sampling).advance(300)
         # Same sum in another order: rounding only.
         assert np.max(np.abs(sgd.positions - gd.positions)) < 1e-13
+
+
+@pytest.mark.parametrize("loss", [SQUARED, CROSS_ENTROPY])
+def test_full_batch_sgd_on_the_mlp_is_gd(loss):
+    # The minibatch path batches the MLP's forward/backward pass; GD uses the per-sample kernels.
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((40, 6))
+    y = (rng.random(40) < 0.5).astype(float)
+    args = (MLP, loss, 5, X, y, 0.03)
+    theta0 = 0.5 * rng.standard_normal((3, 5 * 8 + 1))
+    gd = ModelEnsemble(args, "gd", theta0, 0.1).advance(100)
+    sgd = ModelEnsemble(args, "sgd", theta0, 0.1, batch_size=40, sampling="without_replacement").advance(100)
+    assert np.max(np.abs(sgd.positions - gd.positions)) < 1e-13
 
 
 @pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])

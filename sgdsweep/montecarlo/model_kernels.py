@@ -4,7 +4,9 @@ The kernels behind :class:`sgdsweep.montecarlo.models.ModelEnsemble`; convention
 streams, lost chains) are stated there. Arguments travel in bundles (tuples):
 
 * ``model`` = (kind, loss, hidden, X, y, l2): the bundle of :mod:`sgdsweep.models.kernels`;
-* ``ens``   = (pos (C, d), state (C,) uint64, perm (C, n) or (0, n) int64, cursor (C,), lost_step (C,));
+* ``ens``   = (pos (C, d), state (C,) uint64, perm (C, n) or (0, n) int64, cursor (C,), lost_step (C,),
+  idx (C, b) int64 and buf (C, b·(p + hidden + 1)) float64: the minibatch and its batched
+  forward/backward pass (:func:`minibatch_buffer_size`));
 * ``dyn``   = (method, sampling, batch, lr, noise_scale, substeps, temperature, svag_l, a1, a2,
   sigma, bound), ``noise_scale`` = noise_factor / b (Σ_b / Σ);
 * ``scratch`` (C, 3, d) and ``work`` (C, work_size): per-chain scratch, so the step loop allocates nothing.
@@ -20,7 +22,7 @@ import math
 import numba as nb
 import numpy as np
 
-from sgdsweep.models.kernels import add_sample_grad, full_grad, full_loss
+from sgdsweep.models.kernels import LINEAR, SQUARED, _sigmoid, add_sample_grad, full_grad, full_loss
 from sgdsweep.montecarlo.rng import _GAMMA, mix64, next_below, next_normal_pair, side_normal_pair
 
 SGD, SDE, LANGEVIN, GD, SVAG, SGD_NOISE = 0, 1, 2, 3, 4, 5
@@ -28,6 +30,11 @@ WITH, WITHOUT, RESHUFFLE = 0, 1, 2
 # The salt of sgd_noise's normals, mixed with the SGD step number (under reshuffling the stream
 # does not move within an epoch); the same number as the low-dimensional ensemble's.
 _NOISE_SALT = np.uint64(0x3C6EF372FE94F82B)
+
+
+def minibatch_buffer_size(kind: int, p: int, hidden: int, batch: int) -> int:
+    """Per-chain float scratch of the batched minibatch gradient."""
+    return batch if kind == LINEAR else batch * (p + hidden + 1)
 
 
 @nb.njit(cache=True, inline="always")
@@ -51,20 +58,98 @@ def _reshuffle(row, st, n):
 
 
 @nb.njit(cache=True)
-def _minibatch_sum(c, th, model, ens, sampling, batch, g, work, st):
+def _linear_batch_sum(th, model, idx, b, g, buf):
+    """g ← Σ_{j<b} ∇l_{idx[j]}(θ) of a linear model: the b residuals first (independent dot
+    products the CPU overlaps), then one pass of accumulation."""
+    _, loss, _, X, y, _ = model
+    p = X.shape[1]
+    for j in range(b):
+        i = idx[j]
+        f = 0.0
+        for k in range(p):
+            f += X[i, k] * th[k]
+        buf[j] = f - y[i] if loss == SQUARED else _sigmoid(f) - y[i]
+    for k in range(p):
+        g[k] = 0.0
+    for j in range(b):
+        i = idx[j]
+        r = buf[j]
+        for k in range(p):
+            g[k] += r * X[i, k]
+
+
+@nb.njit(cache=True)
+def _mlp_batch_sum(th, model, idx, b, g, buf):
+    """g ← Σ_{j<b} ∇l_{idx[j]}(θ) of the one-hidden-layer tanh MLP with the b samples side by
+    side: the inner loops run over the batch (contiguous, independent), so they vectorise.
+
+    buf holds X_Bᵀ (p, b), the hidden activations H (hidden, b) and the residuals (b)."""
+    _, loss, h, X, y, _ = model
+    p = X.shape[1]
+    hp = h * p
+    xt = buf[: p * b]
+    H = buf[p * b : p * b + h * b]
+    r = buf[p * b + h * b : p * b + h * b + b]
+    for j in range(b):
+        i = idx[j]
+        for k in range(p):
+            xt[k * b + j] = X[i, k]
+    for u in range(h):
+        for j in range(b):
+            H[u * b + j] = th[hp + u]
+        for k in range(p):
+            w = th[u * p + k]
+            for j in range(b):
+                H[u * b + j] += w * xt[k * b + j]
+        for j in range(b):
+            H[u * b + j] = math.tanh(H[u * b + j])
+    a0 = th[hp + 2 * h]
+    for j in range(b):
+        r[j] = a0
+    for u in range(h):
+        a = th[hp + h + u]
+        for j in range(b):
+            r[j] += a * H[u * b + j]
+    for j in range(b):
+        f = r[j]
+        yi = y[idx[j]]
+        r[j] = f - yi if loss == SQUARED else _sigmoid(f) - yi
+    s0 = 0.0
+    for j in range(b):
+        s0 += r[j]
+    g[hp + 2 * h] = s0
+    for u in range(h):
+        a = th[hp + h + u]
+        sa = 0.0
+        sc = 0.0
+        for j in range(b):
+            hv = H[u * b + j]
+            sa += r[j] * hv
+            dz = r[j] * a * (1.0 - hv * hv)
+            H[u * b + j] = dz  # unit u's activation is not needed again: keep ∂l/∂z there
+            sc += dz
+        g[hp + h + u] = sa
+        g[hp + u] = sc
+        for k in range(p):
+            sw = 0.0
+            for j in range(b):
+                sw += H[u * b + j] * xt[k * b + j]
+            g[u * p + k] = sw
+
+
+@nb.njit(cache=True)
+def _minibatch_sum(c, th, model, ens, sampling, batch, g, st):
     """g ← Σ_{i∈B} ∇l_i(θ) over one minibatch of chain c (not divided by b); the new stream state.
 
-    Without replacement the j-th index is one partial Fisher–Yates step on the chain's
-    permutation, so the first b entries form a uniform b-subset whatever order it is in."""
-    kind, loss, hidden, X, y, l2 = model
-    perm, cursor = ens[2], ens[3]
+    The indices are drawn first, then the gradient of the whole batch. Without replacement the
+    j-th index is one partial Fisher–Yates step on the chain's permutation, so the first b
+    entries form a uniform b-subset whatever order it is in."""
+    kind, _, _, X, _, l2 = model
+    perm, cursor, idx, buf = ens[2], ens[3], ens[5][c], ens[6][c]
     n = X.shape[0]
-    for a in range(g.shape[0]):
-        g[a] = 0.0
     if sampling == WITH:
-        for _ in range(batch):
-            st, i = next_below(st, n)
-            add_sample_grad(kind, loss, hidden, X, y, l2, th, i, 1.0, g, work)
+        for j in range(batch):
+            st, idx[j] = next_below(st, n)
     elif sampling == WITHOUT:
         row = perm[c]
         for j in range(batch):
@@ -73,19 +158,26 @@ def _minibatch_sum(c, th, model, ens, sampling, batch, g, work, st):
             i = row[k]
             row[k] = row[j]
             row[j] = i
-            add_sample_grad(kind, loss, hidden, X, y, l2, th, i, 1.0, g, work)
+            idx[j] = i
     else:
         if cursor[c] + batch > n:
             st = _reshuffle(perm[c], st, n)
             cursor[c] = 0
-        for j in range(cursor[c], cursor[c] + batch):
-            add_sample_grad(kind, loss, hidden, X, y, l2, th, perm[c, j], 1.0, g, work)
+        for j in range(batch):
+            idx[j] = perm[c, cursor[c] + j]
         cursor[c] += batch
+    if kind == LINEAR:
+        _linear_batch_sum(th, model, idx, batch, g, buf)
+    else:
+        _mlp_batch_sum(th, model, idx, batch, g, buf)
+    if l2 != 0.0:
+        for a in range(th.shape[0]):
+            g[a] += batch * l2 * th[a]
     return st
 
 
 @nb.njit(cache=True)
-def _minibatch_step(c, s, th, st, model, ens, dyn, scr, work):
+def _minibatch_step(c, s, th, st, model, ens, dyn, scr):
     """One SGD step of ``sgd``, ``svag`` (l substeps of η/l, two minibatches each) or
     ``sgd_noise``; returns (state, lost)."""
     method, sampling, batch, lr = dyn[0], dyn[1], dyn[2], dyn[3]
@@ -98,9 +190,9 @@ def _minibatch_step(c, s, th, st, model, ens, dyn, scr, work):
     # subs·batch is an exact integer: for sgd (and svag l = 1) this is lr / batch.
     step_scale = lr / (subs * batch)
     for _ in range(subs):
-        st = _minibatch_sum(c, th, model, ens, sampling, batch, g, work, st)
+        st = _minibatch_sum(c, th, model, ens, sampling, batch, g, st)
         if two:
-            st = _minibatch_sum(c, th, model, ens, sampling, batch, g2, work, st)
+            st = _minibatch_sum(c, th, model, ens, sampling, batch, g2, st)
             for a in range(d):
                 th[a] -= step_scale * (a1 * g[a] + a2 * g2[a])
         elif method == SGD_NOISE:
@@ -204,7 +296,7 @@ def advance(model, ens, s0, s1, dyn, scratch, work):
             elif method == SDE or method == LANGEVIN:
                 st, lost = _continuous_step(th, st, model, dyn, scr, wk)
             else:
-                st, lost = _minibatch_step(c, s, th, st, model, ens, dyn, scr, wk)
+                st, lost = _minibatch_step(c, s, th, st, model, ens, dyn, scr)
             if lost:
                 lost_step[c] = s + 1
                 break

@@ -156,6 +156,10 @@ class ModelEnsemble:
         self._lost = np.full(chains, -1, dtype=np.int64)
         self._lost[np.any(~(np.abs(pos) <= bound), axis=1)] = 0
         self._scratch = np.zeros((chains, _SCRATCH_ROWS[method], d))
+        minibatches = method in ("sgd", "svag", "sgd_noise")
+        self._idx = np.zeros((chains if minibatches else 0, batch_size), dtype=np.int64)
+        buf = mk.minibatch_buffer_size(kind, p, hidden, batch_size)
+        self._buf = np.zeros((chains if minibatches else 0, buf))
         self._work = np.zeros((chains, work_size(hidden)))
         a1, a2 = _svag_weights(svag_l)
         self._dyn = (METHOD_IDS[method], SAMPLING_IDS[sampling], batch_size, lr, noise_factor / batch_size,
@@ -181,7 +185,7 @@ class ModelEnsemble:
         """Run every chain on to SGD step ``to_step`` (≥ the current step)."""
         to_step = integer(to_step, "to_step", self._step)
         if to_step > self._step:
-            ens = (self._pos, self._state, self._perm, self._cursor, self._lost)
+            ens = (self._pos, self._state, self._perm, self._cursor, self._lost, self._idx, self._buf)
             mk.advance(self.args, ens, self._step, to_step, self._dyn, self._scratch, self._work)
             self._step = to_step
         return self
