@@ -21,6 +21,8 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 from sgdsweep.models.kernels import LINEAR, SQUARED, _sigmoid, add_sample_grad, full_grad, full_loss
 from sgdsweep.montecarlo.rng import _GAMMA, mix64, next_below, next_normal_pair, side_normal_pair
@@ -35,6 +37,52 @@ _NOISE_SALT = np.uint64(0x3C6EF372FE94F82B)
 def minibatch_buffer_size(kind: int, p: int, hidden: int, batch: int) -> int:
     """Per-chain float scratch of the batched minibatch gradient."""
     return batch if kind == LINEAR else batch * (p + hidden + 1)
+
+
+@intrinsic
+def _int_bits_as_float(typingctx, x):
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_INV_FACT = tuple(1.0 / math.factorial(k) for k in range(14))
+(_F2, _F3, _F4, _F5, _F6, _F7, _F8, _F9, _F10, _F11, _F12, _F13) = _INV_FACT[2:]
+
+
+@nb.njit(cache=True, inline="always")
+def tanh(z):
+    """tanh(z) without branches or calls, so loops of it vectorise (libm's tanh does not, and was
+    half the MLP's step time). With a = min(|z|, 20), m = expm1(−2a) by range reduction
+    −2a = k ln2 + r (|r| ≤ ln2/2), a degree-13 Taylor polynomial of expm1(r) and 2^k from the
+    exponent bits; tanh a = −m / (2 + m), exact in the limit a → 0 (no cancellation) and
+    rounding to 1 from a = 20. Relative error ≤ 1e-15 (tested against libm)."""
+    a = min(abs(z), 20.0)
+    x = -2.0 * a
+    k = math.floor(x * _LOG2E + 0.5)
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _F13
+    p = p * r + _F12
+    p = p * r + _F11
+    p = p * r + _F10
+    p = p * r + _F9
+    p = p * r + _F8
+    p = p * r + _F7
+    p = p * r + _F6
+    p = p * r + _F5
+    p = p * r + _F4
+    p = p * r + _F3
+    p = p * r + _F2
+    pm = r + r * (r * p)  # expm1(r)
+    two_k = _int_bits_as_float((np.int64(k) + 1023) << 52)
+    m = two_k * pm + (two_k - 1.0)  # 2^k e^r − 1
+    return math.copysign(-m / (2.0 + m), z)
 
 
 @nb.njit(cache=True, inline="always")
@@ -102,7 +150,7 @@ def _mlp_batch_sum(th, model, idx, b, g, buf):
             for j in range(b):
                 H[u * b + j] += w * xt[k * b + j]
         for j in range(b):
-            H[u * b + j] = math.tanh(H[u * b + j])
+            H[u * b + j] = tanh(H[u * b + j])
     a0 = th[hp + 2 * h]
     for j in range(b):
         r[j] = a0
