@@ -167,11 +167,11 @@ def test_langevin_double_well_basin_occupation_is_gibbs():
     est, se = reps.mean(), reps.std(ddof=1) / np.sqrt(reps.size)
     # The chain simulated is Euler–Maruyama at dt = 0.01, whose own stationary law differs from
     # Gibbs by O(dt). It is computed exactly here: the EM kernel θ' ~ N(θ − dt L′(θ), 2T dt) on
-    # cells of 0.01 (the kernel's spread is 0.1) with a face at the barrier top, a dense solve of
-    # πP = π. Its left mass moves by < 1e-7 when the cells are halved or doubled, so the EM
-    # bias |em − Gibbs| (≈ 2e-5) is known, not guessed; what is left is sampling error.
-    dt, h = 0.05 / 5, 0.01
-    y = edge + h * (np.arange(-600, 600) + 0.5)
+    # cells of 0.02 (the kernel's spread is 0.1) with a face at the barrier top, a dense solve of
+    # πP = π. Its left mass moves by 2.4e-8 when the cells are halved (6e-9 halved again), so the
+    # EM bias |em − Gibbs| (≈ 2e-5) is known, not guessed; what is left is sampling error.
+    dt, h = 0.05 / 5, 0.02
+    y = edge + h * (np.arange(-300, 300) + 0.5)
     step = np.exp(-(y[None, :] - (y - dt * land.evaluate(y)["grad"][:, 0])[:, None]) ** 2 / (4 * T * dt))
     A = (step / step.sum(axis=1, keepdims=True)).T - np.eye(y.size)
     A[-1] = 1.0  # replace one (redundant) balance row by the normalisation
