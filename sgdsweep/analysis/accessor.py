@@ -34,7 +34,8 @@ from sgdsweep.analysis.metrics import DISTANCES
 from sgdsweep.analysis.potentials import (
     NOISE_COORDINATE_FIELDS,
     POTENTIAL_PARTS,
-    centre_densities,
+    centre_log_densities,
+    ito_log_density,
     local_fit_residual,
     noise_coordinate_fields,
     potential_parts,
@@ -350,7 +351,7 @@ class SweepAccessor:
     def noise_coordinate(self, kind: str = "ito") -> xr.Dataset:
         """The coordinate φ = ∫ dθ / sqrt(2D) in which the SDE's noise is dW everywhere.
 
-        Over ``x`` (θ): ``phi`` (from the grid's left end), ``drift`` = −(G + D′/2)/sqrt(2D),
+        Over ``x`` (θ): ``phi`` (0 at the mode of p), ``drift`` = −(G + D′/2)/sqrt(2D),
         the Itô drift of φ, and ``density`` = p·sqrt(2D), stationary ``kind`` as a density
         in φ (∫ density dφ = ∫ p dθ). The φ-SDE dφ = drift dt + dW has constant diffusion ½:
         its stationary law is ∝ exp(2 ∫ drift dφ), Gibbs-like in φ.
@@ -365,24 +366,40 @@ class SweepAccessor:
 
     def centre_density_ratio(self, kind: str = "ito", numerator: str | None = None,
                              denominator: str | None = None) -> xr.DataArray:
-        """p at the bottom of basin ``numerator`` over p at the bottom of ``denominator``
-        (stationary ``kind``; defaults: left-most basin over right-most). Bottoms: the
-        zeros of G (:func:`sgdsweep.analysis.potentials.centre_densities`)."""
+        """log10 of p at the bottom of basin ``numerator`` over p at the bottom of
+        ``denominator`` (stationary ``kind``; defaults: left-most basin over right-most).
+
+        Bottoms: the zeros of G (:func:`sgdsweep.analysis.potentials.centre_log_densities`).
+        For ``ito`` log p comes from the closed form −∫ G/D − log D on the stored G and D
+        (:func:`~sgdsweep.analysis.potentials.ito_log_density`), so ratios beyond 1e308, where
+        the stored density underflows to 0, stay finite; other kinds use log of the stored
+        density (±inf where one centre holds no mass).
+        """
         names = self.basins
         numerator = names[0] if numerator is None else numerator
         denominator = names[-1] if denominator is None else denominator
-        p = self._stationary_1d(kind)
+        x = np.asarray(self._ds["x"].values, float)
+        if kind == "ito":
+            self._stationary_1d(kind)
+            logp = xr.apply_ufunc(ito_log_density, self._ds["grad_mean"], self._ds["diffusion"],
+                                  kwargs={"x": x}, input_core_dims=[["x"], ["x"]], output_core_dims=[["x"]],
+                                  dask="parallelized", output_dtypes=[float],
+                                  dask_gufunc_kwargs={"allow_rechunk": True})
+            logp = self._masked(logp)
+        else:
+            with np.errstate(divide="ignore"):
+                logp = np.log(self._stationary_1d(kind))
         n = len(names)
         c = xr.apply_ufunc(
-            centre_densities, p, self._ds["grad_mean"], self._ds["loss"],
-            kwargs={"x": np.asarray(self._ds["x"].values, float), "n_basins": n},
+            centre_log_densities, logp, self._ds["grad_mean"], self._ds["loss"],
+            kwargs={"x": x, "n_basins": n},
             input_core_dims=[["x"]] * 3, output_core_dims=[["basin"]],
             dask="parallelized", output_dtypes=[float],
             dask_gufunc_kwargs={"output_sizes": {"basin": n}, "allow_rechunk": True},
         ).assign_coords(basin=names)
-        out = c.sel(basin=numerator, drop=True) / c.sel(basin=denominator, drop=True)
-        out.name = "centre_density_ratio"
-        out.attrs = {"long_name": f"p(bottom of {numerator}) / p(bottom of {denominator}) ({kind})",
+        out = (c.sel(basin=numerator, drop=True) - c.sel(basin=denominator, drop=True)) / np.log(10.0)
+        out.name = "centre_density_log10_ratio"
+        out.attrs = {"long_name": f"log10 p(bottom of {numerator}) / p(bottom of {denominator}) ({kind})",
                      "units": "1"}
         return out
 

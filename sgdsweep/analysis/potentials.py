@@ -11,8 +11,9 @@ NumPy reductions on the last axis (the grid ``x``), mapped lazily by the ``ds.sg
 * Noise coordinate: φ(θ) = ∫ dθ / sqrt(2D), in which the Itô SDE dθ = −G dt + sqrt(2D) dW
   becomes, by Itô's lemma, dφ = −(G + D′/2) / sqrt(2D) dt + dW: unit noise everywhere.
   A density in θ becomes p_φ = p_θ · sqrt(2D) (∫ p_φ dφ = ∫ p_θ dθ).
-* Centre densities: p at the bottom of each basin (the zero of G, linear interpolation),
-  for ratios such as wide-basin centre over narrow-basin centre.
+* Centre densities: log p at the bottom of each basin (the zero of G, linear interpolation),
+  for ratios such as wide-basin centre over narrow-basin centre; the Itô law's log p from its
+  closed form, which stays finite where the density itself underflows.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def potential_parts(density: np.ndarray, grad: np.ndarray, diffusion: np.ndarray
 
 def noise_coordinate_fields(density: np.ndarray, grad: np.ndarray, diffusion: np.ndarray,
                             x: np.ndarray) -> np.ndarray:
-    """φ(x) = ∫_{x[0]}^x dθ/sqrt(2D), the drift −(G + D′/2)/sqrt(2D) of φ and p·sqrt(2D),
+    """φ(x) = ∫ dθ/sqrt(2D) (0 at the mode of p), the drift −(G + D′/2)/sqrt(2D) of φ and p·sqrt(2D),
     shape (..., 3, N). D′ by central differences (one-sided at the ends). NaN where D ≤ 0."""
     lead, (p2, g2, d2) = _rows(density, grad, diffusion)
     x = np.asarray(x, dtype=np.float64)
@@ -72,25 +73,45 @@ def noise_coordinate_fields(density: np.ndarray, grad: np.ndarray, diffusion: np
         if not (np.all(np.isfinite(G)) and np.all(D > 0)):
             continue
         s = np.sqrt(2.0 * D)
-        out[i, 0] = cumulative_trapezoid(1.0 / s, x, initial=0.0)
+        # Integrated outwards from the mode: where D underflows in the tails φ reaches 1e25
+        # and more, which would swamp the differences of φ where the mass is.
+        k = int(np.argmax(np.where(np.isfinite(p), p, -np.inf))) if np.isfinite(p).any() else 0
+        inc = 0.5 * (1.0 / s[1:] + 1.0 / s[:-1]) * np.diff(x)
+        phi = np.zeros(x.size)
+        phi[k + 1:] = np.cumsum(inc[k:])
+        phi[:k] = -np.cumsum(inc[:k][::-1])[::-1]
+        out[i, 0] = phi
         out[i, 1] = -(G + 0.5 * np.gradient(D, x)) / s
         out[i, 2] = p * s
     return out.reshape((*lead, 3, x.size))
 
 
-def centre_densities(density: np.ndarray, grad: np.ndarray, loss: np.ndarray, x: np.ndarray,
-                     n_basins: int) -> np.ndarray:
-    """p at the bottom of each basin of L, shape (..., n_basins).
+def ito_log_density(grad: np.ndarray, diffusion: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log p of the Itô stationary law, −∫ G/D dθ − log D (trapezoid, unnormalised): finite
+    where the stored density underflows to 0 (below 1e-308). NaN rows where D ≤ 0."""
+    lead, (g2, d2) = _rows(grad, diffusion)
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(g2.shape, np.nan)
+    for i in range(g2.shape[0]):
+        G, D = g2[i], d2[i]
+        if np.all(np.isfinite(G)) and np.all(D > 0):
+            out[i] = -cumulative_trapezoid(G / D, x, initial=0.0) - np.log(D)
+    return out.reshape((*lead, x.size))
+
+
+def centre_log_densities(log_density: np.ndarray, grad: np.ndarray, loss: np.ndarray, x: np.ndarray,
+                         n_basins: int) -> np.ndarray:
+    """log p at the bottom of each basin of L, shape (..., n_basins).
 
     The bottom is the lowest cell of the basin refined to the zero of G between it and its
-    neighbour (linear interpolation of G, then of p): second order in dx. NaN for basins the
-    loss does not have or without an interior sign change of G.
+    neighbour (linear interpolation of G, then of log p): second order in dx. NaN for basins
+    the loss does not have or without an interior sign change of G.
     """
-    lead, (p2, g2, l2) = _rows(density, grad, loss)
+    lead, (p2, g2, l2) = _rows(log_density, grad, loss)
     x = np.asarray(x, dtype=np.float64)
     out = np.full((p2.shape[0], n_basins), np.nan)
     for i in range(p2.shape[0]):
-        p, G, L = p2[i], g2[i], l2[i]
+        lp, G, L = p2[i], g2[i], l2[i]
         if not (np.all(np.isfinite(L)) and np.all(np.isfinite(G))):
             continue
         lab = basin_labels(L, x)
@@ -100,7 +121,7 @@ def centre_densities(density: np.ndarray, grad: np.ndarray, loss: np.ndarray, x:
             for j in (k - 1, k):
                 if 0 <= j < x.size - 1 and G[j] <= 0.0 < G[j + 1]:
                     w = -G[j] / (G[j + 1] - G[j])
-                    out[i, b] = (1 - w) * p[j] + w * p[j + 1]
+                    out[i, b] = (1 - w) * lp[j] + w * lp[j + 1]
                     break
     return out.reshape((*lead, n_basins))
 

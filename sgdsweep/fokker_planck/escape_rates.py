@@ -104,9 +104,8 @@ def barrier_geometry(x: np.ndarray, loss: np.ndarray, grad: np.ndarray, diffusio
 
     ``direction`` +1: the walker starts below the threshold (lowest loss there) and climbs
     over the highest point of L between that minimum and the threshold; −1: mirrored.
-    Positions are the zeros of the sampled gradient (linear interpolation), curvatures the
-    slope of the gradient across that pair of points, L and D linearly interpolated there:
-    second-order accurate in the grid spacing. Returns ``x_min``, ``x_top``,
+    Positions are the zeros of the sampled gradient (linear interpolation); curvatures
+    (central differences of G) and L and D are linearly interpolated there. Returns ``x_min``, ``x_top``,
     ``curvature_min``, ``curvature_top``, ``barrier``, ``diffusion_min``, ``diffusion_top``;
     NaN everywhere when there is no interior minimum and top on that side.
     """
@@ -128,13 +127,15 @@ def barrier_geometry(x: np.ndarray, loss: np.ndarray, grad: np.ndarray, diffusio
     if k_min == 0 or k_top >= x.size - 1 or k_top == k_min:
         return nan
 
+    dg = np.gradient(grad, x)
+
     def at(k_guess: int, rising: bool) -> tuple[float, float, float, float]:
         # The sign change of G next to the sampled extremum.
         for k in (k_guess - 1, k_guess):
             if (grad[k] <= 0.0 < grad[k + 1]) if rising else (grad[k] >= 0.0 > grad[k + 1]):
                 z = _interp_zero(x, grad, k)
                 w = (z - x[k]) / (x[k + 1] - x[k])
-                h = (grad[k + 1] - grad[k]) / (x[k + 1] - x[k])
+                h = (1 - w) * dg[k] + w * dg[k + 1]
                 return (z, h, (1 - w) * loss[k] + w * loss[k + 1],
                         (1 - w) * diffusion[k] + w * diffusion[k + 1])
         return (math.nan,) * 4
