@@ -129,12 +129,12 @@ def test_validity_map_cell_recomputed_from_the_landscape():
     kr = er.kramers_at_minimum(h_a, h_s, dl, d_a)
     xi = er.xie_escape_time_from_diffusion(h_a, h_s, dl, d_a, d_s)
     # ΔL/D_a ≈ 0.7: the exponent's grid error dx²·O(1) moves the times by well under 3 %.
-    assert float(v["kramers"]) == pytest.approx(kr, rel=0.03)
-    assert float(v["xie"]) == pytest.approx(xi, rel=0.05)
+    assert float(v["kramers_time"]) == pytest.approx(kr, rel=0.03)
+    assert float(v["xie_time"]) == pytest.approx(xi, rel=0.05)
     sde = mean_first_passage_time(a, -3.0, 0.40833, G, D)
-    assert float(v["sde"]) == pytest.approx(sde, rel=0.01)
+    assert float(v["sde_time"]) == pytest.approx(sde, rel=0.01)
     sgd = float(ds["escape_time_operator"].sel({"method": "sgd_op"}))
-    assert float(v["kramers_over_sgd"]) == pytest.approx(float(v["kramers"]) / sgd, rel=1e-14)
+    assert float(v["kramers_over_sgd"]) == pytest.approx(float(v["kramers_time"]) / sgd, rel=1e-14)
     assert float(v["sde_over_sgd"]) == pytest.approx(float(ds["escape_time_exact"]) / sgd, rel=1e-14)
     # Headline of the full run at this cell: Kramers within 2× of SGD, Xie–Sato–Sugiyama not.
     assert 0.5 < float(v["kramers_over_sgd"]) < 2.0

@@ -472,18 +472,19 @@ class SweepAccessor:
     def escape_validity(self, operator: str = "sgd_op", direction: int = 1) -> xr.Dataset:
         """The escape-time validity map: each approximation over SGD's exact escape time.
 
-        Exact times (t = η·step, from the cell's initial law to ``escape_threshold``): the Itô
-        SDE's ``escape_time_exact`` and SGD's own ``escape_time_operator`` of method
-        ``operator``. Approximations (:mod:`sgdsweep.fokker_planck.escape_rates`), from the
-        stored ``loss``, ``grad_mean`` and ``diffusion`` through
-        :func:`~sgdsweep.fokker_planck.escape_rates.barrier_geometry` (the lowest minimum
-        before the threshold in ``direction`` and the highest point of L between it and the
-        threshold): ``kramers`` (D frozen at the minimum) and ``xie`` (Xie, Sato & Sugiyama in
-        terms of D_a, D_s, s = |H_s|/(H_a + |H_s|)). Ratios ``sde_over_sgd``,
-        ``kramers_over_sgd``, ``xie_over_sgd``, ``kramers_over_sde``, and the geometry
-        (``curvature_min``, ``curvature_top``, ``barrier``, ``diffusion_min``,
-        ``diffusion_top``, ``lr_curvature`` = η H_a, above 2 where GD is unstable in the
-        minimum). Inf where a time is infinite (SGD that cannot climb out: trapped).
+        Exact times (t = η·step, from the cell's initial law to ``escape_threshold``): the
+        Itô SDE's ``escape_time_exact`` (``sde_time``) and SGD's own ``escape_time_operator``
+        of method ``operator`` (``sgd_time``). Approximations
+        (:mod:`sgdsweep.fokker_planck.escape_rates`) from the stored ``loss``, ``grad_mean``
+        and ``diffusion`` through :func:`~sgdsweep.fokker_planck.escape_rates.barrier_geometry`
+        (the lowest minimum before the threshold in ``direction`` and the highest point of L
+        between it and the threshold): ``kramers_time`` (D frozen at the minimum) and
+        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = |H_s|/(H_a + |H_s|)).
+        Ratios ``sde_over_sgd``, ``kramers_over_sgd``, ``xie_over_sgd``, ``kramers_over_sde``,
+        ``xie_over_sde``, and the geometry (``curvature_min``, ``curvature_top``, ``barrier``,
+        ``diffusion_min``, ``diffusion_top``, ``lr_curvature`` = η H_a, above 2 where GD is
+        unstable in the minimum). Inf where a time is infinite (SGD that cannot climb out:
+        trapped).
         """
         from sgdsweep.fokker_planck import escape_rates as er
 
@@ -505,24 +506,23 @@ class SweepAccessor:
             xi = er.xie_escape_time_from_diffusion(h_a, h_s, dl, d_a, d_s) if ok else np.nan
             return np.array([*vals, kr, xi])
 
-        names = (*geo_keys, "kramers", "xie")
+        names = (*geo_keys, "kramers_time", "xie_time")
         thr = ds["escape_threshold"]
         arr = xr.apply_ufunc(geometry, ds["loss"], ds["grad_mean"], ds["diffusion"], thr,
                              input_core_dims=[["x"], ["x"], ["x"], []], output_core_dims=[["q"]],
                              vectorize=True, dask="parallelized", output_dtypes=[float],
                              dask_gufunc_kwargs={"output_sizes": {"q": len(names)}})
         out = arr.assign_coords(q=list(names)).to_dataset("q")
-        out["sde"] = ds["escape_time_exact"]
-        out["sgd"] = ds["escape_time_operator"].sel({"method": operator}, drop=True)
+        out["sde_time"] = ds["escape_time_exact"]
+        out["sgd_time"] = ds["escape_time_operator"].sel({"method": operator}, drop=True)
         with np.errstate(divide="ignore", invalid="ignore"):
             for a, b in (("sde", "sgd"), ("kramers", "sgd"), ("xie", "sgd"),
                          ("kramers", "sde"), ("xie", "sde")):
-                out[f"{a}_over_{b}"] = out[a] / out[b]
+                out[f"{a}_over_{b}"] = out[f"{a}_time"] / out[f"{b}_time"]
         out["lr_curvature"] = out["curvature_min"] * out["lr"] if "lr" in out.coords else np.nan
-        units = {"curvature_min": "1", "curvature_top": "1", "barrier": "1", "diffusion_min": "1",
-                 "diffusion_top": "1", "kramers": "1", "xie": "1", "sde": "1", "sgd": "1"}
         for name in out.data_vars:
-            out[name].attrs = {"long_name": name.replace("_", " "), "units": units.get(name, "1")}
+            unit = "t" if name.endswith("_time") else "1"
+            out[name].attrs = {"long_name": name.replace("_", " "), "units": unit}
         return xr.Dataset({k: self._masked(v) for k, v in out.data_vars.items()})
 
     # ------------------------------------------------------------------ interactive
