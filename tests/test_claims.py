@@ -25,8 +25,8 @@ from sgdsweep.landscapes.noise import diffusion as sde_diffusion
 def _twin_wells(r: float) -> dict:
     """conf/landscape/twin_wells.yaml with width_left = 0.25 r."""
     dps = []
-    for s, c in ((-0.175, 3.0), (-0.125, -3.0), (-0.075, 3.0), (-0.025, -3.0),
-                 (0.025, -3.0), (0.075, 3.0), (0.125, -3.0), (0.175, 3.0)):
+    for s, c in ((-0.175, -3.0), (-0.125, 3.0), (-0.075, 3.0), (-0.025, -3.0),
+                 (0.025, 3.0), (0.075, -3.0), (0.125, -3.0), (0.175, 3.0)):
         dps.append([{"kind": "gaussian", "amplitude": -1.0, "centre": -1.5 + s, "width": 0.25 * r},
                     {"kind": "gaussian", "amplitude": -1.0, "centre": 1.5 + s, "width": 0.25},
                     {"kind": "quadratic", "curvature": 0.1, "centre": c}])

@@ -35,6 +35,7 @@ from sgdsweep.analysis.potentials import (
     NOISE_COORDINATE_FIELDS,
     POTENTIAL_PARTS,
     centre_log_densities,
+    deepest_pair_log_ratio,
     ito_log_density,
     local_fit_residual,
     noise_coordinate_fields,
@@ -366,18 +367,18 @@ class SweepAccessor:
 
     def centre_density_ratio(self, kind: str = "ito", numerator: str | None = None,
                              denominator: str | None = None) -> xr.DataArray:
-        """log10 of p at the bottom of basin ``numerator`` over p at the bottom of
-        ``denominator`` (stationary ``kind``; defaults: left-most basin over right-most).
+        """log10 of p at the bottom of one basin over p at the bottom of another (stationary
+        ``kind``).
 
-        Bottoms: the zeros of G (:func:`sgdsweep.analysis.potentials.centre_log_densities`).
-        For ``ito`` log p comes from the closed form −∫ G/D − log D on the stored G and D
-        (:func:`~sgdsweep.analysis.potentials.ito_log_density`), so ratios beyond 1e308, where
-        the stored density underflows to 0, stay finite; other kinds use log of the stored
-        density (±inf where one centre holds no mass).
+        Default: the left over the right of the two deepest minima of L in each cell
+        (:func:`sgdsweep.analysis.potentials.deepest_pair_log_ratio`), whatever shallower
+        basins lie between them; with ``numerator`` and ``denominator`` the bottoms of those
+        named basins (:func:`~sgdsweep.analysis.potentials.centre_log_densities`). Bottoms are
+        the zeros of G. For ``ito`` log p comes from the closed form −∫ G/D − log D on the
+        stored G and D (:func:`~sgdsweep.analysis.potentials.ito_log_density`), so ratios beyond
+        1e308, where the stored density underflows to 0, stay finite; other kinds use log of
+        the stored density (±inf where one bottom holds no mass).
         """
-        names = self.basins
-        numerator = names[0] if numerator is None else numerator
-        denominator = names[-1] if denominator is None else denominator
         x = np.asarray(self._ds["x"].values, float)
         if kind == "ito":
             self._stationary_1d(kind)
@@ -389,18 +390,29 @@ class SweepAccessor:
         else:
             with np.errstate(divide="ignore"):
                 logp = np.log(self._stationary_1d(kind))
-        n = len(names)
-        c = xr.apply_ufunc(
-            centre_log_densities, logp, self._ds["grad_mean"], self._ds["loss"],
-            kwargs={"x": x, "n_basins": n},
-            input_core_dims=[["x"]] * 3, output_core_dims=[["basin"]],
-            dask="parallelized", output_dtypes=[float],
-            dask_gufunc_kwargs={"output_sizes": {"basin": n}, "allow_rechunk": True},
-        ).assign_coords(basin=names)
-        out = (c.sel(basin=numerator, drop=True) - c.sel(basin=denominator, drop=True)) / np.log(10.0)
+        core = [["x"]] * 3
+        if numerator is None and denominator is None:
+            diff = xr.apply_ufunc(deepest_pair_log_ratio, logp, self._ds["grad_mean"], self._ds["loss"],
+                                  kwargs={"x": x}, input_core_dims=core, output_core_dims=[[]],
+                                  dask="parallelized", output_dtypes=[float],
+                                  dask_gufunc_kwargs={"allow_rechunk": True})
+            what = "left / right of the two deepest minima"
+        else:
+            names = self.basins
+            numerator = names[0] if numerator is None else numerator
+            denominator = names[-1] if denominator is None else denominator
+            n = len(names)
+            c = xr.apply_ufunc(
+                centre_log_densities, logp, self._ds["grad_mean"], self._ds["loss"],
+                kwargs={"x": x, "n_basins": n}, input_core_dims=core, output_core_dims=[["basin"]],
+                dask="parallelized", output_dtypes=[float],
+                dask_gufunc_kwargs={"output_sizes": {"basin": n}, "allow_rechunk": True},
+            ).assign_coords(basin=names)
+            diff = c.sel(basin=numerator, drop=True) - c.sel(basin=denominator, drop=True)
+            what = f"{numerator} / {denominator}"
+        out = diff / np.log(10.0)
         out.name = "centre_density_log10_ratio"
-        out.attrs = {"long_name": f"log10 p(bottom of {numerator}) / p(bottom of {denominator}) ({kind})",
-                     "units": "1"}
+        out.attrs = {"long_name": f"log10 ratio of p at the bottoms, {what} ({kind})", "units": "1"}
         return out
 
     def local_potential_fit(self, kind: str = "ito", rel_floor: float = 1e-3) -> xr.Dataset:

@@ -126,6 +126,31 @@ def centre_log_densities(log_density: np.ndarray, grad: np.ndarray, loss: np.nda
     return out.reshape((*lead, n_basins))
 
 
+def deepest_pair_log_ratio(log_density: np.ndarray, grad: np.ndarray, loss: np.ndarray,
+                           x: np.ndarray) -> np.ndarray:
+    """log p(left) − log p(right) at the bottoms of the two deepest minima of L, shape (...).
+
+    Bottoms are the upward zero crossings of G (linear interpolation, of log p too); the two
+    with the lowest L are kept, whatever shallower basins lie between them. NaN with fewer
+    than two minima.
+    """
+    lead, (p2, g2, l2) = _rows(log_density, grad, loss)
+    out = np.full(p2.shape[0], np.nan)
+    for i in range(p2.shape[0]):
+        lp, G, L = p2[i], g2[i], l2[i]
+        if not (np.all(np.isfinite(L)) and np.all(np.isfinite(G))):
+            continue
+        ks = np.nonzero((G[:-1] <= 0.0) & (G[1:] > 0.0))[0]
+        if ks.size < 2:
+            continue
+        w = -G[ks] / (G[ks + 1] - G[ks])
+        depth = (1 - w) * L[ks] + w * L[ks + 1]
+        pick = np.sort(np.argsort(depth)[:2])
+        val = (1 - w[pick]) * lp[ks[pick]] + w[pick] * lp[ks[pick] + 1]
+        out[i] = val[0] - val[1]
+    return out.reshape(lead)
+
+
 def local_fit_residual(density: np.ndarray, *features: np.ndarray,
                        rel_floor: float = 1e-3) -> tuple[np.ndarray, float]:
     """−log p minus its p-weighted least-squares fit on (1, *features), and the rms residual.
