@@ -352,7 +352,7 @@ class SweepAccessor:
     def noise_coordinate(self, kind: str = "ito") -> xr.Dataset:
         """The coordinate φ = ∫ dθ / sqrt(2D) in which the SDE's noise is dW everywhere.
 
-        Over ``x`` (θ): ``phi`` (0 at the mode of p), ``drift`` = −(G + D′/2)/sqrt(2D),
+        Over ``x`` (θ): ``phi`` (0 where D is largest), ``drift`` = −(G + D′/2)/sqrt(2D),
         the Itô drift of φ, and ``density`` = p·sqrt(2D), stationary ``kind`` as a density
         in φ (∫ density dφ = ∫ p dθ). The φ-SDE dφ = drift dt + dW has constant diffusion ½:
         its stationary law is ∝ exp(2 ∫ drift dφ), Gibbs-like in φ.

@@ -63,7 +63,7 @@ def potential_parts(density: np.ndarray, grad: np.ndarray, diffusion: np.ndarray
 
 def noise_coordinate_fields(density: np.ndarray, grad: np.ndarray, diffusion: np.ndarray,
                             x: np.ndarray) -> np.ndarray:
-    """φ(x) = ∫ dθ/sqrt(2D) (0 at the mode of p), the drift −(G + D′/2)/sqrt(2D) of φ and p·sqrt(2D),
+    """φ(x) = ∫ dθ/sqrt(2D) (0 where D is largest), the drift −(G + D′/2)/sqrt(2D) of φ and p·sqrt(2D),
     shape (..., 3, N). D′ by central differences (one-sided at the ends). NaN where D ≤ 0."""
     lead, (p2, g2, d2) = _rows(density, grad, diffusion)
     x = np.asarray(x, dtype=np.float64)
@@ -73,9 +73,10 @@ def noise_coordinate_fields(density: np.ndarray, grad: np.ndarray, diffusion: np
         if not (np.all(np.isfinite(G)) and np.all(D > 0)):
             continue
         s = np.sqrt(2.0 * D)
-        # Integrated outwards from the mode: where D underflows in the tails φ reaches 1e25
-        # and more, which would swamp the differences of φ where the mass is.
-        k = int(np.argmax(np.where(np.isfinite(p), p, -np.inf))) if np.isfinite(p).any() else 0
+        # Integrated outwards from the noisiest cell (the same for every kind): where D
+        # underflows in the tails φ reaches 1e25 and more, which would swamp the differences
+        # of φ where the mass is if φ were anchored at the grid's end.
+        k = int(np.argmax(D))
         inc = 0.5 * (1.0 / s[1:] + 1.0 / s[:-1]) * np.diff(x)
         phi = np.zeros(x.size)
         phi[k + 1:] = np.cumsum(inc[k:])
