@@ -9,6 +9,9 @@ until ``.compute()``), on any ``.sel``/``.isel`` subset of it, and on a single
     ds.sgd.distance("sgd", "fp", metric="w1")             # (lr, …, t), lazy
     ds.sgd.sde_validity().compute()                        # TV(SGD, FP) at the last time
     ds.sel(lr=0.02).sgd.basin_ratio("sgd", "b1", "b0")     # wide pit over narrow pit
+    ds.sgd.escape_validity()                               # Kramers, Xie et al., SDE vs SGD escape
+    ds.sgd.effective_potential("ito")                      # −log p = ∫G/D + log D + const (1-D)
+    ds.sgd.noise_coordinate()                              # φ = ∫dθ/√(2D): unit noise (1-D)
 
 Names: a *source* is a dynamics in ``method`` (``sgd``, ``sde``, ``langevin``,
 ``gd``, ``fp``, ``fp_drift``, ``sgd_op``, ``gauss_step``, …) — a density over ``t`` — or
