@@ -38,6 +38,8 @@ REDUCED = {
                              "density_grid.cells=140", "mc.sde_substeps=4"],
     "linear_scaling": ["grid.lr=[0.05,0.1]", "grid.batch_size=[2,4]", "mc.chains=200", "time.t_end=1",
                        "time.snapshots=3", "density_grid.cells=140"],
+    "kramers_validity": ["grid.lr=[0.2,0.4]", "grid.batch_size=[1]", "grid.landscape.width_left=[0.3]"],
+    "seed_claims": ["grid.lr=[0.05]", "grid.landscape.width_left=[0.25,0.5]"],
     "nonequilibrium_2d": ["grid.lr=[0.1]", "grid.batch_size=[1]", "grid.tilt=[0.0,30.0]", "mc.chains=200",
                           "time.t_end=6", "time.snapshots=3"],
 }
@@ -185,3 +187,34 @@ def test_nonequilibrium_2d(tmp_path):
     exact = -Q[0, 1] / (2 * math.pi * math.sqrt(np.linalg.det(C)))
     assert abs(float(circ.sel(tilt=0.0))) < 1e-10
     assert float(circ.sel(tilt=30.0)) == pytest.approx(exact, rel=0.03)
+
+
+@pytest.mark.integration
+def test_kramers_validity(tmp_path):
+    """Width 0.3, b = 1: η H_a ≥ 2 at η = 0.2 and 0.4, and there Kramers (D at the minimum)
+    lands within 2× of SGD's exact time although it is below the SDE's (D falls towards
+    the barrier, so ∫G/D > ΔL/D_a): the cancellation the full run reports."""
+    store = tmp_path / "kramers_validity.zarr"
+    sweep("kramers_validity", store)
+    ds = open_sweep(store)
+    assert bool(ds.done.all())
+    v = ds.sgd.escape_validity().compute()
+    assert np.all(v.lr_curvature.values > 2.0)
+    assert np.all((v.kramers_over_sgd.values > 0.5) & (v.kramers_over_sgd.values < 2.0))
+    assert np.all(v.kramers_over_sde.values < 0.5)
+    assert np.all(v.diffusion_min.values > v.diffusion_top.values)
+
+
+@pytest.mark.integration
+def test_seed_claims(tmp_path):
+    """r = 1: the samples are mirror-symmetric, so the Itô centre ratio is 1 (log10 0) exactly
+    up to rounding; r = 2: far beyond the post's e⁴ (log10 1.74); SGD with 8 samples, b = 1
+    has two closed classes (never crosses between the wells)."""
+    store = tmp_path / "seed_claims.zarr"
+    sweep("seed_claims", store)
+    ds = open_sweep(store)
+    assert bool(ds.done.all())
+    ito = ds.sgd.centre_density_ratio("ito").compute().squeeze("lr")
+    assert abs(float(ito.sel(width_left=0.25))) < 1e-6
+    assert float(ito.sel(width_left=0.5)) > 10 * np.log10(np.exp(4.0))
+    assert np.all(ds.operator_classes.sel({"method": "sgd_op"}).values == 2)

@@ -29,6 +29,7 @@ from pipeline.cli.args import OneLineParser
 from pipeline.cli.status import add_store_options, store_options
 from pipeline.store import location
 from pipeline.store.integrity import mask_corrupt
+from sgdsweep.analysis.claims_plots import claims_figures
 from sgdsweep.analysis.plots import FIGURES, FIGURES_2D, most_informative_cell
 from sgdsweep.analysis.reductions import open_sweep
 from sgdsweep.cell.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
@@ -54,6 +55,18 @@ CAPTIONS = {
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
                       "Arora (where it is small, the noise is negligible against the drift and the "
                       "SDE picture and the linear scaling rule lose their footing).",
+    "escape_validity_map": "Each escape-time approximation (exact SDE, Kramers with D at the minimum, "
+                           "Xie–Sato–Sugiyama) over SGD's exact escape time from its transfer operator; "
+                           "boxed where within 2×; 0 where SGD never escapes (trapped).",
+    "centre_density_ratios": "Stationary density at the wider basin's bottom over the narrower's "
+                             "against the width ratio (Itô, SGD's own law, Gibbs), beside the seed "
+                             "post's first estimate e⁴.",
+    "effective_potentials": "−log p of each stationary law beside the Itô parts ∫G/D and log D and "
+                            "the Gibbs potential L/T, and the residual each law leaves.",
+    "noise_coordinate": "The coordinate φ = ∫dθ/√(2D) in which the noise is the same everywhere: "
+                        "φ(θ), the drift of φ and the stationary densities in φ.",
+    "local_potential_fit": "rms residual of the best fit of −log p by a local function of L, |G|², "
+                           "tr Σ and log Σ_xx Σ_yy, against the stationary circulation.",
 }
 #: The figures of one cell, and the one that keeps the learning rates of that cell's row.
 ONE_CELL = ("density_evolution", "moments")
@@ -143,7 +156,7 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     views = {name: cell for name in ONE_CELL}
     if where:
         views.update({name: ds.sel({d: [v] for d, v in where.items() if d != "lr"}) for name in PER_LR})
-    for name, plot in (FIGURES_2D if "y" in ds.dims else FIGURES).items():
+    for name, plot in {**(FIGURES_2D if "y" in ds.dims else FIGURES), **claims_figures(ds)}.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
