@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class CliHelp(SphinxDirective):
@@ -24,7 +27,9 @@ class CliHelp(SphinxDirective):
                              env=env, timeout=120)
         if run.returncode != 0 or not run.stdout.strip():
             raise self.error(f"python -m pipeline {' '.join(argv)} failed ({run.returncode}): {run.stderr}")
-        block = nodes.literal_block(run.stdout, run.stdout.rstrip())
+        # The search path printed by the usage is this machine's; show it relative to the checkout.
+        text = run.stdout.rstrip().replace(str(ROOT), "<checkout>")
+        block = nodes.literal_block(text, text)
         block["language"] = "text"
         return [block]
 
