@@ -418,7 +418,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
 def gradient_noise(ds: xr.Dataset, panels_per: str = "batch_size") -> Figure:
     """The exact shape of the minibatch gradient noise over θ (1-D): the loss, the skewness
     and excess kurtosis of the minibatch mean gradient and the noise-to-signal ratio
-    tr Σ_b/|G|² (log scale), one line per value of ``panels_per`` (default the batch size)
+    tr Σ_b/‖G‖² (log scale), one line per value of ``panels_per`` (default the batch size)
     when it is a sweep axis, else for the first finished cell. Where these are far from 0
     (skewness, kurtosis) the Gaussian-noise assumption of the SDE fails; where NSR is small
     the noise is too weak against the drift for the SDE (and the linear scaling rule)."""

@@ -68,7 +68,7 @@ def current_2d(ds: xr.Dataset) -> Figure:
     """A 2-D cell: the stationary FP density (cell's convention) with streamlines of its
     probability current, the FP density at the last snapshot with its current, and SGD's
     Monte Carlo histogram at the last snapshot. The cell is the one with the largest
-    |stationary_circulation| of the selection."""
+    absolute ``stationary_circulation`` of the selection."""
     if "y" not in ds.dims:
         return _message("current_2d: a 2-D store is needed")
     found = _most_circulating_cell(ds)

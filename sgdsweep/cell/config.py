@@ -71,7 +71,7 @@ class LangevinConf:
     """Langevin dynamics and the Gibbs reference."""
 
     temperature: float | None = setting(None, unit="loss", help="T; null: the SDE's D at the "
-                                        "grid's lowest loss (see README)")
+                                        "grid's lowest loss (see docs/guide/methods.md)")
 
 
 @dataclass

@@ -89,7 +89,7 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (see README); 2-D: None if Σ vanishes on the grid."""
+        """The Langevin / Gibbs temperature T (the methods page); 2-D: None if Σ vanishes on the grid."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
