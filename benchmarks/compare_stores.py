@@ -1,7 +1,8 @@
 """Compare two directories of sweep stores (or two stores) variable by variable, bit for bit.
 
 Every variable present in the first store must be in the second with the same dims,
-coordinates and bytes (NaN equal to NaN); ``runtime`` (wall time) is skipped.
+coordinates and bytes (NaN equal to NaN; strings: the same decoded text, whatever their
+Zarr data type); ``runtime`` (wall time) is skipped.
 Variables only in the second store (new ones) are listed, not compared.
 
     python benchmarks/compare_stores.py OLD NEW
@@ -19,6 +20,10 @@ SKIP = {"runtime"}
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal bytes for numbers; equal decoded values for strings (fixed-width ``<U`` of
+    older stores, variable-length ``string`` of newer ones)."""
+    if a.dtype.kind in "UOT" and b.dtype.kind in "UOT":
+        return a.shape == b.shape and a.astype(object).tolist() == b.astype(object).tolist()
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if a.dtype.kind == "f":

@@ -4,6 +4,8 @@ report treat a corrupt cell as not done (real stores, real cells, in process).""
 from __future__ import annotations
 
 import io
+import json
+import warnings
 
 import numpy as np
 import pytest
@@ -195,3 +197,62 @@ def test_store_without_checksums_resumes_in_its_own_codecs(tmp_path, cells):
     assert integrity.verify(parse(path)).clean
     np.testing.assert_array_equal(xr.open_zarr(str(path))["density"].values[0, 0],
                                   cells[1][0]["density"].values)
+
+
+# --------------------------------------------------------------------------- other readers
+
+
+def _open_quietly(path) -> xr.Dataset:
+    """Plain ``xarray.open_zarr``, asserting that it warns of nothing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_zarr(str(path))
+    assert [str(w.message) for w in caught] == []
+    return ds
+
+
+def test_a_second_zarr_implementation_reads_every_number_and_no_string_is_unspecified(tmp_path, cells):
+    import tensorstore as ts
+
+    plan, tmpl, path = _store(tmp_path, cells)
+    message = "ValueError: the cell failed — ünïcode survives"
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
+    writer.fail(plan.index(3), message)
+    writer.finish({"runs": "[]"})
+    ds = _open_quietly(path).load()
+    group = zarr.open_group(str(path), mode="r")
+    numeric = 0
+    for name in sorted(group.array_keys()):
+        meta = json.loads((path / name / "zarr.json").read_text())
+        if ds[name].dtype.kind in "biuf":
+            t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / name)}},
+                        read=True).result()
+            values = t.read().result()
+            assert values.dtype == ds[name].dtype, name
+            np.testing.assert_array_equal(values, ds[name].values, err_msg=name)
+            numeric += 1
+        else:  # Zarr v3's variable-length UTF-8 string (zarr-extensions), not fixed_length_utf32
+            assert meta["data_type"] == "string", name
+    assert numeric == len(group) - 4  # all but error, method, kind, basin
+    assert ds["method"].values.tolist() == ["sgd", "sde", "fp"]
+    assert ds["error"].values.tolist() == [["", ""], ["", message]]
+    assert ds["done"].values.tolist() == [[True, True], [True, False]]
+    np.testing.assert_array_equal(integrity.bookkeeping(parse(path))[1], ds["error"].values)
+    assert "utf32" not in "".join(p.read_text() for p in path.rglob("zarr.json"))
+
+
+def test_plain_open_is_quiet_from_creation_on(tmp_path, cells):
+    """Consolidated metadata from the store's creation: no warning while a sweep still
+    writes it, nor after; one metadata file read for the whole store."""
+    plan, results = cells
+    cell = templates(plan)
+    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]))
+    path = tmp_path / "s.zarr"
+    stores.create(parse(path), tmpl, replace=False)
+    assert set(_open_quietly(path).data_vars) == set(tmpl.data_vars)  # created, not a cell written
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
+    writer.write(plan.index(0), results[0])
+    assert _open_quietly(path)["done"].values.tolist() == [[True, False], [False, False]]
+    xr.open_zarr(str(path), consolidated=True)  # raises if the consolidated metadata is absent
+    writer.finish({"runs": "[]"})
+    assert _open_quietly(path).attrs["runs"] == "[]"

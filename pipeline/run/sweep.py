@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cluster import local as clusters
 from pipeline.cluster.settings import ClusterConf, parse_cluster
 from pipeline.config import SweepPlan, expand
-from pipeline.run import writers
+from pipeline.run import faults, writers
 from pipeline.run.settings import RunConf, parse_run
 from pipeline.store import integrity, location
 from pipeline.store import lock as locks
@@ -188,6 +188,8 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
         todo = list(range(len(plan.cells)))
     else:
         todo = [i for i in range(len(plan.cells)) if not state.done.flat[i]]
+        with faults.store_writes(loc, "the consolidated metadata"):
+            stores.consolidate(loc)  # a store cut short, or made before stores had it at creation
     return Prepared(plan, plain, cluster, run, loc, template, todo, started, mode)
 
 

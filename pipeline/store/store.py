@@ -16,7 +16,8 @@ shard, and the writer buffers finished cells and writes a shard's block of cells
 at once: data first and ``done`` last, when every expected cell of the shard has
 arrived or every :data:`FLUSH_SECONDS`. A cell is ``done`` only once written; a
 buffered cell lost with the process is simply recomputed on resume. Metadata is
-consolidated once at the end of a run.
+consolidated when the store is created, on resume and at the end of a run
+(:func:`consolidate`), so a plain ``xarray.open_zarr`` reads it from one file.
 
 The store lives in a local directory or at an fsspec URL (``s3://bucket/sweep.zarr``):
 every function here takes its :class:`~pipeline.store.location.Location` and reaches the
@@ -42,6 +43,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from xarray.coding.strings import create_vlen_dtype
 
 from pipeline.config import SweepPlan
 from pipeline.run import faults
@@ -63,7 +65,9 @@ VERSIONED = ("sgdsweep", "numpy", "numba", "xarray", "zarr", "dask", "distribute
 
 @contextlib.contextmanager
 def quiet_zarr() -> Iterator[None]:
-    """Fixed-width strings are a zarr v3 extension dtype; its warning is noise here."""
+    """Zarr's warnings that are noise here: the fixed-width strings of stores made before
+    strings were variable-length UTF-8 (an unstable zarr v3 extension), a store without
+    consolidated metadata (one still being created), the store's lock file."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
@@ -146,14 +150,27 @@ def build_template(plan: SweepPlan, cell: xr.Dataset, attrs: Mapping[str, Any],
     if RUNTIME not in data_vars:
         data_vars[RUNTIME] = variable((), (), np.nan, float, ATTRS[RUNTIME])
     data_vars[DONE] = variable((), (), False, bool, ATTRS[DONE])
-    data_vars[ERROR] = variable((), (), "", f"<U{ERROR_CHARS}", ATTRS[ERROR])
+    data_vars[ERROR] = variable((), (), "", STRING, ATTRS[ERROR])
     coords: dict[str, Any] = {}
     for a in plan.axes:
         axis_attrs = {"long_name": f"swept config value {a.path}", "config_path": a.path}
-        coords[a.name] = xr.Variable((a.name,), np.asarray(a.values), attrs=axis_attrs)
+        coords[a.name] = portable(xr.Variable((a.name,), np.asarray(a.values), attrs=axis_attrs))
     for name, c in cell.coords.items():
-        coords[name] = c.variable
+        coords[name] = portable(c.variable)
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
+
+
+#: Strings in the store: Zarr v3's variable-length UTF-8 ``string`` data type (``vlen-utf8``
+#: codec), registered in zarr-extensions; numpy's fixed-width ``<U`` would be written as
+#: ``fixed_length_utf32``, which has no v3 specification and other readers refuse.
+STRING = create_vlen_dtype(str)
+
+
+def portable(var: xr.Variable) -> xr.Variable:
+    """``var`` with fixed-width strings (``<U``) as :data:`STRING`; other variables as they are."""
+    if var.dtype.kind != "U":
+        return var
+    return xr.Variable(var.dims, np.asarray(var.values, dtype=STRING), var.attrs, var.encoding)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -255,8 +272,19 @@ def create(loc: Location, template: xr.Dataset, replace: bool) -> None:
             mode = "a" if loc.is_dir("") and not lock.others_in(loc) else "w-"
             integrity.with_checksums(template).to_zarr(loc.zarr_store, mode=mode, compute=False,
                                                        zarr_format=ZARR_FORMAT, consolidated=False)
+            zarr.consolidate_metadata(loc.zarr_store)
     except location.io_errors() as exc:
         raise ConfigError(f"store: cannot create {loc.show()}: {location.reason(exc)}") from None
+
+
+def consolidate(loc: Location) -> None:
+    """Write the store's consolidated metadata (every array's ``zarr.json`` gathered in the
+    root's): a plain ``xarray.open_zarr`` then reads one file, quietly. The arrays never
+    change after :func:`create`, so it stays true while cells are written; a sweep
+    writes it when it creates the store, on resume (a store made before this or cut
+    short may lack it) and at the end of a run (the run record in the attrs)."""
+    with quiet_zarr():
+        zarr.consolidate_metadata(loc.zarr_store)
 
 
 # --------------------------------------------------------------------------- writing cells
