@@ -167,7 +167,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     loc = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
     cell = templates(plan)
-    clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING))
+    clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING) | {integrity.RECORD})
     if clash:
         raise ConfigError(f"grid: axis name {sorted(clash)[0]!r} clashes with a store variable")
     state = stores.inspect(loc, plan, overwrite=bool(plain["overwrite"]))

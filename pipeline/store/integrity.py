@@ -47,6 +47,13 @@ def _group(loc: Location) -> zarr.Group:
 COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 #: Bytes read per slab while verifying (bounded memory on large stores).
 SLAB_BYTES = 64 * 2**20
+#: Store attr of the stores whose writer stores every chunk, also one equal to the fill
+#: value (zarr skips those by default): in them a chunk file or inner chunk that is
+#: absent where data was written is data lost, not a cell of NaN.
+EVERY_CHUNK = "every_chunk_stored"
+#: The group holding a copy of the store's attrs (config, provenance, the runs): the run
+#: record from which :mod:`pipeline.store.repair` rebuilds damaged metadata.
+RECORD = "run_record"
 
 
 def with_checksums(ds: xr.Dataset) -> xr.Dataset:
@@ -140,10 +147,20 @@ class Damage:
     checked: int = 0  # arrays read
     seconds: float = 0.0
     checksummed: bool = True  # every array carries a crc32c
+    #: Done cells whose chunk of these arrays is absent (a deleted chunk or shard file).
+    missing: dict[tuple[int, ...], list[str]] = field(default_factory=dict)
+    #: Whether absent chunks were looked for (stores whose writer stores every chunk).
+    complete: bool = False
+    why: dict[str, str] = field(default_factory=dict)  # array name -> what is wrong with it
 
     @property
     def clean(self) -> bool:
-        return not self.cells and not self.arrays
+        return not self.cells and not self.arrays and not self.missing
+
+    @property
+    def lost(self) -> list[tuple[int, ...]]:
+        """Cells to recompute: a chunk that does not decode, or a done cell's chunk absent."""
+        return sorted(set(self.cells) | set(self.missing))
 
 
 def _crc_checkable(array: zarr.Array, loc: Location, name: str) -> bool:
@@ -154,14 +171,17 @@ def _crc_checkable(array: zarr.Array, loc: Location, name: str) -> bool:
             and getattr(enc, "separator", "/") == "/" and loc.is_dir(name))
 
 
-def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = None) -> set[tuple[int, ...]]:
+def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = None,
+                  stored: np.ndarray | None = None) -> set[tuple[int, ...]]:
     """Cells (first ``k`` chunk coordinates) of the chunk files under ``name/c`` of the
     store whose last four bytes are not the CRC-32C (little-endian) of the rest.
 
     The same test zarr's ``crc32c`` codec makes on read, without decompressing:
     a chunk whose checksum holds has the bytes zarr wrote. For a sharded ``array``
     each file is a shard: its index is checked (a bad index damages every cell of
-    the shard), then each inner chunk it points to.
+    the shard), then each inner chunk it points to. ``stored`` (bool, the sweep's
+    shape) is set True at every cell whose chunk is there (in a shard: its index
+    entry is not "empty"; a shard whose index fails counts as there, and damaged).
     """
     sc = sharding(array) if array is not None else None
     if sc is not None:
@@ -175,6 +195,8 @@ def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = N
         data = loc.read(chunk_key)
         key = tuple(int(i) for i in parts)
         if sc is None:
+            if stored is not None:
+                stored[key[:k]] = True
             if not crc_ok(data):
                 bad.add(key[:k])
             continue
@@ -185,8 +207,13 @@ def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = N
         index = shard_index(data, per_shard)
         if index is None:
             bad.update(tuple(int(c) for c in cells[j, :k]) for j in inside)
+            if stored is not None:
+                stored[tuple(cells[inside, :k].T)] = True
             continue
         end = len(data) - 16 * int(np.prod(per_shard, dtype=np.int64)) - 4  # where the index starts
+        if stored is not None:
+            there = inside[~((index[0].ravel()[inside] == EMPTY) & (index[1].ravel()[inside] == EMPTY))]
+            stored[tuple(cells[there, :k].T)] = True
         offs, sizes = index[0].ravel().tolist(), index[1].ravel().tolist()
         for j in inside.tolist():  # ~1 µs a cell: 10⁵ cells x 34 arrays in seconds
             off, nbytes = offs[j], sizes[j]
@@ -228,17 +255,30 @@ def verify(loc: Location, only: Iterable[str] | None = None) -> Damage:
     t0 = time.perf_counter()
     group = _group(loc)
     dims = _sweep_dims(group)
-    damage = Damage()
+    damage = Damage(complete=bool(group.attrs.get(EVERY_CHUNK)))
     with warnings.catch_warnings():  # the store's lock file is not a zarr node: listing says so
         warnings.filterwarnings("ignore", message=".*sweep.lock.* not recognized")
         names = sorted(group.array_keys()) if only is None else list(only)
+    done = None
+    if dims and DONE in group:  # a done flag that does not decode is not done
+        done = np.asarray(read_cells(group[DONE], len(dims), False), dtype=bool)
     for name in names:
         array = group[name]
         damage.checked += 1
         damage.checksummed &= has_checksums(array)
         if _cell_array(array, dims) and _crc_checkable(array, loc, name):
-            for idx in bad_checksums(loc, name, len(dims), array):
+            # Sharded stores store every chunk (sgdsweep.store.shards.encode_shard); others if marked.
+            look = done is not None and (damage.complete or sharding(array) is not None)
+            stored = np.zeros(done.shape, dtype=bool) if look else None
+            for idx in bad_checksums(loc, name, len(dims), array, stored):
                 damage.cells.setdefault(idx, []).append(name)
+            if stored is not None:
+                for idx in zip(*np.nonzero(done & ~stored), strict=True):
+                    damage.missing.setdefault(tuple(int(i) for i in idx), []).append(name)
+        elif not _cell_array(array, dims) and damage.complete and (absent := _absent_chunks(loc, name,
+                                                                                             array)):
+            damage.arrays.append(name)
+            damage.why[name] = f"chunk file {absent[0]} is missing"
         elif _cell_array(array, dims):
             bad: set[tuple[int, ...]] = set()
             read_cells(array, len(dims), damaged=bad)
@@ -252,8 +292,22 @@ def verify(loc: Location, only: Iterable[str] | None = None) -> Damage:
             except Exception:
                 damage.arrays.append(name)
     damage.cells = dict(sorted(damage.cells.items()))
+    damage.missing = dict(sorted(damage.missing.items()))
     damage.seconds = time.perf_counter() - t0
     return damage
+
+
+def _absent_chunks(loc: Location, name: str, array: zarr.Array) -> list[str]:
+    """The chunk files of an unsharded, non-empty array that are not in the store."""
+    if sharding(array) is not None or not array.size or not loc.holds_chunk_files(name):
+        return []
+    enc = array.metadata.chunk_key_encoding
+    if enc.name != "default" or getattr(enc, "separator", "/") != "/":
+        return []
+    there = {parts for parts, _ in loc.files(f"{name}/c")}
+    grid = (-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True))
+    return ["/".join((name, "c", *(str(i) for i in idx))) for idx in np.ndindex(*grid)
+            if tuple(str(i) for i in idx) not in there]
 
 
 def cell_name(group_or_ds: Any, idx: tuple[int, ...]) -> str:
@@ -271,11 +325,18 @@ def _value(v: Any) -> str:
 
 def describe(damage: Damage, group_or_ds: Any, limit: int = 20) -> list[str]:
     """One line per damaged cell (up to ``limit``) and per damaged non-cell array."""
-    lines = [f"{cell_name(group_or_ds, idx)}: unreadable chunk of {', '.join(names)}"
-             for idx, names in list(damage.cells.items())[:limit]]
-    if len(damage.cells) > limit:
-        lines.append(f"... and {len(damage.cells) - limit} more")
-    lines += [f"array {name!r} (not a cell's): unreadable" for name in damage.arrays]
+    lines = []
+    for idx in damage.lost[:limit]:
+        what = []
+        if idx in damage.cells:
+            what.append(f"unreadable chunk of {', '.join(damage.cells[idx])}")
+        if idx in damage.missing:
+            what.append(f"done, but its data is missing (no chunk of {', '.join(damage.missing[idx])})")
+        lines.append(f"{cell_name(group_or_ds, idx)}: {'; '.join(what)}")
+    if len(damage.lost) > limit:
+        lines.append(f"... and {len(damage.lost) - limit} more")
+    lines += [f"array {name!r} (not a cell's): {damage.why.get(name, 'unreadable')}"
+              for name in damage.arrays]
     return lines
 
 
@@ -299,14 +360,16 @@ def recheck_done(loc: Location, done: np.ndarray, say: Any) -> np.ndarray:
                           "(not a cell's data); "
                           "pass overwrite=true to recompute the whole store")
     done = done.copy()
-    bad = [idx for idx in damage.cells if done[idx]]
+    bad = [idx for idx in damage.lost if done[idx]]
     for idx in bad:
         done[idx] = False
     if bad:
         group = _group(loc)
-        say(f"verify: {len(bad)} done cell(s) with corrupt chunks will be recomputed "
+        say(f"verify: {len(bad)} done cell(s) with corrupt or missing chunks will be recomputed "
             f"({damage.seconds:.1f} s to check)")
-        for line in describe(type(damage)(cells={i: damage.cells[i] for i in bad}), group, limit=10):
+        shown = Damage(cells={i: damage.cells[i] for i in bad if i in damage.cells},
+                       missing={i: damage.missing[i] for i in bad if i in damage.missing})
+        for line in describe(shown, group, limit=10):
             say(f"verify: {line}")
     return done
 
@@ -323,12 +386,15 @@ def mask_corrupt(loc: Location, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
     for name in sorted({n for names in damage.cells.values() for n in names}):
         if name in ds.variables:
             ds[name] = (ds[name].dims, read_cells(group[name], k), ds[name].attrs)
-    if damage.cells and DONE in ds and ERROR in ds:
+    if damage.lost and DONE in ds and ERROR in ds:
         done = np.array(ds[DONE].values, dtype=bool)
         error = np.array(ds[ERROR].values)
         for idx, names in damage.cells.items():
             done[idx] = False
             error[idx] = f"corrupt chunk of {', '.join(names)}: rerun the sweep to recompute the cell"
+        for idx, names in damage.missing.items():
+            done[idx] = False
+            error[idx] = f"missing chunk of {', '.join(names)}: rerun the sweep to recompute the cell"
         ds[DONE] = (ds[DONE].dims, done, ds[DONE].attrs)
         ds[ERROR] = (ds[ERROR].dims, error.astype(ds[ERROR].dtype), ds[ERROR].attrs)
     return ds, describe(damage, group)
@@ -341,9 +407,9 @@ def status_lines(loc: Location, limit: int = 20) -> tuple[list[str], Damage]:
     n = int(np.prod(group[DONE].shape)) if DONE in group else 0
     kind = "crc32c checksums" if damage.checksummed else "no checksums (an older store: zstd frames only)"
     lines = [f"verify  : {damage.checked} arrays, {n} cells read in {damage.seconds:.2f} s ({kind}); "
-             f"{len(damage.cells)} corrupt cell(s)"
+             f"{len(damage.cells)} corrupt cell(s), {len(damage.missing)} done cell(s) with data missing"
              + (f", {len(damage.arrays)} corrupt other array(s)" if damage.arrays else "")]
     lines += [f"corrupt : {line}" for line in describe(damage, group, limit)]
-    if damage.cells:
+    if damage.lost:
         lines.append("corrupt : rerun the same sweep command to recompute these cells")
     return lines, damage

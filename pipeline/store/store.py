@@ -131,6 +131,7 @@ def build_template(plan: SweepPlan, cell: xr.Dataset, attrs: Mapping[str, Any],
     """
     sweep_dims = tuple(a.name for a in plan.axes)
     shape = plan.shape
+    attrs = {**attrs, "shard_cells": int(shard_cells)}  # the layout, for a rebuild of the metadata
     ones = (1,) * len(shape)
     shard = shard_shape(shape, shard_cells)
 
@@ -197,6 +198,7 @@ def provenance(plan: SweepPlan, cell_attrs: Mapping[str, Any], argv: Sequence[st
         "command_line": " ".join([Path(sys.executable).name, "-m", "pipeline", *location.redact_args(argv)]),
         "created": now(),
         "Conventions": "CF-1.10",
+        integrity.EVERY_CHUNK: True,  # CellWriter stores every chunk: one absent is data lost
     })
     return attrs
 
@@ -271,7 +273,10 @@ def create(loc: Location, template: xr.Dataset, replace: bool) -> None:
             # A store holding only this run's lock is empty to us: zarr's "w-" would refuse it.
             mode = "a" if loc.is_dir("") and not lock.others_in(loc) else "w-"
             integrity.with_checksums(template).to_zarr(loc.zarr_store, mode=mode, compute=False,
-                                                       zarr_format=ZARR_FORMAT, consolidated=False)
+                                                       zarr_format=ZARR_FORMAT, consolidated=False,
+                                                       write_empty_chunks=True)
+            group = zarr.open_group(loc.zarr_store, mode="r+")
+            group.create_group(integrity.RECORD, attributes=dict(template.attrs))
             zarr.consolidate_metadata(loc.zarr_store)
     except location.io_errors() as exc:
         raise ConfigError(f"store: cannot create {loc.show()}: {location.reason(exc)}") from None
@@ -314,7 +319,9 @@ class CellWriter:
         self.k = len(sweep_dims)
         self.layout = {name: (tuple(var.dims[self.k:]), var.dtype)
                        for name, var in template.data_vars.items()}
-        self.arrays = {name: self.group[name] for name in self.layout}
+        # Every chunk stored, also one equal to the fill value: an absent chunk is data lost.
+        self.arrays = {name: self.group[name].with_config({"write_empty_chunks": True})
+                       for name in self.layout}
         self.basins = template["basin"].values.tolist() if "basin" in template.coords else None
         self.coords = {name: template[name].values for name in template.coords if name not in sweep_dims}
         done = self.arrays[DONE]
@@ -494,6 +501,8 @@ class CellWriter:
         self.flush()
         with quiet_zarr(), faults.store_writes(self.loc, "the run record"):
             self.group.attrs.update(dict(extra_attrs))
+            if integrity.RECORD in self.group:  # its copy (stores made before it have none)
+                self.group[integrity.RECORD].attrs.update(dict(extra_attrs))
             zarr.consolidate_metadata(self.loc.zarr_store)
 
 
