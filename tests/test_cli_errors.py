@@ -176,8 +176,10 @@ BAD_FLAGS = [
      "error: --bogus=1: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME and --dry-run)\n"),
     (["submit", "--dry-run", "-cn"], "error: --config-name: expected a config name\n"),
     (["status", "s.zarr", "--bogus"], "error: --bogus: unknown option\n"),
-    (["status"], "error: store: missing (usage: python -m pipeline status [-h] [--verify] "
+    (["status"], "error: store: missing (usage: python -m pipeline status [-h] [--verify] [--repair] "
                 "[--store-options JSON] store)\n"),
+    (["status", "s.zarr", "--repair"],
+     "error: --repair: use it with --verify (status STORE --verify --repair)\n"),
     (["report", "s.zarr", "--out"], "error: --out: expected one argument\n"),
 ]
 

@@ -13,6 +13,7 @@ import xarray as xr
 import zarr
 
 import sgdsweep
+from pipeline.cli.main import main
 from pipeline.cli.report import write_report
 from pipeline.cli.status import describe, status_main
 from pipeline.config import compose, expand
@@ -304,3 +305,49 @@ def test_a_deleted_coordinate_chunk_is_named(tmp_path, cells):
     assert "corrupt : array 'x' (not a cell's): chunk file x/c/0 is missing" in lines
     with pytest.raises(ConfigError, match="array 'x' is corrupt"):
         integrity.recheck_done(parse(path), np.ones((2, 2), bool), lambda s: None)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _docs(path) -> dict[str, dict]:
+    return {str(p.relative_to(path)): json.loads(p.read_text()) for p in sorted(path.rglob("zarr.json"))}
+
+
+def test_damaged_zarr_json_is_named_and_rebuilt_from_the_run_record(tmp_path, cells, capsys):
+    plan, _, path = _store(tmp_path, cells)
+    before, clean = _docs(path), xr.open_zarr(str(path)).load()
+    shown = str(path)
+    # An array's metadata garbled: the store still opens (the root's consolidated copy), verify names it.
+    (path / "density" / "zarr.json").write_text((path / "density" / "zarr.json").read_text()[:300])
+    buf = io.StringIO()
+    assert status_main([shown, "--verify"], out=buf) == 1
+    assert f"metadata: {shown}/density/zarr.json: not valid JSON (" in buf.getvalue()
+    # The root too: nothing opens; every command names the file and offers the repair.
+    (path / "zarr.json").write_text("{}")
+    for argv in (["status", shown], ["report", shown, "--out", str(tmp_path / "rep")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: store: {shown}/zarr.json: not Zarr v3 metadata")
+        assert err.count("\n") == 1
+        assert f"status {shown} --verify --repair rebuilds the metadata from the run record" in err
+    with pytest.raises(ConfigError, match=r"zarr.json: not Zarr v3 metadata .* overwrite=true"):
+        stores.inspect(parse(path), plan, overwrite=False)  # a rerun of the sweep says the same
+    # The repair: the root from the run record, the array (its copy lost with the root) from the config.
+    buf = io.StringIO()
+    assert status_main([shown, "--verify", "--repair"], out=buf) == 0
+    out = buf.getvalue()
+    assert f"repair  : {shown}/density/zarr.json: rewritten from the config in the run record" in out
+    assert f"repair  : {shown}/zarr.json: rewritten from the run record" in out
+    assert "0 corrupt cell(s), 0 done cell(s) with data missing" in out
+    after = _docs(path)
+    assert after == before  # every document as the sweep wrote it, the consolidated copies included
+    ds = _open_quietly(path).load()
+    assert ds.attrs == clean.attrs
+    for name in clean.variables:
+        np.testing.assert_array_equal(ds[name].values, clean[name].values, err_msg=name)
+    # Root and run record both gone: said, nothing written.
+    (path / "zarr.json").write_text("{")
+    (path / integrity.RECORD / "zarr.json").unlink()
+    assert main(["status", shown, "--verify", "--repair"]) == 2
+    assert "run record (run_record/zarr.json) too; recreate the store" in capsys.readouterr().err

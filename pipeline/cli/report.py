@@ -27,7 +27,7 @@ import xarray as xr
 import sgdsweep.analysis.accessor  # noqa: F401  (registers ds.sgd)
 from pipeline.cli.args import OneLineParser
 from pipeline.cli.status import add_store_options, store_options
-from pipeline.store import location
+from pipeline.store import location, metadata
 from pipeline.store.integrity import mask_corrupt
 from sgdsweep.analysis.claims_plots import claims_figures
 from sgdsweep.analysis.plots import FIGURES, FIGURES_2D, most_informative_cell
@@ -131,7 +131,7 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     try:
         ds = open_sweep(loc.dataset_path, storage_options=loc.storage_options)
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"store: {exc}") from None
+        raise ConfigError(f"store: {metadata.explain(loc) or exc}") from None
     # Corrupt cells are shown as failed, named on stderr; the rest is reported.
     ds, corrupt = mask_corrupt(loc, ds)
     for line in corrupt:

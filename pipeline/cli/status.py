@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from pipeline.cli.args import OneLineParser
-from pipeline.store import integrity, location
+from pipeline.store import integrity, location, metadata, repair
 from pipeline.store import lock as locks
 from pipeline.store import store as stores
 from sgdsweep.cell import schema
@@ -25,6 +25,9 @@ def describe(loc: location.Location, max_failures: int = 20) -> tuple[str, int, 
     try:
         ds = stores.read_status(loc)
     except Exception as exc:
+        damaged = metadata.explain(loc)
+        if damaged:
+            raise ConfigError(f"store: {damaged}") from None
         raise ConfigError(f"store: {path} is not a readable sweep store ({type(exc).__name__})") from None
     if DONE not in ds or "config_hash" not in ds.attrs:
         raise ConfigError(f"store: {path} is not a sweep store (no done flags)")
@@ -94,16 +97,35 @@ def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
                            description="Show progress, failures and config of a sweep store.")
     parser.add_argument("store", help="path or URL (s3://bucket/sweep.zarr) of the Zarr store")
     parser.add_argument("--verify", action="store_true",
-                        help="read every chunk and list the cells whose data is corrupt")
+                        help="read every chunk and every zarr.json; list the cells whose data is "
+                             "corrupt or missing and the damaged metadata files")
+    parser.add_argument("--repair", action="store_true",
+                        help="with --verify: rewrite damaged zarr.json files from their copies or "
+                             "the config in the store's run record (cell data is not touched)")
     add_store_options(parser)
     args = parser.parse_args(argv)
+    if args.repair and not args.verify:
+        raise ConfigError("--repair: use it with --verify (status STORE --verify --repair)")
     loc = location.parse(args.store, store_options(args.store_options))
+    if args.repair:
+        if not loc.exists():
+            raise ConfigError(f"store: {loc.show()} does not exist")
+        held = locks.read(loc)
+        if held is not None:
+            raise ConfigError(f"--repair: a sweep holds the store's lock ({locks.holder(held)}); "
+                              "repair once it has finished")
+        out.write("\n".join(repair.repair(loc)) + "\n")
     text, n_done, total = describe(loc)
     out.write(text + "\n")
     if args.verify:
+        broken = metadata.problems(loc)
         lines, damage = integrity.status_lines(loc)
+        lines[1:1] = [f"metadata: {loc.show(key)}: {why}" for key, why in broken.items()]
+        if broken:
+            lines.append(f"metadata: python -m pipeline status {loc.show()}{loc.cli_hint()} "
+                         "--verify --repair rewrites the damaged files")
         out.write("\n".join(lines) + "\n")
-        if not damage.clean:
+        if not damage.clean or broken:
             return 1
     return 0 if n_done == total else 1
 

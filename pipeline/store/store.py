@@ -49,6 +49,7 @@ from pipeline.config import SweepPlan
 from pipeline.run import faults
 from pipeline.run.settings import RunConf
 from pipeline.store import integrity, location, lock
+from pipeline.store import metadata as store_metadata
 from pipeline.store.location import Location
 from sgdsweep.analysis.reductions import open_sweep
 from sgdsweep.cell.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
@@ -253,8 +254,13 @@ def inspect(loc: Location, plan: SweepPlan, overwrite: bool) -> StoreState:
             done = (np.asarray(integrity.read_cells(group[DONE], len(group[DONE].shape), False), dtype=bool)
                     if old_hash else None)
     except Exception:
+        old_hash = None
+    if old_hash is None:  # damaged metadata of a sweep store, or no sweep store at all
+        damaged = store_metadata.explain(loc)
+        if damaged:
+            raise ConfigError(f"store: {damaged}; or pass overwrite=true to recompute the store")
         raise ConfigError(f"store: {shown} exists and is not a sweep store; choose another store= "
-                          "or pass overwrite=true to replace it") from None
+                          "or pass overwrite=true to replace it")
     if old_hash != plan.config_hash:
         raise ConfigError(f"store: {shown} holds a different sweep (config hash {str(old_hash)[:12]} "
                           f"!= {plan.config_hash[:12]}); pass overwrite=true to replace it "
