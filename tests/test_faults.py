@@ -107,7 +107,7 @@ def test_corrupt_cell_is_listed_reported_and_recomputed(reference_store: Path, t
 
     again = run_pipeline(*ARGS, f"store={store.name}", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "verify: 2 done cell(s) with corrupt chunks will be recomputed" in again.stdout
+    assert "verify: 2 done cell(s) with corrupt or missing chunks will be recomputed" in again.stdout
     assert "cells      : 8 total, 2 computed now, 6 already done, 0 failed" in again.stdout
     assert_same_numbers(open_store(store), open_store(reference_store))
     assert "0 corrupt cell(s)" in run_pipeline("status", store.name, "--verify", cwd=tmp_path).stdout
