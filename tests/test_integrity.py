@@ -296,8 +296,9 @@ def test_a_done_cell_whose_data_file_is_deleted_is_reported_and_recomputed(tmp_p
         np.testing.assert_array_equal(ds["std"].values[idx], cells[1][i]["std"].values)
 
 
-def test_a_deleted_coordinate_chunk_is_named(tmp_path, cells):
+def test_a_deleted_coordinate_chunk_is_named_and_rebuilt(tmp_path, cells):
     _, _, path = _store(tmp_path, cells)
+    x = xr.open_zarr(str(path))["x"].values
     (path / "x" / "c" / "0").unlink()
     damage = integrity.verify(parse(path))
     assert damage.arrays == ["x"] and damage.why["x"] == "chunk file x/c/0 is missing"
@@ -305,6 +306,11 @@ def test_a_deleted_coordinate_chunk_is_named(tmp_path, cells):
     assert "corrupt : array 'x' (not a cell's): chunk file x/c/0 is missing" in lines
     with pytest.raises(ConfigError, match="array 'x' is corrupt"):
         integrity.recheck_done(parse(path), np.ones((2, 2), bool), lambda s: None)
+    buf = io.StringIO()
+    assert status_main([str(path), "--verify", "--repair"], out=buf) == 0
+    assert f"repair  : {path}/x: coordinate rewritten from the config in the run record" in buf.getvalue()
+    assert integrity.verify(parse(path)).clean
+    np.testing.assert_array_equal(xr.open_zarr(str(path))["x"].values, x)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -351,3 +357,11 @@ def test_damaged_zarr_json_is_named_and_rebuilt_from_the_run_record(tmp_path, ce
     (path / integrity.RECORD / "zarr.json").unlink()
     assert main(["status", shown, "--verify", "--repair"]) == 2
     assert "run record (run_record/zarr.json) too; recreate the store" in capsys.readouterr().err
+
+
+def test_a_sweep_axis_coordinate_is_not_a_cell_array():
+    """A 1-D sweep's axis coordinate starts with the sweep axis but is one chunk: its
+    one chunk file is not the first cell's, and the other cells are not missing it."""
+    coord = zarr.create_array({}, shape=(3,), chunks=(3,), dtype=float, dimension_names=["lr"])
+    cell = zarr.create_array({}, shape=(3, 5), chunks=(1, 5), dtype=float, dimension_names=["lr", "x"])
+    assert not integrity._cell_array(coord, ["lr"]) and integrity._cell_array(cell, ["lr"])

@@ -80,8 +80,18 @@ def _sweep_dims(group: zarr.Group) -> list[str]:
 
 
 def _cell_array(array: zarr.Array, sweep_dims: list[str]) -> bool:
-    names = list(array.metadata.dimension_names or ())
-    return len(sweep_dims) > 0 and names[:len(sweep_dims)] == sweep_dims
+    """Whether ``array`` holds cells: the sweep axes first, a (inner) chunk per cell along
+    them (not a sweep axis's coordinate, one chunk for the whole axis)."""
+    names, k = list(array.metadata.dimension_names or ()), len(sweep_dims)
+    return k > 0 and names[:k] == sweep_dims and tuple(array.chunks[:k]) == (1,) * k
+
+
+def other_arrays(group: zarr.Group) -> list[str]:
+    """The arrays that hold no cells (coordinates): written once, when the store is made."""
+    dims = _sweep_dims(group)
+    with warnings.catch_warnings():  # the store's lock file is not a zarr node: listing says so
+        warnings.filterwarnings("ignore", message=".*sweep.lock.* not recognized")
+        return sorted(name for name, array in group.arrays() if not _cell_array(array, dims))
 
 
 def read_cells(array: zarr.Array, k: int, fill: Any = None,
@@ -357,8 +367,9 @@ def recheck_done(loc: Location, done: np.ndarray, say: Any) -> np.ndarray:
     damage = verify(loc)
     if damage.arrays:
         raise ConfigError(f"store: {loc.show()}: array {damage.arrays[0]!r} is corrupt "
-                          "(not a cell's data); "
-                          "pass overwrite=true to recompute the whole store")
+                          f"(not a cell's data: {damage.why.get(damage.arrays[0], 'unreadable')}); "
+                          f"python -m pipeline status {loc.show()}{loc.cli_hint()} --verify --repair "
+                          "rewrites it from the run record, or pass overwrite=true to recompute the store")
     done = done.copy()
     bad = [idx for idx in damage.lost if done[idx]]
     for idx in bad:
@@ -412,4 +423,7 @@ def status_lines(loc: Location, limit: int = 20) -> tuple[list[str], Damage]:
     lines += [f"corrupt : {line}" for line in describe(damage, group, limit)]
     if damage.lost:
         lines.append("corrupt : rerun the same sweep command to recompute these cells")
+    if damage.arrays:
+        lines.append(f"corrupt : python -m pipeline status {loc.show()}{loc.cli_hint()} --verify --repair "
+                     "rewrites the damaged coordinates from the run record")
     return lines, damage

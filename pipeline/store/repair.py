@@ -34,8 +34,9 @@ def _record(loc: Location, root: dict[str, Any] | None) -> dict[str, Any] | None
     return attrs if attrs.get("config") else None
 
 
-def rebuilt(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each array's metadata as the sweep of the config in ``attrs`` creates it (name -> doc)."""
+def rebuilt(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The store as the sweep of the config in ``attrs`` creates it, before any cell is
+    written: its keys (``NAME/zarr.json``, the coordinates' chunks) -> zarr buffers."""
     plan = expand(OmegaConf.create(attrs["config"]), reserved=set(CELL_DIMS))
     if plan.config_hash != attrs.get("config_hash"):
         raise ConfigError("repair: the run record's config does not give the store's config hash "
@@ -46,17 +47,56 @@ def rebuilt(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     with stores.quiet_zarr():
         integrity.with_checksums(tmpl).to_zarr(zarr.storage.MemoryStore(held), compute=False, zarr_format=3,
                                                consolidated=False, write_empty_chunks=True)
+    return held
+
+
+def _documents(held: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The arrays' metadata in :func:`rebuilt`'s store (name -> doc)."""
     return {key[:-len(ROOT) - 1]: json.loads(buf.to_bytes()) for key, buf in held.items()
             if key.endswith(f"/{ROOT}") and key.count("/") == 1}
 
 
 def repair(loc: Location) -> list[str]:
     """Rewrite every damaged ``zarr.json`` (:func:`problems`) from a sound copy or the
-    config in the run record; one line per file rewritten. Raises ConfigError when
-    nothing is left to rebuild from."""
+    config in the run record, then every damaged coordinate (:func:`coordinates`); one
+    line per file rewritten. Raises ConfigError when nothing is left to rebuild from."""
+    lines = _metadata(loc)
+    lines += coordinates(loc)
+    return lines or ["repair  : the metadata and coordinates are sound; nothing to rewrite"]
+
+
+def coordinates(loc: Location) -> list[str]:
+    """Rewrite the chunks of each coordinate (an array holding no cells) that is damaged
+    or missing a chunk, from the config in the run record; one line per array."""
+    with stores.quiet_zarr():
+        group = zarr.open_group(loc.zarr_store, mode="r")
+        bad = integrity.verify(loc, only=integrity.other_arrays(group)).arrays
+    if not bad:
+        return []
+    root, why = document(loc, ROOT)
+    attrs = _record(loc, None if why else root)
+    if attrs is None:
+        raise ConfigError(f"repair: coordinate {bad[0]!r} is damaged and the run record is gone; "
+                          "recreate the store with overwrite=true")
+    held = rebuilt(attrs)
+    lines = []
+    for name in bad:
+        chunks = {key: buf.to_bytes() for key, buf in held.items() if key.startswith(f"{name}/c/")}
+        if not chunks:
+            raise ConfigError(f"repair: no coordinate {name!r} in the sweep of the run record's config")
+        for _, key in list(loc.files(f"{name}/c")):
+            if key not in chunks:
+                loc.remove(key)
+        loc.write_many(chunks.items())
+        lines.append(f"repair  : {loc.show(name)}: coordinate rewritten from the config in the run record")
+    return lines
+
+
+def _metadata(loc: Location) -> list[str]:
+    """The ``zarr.json`` part of :func:`repair`."""
     found = problems(loc)
     if not found:
-        return ["repair  : the metadata is sound; nothing to rewrite"]
+        return []
     root, root_why = document(loc, ROOT)
     held = copies(root) if not root_why else {}
     attrs = _record(loc, None if root_why else root)
@@ -76,7 +116,7 @@ def repair(loc: Location) -> list[str]:
                 raise ConfigError(f"repair: {loc.show(key)} has no sound copy and the run record is gone; "
                                   "recreate the store with overwrite=true")
             if fresh is None:
-                fresh = rebuilt(attrs)
+                fresh = _documents(rebuilt(attrs))
             if name not in fresh:
                 raise ConfigError(f"repair: {loc.show(key)}: no array {name!r} in the sweep of the "
                                   "run record's config; remove it or recreate the store")
