@@ -62,6 +62,8 @@ class Method:
     ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cell.config.CellConfig`
     the method cannot run with, raising :class:`~sgdsweep.errors.ConfigError` (called by
     ``parse_cell``, so bad input is refused before anything is computed).
+    ``fill_model(ctx, ds, name)``: the same for cells on model landscapes
+    (:class:`~sgdsweep.cell.model_context.ModelContext`); None if the method does not run there.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Method:
     summary: str = ""
     time: str = "t"
     validate: Callable[[Any], None] | None = None
+    fill_model: Callable[[Any, xr.Dataset, str], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
