@@ -89,7 +89,7 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
     """θ*, the Hessian and noise at θ*, temperatures, the stationary references, the edges."""
     cell, mini = ctx.cell, ctx.minimum
     d = cell.model.d
-    ds["theta_star"][:d] = mini.theta
+    ds["theta_star"][:] = mini.theta
     ds["loss_star"] = ((), float(mini.loss), ATTRS["loss_star"])
     ds["grad_norm_star"] = ((), float(mini.grad_norm), ATTRS["grad_norm_star"])
     V, lam = ctx.directions, ctx.eigenvalues
@@ -123,24 +123,12 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
             continue
         sel = {"kind": kind}
         if stat == "stationary_cov":
-            ds[stat].loc[sel] = _pad2(C, ds.sizes["param"])
+            ds[stat].loc[sel] = C
         else:
-            ds[stat].loc[sel] = _pad1(np.diag(C), ds.sizes["param"])
+            ds[stat].loc[sel] = np.diag(C)
         var_k = np.einsum("kd,de,ke->k", V, C, V)
         ds["stationary_proj_var"].loc[sel] = var_k
         ds["temperature_direction"].loc[sel] = lam * var_k
-
-
-def _pad1(v: np.ndarray, size: int) -> np.ndarray:
-    out = np.full(size, np.nan)
-    out[: len(v)] = v
-    return out
-
-
-def _pad2(m: np.ndarray, size: int) -> np.ndarray:
-    out = np.full((size, size), np.nan)
-    out[: m.shape[0], : m.shape[1]] = m
-    return out
 
 
 __all__ = ["model_template", "run_model_cell"]

@@ -48,12 +48,11 @@ def fill_model_ensemble(ctx: ModelContext, ds: xr.Dataset, name: str, **extra) -
         at = {**sel, "t": cell.times[s]}
         ds["lost_fraction"].loc[at] = lost.mean()
         ds["density"].loc[at] = st["proj_counts"] / (chains * cell.grid.dx)
-        ds["mean"].loc[at] = _pad(st["mean"], ds.sizes["param"])
+        ds["mean"].loc[at] = st["mean"]
         if full:
-            ds["cov"].loc[at] = _pad(st["cov"], ds.sizes["param"])
+            ds["cov"].loc[at] = st["cov"]
         else:
-            ds["var"].loc[at] = _pad(st["cov"] if st["cov"].ndim == 1 else np.diag(st["cov"]),
-                                     ds.sizes["param"])
+            ds["var"].loc[at] = st["cov"] if st["cov"].ndim == 1 else np.diag(st["cov"])
         proj = st["proj"]
         alive = ~lost
         if alive.any():
@@ -76,11 +75,3 @@ def fill_model_ensemble(ctx: ModelContext, ds: xr.Dataset, name: str, **extra) -
                 ds["tail_index"].loc[{**sel, "direction": ds.direction.values[k]}] = alpha
                 ds["tail_index_se"].loc[{**sel, "direction": ds.direction.values[k]}] = se
 
-
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    """``a`` (d,) or (d, d) NaN-padded to the store's param axis (the sweep's largest d)."""
-    if a.shape[0] == size:
-        return a
-    out = np.full((size,) * a.ndim, np.nan)
-    out[tuple(slice(0, n) for n in a.shape)] = a
-    return out
