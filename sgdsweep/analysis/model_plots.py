@@ -1,0 +1,149 @@
+"""Figures of sweeps on models with many parameters (stores with a ``direction`` dim).
+
+Each takes a sweep dataset (or one cell of it) and returns a matplotlib Figure:
+``projection_variance`` (the stationary variance along each Hessian eigenvector, Monte
+Carlo against SGD's exact law, the Itô SDE's and Gibbs', over the learning rate),
+``projection_densities`` (one cell: the densities of the projections at the last snapshot
+beside the Gaussians of the exact references), ``sharpness_loss`` (one cell: sharpness
+over time with 2/η marked, and the loss), ``noise_geometry`` (one cell: per-direction
+gradient noise against curvature, and the temperature each reference would need).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from sgdsweep.analysis.plots import METHOD_STYLE, TIME, _axes, _cell_label, _figure, _legend_below, _message
+
+KIND_STYLE = {"sgd": dict(color="black", ls="-", label="SGD exact"),
+              "ito": dict(color="#0072B2", ls="--", label="Itô SDE exact"),
+              "gibbs": dict(color="#009E73", ls=":", label="Gibbs T·H⁻¹")}
+
+
+def _one(ds: xr.Dataset, keep: tuple[str, ...] = ()) -> tuple[xr.Dataset, dict[str, Any]]:
+    """The first finished cell along every sweep dim not in ``keep``, and its coordinates."""
+    sel = {}
+    for d in ds.sgd.sweep_dims:
+        if d in keep:
+            continue
+        done = ds["done"].any([k for k in ds["done"].dims if k != d]) if ds["done"].ndim > 1 else ds["done"]
+        idx = int(np.argmax(np.asarray(done.values, dtype=bool))) if ds.sizes[d] > 1 else 0
+        sel[d] = idx
+    cell = ds.isel(sel)
+    return cell, {d: ds[d].values[i] for d, i in sel.items()}
+
+
+def style_of(method: str) -> dict[str, Any]:
+    """Plot style (colour, label) of a method."""
+    return dict(METHOD_STYLE.get(method, {"label": method}))
+
+
+def _ensembles(ds: xr.Dataset) -> list[str]:
+    return [m for m in ds.sgd.methods if m != "gd"]
+
+
+def projection_variance(ds: xr.Dataset) -> Figure:
+    """Last-snapshot variance of (θ − θ*)·v_k per direction, over ``lr`` (others: first cell)."""
+    if "lr" not in ds.dims:
+        return _message("projection variance: needs an lr axis")
+    view, where = _one(ds, keep=("lr",))
+    dirs = view.direction.values[:4]
+    fig = _figure(len(dirs))
+    axs = _axes(fig)
+    lr = view["lr"].values
+    for ax, k in zip(axs, dirs, strict=False):
+        for m in _ensembles(view):
+            v = view["proj_var"].sel(method=m, direction=k).isel(t=-1).values
+            ax.plot(lr, v, marker="o", lw=0, **style_of(m))
+        for kind, st in KIND_STYLE.items():
+            v = view["stationary_proj_var"].sel(kind=kind, direction=k).values
+            if np.isfinite(v).any():
+                ax.plot(lr, v, **st)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate η", title=f"direction {k}")
+    axs[0].set_ylabel("variance of (θ − θ*)·v_k")
+    if "ms_edge" in view and np.isfinite(view["ms_edge"].values).any():
+        for ax in axs:
+            ax.axvline(float(np.nanmin(view["ms_edge"].values)), color="#D55E00", lw=0.8,
+                       label="mean-square edge")
+    fig.suptitle("Stationary variance along the Hessian's eigenvectors" +
+                 (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, axs[0])
+    return fig
+
+
+def projection_densities(ds: xr.Dataset) -> Figure:
+    """One cell: last-snapshot densities of the projections, with the exact references' Gaussians."""
+    cell, where = _one(ds)
+    dirs = cell.direction.values[:4]
+    fig = _figure(len(dirs))
+    axs = _axes(fig)
+    x = cell["x"].values
+    for ax, k in zip(axs, dirs, strict=False):
+        for m in _ensembles(cell):
+            ax.step(x, cell["density"].sel(method=m, direction=k).isel(t=-1).values, where="mid",
+                    **style_of(m))
+        for kind, st in KIND_STYLE.items():
+            var = float(cell["stationary_proj_var"].sel(kind=kind, direction=k).values)
+            if np.isfinite(var) and var > 0:
+                ax.plot(x, np.exp(-0.5 * x**2 / var) / np.sqrt(2 * np.pi * var), **st)
+        ax.set(xlabel=f"(θ − θ*)·v_{k[1:]}", title=f"direction {k}")
+    axs[0].set_ylabel("density")
+    fig.suptitle("Densities of the projections at the last snapshot" +
+                 (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, axs[0])
+    return fig
+
+
+def sharpness_loss(ds: xr.Dataset) -> Figure:
+    """One cell: sharpness (top Hessian eigenvalue) and loss over time, with 2/η."""
+    cell, where = _one(ds)
+    fig = _figure(2)
+    ax, bx = _axes(fig)
+    t = cell["t"].values
+    for m in cell.sgd.methods:
+        ax.plot(t, cell["sharpness"].sel(method=m).values, **style_of(m))
+        bx.plot(t, cell["loss_mean"].sel(method=m).values, **style_of(m))
+    lr = float(np.atleast_1d(cell["lr"].values)[0]) if "lr" in cell.coords else None
+    if lr:
+        ax.axhline(2.0 / lr, color="#D55E00", lw=0.8, ls="--", label="2/η")
+    ax.set(xlabel=TIME, ylabel="sharpness λ_max(H(θ))", title="sharpness")
+    bx.set(xlabel=TIME, ylabel="mean training loss", yscale="log", title="loss")
+    fig.suptitle("Sharpness and loss" + (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, ax)
+    return fig
+
+
+def noise_geometry(ds: xr.Dataset) -> Figure:
+    """One cell: gradient noise v_kᵀΣ*v_k against curvature λ_k, and per-direction temperatures."""
+    cell, where = _one(ds)
+    fig = _figure(2)
+    ax, bx = _axes(fig)
+    lam = cell["hessian_eig"].values
+    noise = cell["noise_proj"].values
+    ax.loglog(lam, noise, "o", color="black")
+    for i, k in enumerate(cell.direction.values):
+        ax.annotate(str(k), (lam[i], noise[i]), textcoords="offset points", xytext=(4, 2), fontsize=8)
+    ax.set(xlabel="Hessian eigenvalue λ_k", ylabel="v_kᵀ Σ* v_k",
+           title=f"alignment {float(cell['noise_alignment'].values):.3g}")
+    idx = np.arange(len(lam))
+    for kind, st in KIND_STYLE.items():
+        v = cell["temperature_direction"].sel(kind=kind).values
+        if np.isfinite(v).any():
+            bx.plot(idx + 1, v, marker="o", **st)
+    bx.set(xlabel="direction k", ylabel="λ_k · var_k (temperature)", yscale="log",
+           title="the temperature each direction needs")
+    fig.suptitle("Noise geometry at θ*" + (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, bx)
+    return fig
+
+
+FIGURES_MODEL = {
+    "projection_variance": projection_variance,
+    "projection_densities": projection_densities,
+    "sharpness_loss": sharpness_loss,
+    "noise_geometry": noise_geometry,
+}
