@@ -26,7 +26,7 @@ import numpy as np
 
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import GAUSSIAN, build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 
 SEED_TWO_POINT = {"dim": 1, "datapoints": [
     [{"kind": "gaussian", "amplitude": -1.0, "centre": 2.0, "sharpness": 1.0}],
@@ -87,7 +87,7 @@ t = time.perf_counter()
 import numpy as np
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 land = build_landscape({"dim": 1, "reference": [{"kind": "quadratic", "curvature": 1.0}],
                         "shifts": {"n": 4, "std": 1.0}})
 t1 = time.perf_counter()

@@ -16,7 +16,7 @@ and a quadratic, as in ``bench_mc.py``).
   ``--method svag`` (l = 4) and ``--method sde`` (Euler–Maruyama, 2 substeps per SGD
   step, one Box–Muller pair per SGD step) have C loops written the same way on
   ``four_gaussians``: the same draws, products and sums as ours.
-* **ours**: ``sgdsweep.montecarlo.ensemble.run_ensemble(method=...)`` on 1 numba thread and on 2.
+* **ours**: ``sgdsweep.montecarlo.run_ensemble(method=...)`` on 1 numba thread and on 2.
 * **NumPy**: the vectorised baseline of ``bench_mc.py`` (SGD only).
 
 Reported: particle-steps per second (best of --repeat; by wall time and by the process's
@@ -48,7 +48,10 @@ from bench_mc import TWO_BASIN, numpy_sgd
 
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import _LANES, STREAM_IDS, _padded_terms_1d, run_ensemble, svag_coefficients
+from sgdsweep.methods import get_method
+from sgdsweep.montecarlo import run_ensemble
+from sgdsweep.montecarlo.kernels import svag_coefficients
+from sgdsweep.montecarlo.lanes import _LANES, _padded_terms_1d
 from sgdsweep.montecarlo.rng import chain_states, stream_key
 
 FOUR_GAUSSIANS = {"dim": 1, "shifts": {"n": 4, "std": 0.5},
@@ -247,7 +250,7 @@ def run_c(so, case, land, x0, steps, method="sgd", seed=1):
     name, _, lr, grid, _ = case
     chains = x0.shape[0]
     padded = -(-chains // _LANES) * _LANES
-    state = chain_states(stream_key(seed, STREAM_IDS[method]), padded)[:chains].copy()
+    state = chain_states(stream_key(seed, get_method(method).stream), padded)[:chains].copy()
     x = x0[:, 0].copy()  # the C loop writes in place
     lost = np.where((x < grid.lower) | (x > grid.upper), 0, -1).astype(np.int64)
     T, cp, ap, gg, gq = _padded_terms_1d(land)
@@ -276,7 +279,8 @@ def ours(case, land, x0, steps, threads, method="sgd", seed=1):
     numba.set_num_threads(threads)
     t, p = time.perf_counter(), time.process_time()
     res = run_ensemble(land, method, x0, lr, np.array([0, steps]), (grid,), batch_size=1, seed=seed,
-                       svag_l=SVAG_L, substeps=SDE_SUBSTEPS, noise_factor=1.0)
+                       params={"l": SVAG_L} if method == "svag" else None, substeps=SDE_SUBSTEPS,
+                       noise_factor=1.0)
     return res, time.perf_counter() - t, time.process_time() - p
 
 

@@ -63,6 +63,7 @@ def calibrate_chains(target: float) -> int:
 def region_write_ms(store: Path, n: int = 20) -> tuple[float, float]:
     """Per-cell write time: direct chunk writes vs xarray region writes (same cells)."""
     from pipeline.store import store as stores
+    from pipeline.store.location import parse
 
     ds = xr.open_zarr(str(store)).isel(seed=slice(0, n)).load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +74,7 @@ def region_write_ms(store: Path, n: int = 20) -> tuple[float, float]:
             v.encoding = {}
         with stores.quiet_zarr():
             template.to_zarr(str(copy), mode="w-", compute=False, zarr_format=3, consolidated=False)
-        writer = stores.CellWriter(copy, template, ["seed"])
+        writer = stores.CellWriter(parse(copy), template, ["seed"])
         cells = [ds.isel(seed=i).drop_vars(["done", "error", "seed"]) for i in range(n)]
         t = time.perf_counter()
         for i, c in enumerate(cells):
@@ -95,6 +96,7 @@ def layout_costs(store: Path, n: int, shard_cells: int) -> tuple[float, float]:
     (incl. the final flush and consolidation) and files per cell (every file of the store)."""
     from pipeline.store import integrity
     from pipeline.store import store as stores
+    from pipeline.store.location import parse
 
     src = xr.open_zarr(str(store)).isel(seed=slice(0, n))
     ds = src.load()
@@ -112,7 +114,7 @@ def layout_costs(store: Path, n: int, shard_cells: int) -> tuple[float, float]:
         with stores.quiet_zarr():
             integrity.with_checksums(template).to_zarr(str(copy), mode="w-", compute=False, zarr_format=3,
                                                        consolidated=False)
-        writer = stores.CellWriter(copy, template, ["seed"])
+        writer = stores.CellWriter(parse(copy), template, ["seed"])
         writer.expect([(i,) for i in range(n)])
         t = time.perf_counter()
         for i, c in enumerate(cells):

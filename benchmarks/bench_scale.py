@@ -173,6 +173,7 @@ def main() -> int:
     from pipeline.config import compose, expand
     from pipeline.run.sweep import templates
     from pipeline.store import store as stores
+    from pipeline.store.location import parse
 
     n = args.cells
     cfg = compose([*TINY, *grid(n)])
@@ -186,11 +187,11 @@ def main() -> int:
     tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["bench"]))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         path = Path(tmp) / "scale.zarr"
-        stores.create(path, tmpl, replace=False)
+        stores.create(parse(path), tmpl, replace=False)
         t_create = time.perf_counter() - t
         print(f"template + store : {t_create:.1f} s")
         one = sgdsweep.run_cell(plan.parsed[0])
-        writer = stores.CellWriter(path, tmpl, [a.name for a in plan.axes])
+        writer = stores.CellWriter(parse(path), tmpl, [a.name for a in plan.axes])
         writer.expect([plan.index(i) for i in range(len(plan.cells))])
         t = time.perf_counter()
         rss = []

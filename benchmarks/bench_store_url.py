@@ -128,8 +128,7 @@ def write_costs(source: Path, target: str, shard_cells: int, buffered: bool) -> 
         writer.write(idx, c)
     writer.finish({})
     ms = 1e3 * (time.perf_counter() - t) / len(cells)
-    files = sum(1 for _ in loc.files("")) if not loc.local else sum(
-        1 for p in Path(loc.root).rglob("*") if p.is_file())
+    files = sum(1 for _ in loc.files(""))
     with stores.quiet_zarr():
         assert bool(xr.open_zarr(loc.zarr_store)["done"].all())
     return ms, files

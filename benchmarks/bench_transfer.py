@@ -28,7 +28,7 @@ from sgdsweep.landscapes.basins import escape_threshold, find_basins
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.initial import Initial
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 from sgdsweep.transfer.transfer1d import sgd_transfer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "landscape"

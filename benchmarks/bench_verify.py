@@ -36,6 +36,7 @@ from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import integrity
 from pipeline.store import store as stores
+from pipeline.store.location import parse
 
 GRID = ["grid.lr={start: 0.005, stop: 0.05, num: 10}", f"grid.seed=[{','.join(map(str, range(100)))}]"]
 
@@ -57,12 +58,12 @@ def make(path: Path, checksums: bool) -> tuple[int, float]:
     cell = templates(plan)
     tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["bench"]))
     if checksums:
-        stores.create(path, tmpl, replace=False)
+        stores.create(parse(path), tmpl, replace=False)
     else:
         with stores.quiet_zarr():
             tmpl.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=False)
     one = sgdsweep.run_cell(plan.cells[0])
-    writer = stores.CellWriter(path, tmpl, [a.name for a in plan.axes])
+    writer = stores.CellWriter(parse(path), tmpl, [a.name for a in plan.axes])
     writer.expect([plan.index(i) for i in range(len(plan.cells))])  # a shard at a time, as a sweep
     for i in range(len(plan.cells)):
         writer.write(plan.index(i), one)
@@ -91,14 +92,14 @@ def main() -> None:
         files = sum(1 for p in a.rglob("*") if p.is_file())
         print(f"{n} cells, {files} files, {size / 2**20:.0f} MiB; planning {n} cells took {t_plan:.1f} s "
               f"({1e3 * t_plan / n:.2f} ms/cell)")
-        t_verify = best(lambda: integrity.verify(a))
-        assert integrity.verify(a).clean
+        t_verify = best(lambda: integrity.verify(parse(a)))
+        assert integrity.verify(parse(a)).clean
         done = np.ones((10, 100), bool)
-        t_resume = best(lambda: integrity.recheck_done(a, done, print))
+        t_resume = best(lambda: integrity.recheck_done(parse(a), done, print))
         with stores.quiet_zarr():
             t_xr = best(lambda: xr.open_zarr(str(a)).load())
         t_raw = best(lambda: raw_read(a))
-        t_plain = best(lambda: integrity.verify(b))
+        t_plain = best(lambda: integrity.verify(parse(b)))
         print(f"verify (checksums)      : {t_verify:6.2f} s  ({1e3 * t_verify / n:.2f} ms/cell)")
         print(f"resume recheck          : {t_resume:6.2f} s")
         print(f"xarray load (baseline)  : {t_xr:6.2f} s  -> verify / xarray = {t_verify / t_xr:.2f}")

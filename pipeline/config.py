@@ -33,7 +33,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from pipeline.cluster import settings as cluster_settings
 from pipeline.limits import check_cell_count
+from pipeline.run import settings as run_settings
 from pipeline.store.location import redact
 from sgdsweep.cell import config as cellconfig
 from sgdsweep.cell.config import CellConfig, CellSchema, parse_cell
@@ -56,10 +58,8 @@ CONF_DIR = _conf_dir()
 
 #: Top-level keys that configure the run, not the numbers: excluded from the config
 #: hash, so moving a store or changing the cluster still resumes.
-#: Target duration of an automatically batched task (seconds of cell compute).
-TASK_SECONDS = 0.5
-RUNTIME_KEYS = ("store", "store_options", "overwrite", "cluster", "cells_per_task", "retries", "shard_cells",
-                "store_writer")
+RUNTIME_KEYS = ("store", "store_options", "overwrite", "cluster",
+                *(f.name for f in dataclasses.fields(run_settings.RunConf)))
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
 UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
@@ -79,8 +79,10 @@ def sweep_schema() -> type:
 
     The cell's settings are :class:`sgdsweep.cell.config.CellSchema` (defaults, units and
     meanings are defined there once) plus the sections method modules registered; the
-    sweep adds the landscape and cluster groups, the store, the grid and the execution
-    settings. Built when composing, so sections of plugin methods are included.
+    sweep adds the landscape and cluster groups (the cluster kinds' settings:
+    ``pipeline.cluster.settings``), the store, the grid and the execution settings
+    (``pipeline.run.settings.RunConf``). Built when composing, so sections of plugin
+    methods are included.
     """
     hints = typing.get_type_hints(CellSchema)
     cell = [(f.name, hints[f.name], _copy_field(f)) for f in dataclasses.fields(CellSchema)]
@@ -101,16 +103,7 @@ def sweep_schema() -> type:
                                        metadata={"help": "sweep axes: config path -> values or range"})),
         ("plugins", list[str], field(default_factory=list,
                                      metadata={"help": "modules imported first: they register methods"})),
-        *cell, *extra,
-        ("cells_per_task", typing.Optional[int], field(  # noqa: UP045 (OmegaConf needs Optional)
-            default=None, metadata={"help": "cells batched into one Dask task; null: automatic "
-                                            f"(tasks of about {TASK_SECONDS:g} s)"})),
-        ("retries", int, field(default=2, metadata={"help": "Dask retries per task"})),
-        ("shard_cells", int, field(default=1024, metadata={
-            "help": "cells per Zarr shard of a new store (a file per shard and variable; 1: per cell)"})),
-        ("store_writer", str, field(default="client", metadata={
-            "help": "who writes cells: client (this process) or workers (each task writes its own "
-                    "shard; the store must be on a file system or object store the workers reach)"})),
+        *cell, *extra, *run_settings.hydra_fields(),
     ])
 
 
@@ -172,6 +165,7 @@ def _plugins_from_overrides(overrides: Sequence[str]) -> None:
 def _compose(overrides: Sequence[str], config_name: str, config_dirs: Sequence[str | Path]) -> DictConfig:
     schema = sweep_schema()
     ConfigStore.instance().store(name="sweep_schema", node=schema)
+    cluster_settings.register(ConfigStore.instance())
     try:
         grid_ovs = [o for o in overrides if re.match(r"^[~+]*grid(\.|=|$)", o)]
         hydra_ovs = [o for o in overrides if o not in grid_ovs]
@@ -245,6 +239,7 @@ def hydra_message(exc: BaseException) -> str:
     if m:
         group, option = m.groups()
         avail = re.findall(r"^\s+(\S+)\s*$", text.split("Available options", 1)[-1], re.M)
+        avail = [a for a in avail if not a.endswith("_schema")]  # the structured configs options extend
         known = f" (available: {', '.join(avail)})" if avail else ""
         return f"{group}: unknown option {option!r}{known}"
     m = re.search(r"Key '([^']+)' (?:not in '[^']*'|is not in struct)", text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from sgdsweep.errors import ConfigError
 
 
-def real(value: Any, field: str, *, positive: bool = False) -> float:
+def real(value: Any, field: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """``value`` as a finite float; ``positive``: > 0, ``nonnegative``: >= 0."""
     if isinstance(value, bool):
         raise ConfigError(f"{field}: expected a number, got {value!r}")
     try:
@@ -21,7 +23,26 @@ def real(value: Any, field: str, *, positive: bool = False) -> float:
         raise ConfigError(f"{field}: must be finite, got {value!r}")
     if positive and x <= 0:
         raise ConfigError(f"{field}: must be > 0, got {value!r}")
+    if nonnegative and x < 0:
+        raise ConfigError(f"{field}: must be >= 0, got {value!r}")
     return x
+
+
+def number_entry(term: Mapping[str, Any], key: str, what: str, default: float | None = None) -> Any:
+    """``term[key]`` (a number or array of numbers, all finite) as given; ``default`` if absent,
+    else a ConfigError naming ``what.key``."""
+    if key not in term:
+        if default is None:
+            raise ConfigError(f"{what}.{key}: missing")
+        return default
+    value = term[key]
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}.{key}: expected a number, got {value!r}") from None
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(f"{what}.{key}: must be finite, got {value!r}")
+    return value
 
 
 def integer(value: Any, field: str, minimum: int) -> int:

@@ -3,7 +3,7 @@
 θ_{k+1} = θ_k − η G(θ_k) + β (θ_k − θ_{k−1}), θ_{−1} = θ_0, on the cell's shared initial
 ensemble, in plain NumPy. It registers its own config section (``heavy_ball.momentum``)
 and one extra per-cell variable, the way a new method module does
-(see "Adding a method" in the README).
+(see "Adding a method" in docs/guide/methods.md).
 """
 
 from __future__ import annotations

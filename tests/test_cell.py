@@ -151,16 +151,21 @@ def test_fp_and_sde_agree_at_small_learning_rate():
     ds = run_cell(cfg)
     fp = ds.density.sel({"method": "fp"}).values
     dx = float(ds.attrs["dx"])
-    # Sampling-noise floor: TV between the FP law and a multinomial sample of it.
+    # Sampling noise alone: the law of TV(FP, histogram of `chains` draws from FP), from 4000
+    # multinomial replicates per snapshot (mean ≈ 0.008, sd ≈ 0.002 here). A correct SDE
+    # histogram is such a draw up to the O(dt) Euler–Maruyama and grid errors, which are well
+    # below that spread at η = 0.01 (measured z-scores −1.6 … 0.9 over two seeds); each snapshot
+    # must lie below the null's 99.9 % quantile (≈ 0.015), so a correct kernel fails ≤ 0.4 %
+    # of the time and a systematic TV error above ≈ 0.007 fails.
     rng = np.random.default_rng(1)
-    floor = []
+    quantile = []
     for p in fp:
         mass = p * dx / (p * dx).sum()
-        counts = rng.multinomial(chains, mass)
-        floor.append(0.5 * np.abs(counts / chains - mass).sum())
+        null = 0.5 * np.abs(rng.multinomial(chains, mass, size=4000) / chains - mass).sum(axis=1)
+        quantile.append(np.quantile(null, 0.999))
     tv = ds.tv.sel({"method": "sde"}).values
-    print("TV(sde, fp) per snapshot:", np.round(tv, 4), "noise floor:", np.round(floor, 4))
-    assert np.all(tv < 2.0 * np.asarray(floor) + 0.01)
+    print("TV(sde, fp) per snapshot:", np.round(tv, 4), "null 99.9 % quantile:", np.round(quantile, 4))
+    assert np.all(tv < np.asarray(quantile))
     m_fp = ds["mean"].sel({"method": "fp"}).values
     m_sde = ds["mean"].sel({"method": "sde"}).values
     s_sde = ds["std"].sel({"method": "sde"}).values

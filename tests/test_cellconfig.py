@@ -4,11 +4,12 @@ import pytest
 import yaml
 
 from sgdsweep import ConfigError, parse_cell
+from tests.conftest import REPO
 
 
 @pytest.fixture
 def seed():
-    with open("conf/landscape/seed_two_point.yaml") as f:
+    with open(REPO / "conf" / "landscape" / "seed_two_point.yaml") as f:
         return yaml.safe_load(f)
 
 

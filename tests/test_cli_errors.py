@@ -71,6 +71,13 @@ BAD = [
     (["density_grid.lower=1"], "density_grid: [1.0, 4.0] does not cover the initial distribution"),
     (["grid.seed=[0,1.5]"], "seed: expected an integer, got 1.5"),
     (["cluster.n_workers=0"], "cluster.n_workers: must be an integer >= 1 or null, got 0"),
+    (["cluster.n_workers=two"], "cluster.n_workers: Value 'two'"),
+    (["+cluster.threads=2"], "cluster.threads: unknown key for cluster kind 'local'"),
+    # Batch-job settings are checked before the store is touched (not when the cluster starts).
+    (["cluster=slurm", "cluster.cores=0"], "cluster.cores: expected a positive integer, got 0"),
+    (["cluster=pbs", "cluster.processes=4"], "cluster.processes: 4 worker processes need at least as many"),
+    (["cluster=slurm", "cluster.maximum_jobs=0"], "cluster.maximum_jobs: must be at least 1"),
+    (["cluster=slurm", "cluster.memory=null"], "cluster.memory: field 'cluster.memory' is not Optional"),
     (["grid.store=[a,b]"], "grid.store: store cannot be swept"),
     (["init.std=-1"], "init.std: must be > 0 for a normal initial law"),
     (["overwrite=maybe"], "overwrite: Value 'maybe' is not a valid bool"),

@@ -139,3 +139,64 @@ def test_fast_planning_gives_the_cells_of_per_cell_resolution(overrides):
             for combo in itertools.product(*(a.values for a in plan.axes))]
     assert plan.cells == slow
     assert plan.config_hash == cfgmod.config_hash(plan.axes, slow)
+
+
+@pytest.mark.parametrize("kind", ["local", "address", "slurm", "pbs"])
+def test_cluster_defaults_come_from_the_settings_dataclasses(kind):
+    import dataclasses
+
+    from pipeline.cluster.settings import KINDS, parse_cluster
+
+    composed = OmegaConf.to_container(compose([f"cluster={kind}"]).cluster, resolve=True)
+    defaults_ = dataclasses.asdict(KINDS[kind]())
+    assert composed == defaults_
+    assert list(composed) == list(defaults_)  # the key order of `--cfg job` and the stored config
+    # A mapping with only its kind takes the same defaults (a user's own cluster config).
+    if kind != "address":  # its address is required
+        assert dataclasses.asdict(parse_cluster({"kind": kind})) == defaults_
+
+
+def test_run_settings_defaults_and_checks():
+    from pipeline.run.settings import RunConf, parse_run
+
+    cfg = OmegaConf.to_container(compose([]), resolve=True)
+    assert parse_run(cfg) == RunConf()
+    assert {k: cfg[k] for k in ("cells_per_task", "retries", "shard_cells", "store_writer")} == {
+        "cells_per_task": None, "retries": 2, "shard_cells": 1024, "store_writer": "client"}
+    with pytest.raises(ConfigError, match=r"^store_writer: must be client or workers, got 'disk'$"):
+        parse_run({"store_writer": "disk"})
+    assert parse_run({"store_writer": "workers", "cells_per_task": 3}).cells_per_task == 3
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"kind": "local", "n_workers": 0}, "cluster.n_workers: must be an integer >= 1 or null, got 0"),
+    ({"kind": "local", "workers": 2}, "cluster.workers: unknown key for cluster kind 'local'"),
+    ({"kind": "address", "address": "nohost"}, "cluster.address: missing"),
+    ({"kind": "address", "address": "tcp://h:1", "tls": {"ca": "x"}},
+     "cluster.tls.ca: unknown key for cluster kind 'address'"),
+    ({"kind": "slurm", "cores": 0}, "cluster.cores: expected a positive integer, got 0"),
+    ({"kind": "pbs", "cores": 2, "processes": 3}, "cluster.processes: 3 worker processes need"),
+    ({"kind": "slurm", "env": ["A=1"]}, "cluster.env: expected a mapping"),
+    ({"kind": "slurm", "minimum_jobs": 3, "maximum_jobs": 2}, "cluster.maximum_jobs: must be at least 1"),
+    ({"kind": "slurm", "resource_spec": "x"}, "cluster.resource_spec: unknown key for cluster kind 'slurm'"),
+    ({"kind": "sge"}, "cluster.kind: unknown 'sge' (known: local, address, slurm, pbs)"),
+])
+def test_bad_cluster_settings_name_the_field(node, message):
+    from pipeline.cluster.settings import parse_cluster
+
+    with pytest.raises(ConfigError) as err:
+        parse_cluster(node)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_parsed_cluster_settings_keep_nulls_meaning_defaults():
+    from pipeline.cluster.settings import FREE_PORT, PbsClusterConf, parse_cluster
+
+    conf = parse_cluster({"kind": "pbs", "memory": None, "processes": None})
+    assert isinstance(conf, PbsClusterConf) and conf.memory == "2GiB" and conf.processes is None
+    assert parse_cluster({"kind": "local", "dashboard_address": None}).dashboard_address is None
+    assert parse_cluster({"kind": "slurm", "dashboard_address": None}).dashboard_address is None
+    from pipeline.cluster.jobqueue import jobqueue_kwargs
+
+    kwargs = jobqueue_kwargs({"kind": "slurm", "dashboard_address": None})
+    assert kwargs["scheduler_options"]["dashboard_address"] == FREE_PORT

@@ -17,18 +17,13 @@ import scipy.linalg as sl
 
 from sgdsweep import build_landscape
 from sgdsweep.errors import ConfigError
-from sgdsweep.fokker_planck.current import (
-    centre_current,
-    face_current,
-    face_current_1d,
-    stream_function,
-)
+from sgdsweep.fokker_planck.current import centre_current, stream_function
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D, marginals
 from sgdsweep.fokker_planck.nonequilibrium import current_summary, kl_to_gibbs
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import batch_noise_factor
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 
 # Hessian and a constant full-rank diffusion that does not commute with it.
 H = np.array([[1.0, 0.3], [0.3, 2.0]])
@@ -67,12 +62,12 @@ def test_ou_stationary_density_and_current_second_order():
     for n in (40, 80, 160):
         fp = ou_operator(n, half)
         st = fp.stationary()
-        area = fp.cell_area
+        area = fp.cell_volume
         assert st.density.sum() * area == pytest.approx(1.0, abs=1e-12)
         assert st.residual < 1e-12 and not st.degenerate
         exact = gaussian(mesh(fp.gx.centres, fp.gy.centres), C)
         dens_err.append(np.abs(st.density - exact).sum() * area)
-        Jx, Jy = face_current(fp, st.density)
+        Jx, Jy = fp.current(st.density)
         tx, ty = mesh(fp.gx.edges, fp.gy.centres), mesh(fp.gx.centres, fp.gy.edges)
         Jx_ex = -(tx @ B.T)[..., 0] * gaussian(tx, C)
         Jy_ex = -(ty @ B.T)[..., 1] * gaussian(ty, C)
@@ -90,7 +85,7 @@ def test_ou_stationary_density_and_current_second_order():
     p = fp.stationary().density
     s = current_summary(fp, p)
     th = mesh(fp.gx.centres, fp.gy.centres)
-    exact_abs = (np.linalg.norm(th @ B.T, axis=-1) * gaussian(th, C)).sum() * fp.cell_area
+    exact_abs = (np.linalg.norm(th @ B.T, axis=-1) * gaussian(th, C)).sum() * fp.cell_volume
     assert s.mean_abs_current == pytest.approx(exact_abs, rel=1e-2)
     assert s.circulation_at == pytest.approx((0.0, 0.0), abs=fp.gx.dx)
 
@@ -99,7 +94,7 @@ def test_discrete_divergence_of_current_is_time_derivative():
     fp = ou_operator(50, 3.0)
     rng = np.random.default_rng(0)
     p = rng.random(fp.shape)
-    Jx, Jy = face_current(fp, p)
+    Jx, Jy = fp.current(p)
     div = (Jx[1:] - Jx[:-1]) / fp.gx.dx + (Jy[:, 1:] - Jy[:, :-1]) / fp.gy.dx
     dpdt = (fp.generator @ p.ravel()).reshape(fp.shape)
     assert np.abs(dpdt + div).max() < 1e-12 * np.abs(dpdt).max()
@@ -133,10 +128,10 @@ def test_gradient_case_is_gibbs_without_current():
         p = fp.stationary().density
         L = loss(mesh(g.centres, g.centres))
         gibbs = np.exp(-(L - L.min()) / T)
-        gibbs /= gibbs.sum() * fp.cell_area
-        errs.append(np.abs(p - gibbs).sum() * fp.cell_area)
+        gibbs /= gibbs.sum() * fp.cell_volume
+        errs.append(np.abs(p - gibbs).sum() * fp.cell_volume)
         currents.append(current_summary(fp, p).mean_abs_current)
-        assert kl_to_gibbs(p, L, T, g.dx, g.dx) < 1e-3
+        assert kl_to_gibbs(p, L, T, g.dx * g.dx) < 1e-3
     assert min(observed_orders(errs)) > 1.7 and errs[-1] < 1e-3, errs
     # J → 0 with the discretisation error (second order), far below the OU's ~0.1.
     assert min(observed_orders(currents)) > 1.7 and currents[-1] < 1e-4, currents
@@ -152,21 +147,21 @@ def test_mass_walls_positivity_and_approach_to_stationary():
     assert fp.monotonicity.faces_violating == 0 and fp.monotonicity.monotone
     # A point mass in a corner cell next to two walls.
     p0 = np.zeros(fp.shape)
-    p0[3, 2] = 1.0 / fp.cell_area
+    p0[3, 2] = 1.0 / fp.cell_volume
     out = fp.evolve(p0, np.array([0.5, 5.0, 30.0]), 0.05)  # 600 implicit steps
-    mass = out.sum(axis=(1, 2)) * fp.cell_area
+    mass = out.sum(axis=(1, 2)) * fp.cell_volume
     assert np.abs(mass - 1.0).max() < 1e-10
     assert out.min() >= -1e-14 * out.max()  # M-matrix: no negative density
     st = fp.stationary().density
-    l1 = np.abs(out - st).sum(axis=(1, 2)) * fp.cell_area
+    l1 = np.abs(out - st).sum(axis=(1, 2)) * fp.cell_volume
     assert l1[0] > l1[1] > l1[2]
     # Slowest decay rate λ₂: after t = 30 the distance is e^(−λ₂ t)-small.
-    rate = fp.relaxation_rate()
+    rate = fp.relaxation().gap
     assert 0.5 < rate < 2.5  # OU: λ₂ = smallest eigenvalue of H (1.0) up to implicit-Euler damping
     assert l1[2] < 1e-6
     # large steps stay stable and land on the stationary density
     far = fp.evolve(p0, np.array([1000.0]), 50.0)[0]  # 20 steps, each damps by 1/(1 + 50 λ₂)
-    assert np.abs(far - st).sum() * fp.cell_area < 1e-8
+    assert np.abs(far - st).sum() * fp.cell_volume < 1e-8
 
 
 def test_relaxation_rate_of_ou_is_smallest_hessian_eigenvalue():
@@ -175,14 +170,14 @@ def test_relaxation_rate_of_ou_is_smallest_hessian_eigenvalue():
     lam = np.linalg.eigvalsh(H).min()  # OU spectrum: sums of eigenvalues of H
     for n in (40, 80):
         fp = ou_operator(n, 5.0 * math.sqrt(C.diagonal().max()))
-        errs.append(abs(fp.relaxation_rate() - lam))
+        errs.append(abs(fp.relaxation().gap - lam))
     assert errs[1] < 0.3 * errs[0] and errs[1] < 5e-3 * lam, errs
 
 
 def test_marginals_of_ou_are_exact_gaussians():
     C = sl.solve_continuous_lyapunov(H, 2 * D)
     fp = ou_operator(160, 4.5 * math.sqrt(C.diagonal().max()))
-    px, py = fp.marginals(fp.stationary().density)
+    px, py = marginals(fp.stationary().density, fp.gx.dx, fp.gy.dx)
     for m, g, var in ((px, fp.gx, C[0, 0]), (py, fp.gy, C[1, 1])):
         exact = np.exp(-g.centres**2 / (2 * var)) / math.sqrt(2 * math.pi * var)
         assert np.abs(m - exact).sum() * g.dx < 1e-3
@@ -197,22 +192,22 @@ def test_face_current_1d_is_the_scheme_flux():
     dfun = lambda x: 0.1 + 0.05 * x**2  # noqa: E731
     fp = FokkerPlanck1D(g, e, dfun(e), dfun(g.centres))
     p = fp.stationary().density
-    J = face_current_1d(fp, p)
+    J = fp.current(p)
     assert J[0] == 0.0 and J[-1] == 0.0
     assert np.abs(J).max() < 1e-12 * p.max()  # zero-flux stationary state
     rng = np.random.default_rng(1)
     q = rng.random(200)
-    lower, diag, upper = fp.generator()
+    lower, diag, upper = fp.tridiagonal()
     dqdt = diag * q
     dqdt[1:] += lower[1:] * q[:-1]
     dqdt[:-1] += upper[:-1] * q[1:]
-    Jq = face_current_1d(fp, q)
+    Jq = fp.current(q)
     assert np.allclose(dqdt, -(Jq[1:] - Jq[:-1]) / g.dx, rtol=0, atol=1e-12 * np.abs(dqdt).max())
     # exact current of the transient at a face: J = −x p − ∂(D p) for a smooth p
     x = e[1:-1]
     pe = np.exp(-x**2)
     Je = -x * pe - 0.1 * x * pe - dfun(x) * (-2 * x * pe)  # −x p − D′ p − D p′
-    Jn = face_current_1d(fp, np.exp(-g.centres**2))[1:-1]
+    Jn = fp.current(np.exp(-g.centres**2))[1:-1]
     assert np.abs(Jn - Je).max() < 1e-3
 
 
@@ -255,7 +250,7 @@ def test_sgd_stationary_covariance_is_discrete_lyapunov():
     half = 5.0 * math.sqrt(C_sde.diagonal().max())
     gf = Grid1D(-half, half, 100)
     fp = FokkerPlanck2D.from_landscape(land, gf, gf, lr, batch_noise_factor(len(s), b, "with_replacement"))
-    p = fp.stationary().density * fp.cell_area
+    p = fp.stationary().density * fp.cell_volume
     th = mesh(gf.centres, gf.centres)
     C_fp = np.einsum("ij,ijk,ijl->kl", p, th, th)
     assert np.allclose(C_fp, C_sde, rtol=0, atol=0.01 * np.abs(C_sde).max()), (C_fp, C_sde)
@@ -274,7 +269,7 @@ def test_rank_one_noise_is_reported_not_clipped():
     assert mono.faces_violating > 0.5 * mono.faces and not mono.monotone
     st = fp.stationary()
     p = st.density
-    assert np.all(np.isfinite(p)) and p.sum() * fp.cell_area == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.isfinite(p)) and p.sum() * fp.cell_volume == pytest.approx(1.0, abs=1e-12)
     assert st.min_density == min(float(p.min()), 0.0)
     assert st.residual < 1e-10
     # Exact: the SDE's stationary law is N(0, C), H C + C H = 2 D (degenerate but
@@ -282,7 +277,7 @@ def test_rank_one_noise_is_reported_not_clipped():
     D0 = fp.coeffs.diff_c[40, 40]
     C = sl.solve_continuous_lyapunov(np.diag([1.0, 4.0]), 2 * D0)
     th = mesh(g.centres, g.centres)
-    cov = np.einsum("ij,ijk,ijl->kl", p * fp.cell_area, th, th)
+    cov = np.einsum("ij,ijk,ijl->kl", p * fp.cell_volume, th, th)
     assert np.allclose(cov, C, rtol=0.05, atol=0.02 * C.max()), (cov, C)
     # drift only: every point flows to the minimum; the density collapses and says so
     fpd = FokkerPlanck2D.from_landscape(land, g, g, lr=0.1, noise_factor=1.0, drift_only=True)
@@ -307,7 +302,7 @@ def test_conventions_shift_the_stationary_density():
     res = {}
     for alpha in (0.0, 0.5, 1.0):
         fp = FokkerPlanck2D.from_functions(g, g, lambda x: x.copy(), dfun, alpha)
-        res[alpha] = fp.marginals(fp.stationary().density)[0]
+        res[alpha] = marginals(fp.stationary().density, fp.gx.dx, fp.gy.dx)[0]
     x = g.centres
     for alpha, p in res.items():
         exact = (0.2 + 0.1 * x**2) ** (-alpha - 5.0)

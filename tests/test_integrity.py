@@ -17,6 +17,7 @@ from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import integrity
 from pipeline.store import store as stores
+from pipeline.store.location import parse
 from tests.conftest import TINY
 
 GRID = ["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]"]
@@ -25,7 +26,7 @@ GRID = ["grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]"]
 def chunk(path, var: str, idx: tuple[int, ...]):
     """(file, offset, length) of the chunk of ``var`` holding the cell ``idx``: a chunk
     file, or the cell's inner chunk inside a shard (found through the shard's index)."""
-    return integrity.chunk_span(path, var, idx)
+    return integrity.chunk_span(parse(path), var, idx)
 
 
 def flip_bit(span) -> None:
@@ -65,11 +66,11 @@ def _store(tmp_path, cells, checksums: bool = True, shard_cells: int = stores.SH
                                  shard_cells=shard_cells)
     path = tmp_path / "s.zarr"
     if checksums:
-        stores.create(path, tmpl, replace=False)
+        stores.create(parse(path), tmpl, replace=False)
     else:
         with stores.quiet_zarr():
             tmpl.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=False)
-    writer = stores.CellWriter(path, tmpl, ["lr", "batch_size"])
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
     for i, ds in enumerate(results):
         writer.write(plan.index(i), ds)
     writer.finish({"runs": "[]"})
@@ -91,14 +92,14 @@ def test_every_array_is_checksummed_and_plain_xarray_detects_a_flipped_bit(tmp_p
 
 def test_verify_names_exactly_the_damaged_cells(tmp_path, cells):
     _, _, path = _store(tmp_path, cells)
-    assert integrity.verify(path).clean
+    assert integrity.verify(parse(path)).clean
     truncate(chunk(path, "density", (0, 1)), 100)
     flip_bit(chunk(path, "mean", (1, 0)))
     flip_bit(chunk(path, "density", (1, 0)))
-    damage = integrity.verify(path)
+    damage = integrity.verify(parse(path))
     assert damage.cells == {(0, 1): ["density"], (1, 0): ["density", "mean"]}
     assert damage.arrays == [] and damage.checksummed
-    lines, _ = integrity.status_lines(path)
+    lines, _ = integrity.status_lines(parse(path))
     assert "corrupt : lr=0.01, batch_size=2: unreadable chunk of density" in lines
     assert "corrupt : lr=0.02, batch_size=1: unreadable chunk of density, mean" in lines
 
@@ -116,7 +117,7 @@ def test_checksum_path_agrees_with_decoding_every_chunk(tmp_path, cells):
             integrity.read_cells(group[name], 2, damaged=bad)  # through zarr's own decoding
             for idx in bad:
                 decoded.setdefault(idx, []).append(name)
-    assert integrity.verify(path).cells == dict(sorted(decoded.items())) == {
+    assert integrity.verify(parse(path)).cells == dict(sorted(decoded.items())) == {
         (0, 1): ["density"], (1, 0): ["done"], (1, 1): ["std"]}
 
 
@@ -125,25 +126,25 @@ def test_verify_reads_slab_by_slab(tmp_path, cells, monkeypatch):
     _, _, path = _store(tmp_path, cells, checksums=False)
     truncate(chunk(path, "std", (1, 1)), 20)
     monkeypatch.setattr(integrity, "SLAB_BYTES", 1)
-    assert integrity.verify(path).cells == {(1, 1): ["std"]}
+    assert integrity.verify(parse(path)).cells == {(1, 1): ["std"]}
 
 
 def test_corrupt_cell_is_not_done_on_resume(tmp_path, cells):
     plan, tmpl, path = _store(tmp_path, cells)
     truncate(chunk(path, "density", (1, 1)), 100)
     truncate(chunk(path, "done", (0, 1)), 3)  # a flag chunk itself
-    state = stores.inspect(path, plan, overwrite=False)
+    state = stores.inspect(parse(path), plan, overwrite=False)
     assert state.done.tolist() == [[True, False], [True, True]]  # the corrupt flag reads as not done
     said: list[str] = []
-    done = integrity.recheck_done(path, state.done, said.append)
+    done = integrity.recheck_done(parse(path), state.done, said.append)
     assert done.tolist() == [[True, False], [True, False]]
     assert said[0].startswith("verify: 1 done cell(s) with corrupt chunks will be recomputed")
     assert said[1] == "verify: lr=0.02, batch_size=2: unreadable chunk of density"
     # Recomputing rewrites every chunk of the cell: the store is whole again.
-    writer = stores.CellWriter(path, tmpl, ["lr", "batch_size"])
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
     for i in (1, 3):
         writer.write(plan.index(i), cells[1][i])
-    assert integrity.verify(path).clean
+    assert integrity.verify(parse(path)).clean
     ds = xr.open_zarr(str(path)).load()
     for i, idx in enumerate(np.ndindex(2, 2)):
         np.testing.assert_array_equal(ds["density"].values[idx], cells[1][i]["density"].values)
@@ -158,7 +159,7 @@ def test_status_verify_and_report_name_the_corrupt_cell(tmp_path, cells, capsys)
     out = buf.getvalue()
     assert "1 corrupt cell(s)" in out and "(crc32c checksums)" in out
     assert "corrupt : lr=0.01, batch_size=1: unreadable chunk of density" in out
-    page = write_report(path, tmp_path / "rep")
+    page = write_report(parse(path), tmp_path / "rep")
     err = capsys.readouterr().err
     assert err.count("warning: corrupt cell lr=0.01, batch_size=1: unreadable chunk of density") == 1
     html = page.read_text()
@@ -173,23 +174,24 @@ def test_store_without_checksums_still_opens_resumes_and_verifies(tmp_path, cell
     assert not any(integrity.has_checksums(a) for _, a in group.arrays())
     assert xr.open_zarr(str(path)).load()["done"].values.all()
     truncate(chunk(path, "density", (1, 0)), 100)  # breaks the zstd frame: found without a checksum
-    damage = integrity.verify(path)
+    damage = integrity.verify(parse(path))
     assert damage.cells == {(1, 0): ["density"]} and not damage.checksummed
-    state = stores.inspect(path, plan, overwrite=False)
-    assert integrity.recheck_done(path, state.done, lambda s: None).tolist() == [[True, True], [False, True]]
-    _, n_done, _ = describe(path)
+    state = stores.inspect(parse(path), plan, overwrite=False)
+    done = integrity.recheck_done(parse(path), state.done, lambda s: None)
+    assert done.tolist() == [[True, True], [False, True]]
+    _, n_done, _ = describe(parse(path))
     assert n_done == 4
 
 
 def test_store_without_checksums_resumes_in_its_own_codecs(tmp_path, cells):
     plan, tmpl, path = _store(tmp_path, cells, checksums=False)
     truncate(chunk(path, "density", (0, 0)), 50)
-    state = stores.inspect(path, plan, overwrite=False)
-    done = integrity.recheck_done(path, state.done, lambda s: None)
+    state = stores.inspect(parse(path), plan, overwrite=False)
+    done = integrity.recheck_done(parse(path), state.done, lambda s: None)
     assert done.tolist() == [[False, True], [True, True]]
-    stores.CellWriter(path, tmpl, ["lr", "batch_size"]).write(plan.index(0), cells[1][0])
+    stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"]).write(plan.index(0), cells[1][0])
     group = zarr.open_group(str(path), mode="r")
     assert not integrity.has_checksums(group["density"])  # written as the store was made
-    assert integrity.verify(path).clean
+    assert integrity.verify(parse(path)).clean
     np.testing.assert_array_equal(xr.open_zarr(str(path))["density"].values[0, 0],
                                   cells[1][0]["density"].values)

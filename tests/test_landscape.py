@@ -8,11 +8,14 @@ import yaml
 
 from sgdsweep import ConfigError, build_landscape
 from sgdsweep.landscapes.basins import escape_threshold, find_basins
-from sgdsweep.landscapes.landscape import standard_shifts
+from sgdsweep.landscapes.shifts import standard_shifts
+from tests.conftest import REPO
+
+LANDSCAPES = REPO / "conf" / "landscape"
 
 
 def seed_landscape():
-    with open("conf/landscape/seed_two_point.yaml") as f:
+    with open(LANDSCAPES / "seed_two_point.yaml") as f:
         return build_landscape(yaml.safe_load(f))
 
 
@@ -192,7 +195,7 @@ def test_existing_landscapes_keep_bit_identical_offsets():
     from omegaconf import OmegaConf
 
     for name in ("two_basin", "quadratic", "anisotropic_2d"):
-        cfg = OmegaConf.to_container(OmegaConf.load(f"conf/landscape/{name}.yaml"), resolve=True)
+        cfg = OmegaConf.to_container(OmegaConf.load(LANDSCAPES / f"{name}.yaml"), resolve=True)
         land = build_landscape(cfg)
         explicit = build_landscape({**cfg, "shifts": {**cfg["shifts"], "distribution": "even"}})
         n, std = cfg["shifts"]["n"], cfg["shifts"]["std"]
@@ -212,7 +215,7 @@ def test_heavy_tailed_example_has_heavier_gradient_noise_tails_than_two_basin():
     from sgdsweep.landscapes.noise_diagnostics import noise_diagnostics
 
     def kurtosis(name):
-        cfg = OmegaConf.to_container(OmegaConf.load(f"conf/landscape/{name}.yaml"), resolve=True)
+        cfg = OmegaConf.to_container(OmegaConf.load(LANDSCAPES / f"{name}.yaml"), resolve=True)
         return noise_diagnostics(build_landscape(cfg), [-0.9, 0.0, 1.0], 1)["excess_kurtosis"][:, 0]
 
     assert np.all(kurtosis("heavy_tailed") > kurtosis("two_basin") + 0.5)

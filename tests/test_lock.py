@@ -13,6 +13,7 @@ import time
 import pytest
 
 from pipeline.store import lock as locks
+from pipeline.store.location import parse
 from sgdsweep.errors import ConfigError
 
 
@@ -25,12 +26,12 @@ def _write_lock(store, **info) -> None:
 
 def test_acquire_records_the_holder_and_release_removes_it(tmp_path):
     store = tmp_path / "s.zarr"
-    held = locks.acquire(store, command="sweep lr=[1]")
+    held = locks.acquire(parse(store), command="sweep lr=[1]")
     try:
         info = json.loads((store / locks.LOCK_NAME).read_text())
         assert info["host"] == socket.gethostname() and info["pid"] == os.getpid()
         assert info["command"] == "sweep lr=[1]" and abs(info["heartbeat"] - time.time()) < 60
-        assert locks.read(store)["token"] == held.info["token"]
+        assert locks.read(parse(store))["token"] == held.info["token"]
     finally:
         held.release()
     assert not store.exists()  # created for the lock only: nothing left behind
@@ -38,15 +39,15 @@ def test_acquire_records_the_holder_and_release_removes_it(tmp_path):
 
 def test_a_second_sweep_is_refused_naming_the_holder(tmp_path):
     store = tmp_path / "s.zarr"
-    held = locks.acquire(store)
+    held = locks.acquire(parse(store))
     try:
         with pytest.raises(ConfigError) as err:
-            locks.acquire(store)
+            locks.acquire(parse(store))
         msg = str(err.value)
         assert msg.startswith(f"store: {store} is in use by another sweep (host {socket.gethostname()}, "
                               f"pid {os.getpid()}, started ")
         assert "\n" not in msg and f"remove {store / locks.LOCK_NAME}" in msg
-        assert locks.read(store)["token"] == held.info["token"]  # untouched by the refusal
+        assert locks.read(parse(store))["token"] == held.info["token"]  # untouched by the refusal
     finally:
         held.release()
 
@@ -54,14 +55,14 @@ def test_a_second_sweep_is_refused_naming_the_holder(tmp_path):
 def test_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
     store = tmp_path / "s.zarr"
-    held = locks.acquire(store)
+    held = locks.acquire(parse(store))
     try:
-        first = locks.read(store)["heartbeat"]
+        first = locks.read(parse(store))["heartbeat"]
         deadline = time.monotonic() + 10
-        while locks.read(store)["heartbeat"] == first:
+        while locks.read(parse(store))["heartbeat"] == first:
             assert time.monotonic() < deadline, "no heartbeat"
             time.sleep(0.02)
-        assert locks.read(store)["token"] == held.info["token"]
+        assert locks.read(parse(store))["token"] == held.info["token"]
     finally:
         held.release()
 
@@ -73,12 +74,12 @@ def test_lock_of_a_dead_process_on_this_host_is_broken(tmp_path):
     store = tmp_path / "s.zarr"
     _write_lock(store, pid=pid)
     said: list[str] = []
-    held = locks.acquire(store, say=said.append)
+    held = locks.acquire(parse(store), say=said.append)
     try:
         assert said == [f"lock: broke the stale lock of {store} (host {socket.gethostname()}, pid {pid}, "
                         f"started 2026-01-01T00:00:00+00:00, last heartbeat 0 s ago): process {pid} "
                         "no longer runs on this host"]
-        assert locks.read(store)["pid"] == os.getpid()
+        assert locks.read(parse(store))["pid"] == os.getpid()
         assert sorted(p.name for p in store.iterdir()) == [locks.LOCK_NAME]  # the broken one is gone
     finally:
         held.release()
@@ -88,12 +89,12 @@ def test_lock_without_heartbeat_is_broken_on_any_host(tmp_path):
     store = tmp_path / "s.zarr"
     _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - locks.STALE_AFTER_S - 5)
     said: list[str] = []
-    locks.acquire(store, say=said.append).release()
+    locks.acquire(parse(store), say=said.append).release()
     assert len(said) == 1 and said[0].endswith(f"(stale after {locks.STALE_AFTER_S:.0f} s)")
     # A live heartbeat from another host is respected, whatever its pid.
     _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - 5)
     with pytest.raises(ConfigError, match="is in use by another sweep \\(host node-elsewhere, pid 1,"):
-        locks.acquire(store)
+        locks.acquire(parse(store))
 
 
 def test_read_only_store_is_refused(tmp_path):
@@ -106,7 +107,7 @@ def test_read_only_store_is_refused(tmp_path):
     try:
         with pytest.raises(ConfigError, match=r"^store: cannot write to .*: Read-only file system "
                                               r"\(creating its lock file \.sweep\.lock\)$"):
-            locks.acquire(ro / "s.zarr")
+            locks.acquire(parse(ro / "s.zarr"))
     finally:
         subprocess.run(["umount", str(ro)], check=True)
 
@@ -114,7 +115,7 @@ def test_read_only_store_is_refused(tmp_path):
 def test_a_lock_taken_over_is_not_overwritten_by_the_heartbeat(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
     store = tmp_path / "s.zarr"
-    held = locks.acquire(store)
+    held = locks.acquire(parse(store))
     try:
         _write_lock(store, host="node-elsewhere", token="x" * 32)
         deadline = time.monotonic() + 10
@@ -122,7 +123,7 @@ def test_a_lock_taken_over_is_not_overwritten_by_the_heartbeat(tmp_path, monkeyp
             assert time.monotonic() < deadline
             time.sleep(0.02)
         time.sleep(0.2)
-        assert locks.read(store)["token"] == "x" * 32
+        assert locks.read(parse(store))["token"] == "x" * 32
     finally:
         held.release()
-    assert locks.read(store)["token"] == "x" * 32  # release removes only its own lock
+    assert locks.read(parse(store))["token"] == "x" * 32  # release removes only its own lock

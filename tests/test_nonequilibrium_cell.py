@@ -80,12 +80,15 @@ def test_stored_stationary_density_and_current_are_ou_to_second_order():
         Q = (C @ H - H @ C) / 2
         circ = -Q[0, 1] / (2 * math.pi * math.sqrt(np.linalg.det(C)))
         errs_c.append(abs(ds["stationary_circulation"].item() / circ - 1))
-    # Second order: the error falls by ≥ 3× (4× ideal) when the grid is halved; values on the
-    # 72 × 48 grid (dx = 0.067, dy = 0.1, stationary std ≈ 0.42 / 0.48): L1 density error < 1 %,
-    # current 2.9 % (< 3.5 %), circulation < 2 %.
-    assert errs_p[0] / errs_p[1] > 3.0 and errs_j[0] / errs_j[1] > 3.0, (errs_p, errs_j)
-    assert errs_c[0] / errs_c[1] > 3.0, errs_c
-    assert errs_p[1] < 0.01 and errs_j[1] < 0.035 and errs_c[1] < 0.02, (errs_p, errs_j, errs_c)
+    # Second order: halving the cell divides each error by 4 (measured 4.04, 3.86, 3.97; on the
+    # 72 × 48 grid, dx = 0.067, dy = 0.1, stationary std ≈ 0.42 / 0.48, the errors are 0.2 % of
+    # the density, 2.9 % of the current, 1.4 % of the circulation). The ratio is 4·(1 + O(h²))
+    # from the next term of the expansion; 4/3 either way (observed order between 1.58 and
+    # 2.42) separates that from first order (ratio 2) and from convergence to a wrong limit
+    # (ratio → 1), so the error goes to 0 at second order and the absolute levels follow from it.
+    print("L1 errors (24, 48 cells): density", errs_p, "current", errs_j, "circulation", errs_c)
+    for name, errs in (("density", errs_p), ("current", errs_j), ("circulation", errs_c)):
+        assert 3.0 < errs[0] / errs[1] < 16 / 3, (name, errs)
 
 
 def test_commuting_noise_has_no_current_but_is_not_gibbs():

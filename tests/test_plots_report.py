@@ -29,6 +29,7 @@ from pipeline.cli.report import report_main
 from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import store as stores
+from pipeline.store.location import parse
 from sgdsweep.analysis import plots
 from sgdsweep.analysis.reductions import open_sweep
 
@@ -46,8 +47,8 @@ def store(tmp_path_factory) -> Path:
     plan = expand(cfg, reserved={"x", "y", "t", "method", "kind", "basin", "axis"})
     cell = templates(plan)
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", *OVERRIDES]))
-    stores.create(path, template, replace=False)
-    writer = stores.CellWriter(path, template, [a.name for a in plan.axes])
+    stores.create(parse(path), template, replace=False)
+    writer = stores.CellWriter(parse(path), template, [a.name for a in plan.axes])
     for i, c in enumerate(plan.cells):
         if i == PENDING:
             continue

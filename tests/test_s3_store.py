@@ -226,7 +226,8 @@ def test_url_parsing(tmp_path):
     with pytest.raises(ConfigError, match=r"^store: memory://b/x.zarr: an in-memory file"):
         location.parse("memory://b/x.zarr")
     loc = location.parse(f"file://{tmp_path}/a.zarr")
-    assert loc.local and loc.root == f"{tmp_path}/a.zarr" and loc.zarr_store == f"{tmp_path}/a.zarr"
+    assert isinstance(loc, location.LocalLocation) and loc.root == f"{tmp_path}/a.zarr"
+    assert loc.zarr_store == f"{tmp_path}/a.zarr"
     with pytest.raises(ConfigError, match=r"^store_options: only for a URL store"):
         location.parse(str(tmp_path / "a.zarr"), {"anon": True})
     nested = {"key": "k", "client_kwargs": {"endpoint_url": "u", "aws_secret_access_key": "s"}}

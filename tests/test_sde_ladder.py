@@ -18,7 +18,8 @@ from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import build_landscape
 from sgdsweep.landscapes.noise import batch_noise_factor
-from sgdsweep.montecarlo.ensemble import run_ensemble, svag_coefficients
+from sgdsweep.montecarlo import run_ensemble
+from sgdsweep.montecarlo.kernels import svag_coefficients
 
 SEED_MODEL = {"name": "seed", "datapoints": [
     [{"kind": "gaussian", "amplitude": -1.0, "centre": 2.0, "width": 1.0}],
@@ -68,7 +69,7 @@ def test_svag_stationary_variance_is_the_exact_discrete_value(l, sampling, b):
     lr, h, n = 0.8, 1.0, 8
     f = batch_noise_factor(n, b, sampling)
     exact = lr * h * f / (2.0 - lr * h / l)
-    var, tol = _stationary_var("svag", exact, lr=lr, svag_l=l, batch_size=b, sampling=sampling)
+    var, tol = _stationary_var("svag", exact, lr=lr, params={"l": l}, batch_size=b, sampling=sampling)
     assert abs(var - exact) < tol, (var, exact, tol)
     sde = lr * h * f / 2.0
     if l <= 4:  # the test can tell SVAG from the SDE it converges to
@@ -79,7 +80,7 @@ def test_sgd_noise_stationary_variance():
     # θ ← (1 − ηh) θ + ηh c̄_B − ησ z: V = η (h² f Var(c) + σ²) / (h (2 − ηh)).
     lr, h, sigma = 0.5, 1.0, 0.7
     exact = lr * (h * h * 1.0 + sigma ** 2) / (h * (2.0 - lr * h))
-    var, tol = _stationary_var("sgd_noise", exact, lr=lr, steps=80, grad_noise=sigma)
+    var, tol = _stationary_var("sgd_noise", exact, lr=lr, steps=80, params={"sigma": sigma})
     assert abs(var - exact) < tol, (var, exact, tol)
 
 

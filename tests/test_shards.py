@@ -15,6 +15,7 @@ from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import integrity
 from pipeline.store import store as stores
+from pipeline.store.location import parse
 from sgdsweep.store import shards
 from tests.conftest import TINY
 from tests.test_integrity import chunk, flip_bit
@@ -35,7 +36,7 @@ def _empty(tmp_path, cells):
     tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]),
                                  shard_cells=SHARD)
     path = tmp_path / "s.zarr"
-    stores.create(path, tmpl, replace=False)
+    stores.create(parse(path), tmpl, replace=False)
     return plan, tmpl, path
 
 
@@ -53,7 +54,7 @@ def test_shard_shape_takes_trailing_axes_first():
 def test_cells_wait_for_their_shard_then_read_back_exactly(tmp_path, cells):
     _, tmpl, path = _empty(tmp_path, cells)
     results = cells[1]
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.expect([(i,) for i in range(SEEDS)])
     order = [5, 0, 9, 2, 1, 8, 4, 7, 6, 3]
     flushed: list[int] = []
@@ -87,7 +88,7 @@ def test_one_cell_reads_alone_inside_a_damaged_shard(tmp_path, cells):
     """Reading a cell decodes only its own inner chunk (found through the shard index):
     a neighbour's corrupt chunk in the same shard file does not touch it."""
     _, tmpl, path = _empty(tmp_path, cells)
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.expect([(i,) for i in range(SEEDS)])
     for i, ds in enumerate(cells[1]):
         writer.write((i,), ds)
@@ -97,13 +98,13 @@ def test_one_cell_reads_alone_inside_a_damaged_shard(tmp_path, cells):
     np.testing.assert_array_equal(ds["density"].isel(seed=2).values, cells[1][2]["density"].values)
     with pytest.raises(ValueError, match="checksum"):
         ds["density"].isel(seed=1).values  # noqa: B018
-    damage = integrity.verify(path)
+    damage = integrity.verify(parse(path))
     assert damage.cells == {(1,): ["density"]}
 
 
 def test_damaged_shard_index_damages_every_cell_of_the_shard(tmp_path, cells):
     _, tmpl, path = _empty(tmp_path, cells)
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.expect([(i,) for i in range(SEEDS)])
     for i, ds in enumerate(cells[1]):
         writer.write((i,), ds)
@@ -112,18 +113,19 @@ def test_damaged_shard_index_damages_every_cell_of_the_shard(tmp_path, cells):
     b = bytearray(f.read_bytes())
     b[-10] ^= 0x01  # inside the index (16 bytes per inner chunk, then its CRC-32C)
     f.write_bytes(bytes(b))
-    assert integrity.verify(path).cells == {(4,): ["mean"], (5,): ["mean"], (6,): ["mean"], (7,): ["mean"]}
+    assert integrity.verify(parse(path)).cells == {(4,): ["mean"], (5,): ["mean"], (6,): ["mean"],
+                                                   (7,): ["mean"]}
     # Rewriting two cells of that shard: the two others lost their data and are not done any more.
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.write((4,), cells[1][4])
     writer.write((5,), cells[1][5])
     assert _on_disk_done(path) == [True] * 4 + [True, True, False, False] + [True] * 2
-    assert integrity.verify(path).clean
+    assert integrity.verify(parse(path)).clean
 
 
 def test_waiting_cells_are_written_after_flush_seconds(tmp_path, cells):
     _, tmpl, path = _empty(tmp_path, cells)
-    writer = stores.CellWriter(path, tmpl, ["seed"], flush_seconds=0.2)
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"], flush_seconds=0.2)
     writer.expect([(i,) for i in range(SEEDS)])
     assert writer.write((0,), cells[1][0]) == [] and writer.poll() == []
     time.sleep(0.3)
@@ -146,7 +148,7 @@ def test_files_written_aside_are_not_chunks(tmp_path, cells):
     """A writer killed mid-write leaves its temporary file (zarr's ``*.partial``, ours
     ``.N.pid.tmp``) beside the shards: verify ignores it, the cells stay whole."""
     _, tmpl, path = _empty(tmp_path, cells)
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.expect([(i,) for i in range(SEEDS)])
     for i, ds in enumerate(cells[1]):
         writer.write((i,), ds)
@@ -154,12 +156,12 @@ def test_files_written_aside_are_not_chunks(tmp_path, cells):
     shard = chunk(path, "mean", (0,))[0]
     shard.with_name("0.9a5bbda767c44e58a90422b61b290c26.partial").write_bytes(b"torn")
     shard.with_name(f".{shard.name}.123.tmp").write_bytes(b"torn")
-    assert integrity.verify(path).clean
+    assert integrity.verify(parse(path)).clean
 
 
 def _written(tmp_path, cells, fail=()):
     _, tmpl, path = _empty(tmp_path, cells)
-    writer = stores.CellWriter(path, tmpl, ["seed"])
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
     writer.expect([(i,) for i in range(SEEDS) if i != 9])  # cell 9 never written
     for i, ds in enumerate(cells[1][:9]):
         writer.fail((i,), "ValueError: boom") if i in fail else writer.write((i,), ds)

@@ -6,6 +6,7 @@ SLURM_CONF. Without one they skip with the reason, except in CI (CI=true), where
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import zarr
 
 from pipeline.cli.submit import submit_main
 from pipeline.cluster.jobqueue import jobqueue_kwargs, make_jobqueue_cluster, worker_environment
+from pipeline.cluster.settings import KINDS
 from sgdsweep.errors import ConfigError
 from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, open_store, pipeline_cmd, run_pipeline
 
@@ -34,9 +35,8 @@ DEFAULT_SLURM_CONF = Path(os.environ.get("SGDSWEEP_SLURM_DIR", "/tmp/sgdsweep-sl
 
 
 def _cluster_cfg(name: str, /, **changes) -> dict:
-    cfg = yaml.safe_load((REPO / "conf" / "cluster" / f"{name}.yaml").read_text())
-    cfg.update(changes)
-    return cfg
+    """The defaults of cluster kind ``name`` (as ``cluster=name`` composes them), with ``changes``."""
+    return {**dataclasses.asdict(KINDS[name]()), **changes}
 
 
 def _slurm_answers(env: dict) -> str | None:

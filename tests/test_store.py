@@ -14,6 +14,7 @@ from pipeline.cli.status import describe
 from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import store as stores
+from pipeline.store.location import parse
 from sgdsweep.errors import ConfigError
 from tests.conftest import TINY, snapshot
 
@@ -27,8 +28,8 @@ def fresh(tmp_path):
     cell = templates(plan)
     tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["sweep", "test"]))
     path = tmp_path / "s.zarr"
-    assert not stores.inspect(path, plan, overwrite=False).exists
-    stores.create(path, tmpl, replace=False)
+    assert not stores.inspect(parse(path), plan, overwrite=False).exists
+    stores.create(parse(path), tmpl, replace=False)
     return plan, tmpl, path
 
 
@@ -55,7 +56,7 @@ def test_template_layout_and_provenance(fresh):
 
 def test_cells_land_in_their_region_done_last(fresh):
     plan, tmpl, path = fresh
-    writer = stores.CellWriter(path, tmpl, ["lr", "batch_size"])
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
     cell = sgdsweep.run_cell(plan.cells[1])  # lr = 0.01, batch_size = 2
     writer.write(plan.index(1), cell)
     writer.fail(plan.index(2), "RuntimeError: the solver gave up")
@@ -67,7 +68,7 @@ def test_cells_land_in_their_region_done_last(fresh):
     for name in cell.data_vars:
         np.testing.assert_array_equal(got[name].values, cell[name].values, err_msg=name)
     assert np.isnan(ds["density"].sel(lr=0.02).values).all()
-    text, n_done, total = describe(path)
+    text, n_done, total = describe(parse(path))
     assert (n_done, total) == (1, 4)
     assert "1/4 done, 1 failed, 2 pending" in text
     assert "lr=0.02, batch_size=1: RuntimeError: the solver gave up" in text
@@ -75,14 +76,15 @@ def test_cells_land_in_their_region_done_last(fresh):
 
 def test_resume_check(fresh):
     plan, tmpl, path = fresh
-    stores.CellWriter(path, tmpl, ["lr", "batch_size"]).write(plan.index(0), sgdsweep.run_cell(plan.cells[0]))
+    writer = stores.CellWriter(parse(path), tmpl, ["lr", "batch_size"])
+    writer.write(plan.index(0), sgdsweep.run_cell(plan.cells[0]))
     before = snapshot(path)
-    state = stores.inspect(path, plan, overwrite=False)
+    state = stores.inspect(parse(path), plan, overwrite=False)
     assert state.exists and state.done.tolist() == [[True, False], [False, False]]
     other = expand(compose([*TINY, "grid.lr=[0.01,0.02]", "grid.batch_size=[1]"]))
     with pytest.raises(ConfigError, match=r"^store: .* holds a different sweep \(config hash"):
-        stores.inspect(path, other, overwrite=False)
-    assert stores.inspect(path, other, overwrite=True).done is None  # replaced only when asked
+        stores.inspect(parse(path), other, overwrite=False)
+    assert stores.inspect(parse(path), other, overwrite=True).done is None  # replaced only when asked
     assert snapshot(path) == before
 
 
@@ -105,8 +107,8 @@ def test_cell_with_fewer_basins_is_padded_with_nan(tmp_path):
                                    real.isel(basin=[0]).assign_coords(basin=["b9"])])
     tmpl = stores.build_template(plan, wider, {})
     path = tmp_path / "w.zarr"
-    stores.create(path, tmpl, replace=False)
-    stores.CellWriter(path, tmpl, ["lr"]).write((0,), real)
+    stores.create(parse(path), tmpl, replace=False)
+    stores.CellWriter(parse(path), tmpl, ["lr"]).write((0,), real)
     ds = xr.open_zarr(str(path), consolidated=False).load()
     np.testing.assert_array_equal(ds["basin_mass"].sel(lr=0.01, basin=["b0", "b1"]).values,
                                   real["basin_mass"].values)

@@ -21,7 +21,7 @@ from sgdsweep.landscapes.basins import escape_threshold, find_basins
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.initial import Initial
 from sgdsweep.landscapes.landscape import build_landscape
-from sgdsweep.montecarlo.ensemble import run_ensemble
+from sgdsweep.montecarlo import run_ensemble
 from sgdsweep.transfer import markov
 from sgdsweep.transfer.minibatches import enumerate_minibatches, minibatch_count
 from sgdsweep.transfer.transfer1d import gauss_step, sgd_transfer
@@ -118,17 +118,35 @@ def test_without_replacement_weights():
 
 @pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
 def test_binned_convolution_against_enumeration(sampling):
-    """n = 16, b = 3 (816 / 560 minibatches): the binned convolution gives the enumerated
-    stationary law to TV < 0.02 and its variance to 2 %."""
+    """n = 16, b = 3 (816 / 560 minibatches), 50 steps from N(−1, 0.1²) in the narrow well:
+    the binned convolution against the enumerated operator, at refine 8 and 16."""
     land = build_landscape(TWO_BASIN)
-    grid = Grid1D(-2.5, 2.5, 100)
-    exact = sgd_transfer(land, grid, 0.05, 3, sampling, refine=8)
-    conv = sgd_transfer(land, grid, 0.05, 3, sampling, refine=8, max_minibatches=10)
-    assert exact.approximation == "exact" and conv.approximation == "convolution"
-    m0 = exact.initial_masses(Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.1}, 1))
-    pe, pc = exact.evolve(m0, [50])[0], conv.evolve(m0, [50])[0]
-    assert 0.5 * np.abs(pe - pc).sum() * exact.grid.dx < 0.02
-    assert moments(pc, conv.grid)[1] == pytest.approx(moments(pe, exact.grid)[1], rel=0.02)
+    grid, lr = Grid1D(-2.5, 2.5, 100), 0.05
+    init = Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.1}, 1)
+    tv, excess, bound = {}, {}, {}
+    for refine in (8, 16):
+        exact = sgd_transfer(land, grid, lr, 3, sampling, refine=refine)
+        conv = sgd_transfer(land, grid, lr, 3, sampling, refine=refine, max_minibatches=10)
+        assert exact.approximation == "exact" and conv.approximation == "convolution"
+        m0 = exact.initial_masses(init)
+        pe, pc = exact.evolve(m0, [50])[0], conv.evolve(m0, [50])[0]
+        tv[refine] = 0.5 * np.abs(exact.coarsen(pe[None])[0] - conv.coarsen(pc[None])[0]).sum() * grid.dx
+        mean, var = moments(pe, exact.grid)
+        excess[refine] = moments(pc, conv.grid)[1] - var
+        # The linear split adds at most dx_f²/16 of variance per step (dx_f = exact.grid.dx, the
+        # sub-cell; see transfer/convolution.py); a step contracts a deviation by ρ = 1 − ηL″,
+        # so after any number of steps the excess is at most (dx_f²/16) / (1 − ρ²), with the
+        # largest ρ² where the mass is (within 2 sd of its mean).
+        near = mean + np.linspace(-2, 2, 81) * math.sqrt(var)
+        rho2 = np.max((1.0 - lr * land.evaluate(near)["hess"][:, 0, 0]) ** 2)
+        bound[refine] = exact.grid.dx**2 / 16 / (1.0 - rho2)
+    print(sampling, "coarse TV", tv, "variance excess", excess, "bound", bound)
+    for refine in (8, 16):
+        assert 0.0 <= excess[refine] <= bound[refine], (refine, excess, bound)
+    # What remains is the neglected spread of the map's slope between minibatches, first order
+    # in the sub-cell: TV halves when the sub-cell does (measured 0.50 and 0.45); 0.6 allows
+    # for the ratio's own grid dependence, and a wrong step law would not converge at all.
+    assert tv[16] < 0.6 * tv[8], tv
 
 
 # --------------------------------------------------------------------------- gauss_step
@@ -304,7 +322,11 @@ def test_escape_time_against_monte_carlo(lr):
     s = res.escape_step.astype(float)
     assert np.all(s >= 0)
     se = s.std(ddof=1) / math.sqrt(chains)
+    print(f"lr {lr}: operator {esc.steps:.2f} steps, MC {s.mean():.2f} ± {se:.2f}")
     assert abs(esc.steps - s.mean()) <= 3 * se, (esc.steps, s.mean(), se)
+    # "Within 2 %" is a claim only if the MC can resolve it: 3 SE must be below 2 % of the mean
+    # (20,000 chains; the passage times' coefficient of variation is ≈ 1, so 3 SE ≈ 1.4 %).
+    assert 3 * se < 0.02 * s.mean() and abs(esc.steps / s.mean() - 1) < 0.02, (esc.steps, s.mean(), se)
     assert esc.time == pytest.approx(esc.steps * lr)
 
 
@@ -346,7 +368,7 @@ def test_2d_four_corners(lr):
     assert np.max(np.abs(np.asarray(P.sum(axis=0)).ravel() - 1.0)) < 1e-12
     m0 = op.initial_masses(Initial.from_dict({"kind": "normal", "mean": [0.3, -0.2], "std": 0.2}, 2))
     steps = math.ceil(40 / -math.log1p(-lr))  # (1 − η)^steps < e^-40
-    p = op.evolve(m0, [steps])[0] * op.cell_area
+    p = op.evolve(m0, [steps])[0] * op.cell_volume
     x = g.centres
     px, py = p.sum(axis=1), p.sum(axis=0)
     for marg in (px, py):

@@ -29,6 +29,7 @@ from pipeline.cli.args import OneLineParser
 from pipeline.cli.status import add_store_options, store_options
 from pipeline.store import location
 from pipeline.store.integrity import mask_corrupt
+from sgdsweep.analysis.claims_plots import claims_figures
 from sgdsweep.analysis.plots import FIGURES, FIGURES_2D, most_informative_cell
 from sgdsweep.analysis.reductions import open_sweep
 from sgdsweep.cell.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
@@ -65,6 +66,18 @@ CAPTIONS = {
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
                       "Arora (where it is small, the noise is negligible against the drift and the "
                       "SDE picture and the linear scaling rule lose their footing).",
+    "escape_validity_map": "Each escape-time approximation (exact SDE, Kramers with D at the minimum, "
+                           "Xie–Sato–Sugiyama) over SGD's exact escape time from its transfer operator; "
+                           "boxed where within 2×; 0 where SGD never escapes (trapped).",
+    "centre_density_ratios": "Stationary density at the wider basin's bottom over the narrower's "
+                             "against the width ratio (Itô, SGD's own law, Gibbs), beside the seed "
+                             "post's first estimate e⁴.",
+    "effective_potentials": "−log p of each stationary law beside the Itô parts ∫G/D and log D and "
+                            "the Gibbs potential L/T, and the residual each law leaves.",
+    "noise_coordinate": "The coordinate φ = ∫dθ/√(2D) in which the noise is the same everywhere: "
+                        "φ(θ), the drift of φ and the stationary densities in φ.",
+    "local_potential_fit": "rms residual of the best fit of −log p by a local function of L, |G|², "
+                           "tr Σ and log Σ_xx Σ_yy, against the stationary circulation.",
 }
 #: The figures of one cell, and the one that keeps the learning rates of that cell's row.
 ONE_CELL = ("density_evolution", "moments")
@@ -111,11 +124,10 @@ def report_main(argv: Sequence[str]) -> int:
 LOAD_BYTES = 64 * 2**20
 
 
-def default_out(store: str | Path | location.Location) -> Path:
+def default_out(loc: location.Location) -> Path:
     """``<store stem>_report`` beside a local store; in the current directory for a URL store."""
-    loc = location.parse(store)
-    if loc.local:
-        path = Path(loc.root)
+    path = loc.local_path
+    if path is not None:
         return path.with_name(path.stem + "_report")
     return Path.cwd() / (Path(loc.name).stem + "_report")
 
@@ -126,19 +138,18 @@ def figure_set(ds: xr.Dataset) -> dict[str, Any]:
         from sgdsweep.analysis.model_plots import FIGURES_MODEL
 
         return FIGURES_MODEL
-    return FIGURES_2D if "y" in ds.dims else FIGURES
+    return {**(FIGURES_2D if "y" in ds.dims else FIGURES), **claims_figures(ds)}
 
 
-def write_report(store: str | Path | location.Location, out: str | Path | None = None) -> Path:
+def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     """Render the figures and ``report.html`` for ``store`` into ``out``; returns the page's path.
 
     Raises :class:`ConfigError` for a missing or foreign store or an unwritable ``out``.
     """
-    loc = location.parse(store)
-    if not loc.local and not loc.exists():
+    if loc.local_path is None and not loc.exists():  # a local path: open_sweep names what is missing
         raise ConfigError(f"store: {loc.url}: no such store")
     try:
-        ds = open_sweep(Path(loc.root) if loc.local else loc.url, storage_options=dict(loc.options) or None)
+        ds = open_sweep(loc.dataset_path, storage_options=loc.storage_options)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"store: {exc}") from None
     # Corrupt cells are shown as failed, named on stderr; the rest is reported.
@@ -532,13 +543,12 @@ def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:
     return f"<p>The one-cell figures show the first finished cell, {label}.</p>"
 
 
-def render_html(store: str | Path | location.Location, ds: xr.Dataset,
+def render_html(loc: location.Location, ds: xr.Dataset,
                 figures: Sequence[tuple[str, str | None, str]], chosen: str = "") -> str:
     """The report page (no scripts, no external resources)."""
-    loc = location.parse(store)
     n_done, total = ds.sgd.progress()
     title = f"sgdsweep report — {loc.name}"
-    where = Path(loc.root).resolve() if loc.local else loc.url
+    where = loc.local_path.resolve() if loc.local_path is not None else loc.url
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.cli.args import OneLineParser
@@ -18,10 +17,8 @@ from sgdsweep.cell.schema import DONE, ERROR
 from sgdsweep.errors import ConfigError
 
 
-def describe(path: str | Path | location.Location, max_failures: int = 20) -> tuple[str, int, int]:
-    """The status text, cells done and cells total of the store at ``path`` (a path, or a
-    :class:`~pipeline.store.location.Location` for a URL)."""
-    loc = location.parse(path)
+def describe(loc: location.Location, max_failures: int = 20) -> tuple[str, int, int]:
+    """The status text, cells done and cells total of the store at ``loc``."""
     path = loc.show()
     if not loc.exists():
         raise ConfigError(f"store: {path} does not exist")

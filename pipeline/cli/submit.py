@@ -9,6 +9,7 @@ Job settings: conf/submit/default.yaml, changed with `submit.KEY=VALUE` override
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -16,25 +17,38 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.cli.args import OneLineParser
 from pipeline.cluster.jobqueue import jobs_directory
+from sgdsweep.cell.config import setting
 from sgdsweep.errors import ConfigError
 
-SUBMIT_DEFAULTS: dict[str, Any] = {
-    "job_name": "sgdsweep",
-    "partition": None,
-    "account": None,
-    "walltime": "24:00:00",
-    "cpus": 1,
-    "memory": "4GiB",
-    "job_extra_directives": [],
-    "job_script_prologue": None,
-    "python": None,
-    "directory": None,
-}
+
+@dataclass
+class SubmitConf:
+    """The sweep's own batch job (``submit.KEY=VALUE``; not part of the sweep's config)."""
+
+    job_name: str = setting("sgdsweep", help="the job's name")
+    partition: str | None = setting(None, help="null: cluster.queue when set, else the default partition")
+    account: str | None = setting(None, help="null: cluster.account when set")
+    walltime: str = setting("24:00:00", unit="HH:MM:SS", help="the whole sweep must finish within it "
+                            "(resubmitting resumes the store)")
+    cpus: int = setting(1, unit="cores", help="cores of the sweep job itself (with cluster=local the "
+                        "sweep's workers run on them)")
+    memory: str = setting("4GiB", unit="bytes", help="memory of the sweep job")
+    job_extra_directives: list[str] = setting(factory=list, help="more #SBATCH lines")
+    job_script_prologue: list[str] | None = setting(None, help="shell lines before the sweep starts; "
+                                                    "null: cluster.job_script_prologue")
+    python: str | None = setting(None, help="null: cluster.python, else the python running `submit`")
+    directory: str | None = setting(None, help="where the script and its log go; null: <store>.jobs/ "
+                                    "beside the store")
+
+
+#: The defaults of every ``submit.*`` setting (conf/submit/default.yaml may change them site-wide).
+SUBMIT_DEFAULTS: dict[str, Any] = dataclasses.asdict(SubmitConf())
 
 
 def _is_submit_override(override: str) -> bool:
@@ -47,7 +61,8 @@ def sweep_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def submit_settings(overrides: Sequence[str]) -> dict[str, Any]:
-    """The batch job's settings: conf/submit/default.yaml, then the `submit.KEY=VALUE` overrides.
+    """The batch job's settings: :class:`SubmitConf`'s defaults, conf/submit/default.yaml, then the
+    `submit.KEY=VALUE` overrides.
 
     They are kept out of the sweep's own config, so that they do not change what the sweep computes
     (nor the store's config check on resume).

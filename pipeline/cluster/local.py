@@ -6,6 +6,8 @@
 * ``address``: an existing scheduler (``dask scheduler`` + ``dask worker``),
   optionally over TLS;
 * ``slurm`` / ``pbs``: dask-jobqueue clusters, built by ``pipeline.cluster.jobqueue``.
+
+Their settings, checked before anything starts: ``pipeline.cluster.settings``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import dask
 from distributed import Client, LocalCluster
 
+from pipeline.cluster.settings import FREE_PORT, AddressClusterConf, ClusterConf, LocalClusterConf, TlsConf
 from pipeline.run.faults import StoreWriteError
 from sgdsweep.errors import ConfigError
 
@@ -36,52 +39,34 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check(cluster: Mapping[str, Any]) -> None:
-    """Validate the cluster settings before anything starts (raises ConfigError)."""
-    kind = cluster.get("kind")
-    if kind == "local":
-        n = cluster.get("n_workers")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ConfigError(f"cluster.n_workers: must be an integer >= 1 or null, got {n!r}")
-    elif kind == "address":
-        addr = cluster.get("address")
-        if not isinstance(addr, str) or ("://" not in addr and ":" not in addr):
-            raise ConfigError("cluster.address: missing; give e.g. cluster.address=tcp://host:8786")
-    elif kind not in ("slurm", "pbs"):
-        raise ConfigError(f"cluster.kind: unknown {kind!r} (known: local, address, slurm, pbs)")
-
-
 @contextlib.contextmanager
-def open_client(cfg: Any, say: Any = print) -> Iterator[Client]:
-    """A connected Client for ``cfg.cluster``; closes what it started on exit.
-
-    ``cfg`` is the whole sweep config (plain containers): jobqueue clusters also
-    use the store path (for their logs and the workers' Numba cache).
+def open_client(cluster: ClusterConf, store: str | None = None, say: Any = print) -> Iterator[Client]:
+    """A connected Client for the ``cluster`` settings (:func:`pipeline.cluster.settings.parse_cluster`);
+    closes what it started on exit. Jobqueue clusters also use the ``store`` path (for their
+    logs and the workers' Numba cache).
     """
     # distributed keeps the last 1000 messages (< 1 MB each) of every batched stream for
     # debugging: task specs of many cells each, client -> scheduler -> workers. The client
     # (and the scheduler it starts) grew by ~12 KB per cell over a 10⁵-cell sweep.
     with dask.config.set({"distributed.admin.low-level-log-length": LOG_MESSAGES}):
-        yield from _open_client(cfg, say)
+        yield from _open_client(cluster, store, say)
 
 
 #: Messages kept per stream by distributed's debugging log (its default is 1000).
 LOG_MESSAGES = 16
 
 
-def _open_client(cfg: Any, say: Any) -> Iterator[Client]:
-    cluster = cfg["cluster"]
-    kind = cluster["kind"]
-    if kind == "local":
-        n = cluster.get("n_workers") or available_cores()
+def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[Client]:
+    if isinstance(cluster, LocalClusterConf):
+        n = cluster.n_workers or available_cores()
         with dask.config.set({"distributed.nanny.pre-spawn-environ": {
                 **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}), \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
-            lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.get("threads_per_worker", 1)),
+            lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.threads_per_worker),
                               processes=True, host="127.0.0.1",
-                              dashboard_address=cluster.get("dashboard_address") or "127.0.0.1:0",
-                              memory_limit=cluster.get("memory_limit", "auto"), env=dict(WORKER_ENV))
+                              dashboard_address=cluster.dashboard_address or FREE_PORT,
+                              memory_limit=cluster.memory_limit, env=dict(WORKER_ENV))
         try:
             client = Client(lc)
             try:
@@ -98,23 +83,23 @@ def _open_client(cfg: Any, say: Any) -> Iterator[Client]:
                 client.close()
         finally:
             lc.close()
-    elif kind == "address":
-        security = _security(cluster.get("tls") or {})
+    elif isinstance(cluster, AddressClusterConf):
+        security = _security(cluster.tls)
         try:
-            client = Client(cluster["address"], security=security, timeout=cluster.get("timeout", 30))
+            client = Client(cluster.address, security=security, timeout=cluster.timeout)
         except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"cluster.address: cannot connect to {cluster['address']}: "
+            raise ConfigError(f"cluster.address: cannot connect to {cluster.address}: "
                               f"{' '.join(str(exc).split())[:200]}") from None
         try:
             n = len(client.scheduler_info().get("workers", {}))
-            say(f"cluster: scheduler {cluster['address']}, {n} worker(s) now; dashboard {_dashboard(client)}")
+            say(f"cluster: scheduler {cluster.address}, {n} worker(s) now; dashboard {_dashboard(client)}")
             yield from _guarded(client)
         finally:
             client.close()
     else:
         from pipeline.cluster.jobqueue import make_jobqueue_cluster  # written for kind slurm/pbs
 
-        jq, description = make_jobqueue_cluster(cfg["cluster"], store=cfg.get("store"))
+        jq, description = make_jobqueue_cluster(cluster, store=store)
         try:
             client = Client(jq)
             try:
@@ -154,11 +139,10 @@ def _dashboard(client: Client) -> str:
     return client.dashboard_link
 
 
-def _security(tls: Mapping[str, Any]) -> Any:
-    if not any(tls.get(k) for k in ("ca_file", "client_cert", "client_key")):
+def _security(tls: TlsConf) -> Any:
+    if not (tls.ca_file or tls.client_cert or tls.client_key):
         return None
     from distributed.security import Security
 
-    return Security(tls_ca_file=tls.get("ca_file"), tls_client_cert=tls.get("client_cert"),
-                    tls_client_key=tls.get("client_key"),
-                    require_encryption=bool(tls.get("require_encryption", False)))
+    return Security(tls_ca_file=tls.ca_file, tls_client_cert=tls.client_cert, tls_client_key=tls.client_key,
+                    require_encryption=bool(tls.require_encryption))

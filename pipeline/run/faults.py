@@ -12,6 +12,10 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.store.location import Location
 
 #: Test only: ``N`` makes the sweep process SIGKILL itself after writing the data of
 #: its N-th cell and before marking it done (the window a crash must survive).
@@ -25,14 +29,15 @@ class StoreWriteError(Exception):
 
 
 @contextlib.contextmanager
-def store_writes(path: str, what: str) -> Iterator[None]:
-    """Turn an OSError raised while writing ``what`` into a :class:`StoreWriteError`."""
+def store_writes(loc: Location, what: str) -> Iterator[None]:
+    """Turn an OSError raised while writing ``what`` to the store at ``loc`` into a
+    :class:`StoreWriteError`."""
     from pipeline.store.location import io_errors, reason
 
     try:
         yield
     except io_errors() as exc:  # OSError; on an object store also its client's connection errors
-        raise StoreWriteError(f"store: cannot write {what} to {path}: {reason(exc)}; "
+        raise StoreWriteError(f"store: cannot write {what} to {loc.show()}: {reason(exc)}; "
                               "the cells written so far are kept, rerun the same command "
                               "once the problem is fixed") from None
 

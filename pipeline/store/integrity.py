@@ -34,17 +34,13 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ShardingCodec, ZstdCodec
 
-from pipeline.store import location
 from pipeline.store.location import Location
 from sgdsweep.cell.schema import DONE, ERROR
 from sgdsweep.store.shards import EMPTY, crc_ok, read_shards, shard_index, sharding
 
-#: A store's place: a local path (str or Path) or a :class:`~pipeline.store.location.Location`.
-StorePlace = str | Path | Location
 
-
-def _group(path: StorePlace) -> zarr.Group:
-    return zarr.open_group(location.parse(path).zarr_store, mode="r")
+def _group(loc: Location) -> zarr.Group:
+    return zarr.open_group(loc.zarr_store, mode="r")
 
 #: The bytes → bytes codecs of every array of a new store: the compressor zarr
 #: uses by default, then the checksum of the compressed bytes.
@@ -122,10 +118,10 @@ def read_cells(array: zarr.Array, k: int, fill: Any = None,
     return out
 
 
-def bookkeeping(path: StorePlace) -> tuple[np.ndarray, np.ndarray]:
+def bookkeeping(loc: Location) -> tuple[np.ndarray, np.ndarray]:
     """``done`` and ``error`` of a store; a cell whose flag chunk does not decode is
     not done, with an error saying so."""
-    group = _group(path)
+    group = _group(loc)
     k = len(group[DONE].shape)
     bad: set[tuple[int, ...]] = set()
     done = np.asarray(read_cells(group[DONE], k, False, bad), dtype=bool)
@@ -201,11 +197,10 @@ def bad_checksums(loc: Location, name: str, k: int, array: zarr.Array | None = N
     return bad
 
 
-def chunk_span(path: StorePlace, name: str, idx: tuple[int, ...]) -> tuple[Path | str, int, int]:
+def chunk_span(loc: Location, name: str, idx: tuple[int, ...]) -> tuple[Path | str, int, int]:
     """Where the chunk of array ``name`` holding the cell ``idx`` lies: (file, byte offset,
     length) — the whole chunk file, or the inner chunk's range inside its shard. The file
     is a Path in a local store, the object's path (``bucket/…``) in an object store."""
-    loc = location.parse(path)
     array = _group(loc)[name]
     n = len(array.shape)
     full = (*idx, *(0,) * (n - len(idx)))
@@ -223,15 +218,14 @@ def chunk_span(path: StorePlace, name: str, idx: tuple[int, ...]) -> tuple[Path 
     return loc.path_of(key), int(index[0][local]), int(index[1][local])
 
 
-def verify(path: StorePlace, only: Iterable[str] | None = None) -> Damage:
-    """Check every chunk of the store at ``path`` (or of the arrays named in ``only``).
+def verify(loc: Location, only: Iterable[str] | None = None) -> Damage:
+    """Check every chunk of the store at ``loc`` (or of the arrays named in ``only``).
 
     A checksummed array's chunk files are read and their CRC-32C checked directly
     (what zarr checks first on every read); an array without checksums (an older
     store) is decoded chunk by chunk, which finds a chunk whose zstd frame is broken.
     """
     t0 = time.perf_counter()
-    loc = location.parse(path)
     group = _group(loc)
     dims = _sweep_dims(group)
     damage = Damage()
@@ -288,7 +282,7 @@ def describe(damage: Damage, group_or_ds: Any, limit: int = 20) -> list[str]:
 # --------------------------------------------------------------------------- hooks
 
 
-def recheck_done(path: StorePlace, done: np.ndarray, say: Any) -> np.ndarray:
+def recheck_done(loc: Location, done: np.ndarray, say: Any) -> np.ndarray:
     """The done flags with every done cell whose chunks do not decode set back to not done.
 
     Called when a sweep resumes: a corrupt cell is recomputed (its chunks are all
@@ -299,9 +293,9 @@ def recheck_done(path: StorePlace, done: np.ndarray, say: Any) -> np.ndarray:
 
     if not done.any():
         return done
-    damage = verify(path)
+    damage = verify(loc)
     if damage.arrays:
-        raise ConfigError(f"store: {location.parse(path).show()}: array {damage.arrays[0]!r} is corrupt "
+        raise ConfigError(f"store: {loc.show()}: array {damage.arrays[0]!r} is corrupt "
                           "(not a cell's data); "
                           "pass overwrite=true to recompute the whole store")
     done = done.copy()
@@ -309,7 +303,7 @@ def recheck_done(path: StorePlace, done: np.ndarray, say: Any) -> np.ndarray:
     for idx in bad:
         done[idx] = False
     if bad:
-        group = _group(path)
+        group = _group(loc)
         say(f"verify: {len(bad)} done cell(s) with corrupt chunks will be recomputed "
             f"({damage.seconds:.1f} s to check)")
         for line in describe(type(damage)(cells={i: damage.cells[i] for i in bad}), group, limit=10):
@@ -317,13 +311,13 @@ def recheck_done(path: StorePlace, done: np.ndarray, say: Any) -> np.ndarray:
     return done
 
 
-def mask_corrupt(path: StorePlace, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+def mask_corrupt(loc: Location, ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
     """``ds`` with the damaged cells shown as failed (their data NaN/fill) and one
     line per damaged cell; ``ds`` itself when the store is clean."""
-    damage = verify(path)
+    damage = verify(loc)
     if damage.clean:
         return ds, []
-    group = _group(path)
+    group = _group(loc)
     k = len(_sweep_dims(group))
     ds = ds.copy()
     for name in sorted({n for names in damage.cells.values() for n in names}):
@@ -340,10 +334,10 @@ def mask_corrupt(path: StorePlace, ds: xr.Dataset) -> tuple[xr.Dataset, list[str
     return ds, describe(damage, group)
 
 
-def status_lines(path: StorePlace, limit: int = 20) -> tuple[list[str], Damage]:
+def status_lines(loc: Location, limit: int = 20) -> tuple[list[str], Damage]:
     """The ``status --verify`` lines: what was read, in how long, and each corrupt cell."""
-    damage = verify(path)
-    group = _group(path)
+    damage = verify(loc)
+    group = _group(loc)
     n = int(np.prod(group[DONE].shape)) if DONE in group else 0
     kind = "crc32c checksums" if damage.checksummed else "no checksums (an older store: zstd frames only)"
     lines = [f"verify  : {damage.checked} arrays, {n} cells read in {damage.seconds:.2f} s ({kind}); "

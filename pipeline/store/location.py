@@ -1,12 +1,13 @@
 """Where a sweep store lives: a local directory, or an fsspec URL such as ``s3://bucket/sweep.zarr``.
 
 :func:`parse` turns ``store=`` (and its ``store_options``, fsspec storage options)
-into a :class:`Location`, which offers the few operations the store, its lock and
-its integrity checks need, on keys relative to the store's root (``done/c/0``):
+into a :class:`Location`, once (the CLI, the start of a sweep); the store, its lock
+and its integrity checks take that Location from there on. It offers the few
+operations they need, on keys relative to the store's root (``done/c/0``):
 
-* a local path keeps the file-system behaviour of before: atomic replacement by a
-  temporary file and ``os.replace``, exclusive create with ``O_CREAT | O_EXCL``;
-* a URL goes through fsspec: a replacement is one PUT (an object store replaces
+* :class:`LocalLocation`, a local path: atomic replacement by a temporary file and
+  ``os.replace``, exclusive create with ``O_CREAT | O_EXCL``;
+* :class:`FsspecLocation`, a URL, goes through fsspec: a replacement is one PUT (an object store replaces
   an object atomically: readers see the old or the new bytes), an exclusive
   create is a conditional PUT (``If-None-Match: *``, s3fs ``mode="create"``).
   Only S3 (s3fs) is tested; credentials and endpoint come from the standard AWS
@@ -23,6 +24,8 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -89,65 +92,70 @@ def reason(exc: BaseException) -> str:
     return f"{name}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-@dataclass(frozen=True)
-class Location:
-    """A store's place. ``store`` is the text given (shown in messages); ``root`` is the
-    store's path for the file system (local: the path as given; URL: without the protocol)."""
+class Location(ABC):
+    """A store's place, and the few operations the store, its lock and its integrity checks
+    need, on keys relative to the store's root (``done/c/0``). Made by :func:`parse`:
+    a :class:`LocalLocation` or an :class:`FsspecLocation`.
+
+    ``store`` is the text given (shown in messages); ``root`` is the store's path for its
+    file system (local: the path as given; URL: without the protocol).
+    """
 
     store: str
-    protocol: str  # "" for a local path
     root: str
-    options: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ what it is
 
     @property
-    def local(self) -> bool:
-        return not self.protocol
-
-    @property
+    @abstractmethod
     def url(self) -> str:
         """What zarr/xarray open (with :attr:`options`); an absolute path for a local store."""
-        return os.path.abspath(self.root) if self.local else f"{self.protocol}://{self.root}"
 
     @property
+    @abstractmethod
+    def options(self) -> dict[str, Any]:
+        """fsspec storage options ({} for a local store)."""
+
+    @property
+    @abstractmethod
     def name(self) -> str:
         """The store's last path component (``sweep.zarr``)."""
-        return self.root.rstrip("/").rsplit("/", 1)[-1] if not self.local else Path(self.root).name
-
-    def show(self, key: str = "") -> str:
-        """The store (or its ``key``) as the user names it: a path, or a URL."""
-        if self.local:
-            return str(Path(self.root, key)) if key else self.store
-        return f"{self.url}/{key}" if key else self.url
-
-    def path_of(self, key: str) -> Path | str:
-        """The file-system path of ``key``: a :class:`Path` for a local store."""
-        return Path(self.root, key) if self.local else f"{self.root}/{key}"
-
-    @cached_property
-    def fs(self) -> Any:
-        """The fsspec file system of a URL store (synchronous calls)."""
-        import fsspec
-
-        return fsspec.filesystem(self.protocol, **self.options)
 
     @property
+    @abstractmethod
+    def local_path(self) -> Path | None:
+        """The store's path on this machine's file system; None for an object store."""
+
+    @abstractmethod
+    def show(self, key: str = "") -> str:
+        """The store (or its ``key``) as the user names it: a path, or a URL."""
+
+    @abstractmethod
+    def path_of(self, key: str) -> Path | str:
+        """The file-system path of ``key``: a :class:`Path` for a local store."""
+
+    @property
+    @abstractmethod
     def zarr_store(self) -> Any:
-        """What ``zarr.open_group`` / ``xarray.open_zarr`` / ``to_zarr`` take: the path of a
-        local store (unchanged behaviour), an ``FsspecStore`` of a URL."""
-        if self.local:
-            return str(self.root)
-        from zarr.storage import FsspecStore
+        """What ``zarr.open_group`` / ``xarray.open_zarr`` / ``to_zarr`` take."""
 
-        return FsspecStore.from_url(self.url, storage_options=dict(self.options) or None)
+    @property
+    @abstractmethod
+    def dataset_path(self) -> str:
+        """What :func:`sgdsweep.analysis.reductions.open_sweep` opens (with :attr:`storage_options`)."""
 
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """The storage options to hand to xarray/fsspec, None when there are none."""
+        return dict(self.options) or None
+
+    @abstractmethod
+    def for_workers(self) -> Location:
+        """The same place as other processes (other hosts, other working directories) reach it."""
+
+    @abstractmethod
     def open_hint(self) -> str:
         """The ``xr.open_zarr(...)`` call that opens this store (secrets left out)."""
-        if self.local:
-            return f"xr.open_zarr('{self.store}')"
-        opts = f", storage_options={redact(self.options)!r}" if self.options else ""
-        return f"xr.open_zarr('{self.url}'{opts})"
 
     def cli_hint(self) -> str:
         """The ``--store-options`` that ``status``/``report`` need for this store ("" if none)."""
@@ -159,11 +167,322 @@ class Location:
 
     # ------------------------------------------------------------------ checks (ConfigError)
 
+    @abstractmethod
     def exists(self) -> bool:
-        """Whether anything is at the store's place. For a URL the bucket is checked first:
-        a missing bucket, missing credentials or an unreachable endpoint raise ConfigError."""
-        if self.local:
-            return Path(self.root).exists()
+        """Whether anything is at the store's place (ConfigError if that cannot be told)."""
+
+    @abstractmethod
+    def check_creatable(self) -> None:
+        """Raise ConfigError if a new store cannot be made here (checked before any compute)."""
+
+    @abstractmethod
+    def check_writable(self, replace: bool = False) -> None:
+        """Raise ConfigError if an existing store (``replace``: its parent) is not writable."""
+
+    # ------------------------------------------------------------------ objects
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The bytes of ``key`` (FileNotFoundError if there is none)."""
+
+    @abstractmethod
+    def is_file(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def is_dir(self, key: str) -> bool:
+        """Whether ``key`` holds files (a directory; a prefix of objects)."""
+
+    @abstractmethod
+    def mtime(self, key: str) -> float:
+        """Unix time ``key`` was last written (FileNotFoundError if there is none)."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes, tmp: str | None = None) -> None:
+        """Replace ``key`` by ``data`` atomically: a crash leaves the old or the new bytes."""
+
+    @abstractmethod
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`write` of each (key, data); the order among them is not promised."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Create ``key`` holding ``data`` if it does not exist, atomically; False if it does."""
+
+    @abstractmethod
+    def remove(self, key: str) -> None:
+        """Remove ``key``; nothing if it is not there."""
+
+    @abstractmethod
+    def remove_if(self, key: str, same: Callable[[bytes], bool]) -> bool:
+        """Remove ``key`` if its bytes pass ``same``; True if removed (or already gone),
+        False if it holds something else (left in place)."""
+
+    @abstractmethod
+    def files(self, key: str) -> Iterator[tuple[tuple[str, ...], str]]:
+        """Every file under ``key``: (its path parts relative to ``key``, its key)."""
+
+    @abstractmethod
+    def entries(self) -> list[str]:
+        """Names directly inside the store (files and directories)."""
+
+    @abstractmethod
+    def holds_chunk_files(self, name: str) -> bool:
+        """Whether array ``name``'s chunks are objects/files under ``name/c/`` that may be
+        replaced whole (a local store: only when the array is a directory)."""
+
+    @abstractmethod
+    def make_dir(self) -> bool:
+        """Create the store's directory if missing; True if this call created it."""
+
+    @abstractmethod
+    def make_parent(self) -> None:
+        """Create the directory the store goes in (nothing for an object store)."""
+
+    @abstractmethod
+    def remove_empty_dir(self) -> None:
+        """Remove the store's directory if it is empty (nothing for an object store)."""
+
+    @abstractmethod
+    def clear(self, keep: Callable[[str], bool]) -> None:
+        """Remove everything in the store except the entries whose name passes ``keep``."""
+
+
+@dataclass(frozen=True)
+class LocalLocation(Location):
+    """A store in a directory of this machine's file system: atomic replacement by a
+    temporary file and ``os.replace``, exclusive create with ``O_CREAT | O_EXCL``."""
+
+    store: str
+    root: str
+
+    @property
+    def url(self) -> str:
+        return os.path.abspath(self.root)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def name(self) -> str:
+        return Path(self.root).name
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.root)
+
+    def show(self, key: str = "") -> str:
+        return str(Path(self.root, key)) if key else self.store
+
+    def path_of(self, key: str) -> Path:
+        return Path(self.root, key)
+
+    @property
+    def zarr_store(self) -> str:
+        return str(self.root)
+
+    @property
+    def dataset_path(self) -> str:
+        return self.root
+
+    def for_workers(self) -> LocalLocation:
+        return LocalLocation(store=self.url, root=self.url)
+
+    def open_hint(self) -> str:
+        return f"xr.open_zarr('{self.store}')"
+
+    def exists(self) -> bool:
+        return Path(self.root).exists()
+
+    def check_creatable(self) -> None:
+        path = Path(self.root)
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"store: cannot create {path}: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"store: cannot create {path}: {parent} is not writable")
+
+    def check_writable(self, replace: bool = False) -> None:
+        path = Path(self.root)
+        if replace and not os.access(path.parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"store: cannot replace {path}: {path.parent} is not writable")
+        if not replace and not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"store: {path} is not writable")
+
+    def read(self, key: str) -> bytes:
+        return Path(self.root, key).read_bytes()
+
+    def is_file(self, key: str) -> bool:
+        return Path(self.root, key).is_file()
+
+    def is_dir(self, key: str) -> bool:
+        return Path(self.root, key).is_dir()
+
+    def mtime(self, key: str) -> float:
+        return Path(self.root, key).stat().st_mtime
+
+    def write(self, key: str, data: bytes, tmp: str | None = None) -> None:
+        """Written to ``tmp`` (default ``.NAME.PID.tmp`` beside it) and renamed over it."""
+        path = Path(self.root, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(tmp or f".{path.name}.{os.getpid()}.tmp")
+        try:
+            aside.write_bytes(data)
+            os.replace(aside, path)
+        except OSError:
+            aside.unlink(missing_ok=True)
+            raise
+
+    def write_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """One after the other, each item produced only when the previous is written
+        (memory of one item)."""
+        for key, data in items:
+            self.write(key, data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """``O_CREAT | O_EXCL`` then fsync."""
+        try:
+            fd = os.open(Path(self.root, key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def remove(self, key: str) -> None:
+        Path(self.root, key).unlink(missing_ok=True)
+
+    def remove_if(self, key: str, same: Callable[[bytes], bool]) -> bool:
+        """Renamed to a name of our own first (atomic), checked, put back with a hard link
+        if it was not the one judged."""
+        path = Path(self.root, key)
+        aside = path.with_name(f"{path.name}.broken.{secrets.token_hex(8)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True
+        try:
+            ok = same(aside.read_bytes())
+        except OSError:
+            ok = False
+        if not ok:  # we moved a fresh file of another process: put it back (fails if one exists)
+            with contextlib.suppress(OSError):
+                os.link(aside, path)
+        aside.unlink()
+        return ok
+
+    def files(self, key: str) -> Iterator[tuple[tuple[str, ...], str]]:
+        top = Path(self.root, key)
+        for root, _, names in os.walk(top):
+            rel = Path(root).relative_to(top).parts
+            for f in names:
+                yield (*rel, f), str(Path(key, *rel, f))
+
+    def entries(self) -> list[str]:
+        return [p.name for p in Path(self.root).iterdir()]
+
+    def holds_chunk_files(self, name: str) -> bool:
+        return self.is_dir(name)
+
+    def make_dir(self) -> bool:
+        path = Path(self.root)
+        try:
+            if not path.exists():
+                path.mkdir(parents=True)
+                return True
+        except FileExistsError:
+            pass
+        return False
+
+    def make_parent(self) -> None:
+        Path(self.root).parent.mkdir(parents=True, exist_ok=True)
+
+    def remove_empty_dir(self) -> None:
+        with contextlib.suppress(OSError):
+            Path(self.root).rmdir()
+
+    def clear(self, keep: Callable[[str], bool]) -> None:
+        """(A path that is a file, not a directory, is removed.)"""
+        path = Path(self.root)
+        if not path.is_dir():
+            path.unlink()
+            return
+        for p in path.iterdir():
+            if not keep(p.name):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+@dataclass(frozen=True)
+class FsspecLocation(Location):
+    """A store at an fsspec URL. A replacement is one PUT (an object store replaces an
+    object atomically: readers see the old or the new bytes), an exclusive create is a
+    conditional PUT (``If-None-Match: *``, s3fs ``mode="create"``)."""
+
+    store: str
+    protocol: str
+    root: str
+    storage: dict[str, Any] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The file system is made again where the location is unpickled (a worker).
+        return {k: v for k, v in self.__dict__.items() if k != "fs"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://{self.root}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.storage
+
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def local_path(self) -> None:
+        return None
+
+    def show(self, key: str = "") -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+    def path_of(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    @cached_property
+    def fs(self) -> Any:
+        """The fsspec file system (synchronous calls)."""
+        import fsspec
+
+        return fsspec.filesystem(self.protocol, **self.options)
+
+    @property
+    def zarr_store(self) -> Any:
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(self.url, storage_options=self.storage_options)
+
+    @property
+    def dataset_path(self) -> str:
+        return self.url
+
+    def for_workers(self) -> FsspecLocation:
+        return self
+
+    def open_hint(self) -> str:
+        opts = f", storage_options={redact(self.options)!r}" if self.options else ""
+        return f"xr.open_zarr('{self.url}'{opts})"
+
+    def exists(self) -> bool:
+        """The bucket is checked first: a missing bucket, missing credentials or an
+        unreachable endpoint raise ConfigError."""
         self._check_bucket()
         try:
             self.fs.invalidate_cache()
@@ -182,145 +501,53 @@ class Location:
             raise ConfigError(f"store: cannot reach {self.url}: {reason(exc)}") from None
 
     def check_creatable(self) -> None:
-        """Raise ConfigError if a new store cannot be made here (checked before any compute).
-        An object store's write permission is proven by the lock, the first object written."""
-        if not self.local:
-            return self._check_bucket()
-        path = Path(self.root)
-        parent = path.absolute().parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ConfigError(f"store: cannot create {path}: {parent} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot create {path}: {parent} is not writable")
-        return None
+        """Write permission is proven by the lock, the first object written."""
+        self._check_bucket()
 
     def check_writable(self, replace: bool = False) -> None:
-        """Raise ConfigError if an existing store (``replace``: its parent) is not writable."""
-        if not self.local:
-            return None
-        path = Path(self.root)
-        if replace and not os.access(path.parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: cannot replace {path}: {path.parent} is not writable")
-        if not replace and not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"store: {path} is not writable")
         return None
 
-    # ------------------------------------------------------------------ objects
-
     def read(self, key: str) -> bytes:
-        """The bytes of ``key`` (FileNotFoundError if there is none)."""
-        if self.local:
-            return Path(self.root, key).read_bytes()
         return self.fs.cat_file(f"{self.root}/{key}")
 
     def is_file(self, key: str) -> bool:
-        if self.local:
-            return Path(self.root, key).is_file()
         return bool(self.fs.isfile(f"{self.root}/{key}"))
 
     def is_dir(self, key: str) -> bool:
-        """Whether ``key`` holds files (a directory; a prefix of objects)."""
-        if self.local:
-            return Path(self.root, key).is_dir()
         self.fs.invalidate_cache(f"{self.root}/{key}")
         return bool(self.fs.isdir(f"{self.root}/{key}"))
 
     def mtime(self, key: str) -> float:
-        """Unix time ``key`` was last written (FileNotFoundError if there is none)."""
-        if self.local:
-            return Path(self.root, key).stat().st_mtime
         return self.fs.modified(f"{self.root}/{key}").timestamp()
 
     def write(self, key: str, data: bytes, tmp: str | None = None) -> None:
-        """Replace ``key`` by ``data`` atomically: a crash leaves the old or the new bytes.
-
-        Local: written to ``tmp`` (default ``.NAME.PID.tmp`` beside it) and renamed over it.
-        Object store: one PUT.
-        """
-        if not self.local:
-            self.fs.pipe_file(f"{self.root}/{key}", data)
-            return
-        path = Path(self.root, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_name(tmp or f".{path.name}.{os.getpid()}.tmp")
-        try:
-            aside.write_bytes(data)
-            os.replace(aside, path)
-        except OSError:
-            aside.unlink(missing_ok=True)
-            raise
+        """One PUT (``tmp`` is not needed)."""
+        self.fs.pipe_file(f"{self.root}/{key}", data)
 
     def write_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """:meth:`write` of each (key, data). Local: one after the other, each item produced
-        only when the previous is written (memory of one item). Object store: every item
-        produced first, then PUT concurrently (each PUT is still atomic; the order among
-        them is not kept — callers write what must come after in a later call)."""
-        if self.local:
-            for key, data in items:
-                self.write(key, data)
-            return
+        """Every item produced first, then PUT concurrently (each PUT is still atomic; the
+        order among them is not kept — callers write what must come after in a later call)."""
         batch = {f"{self.root}/{key}": data for key, data in items}
         if batch:
             self.fs.pipe(batch)
 
     def create(self, key: str, data: bytes) -> bool:
-        """Create ``key`` holding ``data`` if it does not exist, atomically; False if it does.
-
-        Local: ``O_CREAT | O_EXCL`` then fsync. Object store: a conditional PUT
-        (``If-None-Match: *``); a server that ignores the condition would overwrite —
-        AWS S3, MinIO and moto honour it.
-        """
-        if not self.local:
-            try:
-                self.fs.pipe_file(f"{self.root}/{key}", data, mode="create")
-            except FileExistsError:
-                return False
-            return True
+        """A conditional PUT (``If-None-Match: *``); a server that ignores the condition would
+        overwrite — AWS S3, MinIO and moto honour it."""
         try:
-            fd = os.open(Path(self.root, key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            self.fs.pipe_file(f"{self.root}/{key}", data, mode="create")
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         return True
 
     def remove(self, key: str) -> None:
-        """Remove ``key``; nothing if it is not there."""
-        if self.local:
-            Path(self.root, key).unlink(missing_ok=True)
-            return
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(f"{self.root}/{key}")
 
     def remove_if(self, key: str, same: Callable[[bytes], bool]) -> bool:
-        """Remove ``key`` if its bytes pass ``same``; True if removed (or already gone),
-        False if it holds something else (left in place).
-
-        Local: renamed to a name of our own first (atomic), checked, put back with a hard
-        link if it was not the one judged. S3: the object's ETag is read, then its bytes,
-        and the delete is conditional on that ETag (``If-Match``), so an object replaced
-        meanwhile is not deleted. Other protocols: read, compare, delete — not atomic.
-        """
-        if self.local:
-            path = Path(self.root, key)
-            aside = path.with_name(f"{path.name}.broken.{secrets.token_hex(8)}")
-            try:
-                os.rename(path, aside)
-            except FileNotFoundError:
-                return True
-            try:
-                ok = same(aside.read_bytes())
-            except OSError:
-                ok = False
-            if not ok:  # we moved a fresh file of another process: put it back (fails if one exists)
-                with contextlib.suppress(OSError):
-                    os.link(aside, path)
-            aside.unlink()
-            return ok
+        """S3: the object's ETag is read, then its bytes, and the delete is conditional on
+        that ETag (``If-Match``), so an object replaced meanwhile is not deleted. Other
+        protocols: read, compare, delete — not atomic."""
         full = f"{self.root}/{key}"
         try:
             self.fs.invalidate_cache(full)
@@ -343,14 +570,6 @@ class Location:
         return True
 
     def files(self, key: str) -> Iterator[tuple[tuple[str, ...], str]]:
-        """Every file under ``key``: (its path parts relative to ``key``, its key)."""
-        if self.local:
-            top = Path(self.root, key)
-            for root, _, names in os.walk(top):
-                rel = Path(root).relative_to(top).parts
-                for f in names:
-                    yield (*rel, f), str(Path(key, *rel, f))
-            return
         top = f"{self.root}/{key}".rstrip("/")
         self.fs.invalidate_cache(top)
         for full in sorted(self.fs.find(top)):
@@ -358,49 +577,25 @@ class Location:
             yield rel, f"{key}/{'/'.join(rel)}"
 
     def entries(self) -> list[str]:
-        """Names directly inside the store (files and directories)."""
-        if self.local:
-            return [p.name for p in Path(self.root).iterdir()]
         self.fs.invalidate_cache(self.root)
         try:
             return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         except FileNotFoundError:
             return []
 
+    def holds_chunk_files(self, name: str) -> bool:
+        return True  # no directories: every chunk is an object of its own
+
     def make_dir(self) -> bool:
-        """Create the store's directory if missing; True if this call created it.
-        An object store has no directories: nothing to create."""
-        if not self.local:
-            return False
-        path = Path(self.root)
-        try:
-            if not path.exists():
-                path.mkdir(parents=True)
-                return True
-        except FileExistsError:
-            pass
-        return False
+        return False  # an object store has no directories
+
+    def make_parent(self) -> None:
+        return None
 
     def remove_empty_dir(self) -> None:
-        """Remove the store's directory if it is empty (local stores only)."""
-        if self.local:
-            with contextlib.suppress(OSError):
-                Path(self.root).rmdir()
+        return None
 
     def clear(self, keep: Callable[[str], bool]) -> None:
-        """Remove everything in the store except the entries whose name passes ``keep``
-        (and a local path that is a file, not a directory: removed)."""
-        if self.local:
-            path = Path(self.root)
-            if not path.is_dir():
-                path.unlink()
-                return
-            for p in path.iterdir():
-                if not keep(p.name):
-                    import shutil
-
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-            return
         self.fs.invalidate_cache(self.root)
         doomed = [f for f in self.fs.find(self.root)
                   if not keep(f[len(self.root) + 1:].split("/", 1)[0])]
@@ -409,15 +604,14 @@ class Location:
         self.fs.invalidate_cache(self.root)
 
 
-def parse(store: str | Path | Location, options: Mapping[str, Any] | None = None) -> Location:
-    """The :class:`Location` of ``store=`` (a Location is returned as it is).
+def parse(store: str | Path, options: Mapping[str, Any] | None = None) -> Location:
+    """The :class:`Location` of ``store=``: the one place a store's text is read (the CLI,
+    the start of a sweep); everything after takes the Location.
 
     Raises ConfigError for a URL whose protocol fsspec does not know, whose
     implementation is not installed (``s3://`` needs ``pip install s3fs``), or that
     cannot hold a store; ``file://`` URLs are local paths.
     """
-    if isinstance(store, Location):
-        return store
     text = str(store)
     if not text:
         raise ConfigError("store: is empty; give a path or a URL such as s3://bucket/sweep.zarr")
@@ -425,7 +619,7 @@ def parse(store: str | Path | Location, options: Mapping[str, Any] | None = None
     if not is_url(text):
         if opts:
             raise ConfigError("store_options: only for a URL store (s3://…); a local path takes none")
-        return Location(store=text, protocol="", root=text)
+        return LocalLocation(store=text, root=text)
     protocol, rest = text.split("://", 1)
     protocol = protocol.lower()
     if protocol in ("file", "local"):
@@ -446,4 +640,4 @@ def parse(store: str | Path | Location, options: Mapping[str, Any] | None = None
     root = rest.strip("/")
     if "/" not in root:
         raise ConfigError(f"store: {text}: name a store inside the bucket ({protocol}://{root}/sweep.zarr)")
-    return Location(store=text, protocol=protocol, root=root, options=opts)
+    return FsspecLocation(store=text, protocol=protocol, root=root, storage=opts)

@@ -35,7 +35,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pipeline.store import location
@@ -51,10 +50,9 @@ STALE_AFTER_S = 600.0
 _HELD: list[Lock] = []
 
 
-def lock_path(store: str | Path | Location) -> Path | str:
+def lock_path(loc: Location) -> str:
     """The lock file, as the user names it (a path, or a URL)."""
-    loc = location.parse(store)
-    return Path(loc.root, LOCK_NAME) if loc.local else loc.show(LOCK_NAME)
+    return loc.show(LOCK_NAME)
 
 
 def _alive(pid: int) -> bool:
@@ -67,9 +65,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read(store: str | Path | Location) -> dict[str, Any] | None:
+def read(loc: Location) -> dict[str, Any] | None:
     """The holder recorded in the store's lock file, or None when there is none."""
-    loc = location.parse(store)
     try:
         text = loc.read(LOCK_NAME).decode(errors="replace")
     except FileNotFoundError:
@@ -156,7 +153,7 @@ def _break(store: Location, judged: dict[str, Any]) -> bool:
     return store.remove_if(LOCK_NAME, same)
 
 
-def acquire(store: str | Path | Location, command: str = "",
+def acquire(loc: Location, command: str = "",
             say: Callable[[str], None] | None = None) -> Lock:
     """Take the store's lock or raise ConfigError naming its holder.
 
@@ -165,7 +162,6 @@ def acquire(store: str | Path | Location, command: str = "",
     (read-only file system, permissions, immutable; an object store without
     write access) is refused here, before anything is computed.
     """
-    loc = location.parse(store)
     shown = loc.show()
     say = say or (lambda msg: sys.stderr.write(msg + "\n"))
     try:
@@ -196,9 +192,9 @@ def acquire(store: str | Path | Location, command: str = "",
     raise ConfigError(f"store: {shown}: could not take its lock (contended); try again")
 
 
-def others_in(store: str | Path | Location) -> bool:
+def others_in(loc: Location) -> bool:
     """Whether the store holds anything besides lock files."""
-    return any(not name.startswith(LOCK_NAME) for name in location.parse(store).entries())
+    return any(not name.startswith(LOCK_NAME) for name in loc.entries())
 
 
 def release_all() -> None:

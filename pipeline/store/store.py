@@ -19,8 +19,8 @@ buffered cell lost with the process is simply recomputed on resume. Metadata is
 consolidated once at the end of a run.
 
 The store lives in a local directory or at an fsspec URL (``s3://bucket/sweep.zarr``):
-every function here takes a path or a :class:`~pipeline.store.location.Location`, and reaches
-the store only through it (files for a path, objects for a URL).
+every function here takes its :class:`~pipeline.store.location.Location` and reaches the
+store only through it (files for a path, objects for a URL).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import zarr
 
 from pipeline.config import SweepPlan
 from pipeline.run import faults
+from pipeline.run.settings import RunConf
 from pipeline.store import integrity, location, lock
 from pipeline.store.location import Location
 from sgdsweep.analysis.reductions import open_sweep
@@ -53,8 +54,8 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.store import shards
 
 ZARR_FORMAT = 3
-#: Cells per shard (at most): with ~25 variables, ≤ 0.025 chunk files per cell.
-SHARD_CELLS = 1024
+#: Cells per shard (at most), ``shard_cells``'s default: with ~25 variables, ≤ 0.025 chunk files per cell.
+SHARD_CELLS = RunConf.shard_cells
 #: Longest time a finished cell waits in the writer's buffer before it is written.
 FLUSH_SECONDS = 10.0
 VERSIONED = ("sgdsweep", "numpy", "numba", "xarray", "zarr", "dask", "distributed", "hydra-core")
@@ -212,13 +213,12 @@ class StoreState:
     done: np.ndarray | None = None  # bool, sweep shape
 
 
-def inspect(path: str | Path | Location, plan: SweepPlan, overwrite: bool) -> StoreState:
+def inspect(loc: Location, plan: SweepPlan, overwrite: bool) -> StoreState:
     """Check the store's place without changing anything (raises ConfigError).
 
     A store of the same sweep (same config hash) is resumed; anything else at the
     place is refused unless ``overwrite``.
     """
-    loc = location.parse(path)
     # Only a lock there: a sweep is starting (its lock refuses us next) or died before the template.
     if not loc.exists() or (loc.is_dir("") and not lock.others_in(loc)):
         loc.check_creatable()
@@ -245,14 +245,12 @@ def inspect(path: str | Path | Location, plan: SweepPlan, overwrite: bool) -> St
     return StoreState(exists=True, done=done)
 
 
-def create(path: str | Path | Location, template: xr.Dataset, replace: bool) -> None:
+def create(loc: Location, template: xr.Dataset, replace: bool) -> None:
     """Write the template's metadata and coordinates (no cell data) to the store."""
-    loc = location.parse(path)
     if replace and loc.exists():  # everything but the lock this run holds
         loc.clear(keep=lambda name: name == lock.LOCK_NAME)
     try:
-        if loc.local:
-            Path(loc.root).parent.mkdir(parents=True, exist_ok=True)
+        loc.make_parent()
         with quiet_zarr():
             # A store holding only this run's lock is empty to us: zarr's "w-" would refuse it.
             mode = "a" if loc.is_dir("") and not lock.others_in(loc) else "w-"
@@ -281,10 +279,9 @@ class CellWriter:
     became durable in that call, for the caller's progress.
     """
 
-    def __init__(self, path: str | Path | Location, template: xr.Dataset, sweep_dims: Sequence[str],
+    def __init__(self, loc: Location, template: xr.Dataset, sweep_dims: Sequence[str],
                  buffer: bool = True, flush_seconds: float = FLUSH_SECONDS):
-        self.loc = location.parse(path)
-        self.path = self.loc.show()
+        self.loc = loc
         with quiet_zarr():
             self.group = zarr.open_group(self.loc.zarr_store, mode="r+")
         self.k = len(sweep_dims)
@@ -394,7 +391,7 @@ class CellWriter:
                 return cached[name]
             return _read_block(arr, region, lost)
 
-        with quiet_zarr(), faults.store_writes(self.path, what):
+        with quiet_zarr(), faults.store_writes(self.loc, what):
             blocks = {}
             for name in self.layout:
                 if name in (DONE, ERROR) or not ok:
@@ -445,9 +442,7 @@ class CellWriter:
         (None when the array's layout is not one :func:`sgdsweep.store.shards.encode_shard` writes)."""
         arr = self.arrays[name]
         shard_key = "/".join((name, "c", *(str(i) for i in key), *("0",) * (arr.ndim - self.k)))
-        # Local: the array is a directory of chunk files; an object store has no directories.
-        raw = shards.encode_shard(arr, block, self.k) if (
-            not self.loc.local or self.loc.is_dir(name)) else None
+        raw = shards.encode_shard(arr, block, self.k) if self.loc.holds_chunk_files(name) else None
         return shard_key, raw
 
     def _put(self, name: str, key: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
@@ -473,7 +468,7 @@ class CellWriter:
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
         """Write what waits, update attrs and consolidate metadata (once, at the end of a run)."""
         self.flush()
-        with quiet_zarr(), faults.store_writes(self.path, "the run record"):
+        with quiet_zarr(), faults.store_writes(self.loc, "the run record"):
             self.group.attrs.update(dict(extra_attrs))
             zarr.consolidate_metadata(self.loc.zarr_store)
 
@@ -503,8 +498,7 @@ def _size(region: tuple[slice, ...]) -> int:
     return int(np.prod([r.stop - r.start for r in region], dtype=np.int64))
 
 
-def read_status(path: str | Path | Location) -> xr.Dataset:
+def read_status(loc: Location) -> xr.Dataset:
     """The store opened lazily with xarray, a shard per Dask chunk (:func:`sgdsweep.open_sweep`)."""
-    loc = location.parse(path)
     with quiet_zarr():
-        return open_sweep(loc.root if loc.local else loc.url, storage_options=dict(loc.options) or None)
+        return open_sweep(loc.dataset_path, storage_options=loc.storage_options)

@@ -9,6 +9,9 @@ until ``.compute()``), on any ``.sel``/``.isel`` subset of it, and on a single
     ds.sgd.distance("sgd", "fp", metric="w1")             # (lr, …, t), lazy
     ds.sgd.sde_validity().compute()                        # TV(SGD, FP) at the last time
     ds.sel(lr=0.02).sgd.basin_ratio("sgd", "b1", "b0")     # wide pit over narrow pit
+    ds.sgd.escape_validity()                               # Kramers, Xie et al., SDE vs SGD escape
+    ds.sgd.effective_potential("ito")                      # −log p = ∫G/D + log D + const (1-D)
+    ds.sgd.noise_coordinate()                              # φ = ∫dθ/√(2D): unit noise (1-D)
 
 Names: a *source* is a dynamics in ``method`` (``sgd``, ``sde``, ``langevin``,
 ``gd``, ``fp``, ``fp_drift``, ``sgd_op``, ``gauss_step``, …) — a density over ``t`` — or
@@ -31,6 +34,16 @@ import numpy as np
 import xarray as xr
 
 from sgdsweep.analysis.metrics import DISTANCES
+from sgdsweep.analysis.potentials import (
+    NOISE_COORDINATE_FIELDS,
+    POTENTIAL_PARTS,
+    centre_log_densities,
+    deepest_pair_log_ratio,
+    ito_log_density,
+    local_fit_residual,
+    noise_coordinate_fields,
+    potential_parts,
+)
 from sgdsweep.analysis.reductions import basin_integrals, fit_temperature
 from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
 
@@ -301,6 +314,140 @@ class SweepAccessor:
         out.attrs = {"long_name": f"effective temperature of {source} (fit of log p vs L)", "units": "1"}
         return out
 
+    # ------------------------------------------------------------------ potentials
+
+    def _stationary_1d(self, kind: str) -> xr.DataArray:
+        if "y" in self.space_dims:
+            raise ValueError("kind: the 1-D decomposition needs a 1-D store; in 2-D use local_potential_fit")
+        if kind not in self.kinds:
+            raise KeyError(f"{kind!r}: not a stationary kind ({', '.join(self.kinds) or 'none'})")
+        return self.source(STATIONARY_PREFIX + kind)
+
+    def _per_x(self, fn: Any, fields: tuple[str, ...], dim: str, *args: xr.DataArray) -> xr.Dataset:
+        x = np.asarray(self._ds["x"].values, float)
+        out = xr.apply_ufunc(
+            fn, *args, kwargs={"x": x},
+            input_core_dims=[["x"]] * len(args), output_core_dims=[[dim, "x"]],
+            dask="parallelized", output_dtypes=[float],
+            dask_gufunc_kwargs={"output_sizes": {dim: len(fields)}, "allow_rechunk": True},
+        )
+        return out.assign_coords({dim: list(fields)}).to_dataset(dim)
+
+    def effective_potential(self, kind: str = "ito") -> xr.Dataset:
+        """−log p of stationary ``kind`` beside its 1-D Itô decomposition (nats, over ``x``).
+
+        ``total`` = −log p, ``drift_part`` = ∫ G/D dθ from the grid's left end (trapezoid),
+        ``noise_part`` = log D (D = η Σ_b / 2, the stored ``diffusion``), ``residual`` =
+        total − drift_part − noise_part, the constant of ``total`` chosen so the residual has
+        zero p-weighted mean. For ``ito`` the residual is the grid error (O(dx²)); for
+        ``gibbs`` or ``sgd`` it is how far that law is from the Itô one. ``loss_over_t`` =
+        L/T (T the cell's ``temperature``), the Gibbs potential, for comparison. NaN where
+        p < 1e-12 max p.
+        """
+        p = self._stationary_1d(kind)
+        out = self._per_x(potential_parts, POTENTIAL_PARTS, "part", p, self._ds["grad_mean"],
+                          self._ds["diffusion"])
+        out["loss_over_t"] = self._masked(self._ds["loss"] / self._ds["temperature"])
+        for name in (*POTENTIAL_PARTS, "loss_over_t"):
+            out[name].attrs = {"long_name": f"{name.replace('_', ' ')} of −log p ({kind})", "units": "nat"}
+        return out
+
+    def noise_coordinate(self, kind: str = "ito") -> xr.Dataset:
+        """The coordinate φ = ∫ dθ / sqrt(2D) in which the SDE's noise is dW everywhere.
+
+        Over ``x`` (θ): ``phi`` (0 where D is largest), ``drift`` = −(G + D′/2)/sqrt(2D),
+        the Itô drift of φ, and ``density`` = p·sqrt(2D), stationary ``kind`` as a density
+        in φ (∫ density dφ = ∫ p dθ). The φ-SDE dφ = drift dt + dW has constant diffusion ½:
+        its stationary law is ∝ exp(2 ∫ drift dφ), Gibbs-like in φ.
+        """
+        p = self._stationary_1d(kind)
+        out = self._per_x(noise_coordinate_fields, NOISE_COORDINATE_FIELDS, "field", p,
+                          self._ds["grad_mean"], self._ds["diffusion"])
+        out["phi"].attrs = {"long_name": "noise coordinate φ = ∫ dθ/sqrt(2D)", "units": "sqrt(t)"}
+        out["drift"].attrs = {"long_name": "Itô drift of φ, −(G + D′/2)/sqrt(2D)", "units": "sqrt(t)/t"}
+        out["density"].attrs = {"long_name": f"stationary density in φ ({kind})", "units": "1/φ"}
+        return out
+
+    def centre_density_ratio(self, kind: str = "ito", numerator: str | None = None,
+                             denominator: str | None = None) -> xr.DataArray:
+        """log10 of p at the bottom of one basin over p at the bottom of another (stationary
+        ``kind``).
+
+        Default: the left over the right of the two deepest minima of L in each cell
+        (:func:`sgdsweep.analysis.potentials.deepest_pair_log_ratio`), whatever shallower
+        basins lie between them; with ``numerator`` and ``denominator`` the bottoms of those
+        named basins (:func:`~sgdsweep.analysis.potentials.centre_log_densities`). Bottoms are
+        the zeros of G. For ``ito`` log p comes from the closed form −∫ G/D − log D on the
+        stored G and D (:func:`~sgdsweep.analysis.potentials.ito_log_density`), so ratios beyond
+        1e308, where the stored density underflows to 0, stay finite; other kinds use log of
+        the stored density (±inf where one bottom holds no mass).
+        """
+        x = np.asarray(self._ds["x"].values, float)
+        if kind == "ito":
+            self._stationary_1d(kind)
+            logp = xr.apply_ufunc(ito_log_density, self._ds["grad_mean"], self._ds["diffusion"],
+                                  kwargs={"x": x}, input_core_dims=[["x"], ["x"]], output_core_dims=[["x"]],
+                                  dask="parallelized", output_dtypes=[float],
+                                  dask_gufunc_kwargs={"allow_rechunk": True})
+            logp = self._masked(logp)
+        else:
+            with np.errstate(divide="ignore"):
+                logp = np.log(self._stationary_1d(kind))
+        core = [["x"]] * 3
+        if numerator is None and denominator is None:
+            diff = xr.apply_ufunc(deepest_pair_log_ratio, logp, self._ds["grad_mean"], self._ds["loss"],
+                                  kwargs={"x": x}, input_core_dims=core, output_core_dims=[[]],
+                                  dask="parallelized", output_dtypes=[float],
+                                  dask_gufunc_kwargs={"allow_rechunk": True})
+            what = "left / right of the two deepest minima"
+        else:
+            names = self.basins
+            numerator = names[0] if numerator is None else numerator
+            denominator = names[-1] if denominator is None else denominator
+            n = len(names)
+            c = xr.apply_ufunc(
+                centre_log_densities, logp, self._ds["grad_mean"], self._ds["loss"],
+                kwargs={"x": x, "n_basins": n}, input_core_dims=core, output_core_dims=[["basin"]],
+                dask="parallelized", output_dtypes=[float],
+                dask_gufunc_kwargs={"output_sizes": {"basin": n}, "allow_rechunk": True},
+            ).assign_coords(basin=names)
+            diff = c.sel(basin=numerator, drop=True) - c.sel(basin=denominator, drop=True)
+            what = f"{numerator} / {denominator}"
+        out = diff / np.log(10.0)
+        out.name = "centre_density_log10_ratio"
+        out.attrs = {"long_name": f"log10 ratio of p at the bottoms, {what} ({kind})", "units": "1"}
+        return out
+
+    def local_potential_fit(self, kind: str = "ito", rel_floor: float = 1e-3) -> xr.Dataset:
+        """How well a local function of L, G, Σ describes −log p of stationary ``kind`` (2-D).
+
+        Least squares of −log p on the features 1, L, |G|², tr Σ, log(Σ_xx Σ_yy) (the stored
+        ``loss``, ``grad_mean``, ``grad_var``) over the cells with p ≥ ``rel_floor``·max p,
+        weighted by p. ``residual`` (x, y): −log p minus the fit (nats, NaN outside the
+        cells used); ``rms_residual``: its p-weighted root mean square. A stationary law with
+        no probability current has a potential of this kind only if the features span it;
+        one with a circulating current has none at all.
+        """
+        if "y" not in self.space_dims:
+            raise ValueError("local_potential_fit: needs a 2-D store (x, y)")
+        if kind not in self.kinds:
+            raise KeyError(f"{kind!r}: not a stationary kind ({', '.join(self.kinds) or 'none'})")
+        p = self.source(STATIONARY_PREFIX + kind)
+        g2 = (self._ds["grad_mean"] ** 2).sum("axis")
+        var = self._ds["grad_var"]
+        feats = [self._ds["loss"], g2, var.sum("axis"), np.log(var.sel(axis="x") * var.sel(axis="y"))]
+        core = [["x", "y"]] * (1 + len(feats))
+        res, rms = xr.apply_ufunc(
+            local_fit_residual, p, *feats, kwargs={"rel_floor": rel_floor},
+            input_core_dims=core, output_core_dims=[["x", "y"], []],
+            dask="parallelized", output_dtypes=[float, float],
+            dask_gufunc_kwargs={"allow_rechunk": True}, vectorize=True,
+        )
+        out = xr.Dataset({"residual": self._masked(res), "rms_residual": self._masked(rms)})
+        out["residual"].attrs = {"long_name": f"−log p ({kind}) minus its best local fit", "units": "nat"}
+        out["rms_residual"].attrs = {"long_name": "p-weighted rms of the local-fit residual", "units": "nat"}
+        return out
+
     # ------------------------------------------------------------------ escapes
 
     def escape_summary(self) -> xr.Dataset:
@@ -336,6 +483,62 @@ class SweepAccessor:
         out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
                                        "units": "1"}
         return out
+
+    def escape_validity(self, operator: str = "sgd_op", direction: int = 1) -> xr.Dataset:
+        """The escape-time validity map: each approximation over SGD's exact escape time.
+
+        Exact times (t = η·step, from the cell's initial law to ``escape_threshold``): the
+        Itô SDE's ``escape_time_exact`` (``sde_time``) and SGD's own ``escape_time_operator``
+        of method ``operator`` (``sgd_time``). Approximations
+        (:mod:`sgdsweep.fokker_planck.escape_rates`) from the stored ``loss``, ``grad_mean``
+        and ``diffusion`` through :func:`~sgdsweep.fokker_planck.escape_rates.barrier_geometry`
+        (the lowest minimum before the threshold in ``direction`` and the highest point of L
+        between it and the threshold): ``kramers_time`` (D frozen at the minimum) and
+        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = |H_s|/(H_a + |H_s|)).
+        Ratios ``sde_over_sgd``, ``kramers_over_sgd``, ``xie_over_sgd``, ``kramers_over_sde``,
+        ``xie_over_sde``, and the geometry (``curvature_min``, ``curvature_top``, ``barrier``,
+        ``diffusion_min``, ``diffusion_top``, ``lr_curvature`` = η H_a, above 2 where GD is
+        unstable in the minimum). Inf where a time is infinite (SGD that cannot climb out:
+        trapped).
+        """
+        from sgdsweep.fokker_planck import escape_rates as er
+
+        ds = self._ds
+        for name in ("escape_time_exact", "escape_threshold", "diffusion"):
+            if name not in ds:
+                raise KeyError(f"{name!r}: this dataset holds no 1-D escape times")
+        if "escape_time_operator" not in ds or operator not in self.methods:
+            raise KeyError(f"{operator!r}: no operator escape time in this dataset (run method {operator})")
+        geo_keys = ("curvature_min", "curvature_top", "barrier", "diffusion_min", "diffusion_top")
+        x = np.asarray(ds["x"].values, float)
+
+        def geometry(loss, grad, diff, thr):
+            g = er.barrier_geometry(x, loss, grad, diff, float(thr), direction) if np.isfinite(thr) else {}
+            vals = [g.get(k, np.nan) for k in geo_keys]
+            h_a, h_s, dl, d_a, d_s = vals
+            ok = all(np.isfinite(v) for v in vals) and h_a > 0 and h_s < 0 and dl > 0 and d_a > 0 and d_s > 0
+            kr = er.kramers_at_minimum(h_a, h_s, dl, d_a) if ok else np.nan
+            xi = er.xie_escape_time_from_diffusion(h_a, h_s, dl, d_a, d_s) if ok else np.nan
+            return np.array([*vals, kr, xi])
+
+        names = (*geo_keys, "kramers_time", "xie_time")
+        thr = ds["escape_threshold"]
+        arr = xr.apply_ufunc(geometry, ds["loss"], ds["grad_mean"], ds["diffusion"], thr,
+                             input_core_dims=[["x"], ["x"], ["x"], []], output_core_dims=[["q"]],
+                             vectorize=True, dask="parallelized", output_dtypes=[float],
+                             dask_gufunc_kwargs={"output_sizes": {"q": len(names)}})
+        out = arr.assign_coords(q=list(names)).to_dataset("q")
+        out["sde_time"] = ds["escape_time_exact"]
+        out["sgd_time"] = ds["escape_time_operator"].sel({"method": operator}, drop=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for a, b in (("sde", "sgd"), ("kramers", "sgd"), ("xie", "sgd"),
+                         ("kramers", "sde"), ("xie", "sde")):
+                out[f"{a}_over_{b}"] = out[f"{a}_time"] / out[f"{b}_time"]
+        out["lr_curvature"] = out["curvature_min"] * out["lr"] if "lr" in out.coords else np.nan
+        for name in out.data_vars:
+            unit = "t" if name.endswith("_time") else "1"
+            out[name].attrs = {"long_name": name.replace("_", " "), "units": unit}
+        return xr.Dataset({k: self._masked(v) for k, v in out.data_vars.items()})
 
     # ------------------------------------------------------------------ interactive
 

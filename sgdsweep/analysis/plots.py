@@ -24,143 +24,30 @@ import xarray as xr
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from sgdsweep.analysis.figure import (  # noqa: F401  (re-exported: the cell pickers, styles)
+    DENSITY,
+    KIND_STYLE,
+    MAX_PANELS,
+    OKABE_ITO,
+    STYLE,
+    THETA,
+    TIME,
+    _axes,
+    _cell_label,
+    _figure,
+    _fmt,
+    _legend_below,
+    _message,
+    _methods,
+    _snapshot_indices,
+    _support,
+    first_done_cell,
+    method_style,
+    most_informative_cell,
+)
 from sgdsweep.analysis.metrics import total_variation
-from sgdsweep.cell.schema import DONE
-
-#: Okabe & Ito (2008) colour-blind-safe palette.
-OKABE_ITO = {
-    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
-}
-METHOD_STYLE: dict[str, dict[str, Any]] = {
-    "fp": {"color": OKABE_ITO["black"], "label": "Fokker–Planck (Itô)"},
-    "fp_drift": {"color": OKABE_ITO["sky"], "label": "FP, drift only", "linestyle": "--"},
-    "sgd": {"color": OKABE_ITO["vermillion"], "label": "SGD (Monte Carlo)"},
-    "sde": {"color": OKABE_ITO["blue"], "label": "SDE (Euler–Maruyama)"},
-    "langevin": {"color": OKABE_ITO["green"], "label": "Langevin"},
-    "gd": {"color": OKABE_ITO["purple"], "label": "gradient descent"},
-    "svag": {"color": OKABE_ITO["orange"], "label": "SVAG"},
-    "sgd_noise": {"color": OKABE_ITO["yellow"], "label": "SGD + injected noise"},
-    "sme2": {"color": OKABE_ITO["sky"], "label": "SME-2 (Euler–Maruyama)"},
-    "fp_sme2": {"color": OKABE_ITO["black"], "label": "FP of SME-2", "linestyle": ":"},
-    "sgd_op": {"color": OKABE_ITO["vermillion"], "label": "SGD (transfer operator)", "linestyle": "--"},
-    "gauss_step": {"color": OKABE_ITO["blue"], "label": "Gaussian step (EM at dt = η)",
-                   "linestyle": "-."},
-}
-KIND_STYLE: dict[str, dict[str, Any]] = {
-    "ito": {"color": OKABE_ITO["black"], "label": "stationary FP (Itô)"},
-    "stratonovich": {"color": OKABE_ITO["sky"], "label": "stationary FP (Stratonovich)", "linestyle": ":"},
-    "isothermal": {"color": OKABE_ITO["orange"], "label": "stationary FP (isothermal)", "linestyle": "-."},
-    "gibbs": {"color": OKABE_ITO["green"], "label": "Gibbs ∝ exp(−L/T)", "linestyle": "--"},
-    "sme2": {"color": OKABE_ITO["sky"], "label": "stationary FP of SME-2", "linestyle": "--"},
-    "sgd": {"color": OKABE_ITO["vermillion"], "label": "stationary SGD (operator)", "linestyle": ":"},
-    "gauss_step": {"color": OKABE_ITO["blue"], "label": "stationary Gaussian step", "linestyle": ":"},
-}
-STYLE = {
-    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8.5,
-    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
-}
-THETA = "θ"
-TIME = "t = η·step"
-DENSITY = "density p(θ)  [1/θ]"
-MAX_PANELS = 6
-
-
-def _figure(ncols: int, nrows: int = 1, width: float = 3.6, height: float = 3.0) -> Figure:
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(min(width * ncols, 16), height * nrows + 0.6), dpi=100, layout="constrained")
-        fig.subplots(nrows, ncols, squeeze=False)
-    return fig
-
-
-def _axes(fig: Figure) -> np.ndarray:
-    axs = np.asarray(fig.axes, dtype=object)
-    for ax in axs:
-        with mpl.rc_context(STYLE):
-            ax.grid(True, alpha=0.3)
-            ax.spines[["top", "right"]].set_visible(False)
-    return axs
-
-
-def _message(text: str) -> Figure:
-    fig = Figure(figsize=(8, 1.2), dpi=100)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
-    return fig
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float | np.floating):
-        return f"{float(v):.4g}"
-    return str(v.item() if hasattr(v, "item") else v)
-
-
-def _cell_label(sel: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {_fmt(v)}" for k, v in sel.items())
-
-
-def first_done_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
-    """The first finished cell of ``ds`` (C order over the sweep dims) and its coordinates."""
-    dims = ds.sgd.sweep_dims
-    if not dims:
-        return ds, {}
-    done = np.asarray(ds[DONE].values, dtype=bool)
-    if not done.any():
-        return None
-    idx = np.unravel_index(int(np.argmax(done)), done.shape)
-    isel = dict(zip(dims, (int(i) for i in idx), strict=True))
-    return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
-
-
-def most_informative_cell(ds: xr.Dataset, metric: str = "tv", method: str = "sgd",
-                          reference: str = "fp") -> tuple[xr.Dataset, dict[str, Any]] | None:
-    """The finished cell where ``method`` departs most from ``reference`` at the last
-    snapshot (largest ``metric``, by default TV(SGD, FP)), as a selection that keeps its
-    sweep dims (length 1), and its coordinates.
-
-    Falls back to :func:`first_done_cell` when either method is missing or no distance
-    is finite; None when no cell is finished.
-    """
-    dims = ds.sgd.sweep_dims
-    if not dims:
-        return ds, {}
-    if method in ds.sgd.methods and reference in ds.sgd.methods and "y" not in ds.dims:
-        dist = ds.sgd.sde_validity(metric, method=method, reference=reference).transpose(*dims)
-        vals = np.asarray(dist.values, dtype=float)
-        if np.isfinite(vals).any():
-            idx = np.unravel_index(int(np.nanargmax(vals)), vals.shape)
-            isel = dict(zip(dims, (int(i) for i in idx), strict=True))
-            # length-1 sweep dims: the one-cell figures then name the cell in their titles
-            return ds.isel({d: [i] for d, i in isel.items()}), {d: ds[d].values[i] for d, i in isel.items()}
-    return first_done_cell(ds)
-
-
-def _legend_below(fig: Figure, ax: Any, ncols: int = 5) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), ncols), frameon=False)
-
-
-def _support(x: np.ndarray, dens: np.ndarray, tail: float = 5e-4) -> tuple[float, float]:
-    """θ-range holding all but ``tail`` of the mass on each side, for every density shown."""
-    d = np.nan_to_num(np.asarray(dens, float).reshape(-1, len(x)))
-    cdf = np.cumsum(d, axis=1)
-    total = cdf[:, -1:]
-    ok = total[:, 0] > 0
-    if not ok.any():
-        return float(x[0]), float(x[-1])
-    cdf = cdf[ok] / total[ok]
-    i_lo = int(min(np.argmax(c >= tail) for c in cdf))
-    i_hi = int(max(np.argmax(c >= 1 - tail) for c in cdf))
-    pad = max(0.1 * (x[i_hi] - x[i_lo]), 3 * (x[1] - x[0]))
-    return max(float(x[0]), float(x[i_lo] - pad)), min(float(x[-1]), float(x[i_hi] + pad))
-
-
-def _snapshot_indices(n: int, k: int) -> list[int]:
-    return sorted({round(float(i)) for i in np.linspace(0, n - 1, min(k, n))})
-
-
-def _methods(ds: xr.Dataset, wanted: Sequence[str]) -> list[str]:
-    return [m for m in wanted if m in ds.sgd.methods]
-
+from sgdsweep.analysis.plots2d import FIGURES_2D, current_2d, nonequilibrium_summary  # noqa: F401
+from sgdsweep.methods.registry import registered
 
 # --------------------------------------------------------------------------- one cell
 
@@ -193,7 +80,7 @@ def density_evolution(ds: xr.Dataset, times: Sequence[float] | None = None,
     axs = _axes(fig)
     for ax, k in zip(axs, range(len(idx)), strict=True):
         for m in methods:
-            st = METHOD_STYLE.get(m, {"label": m})
+            st = method_style(m)
             y = dens.sel({"method": m}).isel(t=k).values
             if cell.sgd.method_kind(m) == "density":
                 ax.plot(x, y, lw=1.8, **st)
@@ -244,7 +131,7 @@ def cell_densities(cell: xr.Dataset, t: Any = "last", methods: Sequence[str] = (
         ax.plot(x, y, lw=1.4, **KIND_STYLE.get(k, {"label": k}))
         shown.append(y)
     for m in methods:
-        st = dict(METHOD_STYLE.get(m, {"label": m}))
+        st = method_style(m)
         y = np.asarray(cell["density"].sel({"method": m}).isel(t=it).values, float)
         if m != "fp" and fp is not None:
             st["label"] = f"{st['label']} (TV to FP {float(total_variation(y, fp, cell.sgd.dx)):.3f})"
@@ -281,7 +168,7 @@ def moments(ds: xr.Dataset, methods: Sequence[str] = ("fp", "sgd", "gd", "fp_dri
     fig = _figure(2, width=4.6, height=3.2)
     ax_m, ax_s = _axes(fig)
     for m in methods:
-        st = METHOD_STYLE.get(m, {"label": m})
+        st = method_style(m)
         mu, sd = mean.sel({"method": m}).values, std.sel({"method": m}).values
         marker = None if cell.sgd.method_kind(m) == "density" else "o"
         ax_m.plot(t, mu, marker=marker, ms=3, lw=1.5, **st)
@@ -327,7 +214,7 @@ def stationary_densities(ds: xr.Dataset, method: str = "sgd", kinds: Sequence[st
         for k in kinds:
             ax.plot(x, cell["stationary"].sel(kind=k).values, lw=1.7, **KIND_STYLE.get(k, {"label": k}))
         if method in cell.sgd.methods:
-            st = dict(METHOD_STYLE.get(method, {"label": method}))
+            st = method_style(method)
             st["label"] = f"{st['label']}, t = {float(cell['t'].values[-1]):.3g}"
             ax.plot(x, cell["density"].sel({"method": method}).isel(t=-1).values,
                     drawstyle="steps-mid", lw=1.1, **st)
@@ -433,7 +320,8 @@ def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = 
         for c, (name, da) in enumerate(logs.items()):
             ax = axs[r, c]
             im = _heatmap(ax, da.isel(facet), norm, "PuOr", _ratio_text)
-            what = METHOD_STYLE.get(name, KIND_STYLE.get(name, {})).get("label", name)
+            style = method_style(name) if name in registered() else KIND_STYLE.get(name, {})
+            what = style.get("label", name)
             label = ", ".join(f"{d} = {_fmt(da[d].values[i])}" for d, i in facet.items())
             ax.set_title(f"{what}" + (f"\n{label}" if label else ""))
     cb = fig.colorbar(im, ax=axs.ravel().tolist(), shrink=0.8, extend="both")
@@ -498,7 +386,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
         ax.plot(x, np.atleast_1d(sub["escape_time_exact"].values), color=OKABE_ITO["black"], lw=1.8,
                 marker="s", ms=4, label="exact SDE passage time")
         for m in methods:
-            st = METHOD_STYLE.get(m, {"label": m})
+            st = method_style(m)
             sel = sub.sel({"method": m})
             mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
             frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
@@ -530,7 +418,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
 def gradient_noise(ds: xr.Dataset, panels_per: str = "batch_size") -> Figure:
     """The exact shape of the minibatch gradient noise over θ (1-D): the loss, the skewness
     and excess kurtosis of the minibatch mean gradient and the noise-to-signal ratio
-    tr Σ_b/|G|² (log scale), one line per value of ``panels_per`` (default the batch size)
+    tr Σ_b/‖G‖² (log scale), one line per value of ``panels_per`` (default the batch size)
     when it is a sweep axis, else for the first finished cell. Where these are far from 0
     (skewness, kurtosis) the Gaussian-noise assumption of the SDE fails; where NSR is small
     the noise is too weak against the drift for the SDE (and the linear scaling rule)."""
@@ -591,138 +479,3 @@ FIGURES = {
     "gradient_noise": gradient_noise,
 }
 
-
-# --------------------------------------------------------------------------- 2-D
-
-
-def _most_circulating_cell(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, Any]] | None:
-    """The finished cell with the largest |stationary_circulation| (else the first finished)."""
-    dims = ds.sgd.sweep_dims
-    if dims and "stationary_circulation" in ds:
-        vals = np.abs(np.asarray(ds["stationary_circulation"].where(ds[DONE]).transpose(*dims).values,
-                                 dtype=float))
-        if np.isfinite(vals).any():
-            idx = np.unravel_index(int(np.nanargmax(vals)), vals.shape)
-            isel = {d: int(i) for d, i in zip(dims, idx, strict=True)}
-            return ds.isel(isel), {d: ds[d].values[i] for d, i in isel.items()}
-    return first_done_cell(ds)
-
-
-#: Streamlines of J are drawn where p is above this fraction of its maximum.
-STREAM_FLOOR = 1e-3
-
-
-def _density_panel(ax: Any, fig: Figure, x: np.ndarray, y: np.ndarray, p: np.ndarray,
-                   J: np.ndarray | None, title: str) -> None:
-    """p (nx, ny) as a colour map, J (nx, ny, 2) as streamlines (width ∝ |J|)."""
-    with mpl.rc_context(STYLE):
-        mesh = ax.pcolormesh(x, y, p.T, shading="nearest", cmap="viridis")
-        fig.colorbar(mesh, ax=ax, shrink=0.85, label="p  [1/θ²]")
-        if J is not None and np.isfinite(J).all() and np.abs(J).max() > 0:
-            # Only where there is mass: elsewhere J is round-off and its direction noise.
-            empty = (p < STREAM_FLOOR * np.nanmax(p)).T
-            speed = np.hypot(J[..., 0], J[..., 1]).T
-            u = np.ma.masked_where(empty, J[..., 0].T)
-            v = np.ma.masked_where(empty, J[..., 1].T)
-            ax.streamplot(x, y, u, v, color="white", density=1.1,
-                          linewidth=0.4 + 1.6 * speed / speed[~empty].max(), arrowsize=0.8)
-    ax.set_xlabel("θ₁ (x)")
-    ax.set_ylabel("θ₂ (y)")
-    ax.set_title(title)
-    ax.grid(False)
-
-
-def current_2d(ds: xr.Dataset) -> Figure:
-    """A 2-D cell: the stationary FP density (cell's convention) with streamlines of its
-    probability current, the FP density at the last snapshot with its current, and SGD's
-    Monte Carlo histogram at the last snapshot. The cell is the one with the largest
-    |stationary_circulation| of the selection."""
-    if "y" not in ds.dims:
-        return _message("current_2d: a 2-D store is needed")
-    found = _most_circulating_cell(ds)
-    if found is None:
-        return _message("current_2d: no finished cell")
-    cell, where = found
-    x = np.asarray(cell["x"].values, dtype=float)
-    y = np.asarray(cell["y"].values, dtype=float)
-    kind = str(cell.attrs.get("fp_convention", "ito"))
-    panels: list[tuple[np.ndarray, np.ndarray | None, str]] = []
-    if kind in cell.sgd.kinds:
-        panels.append((np.asarray(cell["stationary"].sel(kind=kind).values, float),
-                       np.asarray(cell["stationary_current"].sel(kind=kind).values, float),
-                       f"stationary FP ({kind}) and J"))
-    t_last = float(cell["t"].values[-1])
-    if "fp" in cell.sgd.methods:
-        panels.append((np.asarray(cell["density"].sel({"method": "fp"}).isel(t=-1).values, float),
-                       np.asarray(cell["current"].sel({"method": "fp"}).isel(t=-1).values, float),
-                       f"FP at t = {t_last:.3g} and J"))
-    if "sgd" in cell.sgd.methods:
-        p = np.asarray(cell["density"].sel({"method": "sgd"}).isel(t=-1).values, float)
-        label = f"SGD histogram at t = {t_last:.3g}"
-        if "tv" in cell and "fp" in cell.sgd.methods:
-            label += f" (TV to FP {float(cell['tv'].sel({'method': 'sgd'}).isel(t=-1)):.3f})"
-        panels.append((p, None, label))
-    if not panels:
-        return _message("current_2d: the cell has neither a stationary density nor fp or sgd")
-    fig = _figure(len(panels), width=4.6, height=3.9)
-    axs = _axes(fig)
-    for ax, (p, J, title) in zip(axs, panels, strict=True):
-        _density_panel(ax, fig, x, y, p, J, title)
-    # Zoom onto where any panel has mass.
-    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _, _ in panels]), axis=0)
-    ix, iy = np.nonzero(mass > STREAM_FLOOR)
-    if ix.size:
-        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
-        for ax in axs:
-            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
-            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
-    facts = []
-    for name, label in (("stationary_circulation", "circulation"), ("stationary_mean_abs_current", "∫|J|"),
-                        ("stationary_kl_gibbs", "KL(stationary‖Gibbs)"),
-                        ("fp_monotone_violation", "non-monotone faces")):
-        if name in cell:
-            facts.append(f"{label} {float(cell[name]):.3g}")
-    fig.suptitle("Probability current" + (f" ({_cell_label(where)})" if where else "")
-                 + ("\n" + ", ".join(facts) if facts else ""))
-    return fig
-
-
-def nonequilibrium_summary(ds: xr.Dataset, along: str | None = None) -> Figure:
-    """Stationary circulation, ∫|J| and KL(stationary ‖ Gibbs) against one sweep axis
-    (``along``: default ``tilt`` if swept, else the last sweep axis), one line per point
-    of the other sweep axes."""
-    names = [n for n in ("stationary_circulation", "stationary_mean_abs_current", "stationary_kl_gibbs")
-             if n in ds]
-    dims = ds.sgd.sweep_dims
-    if not dims or not names:
-        return _message("nonequilibrium summary: needs a sweep store with stationary summaries")
-    along = along or ("tilt" if "tilt" in dims else dims[-1])
-    others = [d for d in dims if d != along]
-    xv = np.asarray(ds[along].values, dtype=float)
-    fig = _figure(len(names), width=4.0, height=3.2)
-    axs = _axes(fig)
-    colours = itertools.cycle(OKABE_ITO.values())
-    combos = list(itertools.product(*(range(ds.sizes[d]) for d in others))) or [()]
-    styles = [(next(colours), c) for c in combos]
-    for ax, name in zip(axs, names, strict=True):
-        da = ds[name].where(ds[DONE]).transpose(*others, along)
-        for colour, combo in styles:
-            vals = np.asarray(da.isel(dict(zip(others, combo, strict=True))).values, dtype=float)
-            label = ", ".join(f"{d} = {_fmt(ds[d].values[i])}" for d, i in zip(others, combo, strict=True))
-            ax.plot(xv, vals, "o-", ms=4, color=colour, label=label or name)
-        ax.set_xlabel(along)
-        ax.set_title(ATTRS_SHORT.get(name, name))
-    _legend_below(fig, axs[0], ncols=4)
-    fig.suptitle("How far the FP stationary state is from equilibrium")
-    return fig
-
-
-ATTRS_SHORT = {"stationary_circulation": "circulation (prob./time)",
-               "stationary_mean_abs_current": "∫|J| dθ",
-               "stationary_kl_gibbs": "KL(stationary ‖ Gibbs)  [nat]"}
-
-#: The figures the report renders for a 2-D store, by file stem.
-FIGURES_2D = {
-    "current_2d": current_2d,
-    "nonequilibrium": nonequilibrium_summary,
-}

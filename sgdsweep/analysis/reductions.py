@@ -24,7 +24,7 @@ SWEEP_VARIABLES = ("density", DONE)
 
 def open_sweep(path: str | Path | Any, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a sweep store lazily (Dask-backed), as plain ``xarray.open_zarr`` would, with
-    a shard of cells per Dask chunk (:func:`shard_chunks`) instead of one cell.
+    a shard of cells per Dask chunk (``shard_chunks``) instead of one cell.
 
     ``path`` is a local path, an fsspec URL (``s3://bucket/sweep.zarr``, with its
     ``storage_options``: endpoint, credentials) or a zarr store object.

@@ -72,7 +72,7 @@ class LangevinConf:
     """Langevin dynamics and the Gibbs reference."""
 
     temperature: float | None = setting(None, unit="loss", help="T; null: the SDE's D at the "
-                                        "grid's lowest loss (see README)")
+                                        "grid's lowest loss (see docs/guide/methods.md)")
 
 
 @dataclass
@@ -324,7 +324,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
     if thr is not None and land.dim == 1:  # the FP grid, fp_refine times finer, holds the threshold
         from sgdsweep.fokker_planck.passage import check_threshold
 
-        check_threshold(thr, Grid1D(grids[0].lower, grids[0].upper, grids[0].cells * fp_refine))
+        check_threshold(thr, grids[0].refined(fp_refine))
     parsed_sections = _parse_sections(raw)
 
     cell = CellConfig(

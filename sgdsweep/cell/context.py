@@ -20,9 +20,11 @@ from sgdsweep.cell.config import CellConfig
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
+from sgdsweep.fokker_planck.operator import FokkerPlanckOperator
 from sgdsweep.landscapes.basins import Basins, escape_threshold, find_basins, named_basins
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import diffusion
+from sgdsweep.methods.registry import get_method
 
 
 class CellContext:
@@ -87,7 +89,7 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (see README); 2-D: None if Σ vanishes on the grid."""
+        """The Langevin / Gibbs temperature T (the methods page); 2-D: None if Σ vanishes on the grid."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
@@ -104,7 +106,7 @@ class CellContext:
             return default_temperature(self.land["loss"],
                                        diffusion(self.land["cov"], cell.lr, cell.noise_factor))
         except ConfigError:
-            if "langevin" in cell.methods or "sgd_noise" in cell.methods:  # both need T
+            if any(get_method(m).needs_temperature for m in cell.methods):
                 raise
             return None  # no noise anywhere: no Gibbs reference, nothing needs T
 
@@ -113,16 +115,13 @@ class CellContext:
     @cached_property
     def fine(self) -> Grid1D:
         """The FP grid: ``fp.refine`` times finer than the density grid (narrow pits need it)."""
-        g = self.grid
-        return Grid1D(g.lower, g.upper, g.cells * self.cell.fp_refine)
-
-    def refined(self, refine: int) -> Grid1D:
-        """The density grid refined ``refine`` times."""
-        g = self.grid
-        return Grid1D(g.lower, g.upper, g.cells * refine)
+        return self.grid.refined(self.cell.fp_refine)
 
     def coarse(self, p: np.ndarray) -> np.ndarray:
-        """Average a density on :attr:`fine` (last axis) back onto the density grid."""
+        """Average a density on the FP grid back onto the density grid: in 1-D from
+        :attr:`fine` (last axis); in 2-D the FP grid is the density grid, ``p`` is returned."""
+        if self.dim == 2:
+            return p
         return p.reshape(*p.shape[:-1], self.grid.cells, self.cell.fp_refine).mean(axis=-1)
 
     def operator(self, alpha: float, drift_only: bool = False, grid: Grid1D | None = None,
@@ -147,10 +146,13 @@ class CellContext:
         gx, gy = self.cell.grids
         return np.outer(self.cell.init.cell_masses(gx, 0), self.cell.init.cell_masses(gy, 1))
 
-    def operator2d(self, alpha: float, drift_only: bool = False, sme2: bool = False) -> FokkerPlanck2D:
-        """The 2-D FP operator on the density grid itself (``fp.refine`` is 1-D only: a
-        refined 2-D grid costs refine² cells), built once per cell; ``sme2`` as in
-        :meth:`operator`."""
+    def fp_operator(self, alpha: float, drift_only: bool = False,
+                    sme2: bool = False) -> FokkerPlanckOperator:
+        """The cell's FP operator of convention ``alpha``: 1-D on :attr:`fine` (:meth:`operator`),
+        2-D on the density grid itself (``fp.refine`` is 1-D only: a refined 2-D grid costs
+        refine² cells); built once per cell; ``sme2`` as in :meth:`operator`."""
+        if self.dim == 1:
+            return self.operator(alpha, drift_only=drift_only, sme2=sme2)
         key = ("2d", alpha, drift_only, sme2)
         if key not in self._operators:
             c = self.cell

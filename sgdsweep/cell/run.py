@@ -233,7 +233,7 @@ def exact_escape_time(ctx: CellContext, refine: int | None = None) -> float:
     if refine is None or refine == ctx.cell.fp_refine:
         fp, p0 = ctx.operator(CONVENTIONS["ito"]), ctx.initial_masses
     else:
-        grid = ctx.refined(refine)
+        grid = ctx.grid.refined(refine)
         fp, p0 = ctx.operator(CONVENTIONS["ito"], grid=grid), ctx.cell.init.cell_masses(grid)
     return mean_over_start(mean_passage_times(fp, *ctx.escape), p0)
 

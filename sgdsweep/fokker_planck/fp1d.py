@@ -32,15 +32,19 @@ steps keep p ≥ 0 and conserve mass to round-off.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import cached_property
 
 import numba as nb
 import numpy as np
+import scipy.sparse as sp
 
 from sgdsweep.errors import ConfigError
+from sgdsweep.fokker_planck.march import march
+from sgdsweep.fokker_planck.operator import Monotonicity, Stationary
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import diffusion
-from sgdsweep.validate import density_march
+from sgdsweep.transfer.markov import Relaxation, generator_relaxation
+from sgdsweep.validate import real
 
 #: |Pe| beyond which B(|Pe|) = |Pe| e^(−|Pe|) underflows: the face is pure upwinding.
 PE_UPWIND = 1.0e3
@@ -120,30 +124,21 @@ def _implicit_euler(A, C, h, dt, nsteps, p):
             p[j] = p[j] - cp[j] * p[j + 1]
 
 
-@dataclass(frozen=True)
-class StationaryResult:
-    """The zero-flux stationary density on the cells (Σ density·dx = 1).
-
-    ``degenerate`` is True when the density collapses below the grid resolution
-    (typically where D → 0: every datapoint agrees, so nothing keeps the mass spread).
-    """
-
-    density: np.ndarray
-    degenerate: bool
-
-
 class FokkerPlanck1D:
     """The Fokker–Planck operator of one 1-D cell on a grid (see module docstring).
 
     Parameters are sampled on the grid: ``drift_faces`` G and ``diff_faces`` D at the
     N+1 faces, ``diff_centres`` D at the N centres (for the convention term α D′).
-    Units: θ dimensionless, time in SDE units t = η·step, D in θ²/time.
+    Units: θ dimensionless, time in SDE units t = η·step, D in θ²/time. It is a
+    :class:`~sgdsweep.fokker_planck.operator.FokkerPlanckOperator` (``grids`` = (grid,)).
     """
 
     def __init__(self, grid: Grid1D, drift_faces: np.ndarray, diff_faces: np.ndarray,
                  diff_centres: np.ndarray, alpha: float = 1.0) -> None:
         n = grid.cells
         self.grid = grid
+        self.grids = (grid,)
+        self.shape = (n,)
         self.drift_faces = self._checked(drift_faces, n + 1, "drift_faces")
         self.diff_faces = self._checked(diff_faces, n + 1, "diff_faces", nonneg=True)
         self.diff_centres = self._checked(diff_centres, n, "diff_centres", nonneg=True)
@@ -152,6 +147,12 @@ class FokkerPlanck1D:
         self.alpha = float(alpha)
         self.A, self.C = face_coefficients(self.drift_faces, self.diff_faces, self.diff_centres,
                                            grid.dx, self.alpha)
+        lower, _, upper = self.tridiagonal()
+        off = np.concatenate([lower[1:], upper[:-1]])
+        neg = off < 0.0
+        # Scharfetter–Gummel weights are ≥ 0 at any D ≥ 0: an M-matrix (checked, not assumed).
+        self.monotonicity = Monotonicity(faces=n - 1, faces_violating=0, negative_offdiag=int(neg.sum()),
+                                         min_offdiag=float(off[neg].min()) if neg.any() else 0.0)
 
     @staticmethod
     def _checked(values: np.ndarray, size: int, name: str, nonneg: bool = False) -> np.ndarray:
@@ -178,10 +179,8 @@ class FokkerPlanck1D:
         """
         if landscape.dim != 1:
             raise ConfigError(f"landscape.dim: the 1-D Fokker–Planck solver needs dim 1, got {landscape.dim}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"lr: must be > 0, got {lr!r}")
-        if not (math.isfinite(noise_factor) and noise_factor >= 0):
-            raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor!r}")
+        lr = real(lr, "lr", positive=True)
+        noise_factor = real(noise_factor, "noise_factor", nonnegative=True)
         faces = landscape.evaluate(grid.edges)
         drift = faces["grad"][:, 0]
         if sme2:
@@ -197,7 +196,12 @@ class FokkerPlanck1D:
 
     # ------------------------------------------------------------------ operator
 
-    def generator(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @property
+    def cell_volume(self) -> float:
+        """dx: a density times it is the mass per cell."""
+        return self.grid.dx
+
+    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tridiagonal dp/dt = M p as (lower, diag, upper), each (N,) (lower[0], upper[-1] = 0).
 
         M[j, j−1] = lower[j], M[j, j] = diag[j], M[j, j+1] = upper[j]; columns sum to 0.
@@ -209,7 +213,17 @@ class FokkerPlanck1D:
         upper = C[1:] / h
         return lower, diag, upper
 
-    def stationary(self) -> StationaryResult:
+    @cached_property
+    def generator(self) -> sp.csc_matrix:
+        """M as a sparse (N × N) matrix (the :meth:`tridiagonal` bands)."""
+        lower, diag, upper = self.tridiagonal()
+        return sp.diags([lower[1:], diag, upper[:-1]], [-1, 0, 1], format="csc")
+
+    def relaxation(self) -> Relaxation:
+        """The slowest decay of dp/dt = M p (:func:`~sgdsweep.transfer.markov.generator_relaxation`)."""
+        return generator_relaxation(self.generator)
+
+    def stationary(self) -> Stationary:
         """Direct solve of zero flux on every face: log p_{j+1} = log p_j − Pe_f.
 
         Computed in log space with |Pe| capped at ``PE_CLIP``, so D = 0 faces give
@@ -225,7 +239,16 @@ class FokkerPlanck1D:
         logp = np.concatenate(([0.0], -np.cumsum(pe)))
         p = np.exp(logp - logp.max())
         p /= p.sum() * h
-        return StationaryResult(p, self._collapsed(p))
+        collapsed = self._collapsed(p)
+        message = ("stationary density collapsed below the grid resolution (D → 0 there, or the "
+                   "grid is too coarse)") if collapsed else ""
+        return Stationary(p, collapsed, float(min(p.min(), 0.0)), self._residual(p), message)
+
+    def _residual(self, p: np.ndarray) -> float:
+        """‖M p‖₁ / (‖M‖₁ ‖p‖₁)."""
+        M = self.generator
+        norm_m = float(np.max(np.abs(M).sum(axis=0)))
+        return float(np.abs(M @ p).sum() / (norm_m * np.abs(p).sum())) if norm_m > 0 else 0.0
 
     def _collapsed(self, p: np.ndarray) -> bool:
         """The density sits on fewer than ``COLLAPSE_CELLS`` cells (participation ratio)."""
@@ -236,21 +259,31 @@ class FokkerPlanck1D:
         """Implicit-Euler densities at ``times`` (S,), shape (S, N), starting from ``p0`` at t = 0.
 
         ``p0`` is a cell-average density (Σ p0·dx = 1 for a probability law); mass is
-        conserved, so every snapshot keeps p0's mass. Steps have length ``dt`` except the
-        last one before each snapshot, which is shortened to land on it exactly.
+        conserved, so every snapshot keeps p0's mass. Stepping: :func:`~.march.march`
+        (Thomas algorithm, one factorisation per call).
         """
+
+        def advance(p: np.ndarray, h: float, nsteps: int) -> np.ndarray:
+            _implicit_euler(self.A, self.C, self.grid.dx, h, nsteps, p)
+            return p
+
+        return march(p0, self.shape, times, dt, advance)
+
+    def current(self, p: np.ndarray) -> np.ndarray:
+        """Face flux (…, N+1) of the Scharfetter–Gummel scheme: J_f = A_f p_{f−1} − C_f p_f.
+
+        The operator's own coefficients, so dp/dt = −ΔJ/dx; p has cells on its last axis.
+        Wall faces carry exactly zero; J > 0 flows towards larger θ.
+        """
+        p = np.asarray(p, dtype=np.float64)
         n = self.grid.cells
-        p, t = density_march(p0, (n,), times, dt)
-        out = np.empty((t.size, n))
-        now = 0.0
-        for s, target in enumerate(t):
-            span = target - now
-            if span > 0:
-                # Steps that would land within 1e-9 dt of the snapshot are merged into it.
-                steps = max(1, math.ceil(span / dt - 1e-9))
-                if steps > 1:
-                    _implicit_euler(self.A, self.C, self.grid.dx, dt, steps - 1, p)
-                _implicit_euler(self.A, self.C, self.grid.dx, span - (steps - 1) * dt, 1, p)
-            now = target
-            out[s] = p
-        return out
+        if p.shape[-1] != n:
+            raise ConfigError(f"p: expected {n} cells on the last axis, got shape {p.shape}")
+        J = np.zeros((*p.shape[:-1], n + 1))
+        J[..., 1:-1] = self.A[1:-1] * p[..., :-1] - self.C[1:-1] * p[..., 1:]
+        return J
+
+    def centre_current(self, p: np.ndarray) -> np.ndarray:
+        """J at the cell centres (…, N): the mean of each cell's two face fluxes."""
+        J = self.current(p)
+        return 0.5 * (J[..., :-1] + J[..., 1:])

@@ -56,11 +56,15 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from sgdsweep.errors import ConfigError
+from sgdsweep.fokker_planck.current import centre_current
 from sgdsweep.fokker_planck.fp1d import COLLAPSE_CELLS, face_coefficients
+from sgdsweep.fokker_planck.march import march
+from sgdsweep.fokker_planck.operator import Monotonicity, Stationary
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.landscape import GAUSSIAN, Landscape
 from sgdsweep.landscapes.noise import diffusion
-from sgdsweep.validate import density_march
+from sgdsweep.transfer.markov import Relaxation, generator_relaxation
+from sgdsweep.validate import real
 
 #: Relative tolerance for "positive semi-definite": det ≥ −PSD_TOL·(tr D)², D_kk ≥ −PSD_TOL·max|D|.
 PSD_TOL = 1e-10
@@ -92,48 +96,6 @@ class Coefficients2D:
     diff_y: np.ndarray
     diff_c: np.ndarray
     diff_n: np.ndarray
-
-
-@dataclass(frozen=True)
-class Monotonicity:
-    """Where the scheme may lose positivity (measured, never corrected).
-
-    ``faces_violating`` / ``faces`` count interior faces with
-    |D_xy| > min(D_xx dy/dx, D_yy dx/dy) (half that bound on faces next to a wall);
-    ``negative_offdiag`` counts off-diagonal
-    entries of the generator below zero, ``min_offdiag`` is the most negative one
-    (1/time; 0 when none). ``monotone`` is True when the generator is an M-matrix.
-    """
-
-    faces: int
-    faces_violating: int
-    negative_offdiag: int
-    min_offdiag: float
-
-    @property
-    def fraction_violating(self) -> float:
-        return self.faces_violating / self.faces if self.faces else 0.0
-
-    @property
-    def monotone(self) -> bool:
-        return self.negative_offdiag == 0
-
-
-@dataclass(frozen=True)
-class Stationary2D:
-    """Stationary density (nx, ny) on the cells, Σ p·dx·dy = 1.
-
-    ``min_density`` is its most negative value (0 when p ≥ 0; can be < 0 only where the
-    operator is not monotone); ``residual`` = ‖M p‖₁ / (‖M‖₁ ‖p‖₁); ``degenerate`` is True
-    when the density collapses below the grid resolution or the null space of the
-    generator is not one-dimensional, ``message`` says what happened.
-    """
-
-    density: np.ndarray
-    min_density: float
-    residual: float
-    degenerate: bool
-    message: str
 
 
 def _psd_check(D: np.ndarray, where: np.ndarray) -> None:
@@ -238,6 +200,7 @@ class FokkerPlanck2D:
             if getattr(coeffs, name).shape != shape:
                 raise ConfigError(f"{name}: expected shape {shape}, got {getattr(coeffs, name).shape}")
         self.gx, self.gy, self.coeffs, self.alpha = gx, gy, coeffs, float(alpha)
+        self.grids = (gx, gy)
         self.shape = (nx, ny)
         self.flux_x, self.flux_y = self._fluxes()
         self.generator = self._generator()
@@ -267,10 +230,8 @@ class FokkerPlanck2D:
         """
         if landscape.dim != 2:
             raise ConfigError(f"landscape.dim: the 2-D Fokker–Planck solver needs dim 2, got {landscape.dim}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"lr: must be > 0, got {lr!r}")
-        if not (math.isfinite(noise_factor) and noise_factor >= 0):
-            raise ConfigError(f"noise_factor: must be >= 0, got {noise_factor!r}")
+        lr = real(lr, "lr", positive=True)
+        noise_factor = real(noise_factor, "noise_factor", nonnegative=True)
         check_resolution(landscape, gx, gy)
 
         def drift(pts: np.ndarray) -> np.ndarray:
@@ -401,10 +362,11 @@ class FokkerPlanck2D:
     # ------------------------------------------------------------------ solves
 
     @property
-    def cell_area(self) -> float:
+    def cell_volume(self) -> float:
+        """dx·dy: a density times it is the mass per cell."""
         return self.gx.dx * self.gy.dx
 
-    def stationary(self) -> Stationary2D:
+    def stationary(self) -> Stationary:
         """Direct sparse solve of M p = 0 with Σ p·dx·dy = 1.
 
         One equation (of an anchor cell: first the cell with the slowest outflow, then the
@@ -445,13 +407,13 @@ class FokkerPlanck2D:
             degenerate = True
             message = ("the generator has more than one stationary state (absorbing sets): "
                        "returned the long-time limit from the uniform density")
-        p = p / (p.sum() * self.cell_area)
+        p = p / (p.sum() * self.cell_volume)
         Mp = np.abs(M @ p).sum()
         norm_m = float(np.max(np.abs(M).sum(axis=0)))
         residual = float(Mp / (norm_m * np.abs(p).sum())) if norm_m > 0 else 0.0
         dens = p.reshape(self.shape)
         if not degenerate:
-            w = np.clip(p, 0.0, None) * self.cell_area
+            w = np.clip(p, 0.0, None) * self.cell_volume
             cells = 1.0 / float(np.sum(w * w))
             if cells < COLLAPSE_CELLS:
                 i, j = np.unravel_index(int(np.argmax(p)), self.shape)
@@ -459,7 +421,7 @@ class FokkerPlanck2D:
                 message = (f"stationary density collapsed onto ~{cells:.2g} cell(s) near θ = "
                            f"({self.gx.centres[i]:.4g}, {self.gy.centres[j]:.4g}): the grid cannot "
                            "resolve it (D → 0 there, or the grid is too coarse)")
-        return Stationary2D(dens, float(min(p.min(), 0.0)), residual, degenerate, message)
+        return Stationary(dens, degenerate, float(min(p.min(), 0.0)), residual, message)
 
     def _factor(self, dt: float):
         lu = self._lu.get(dt)
@@ -474,8 +436,7 @@ class FokkerPlanck2D:
 
         One sparse LU factorisation per dt (cached on the operator).
         """
-        if not (math.isfinite(dt) and dt > 0):
-            raise ConfigError(f"dt: must be > 0, got {dt!r}")
+        dt = real(dt, "dt", positive=True)
         q = np.array(p, dtype=np.float64)
         if q.shape != self.shape:
             raise ConfigError(f"p: expected shape {self.shape}, got {q.shape}")
@@ -488,39 +449,40 @@ class FokkerPlanck2D:
     def evolve(self, p0: np.ndarray, times: np.ndarray, dt: float) -> np.ndarray:
         """Implicit-Euler densities at ``times`` (S,), shape (S, nx, ny), from ``p0`` at t = 0.
 
-        Same stepping as the 1-D solver: steps of ``dt``, the last before each snapshot
-        shortened to land on it (that step costs one extra factorisation per distinct
-        length, cached).
+        Same stepping as the 1-D solver (:func:`~.march.march`); a step within 1e-12 dt of
+        dt reuses dt's factorisation, and each other length costs one more (cached).
         """
-        p, t = density_march(p0, self.shape, times, dt)
-        out = np.empty((t.size, *self.shape))
-        now = 0.0
-        for s, target in enumerate(t):
-            span = target - now
-            if span > 0:
-                steps = max(1, math.ceil(span / dt - 1e-9))
-                if steps > 1:
-                    p = self.step(p, dt, steps - 1)
-                last = span - (steps - 1) * dt
-                p = self.step(p, dt if abs(last - dt) <= 1e-12 * dt else last)
-            now = target
-            out[s] = p
-        return out
 
-    def relaxation_rate(self) -> float:
-        """Spectral gap −Re λ₂ of M (1/time): the slowest decay towards the stationary state.
+        def advance(p: np.ndarray, h: float, nsteps: int) -> np.ndarray:
+            return self.step(p, dt if abs(h - dt) <= 1e-12 * dt else h, nsteps)
 
-        Shift-invert Arnoldi near 0 (one sparse LU). The relaxation time is 1/rate.
-        """
-        M = self.generator
-        scale = float(np.max(np.abs(M.diagonal()))) or 1.0
-        vals = spla.eigs(M, k=4, sigma=1e-6 * scale, which="LM", return_eigenvectors=False)
-        vals = vals[np.abs(vals) > 1e-9 * scale]
-        return float(-np.max(vals.real))
+        return march(p0, self.shape, times, dt, advance)
 
-    def marginals(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p_x (nx,), p_y (ny,)): ∫ p dθ_y and ∫ p dθ_x, densities on ``gx`` and ``gy``."""
-        return marginals(p, self.gx.dx, self.gy.dx)
+    def current(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(J_x on the x-faces (nx+1, ny), J_y on the y-faces (nx, ny+1)) of a density (nx, ny):
+        the scheme's own fluxes (``flux_x``, ``flux_y``); wall faces carry exactly zero."""
+        nx, ny = self.shape
+        q = np.asarray(p, dtype=np.float64)
+        if q.shape != (nx, ny):
+            raise ConfigError(f"p: expected shape {(nx, ny)}, got {q.shape}")
+        q = q.ravel()
+        Jx = np.zeros((nx + 1, ny))
+        Jy = np.zeros((nx, ny + 1))
+        Jx[1:-1] = (self.flux_x @ q).reshape(nx - 1, ny)
+        Jy[:, 1:-1] = (self.flux_y @ q).reshape(nx, ny - 1)
+        return Jx, Jy
+
+    def centre_current(self, p: np.ndarray) -> np.ndarray:
+        """J at the cell centres (…, nx, ny, 2) of densities (…, nx, ny)."""
+        q = np.asarray(p, dtype=np.float64)
+        if q.ndim == 2:
+            return centre_current(*self.current(q))
+        flat = q.reshape(-1, *self.shape)
+        return np.stack([centre_current(*self.current(x)) for x in flat]).reshape(*q.shape, 2)
+
+    def relaxation(self) -> Relaxation:
+        """The slowest decay of dp/dt = M p (:func:`~sgdsweep.transfer.markov.generator_relaxation`)."""
+        return generator_relaxation(self.generator)
 
 
 def marginals(p: np.ndarray, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,22 +1,23 @@
-"""Summary numbers of a 2-D stationary state: how far it is from equilibrium.
+"""Summary numbers of a stationary state: how far it is from equilibrium.
 
 * mean |J| = ∫ |J| dθ (units θ per unit time): zero in detailed balance;
-* circulation: the signed extreme of the stream function ψ, i.e. the probability per
-  unit time that circulates around the vortex (> 0 counter-clockwise);
+* circulation (2-D): the signed extreme of the stream function ψ, i.e. the probability
+  per unit time that circulates around the vortex (> 0 counter-clockwise);
 * KL(stationary ‖ Gibbs) with Gibbs ∝ exp(−L/T): how far the density's *shape* is from
   the Langevin law.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from sgdsweep.analysis.metrics import kl_divergence
 from sgdsweep.errors import ConfigError
-from sgdsweep.fokker_planck.current import centre_current, face_current, stream_function
-from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
+from sgdsweep.fokker_planck.current import centre_current, stream_function
+from sgdsweep.fokker_planck.operator import FokkerPlanckOperator
 from sgdsweep.fokker_planck.references import gibbs_density
 
 
@@ -30,14 +31,20 @@ class CurrentSummary:
     circulation_at: tuple[float, float]
 
 
-def current_summary(fp: FokkerPlanck2D, p: np.ndarray) -> CurrentSummary:
-    """Mean |J| and circulation of the current of density ``p`` (nx, ny) under ``fp``."""
-    Jx, Jy = face_current(fp, p)
+def current_summary(fp: FokkerPlanckOperator, p: np.ndarray) -> CurrentSummary:
+    """Mean |J| and circulation of the current of density ``p`` (``fp.shape``) under ``fp``.
+
+    In 1-D there is no vortex: circulation and its place are NaN."""
+    if len(fp.shape) == 1:
+        Jc = fp.centre_current(p)
+        return CurrentSummary(float(np.abs(Jc).sum() * fp.cell_volume), math.nan, (math.nan, math.nan))
+    Jx, Jy = fp.current(p)
     Jc = centre_current(Jx, Jy)
-    mean_abs = float(np.sqrt((Jc**2).sum(axis=-1)).sum() * fp.cell_area)
-    psi = stream_function(Jx, fp.gy.dx)
+    mean_abs = float(np.sqrt((Jc**2).sum(axis=-1)).sum() * fp.cell_volume)
+    gx, gy = fp.grids
+    psi = stream_function(Jx, gy.dx)
     i, j = np.unravel_index(int(np.argmax(np.abs(psi))), psi.shape)
-    return CurrentSummary(mean_abs, float(psi[i, j]), (float(fp.gx.edges[i]), float(fp.gy.edges[j])))
+    return CurrentSummary(mean_abs, float(psi[i, j]), (float(gx.edges[i]), float(gy.edges[j])))
 
 
 def default_temperature(loss: np.ndarray, diff_centres: np.ndarray) -> float:
@@ -57,8 +64,9 @@ def default_temperature(loss: np.ndarray, diff_centres: np.ndarray) -> float:
                       "give one explicitly")
 
 
-def kl_to_gibbs(p: np.ndarray, loss: np.ndarray, temperature: float, dx: float, dy: float) -> float:
-    """KL(p ‖ Gibbs) in nats, Gibbs ∝ exp(−L/T) on the same cells (p, loss: (nx, ny))."""
+def kl_to_gibbs(p: np.ndarray, loss: np.ndarray, temperature: float, cell_volume: float) -> float:
+    """KL(p ‖ Gibbs) in nats, Gibbs ∝ exp(−L/T) on the same cells (p, loss: any equal shape,
+    ``cell_volume`` dx in 1-D, dx·dy in 2-D)."""
     p = np.asarray(p, dtype=np.float64).ravel()
-    gibbs = gibbs_density(np.asarray(loss).ravel(), temperature, dx * dy)
-    return float(kl_divergence(p, gibbs, dx * dy))
+    gibbs = gibbs_density(np.asarray(loss).ravel(), temperature, cell_volume)
+    return float(kl_divergence(p, gibbs, cell_volume))

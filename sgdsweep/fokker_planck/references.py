@@ -22,6 +22,7 @@ import numpy as np
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import batch_noise_factor, diffusion
+from sgdsweep.validate import real
 
 Coefficient = Callable[[np.ndarray], np.ndarray] | np.ndarray
 
@@ -124,10 +125,8 @@ def gibbs_density(loss: np.ndarray, temperature: float, dx: float) -> np.ndarray
 
     This is the stationary law of Langevin dynamics dθ = −∇L dt + sqrt(2T) dW.
     """
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError(f"langevin.temperature: must be > 0, got {temperature!r}")
-    if not (math.isfinite(dx) and dx > 0):
-        raise ConfigError(f"dx: must be > 0, got {dx!r}")
+    temperature = real(temperature, "langevin.temperature", positive=True)
+    dx = real(dx, "dx", positive=True)
     L = np.asarray(loss, dtype=np.float64)
     if not np.all(np.isfinite(L)):
         raise ConfigError("loss: must be finite on the grid")
@@ -314,12 +313,10 @@ def kramers_escape_time(curvature_min: float, curvature_barrier: float, barrier:
     is the time to cross well past the barrier top; the mean time merely to *reach* the top
     is half of it (a walker on the top falls back with probability ½). SDE time units.
     """
-    if not curvature_min > 0:
-        raise ConfigError(f"curvature_min: must be > 0, got {curvature_min!r}")
+    curvature_min = real(curvature_min, "curvature_min", positive=True)
     if curvature_barrier == 0:
         raise ConfigError("curvature_barrier: must be nonzero (a barrier top is a maximum)")
-    if not temperature > 0:
-        raise ConfigError(f"temperature: must be > 0, got {temperature!r}")
+    temperature = real(temperature, "temperature", positive=True)
     return 2 * math.pi / math.sqrt(curvature_min * abs(curvature_barrier)) * math.exp(barrier / temperature)
 
 
@@ -327,12 +324,10 @@ def kramers_escape_time(curvature_min: float, curvature_barrier: float, barrier:
 
 
 def _quadratic_checked(lr: float, curvature: float, spread_var: float) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr: must be > 0, got {lr!r}")
+    real(lr, "lr", positive=True)
     if not (math.isfinite(curvature) and curvature > 0):
         raise ConfigError(f"curvature: must be > 0 for a stationary state, got {curvature!r}")
-    if not (math.isfinite(spread_var) and spread_var >= 0):
-        raise ConfigError(f"spread_var: must be >= 0, got {spread_var!r}")
+    real(spread_var, "spread_var", nonnegative=True)
 
 
 def sgd_quadratic_stationary_variance(lr: float, curvature: float, spread_var: float,

@@ -41,7 +41,6 @@ class Grid1D:
         e = self.edges
         return 0.5 * (e[:-1] + e[1:])
 
-    def normalise(self, p: np.ndarray) -> np.ndarray:
-        """Scale cell values so that Σ p·dx = 1 along the last axis."""
-        mass = p.sum(axis=-1, keepdims=True) * self.dx
-        return p / mass
+    def refined(self, k: int) -> Grid1D:
+        """The same interval with every cell split into ``k`` (cells·k cells)."""
+        return Grid1D(self.lower, self.upper, self.cells * k)

@@ -25,6 +25,8 @@ import numba as nb
 import numpy as np
 
 from sgdsweep.errors import ConfigError
+from sgdsweep.landscapes.shifts import _shift_vectors
+from sgdsweep.validate import number_entry
 
 GAUSSIAN = 0
 QUADRATIC = 1
@@ -235,21 +237,6 @@ def _as_matrix(value: Any, dim: int, what: str) -> np.ndarray:
     raise ConfigError(f"{what}: expected a number, {dim} numbers or a {dim}x{dim} matrix")
 
 
-def _number(term: Mapping[str, Any], key: str, what: str, default: float | None = None) -> Any:
-    if key not in term:
-        if default is None:
-            raise ConfigError(f"{what}.{key}: missing")
-        return default
-    value = term[key]
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}.{key}: expected a number, got {value!r}") from None
-    if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{what}.{key}: must be finite, got {value!r}")
-    return value
-
-
 def _term_arrays(term: Mapping[str, Any], dim: int, what: str) -> tuple[int, float, Any, Any]:
     if not isinstance(term, Mapping):
         raise ConfigError(f"{what}: a term must be a mapping with a 'kind', got {term!r}")
@@ -262,8 +249,8 @@ def _term_arrays(term: Mapping[str, Any], dim: int, what: str) -> tuple[int, flo
     extra = set(term) - known
     if extra:
         raise ConfigError(f"{what}: unknown key(s) {sorted(extra)} (known: {sorted(known)})")
-    amp = float(_number(term, "amplitude", what, 1.0))
-    centre = np.asarray(_number(term, "centre", what, 0.0), dtype=np.float64)
+    amp = float(number_entry(term, "amplitude", what, 1.0))
+    centre = np.asarray(number_entry(term, "centre", what, 0.0), dtype=np.float64)
     centre = np.broadcast_to(centre, (dim,)).copy() if centre.ndim == 0 else centre
     if centre.shape != (dim,):
         raise ConfigError(f"{what}.centre: expected {dim} number(s), got {term['centre']!r}")
@@ -271,128 +258,20 @@ def _term_arrays(term: Mapping[str, Any], dim: int, what: str) -> tuple[int, flo
         if ("width" in term) == ("sharpness" in term):
             raise ConfigError(f"{what}: a gaussian term needs exactly one of width, sharpness")
         if "width" in term:
-            w = np.asarray(_number(term, "width", what), dtype=np.float64)
+            w = np.asarray(number_entry(term, "width", what), dtype=np.float64)
             if np.any(w <= 0):
                 raise ConfigError(f"{what}.width: must be > 0, got {term['width']!r}")
             mat = _as_matrix(1.0 / w**2, dim, f"{what}.width")
         else:
-            k = np.asarray(_number(term, "sharpness", what), dtype=np.float64)
+            k = np.asarray(number_entry(term, "sharpness", what), dtype=np.float64)
             if np.any(k <= 0):
                 raise ConfigError(f"{what}.sharpness: must be > 0, got {term['sharpness']!r}")
             mat = _as_matrix(k, dim, f"{what}.sharpness")
     else:
         if "width" in term or "sharpness" in term:
             raise ConfigError(f"{what}: a quadratic term takes curvature, not width/sharpness")
-        mat = _as_matrix(_number(term, "curvature", what), dim, f"{what}.curvature")
+        mat = _as_matrix(number_entry(term, "curvature", what), dim, f"{what}.curvature")
     return TERM_KINDS[kind_name], amp, centre, mat
-
-
-def standard_shifts(n: int, std: float) -> np.ndarray:
-    """Deterministic dataset offsets: n evenly spaced points, mean 0, population std ``std``."""
-    if n == 1:
-        return np.zeros(1)
-    z = np.linspace(-1.0, 1.0, n)
-    return std * z / z.std()
-
-
-#: Offset distributions of ``shifts`` and the extra keys each takes (besides n, std, direction).
-SHIFT_DISTRIBUTIONS = {"even": (), "normal": (), "student_t": ("nu",), "outliers": ("k", "scale")}
-
-
-def _rescaled(z: np.ndarray, std: float) -> np.ndarray:
-    """z shifted to mean 0 and scaled to population std ``std`` (zeros if z has no spread)."""
-    z = z - z.mean()
-    s = z.std()
-    return std * z / s if s > 0.0 else np.zeros_like(z)
-
-
-def distribution_shifts(n: int, std: float, distribution: str = "even", *, nu: float | None = None,
-                        k: int = 0, scale: float = 1.0) -> np.ndarray:
-    """Deterministic offsets of n samples with mean 0 and population std ``std``.
-
-    * ``even``: :func:`standard_shifts` (n evenly spaced points; light tails, excess
-      kurtosis → −1.2);
-    * ``normal``: the standard normal quantiles at (i + ½)/n, i = 0 … n − 1;
-    * ``student_t``: the Student-t quantiles at (i + ½)/n with ``nu`` > 0 degrees of
-      freedom (heavy tails; ν ≤ 4 has no finite kurtosis in the limit, but n quantiles
-      always do);
-    * ``outliers``: n − k evenly spaced points on [−1, 1] plus k far points at ±``scale``
-      (alternating, first +, so k = 1 is one-sided and skews the noise, k = 2 is symmetric).
-
-    All but ``even`` are then shifted to mean 0 and rescaled to population std ``std``;
-    quantiles instead of random draws keep a landscape reproducible without an RNG.
-    """
-    if distribution == "even":
-        return standard_shifts(n, std)
-    q = (np.arange(n) + 0.5) / n
-    # scipy.stats is imported here, not at module level: it costs ~0.3 s and only these need it.
-    if distribution == "normal":
-        from scipy.stats import norm
-
-        z = norm.ppf(q)
-    elif distribution == "student_t":
-        from scipy.stats import t
-
-        z = t.ppf(q, nu)
-    elif distribution == "outliers":
-        bulk = np.linspace(-1.0, 1.0, n - k) if n - k > 1 else np.zeros(n - k)
-        far = scale * np.where(np.arange(k) % 2 == 0, 1.0, -1.0)
-        z = np.concatenate([bulk, far])
-    else:
-        raise ConfigError(f"distribution: unknown {distribution!r} (known: {', '.join(SHIFT_DISTRIBUTIONS)})")
-    return _rescaled(z, std)
-
-
-def _shift_spec(spec: Mapping[str, Any], what: str) -> np.ndarray:
-    """Validate a {n, std, distribution, …} mapping and return its 1-D offsets."""
-    n = spec.get("n")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"{what}.n: expected a positive integer, got {n!r}")
-    std = float(_number(spec, "std", what))
-    if std < 0:
-        raise ConfigError(f"{what}.std: must be >= 0, got {std}")
-    dist = spec.get("distribution", "even")
-    if not isinstance(dist, str) or dist not in SHIFT_DISTRIBUTIONS:
-        raise ConfigError(f"{what}.distribution: unknown {dist!r} (known: {', '.join(SHIFT_DISTRIBUTIONS)})")
-    known = {"n", "std", "direction", "distribution", *SHIFT_DISTRIBUTIONS[dist]}
-    extra = set(spec) - known
-    if extra:
-        raise ConfigError(f"{what}: unknown key(s) {sorted(extra)} for distribution {dist!r} "
-                          f"(known: {sorted(known)})")
-    kwargs: dict[str, Any] = {}
-    if dist == "student_t":
-        nu = float(_number(spec, "nu", what))
-        if nu <= 0:
-            raise ConfigError(f"{what}.nu: must be > 0, got {spec['nu']!r}")
-        kwargs["nu"] = nu
-    elif dist == "outliers":
-        k = spec.get("k")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise ConfigError(f"{what}.k: expected a non-negative integer, got {k!r}")
-        if k >= n:
-            raise ConfigError(f"{what}.k: must be < n (= {n}), got {k}")
-        scale = float(_number(spec, "scale", what))
-        if scale <= 0:
-            raise ConfigError(f"{what}.scale: must be > 0, got {spec['scale']!r}")
-        kwargs.update(k=k, scale=scale)
-    return distribution_shifts(n, std, dist, **kwargs)
-
-
-def _shift_vectors(spec: Any, dim: int, what: str) -> np.ndarray:
-    """Offsets c_i of a shifted template: {n, std[, direction, distribution, …]} or an explicit list."""
-    if isinstance(spec, Mapping):
-        offsets = _shift_spec(spec, what)
-        direction = np.asarray(spec.get("direction", [1.0] * dim), dtype=np.float64)
-        if direction.shape != (dim,) or not np.any(direction):
-            raise ConfigError(f"{what}.direction: expected {dim} numbers, not all zero")
-        direction = direction / np.linalg.norm(direction)
-        return offsets[:, None] * direction[None, :]
-    arr = np.asarray(spec, dtype=np.float64)
-    if arr.ndim == 1 and dim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] < 1:
-        raise ConfigError(f"{what}: expected a mapping {{n, std}} or a list of {dim}-vectors")
-    return arr
 
 
 def build_landscape(cfg: Mapping[str, Any]) -> Landscape:
@@ -405,10 +284,10 @@ def build_landscape(cfg: Mapping[str, Any]) -> Landscape:
       list of offsets) — sample i is the reference loss translated by its offset s_i
       (along the unit ``direction`` in 2-D), l_i(θ) = l(θ − s_i), so gradient noise grows
       with curvature. The offsets have mean 0 and population std ``std``; their shape is
-      ``distribution`` (:func:`distribution_shifts`, all deterministic): ``even`` (evenly
-      spaced, the default), ``normal`` (normal quantiles), ``student_t`` with ``nu`` degrees
-      of freedom (heavy-tailed quantiles) or ``outliers`` with ``k`` far points at
-      ±``scale`` beside n − k evenly spaced ones on [−1, 1];
+      ``distribution`` (:func:`~sgdsweep.landscapes.shifts.distribution_shifts`, all
+      deterministic): ``even`` (evenly spaced, the default), ``normal`` (normal quantiles),
+      ``student_t`` with ``nu`` degrees of freedom (heavy-tailed quantiles) or ``outliers``
+      with ``k`` far points at ±``scale`` beside n − k evenly spaced ones on [−1, 1];
     * ``_target_: module.function`` — a Python callable returning a Landscape, called
       with the remaining keys as keyword arguments.
 

@@ -1,6 +1,6 @@
 """Monte Carlo methods: real minibatch SGD, its Itô SDE, Langevin and gradient descent.
 
-Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.ensemble.simulate`) from the
+Each runs one compiled ensemble (:func:`sgdsweep.montecarlo.run.simulate`) from the
 cell's shared initial positions and writes its histogram density, moments, basin
 masses, lost fraction and escape statistics.
 """
@@ -11,7 +11,8 @@ import numpy as np
 import xarray as xr
 
 from sgdsweep.cell.context import CellContext
-from sgdsweep.methods.registry import register_method
+from sgdsweep.methods.registry import get_method, register_method
+from sgdsweep.montecarlo import kernels
 
 #: Store variables every ensemble method fills (its ``method`` slice).
 ENSEMBLE_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass",
@@ -23,13 +24,14 @@ def fill_ensemble(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     write_ensemble(ctx, ds, name, simulate_cell(ctx, name))
 
 
-def simulate_cell(ctx: CellContext, name: str, **extra):
+def simulate_cell(ctx: CellContext, name: str, params: dict | None = None):
     """The compiled ensemble of method ``name`` for the cell, from its shared initial positions.
 
-    ``extra``: method parameters of :func:`sgdsweep.montecarlo.ensemble.simulate` (``svag_l``,
-    ``grad_noise``). Returns the :class:`~sgdsweep.montecarlo.ensemble.EnsembleResult`.
+    ``params``: the method's own kernel parameters (``{"l": …}`` for ``svag``, ``{"sigma": …}``
+    for ``sgd_noise``; :func:`sgdsweep.montecarlo.run.simulate`). Returns the
+    :class:`~sgdsweep.montecarlo.run.EnsembleResult`.
     """
-    from sgdsweep.montecarlo.ensemble import simulate
+    from sgdsweep.montecarlo.run import simulate
 
     cell = ctx.cell
     esc = ctx.escape
@@ -38,15 +40,16 @@ def simulate_cell(ctx: CellContext, name: str, **extra):
     return simulate(
         cell.landscape, name, ctx.initial_positions, cell.lr, cell.steps, cell.grids,
         batch_size=cell.batch_size, sampling=cell.sampling, noise_factor=cell.noise_factor,
-        substeps=cell.sde_substeps, temperature=ctx.temperature if name == "langevin" else 0.0,
+        substeps=cell.sde_substeps,
+        temperature=ctx.temperature if get_method(name).kernel == kernels.LANGEVIN else 0.0,
         seed=cell.seed, basin_edges=np.asarray(edges, dtype=np.float64).reshape(-1),
         escape_threshold=None if esc is None else float(esc[0]),
-        escape_direction=1 if esc is None else int(esc[1]), **extra,
+        escape_direction=1 if esc is None else int(esc[1]), params=params,
     )
 
 
 def write_ensemble(ctx: CellContext, ds: xr.Dataset, name: str, res) -> None:
-    """Write an :class:`~sgdsweep.montecarlo.ensemble.EnsembleResult` as method ``name``'s slice."""
+    """Write an :class:`~sgdsweep.montecarlo.run.EnsembleResult` as method ``name``'s slice."""
     sel = {"method": name}
     if ctx.dim == 1:
         ds["density"].loc[sel] = res.counts / (res.chains * ctx.grid.dx)
@@ -79,16 +82,20 @@ def fill_model(ctx, ds: xr.Dataset, name: str, **extra) -> None:
 _COMMON = dict(kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS, fill_model=fill_model)
 
 register_method(
-    name="sgd", reads=("lr", "batch_size", "sampling", "mc"), time="t = η·step",
+    name="sgd", label="SGD (Monte Carlo)", color="vermillion", kernel=kernels.SGD,
+    reads=("lr", "batch_size", "sampling", "mc"), time="t = η·step",
     summary="real minibatch SGD θ ← θ − η·mean_{i∈B} ∇l_i, batches with replacement, without "
             "replacement within a step, or random reshuffling per epoch", **_COMMON)
 register_method(
-    name="sde", reads=("lr", "batch_size", "sampling", "mc"),
+    name="sde", label="SDE (Euler–Maruyama)", color="blue", kernel=kernels.SDE,
+    reads=("lr", "batch_size", "sampling", "mc"),
     summary="Euler–Maruyama of the **Itô** SDE dθ = −G dt + sqrt(η Σ_b) dW, Σ_b = Σ/b "
             "(× (n−b)/(n−1) without replacement), `mc.sde_substeps` steps per SGD step", **_COMMON)
 register_method(
-    name="langevin", reads=("lr", "mc", "langevin"),
+    name="langevin", label="Langevin", color="green", kernel=kernels.LANGEVIN,
+    needs_temperature=True, reads=("lr", "mc", "langevin"),
     summary="dθ = −G dt + sqrt(2T) dW, stationary law ∝ exp(−L/T); default T = the SDE's "
             "D = ηΣ_b/2 at the grid's lowest loss (mean D over the grid if that is 0)", **_COMMON)
 register_method(
-    name="gd", reads=("lr", "mc"), summary="full-batch gradient descent (drift only)", **_COMMON)
+    name="gd", label="gradient descent", color="purple", kernel=kernels.GD, reads=("lr", "mc"),
+    summary="full-batch gradient descent (drift only)", **_COMMON)

@@ -22,7 +22,6 @@ import xarray as xr
 
 from sgdsweep.cell.context import CellContext
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
-from sgdsweep.fokker_planck.current import centre_current, face_current, face_current_1d
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.methods.registry import register_method
 
@@ -33,37 +32,23 @@ DENSITY_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass")
 def fill_fokker_planck(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Evolve the FP equation (``fp``) or its drift-only part (``fp_drift``) into ``ds``."""
     cell = ctx.cell
-    alpha, drift_only = CONVENTIONS[cell.convention], name == "fp_drift"
-    if ctx.dim == 2:
-        fp2 = ctx.operator2d(alpha, drift_only)
-        dens = fp2.evolve(ctx.initial_masses / fp2.cell_area, cell.times, ctx.fp_dt)
-        write_density_2d(ctx, ds, name, dens)
-        ds["current"].loc[{"method": name}] = np.stack([current_2d(fp2, p) for p in dens])
-        return
-    fp = ctx.operator(alpha, drift_only=drift_only)
-    dens = fp.evolve(ctx.initial_masses / ctx.fine.dx, cell.times, ctx.fp_dt)
+    op = ctx.fp_operator(CONVENTIONS[cell.convention], drift_only=name == "fp_drift")
+    dens = op.evolve(ctx.initial_masses / op.cell_volume, cell.times, ctx.fp_dt)
     write_density(ctx, ds, name, dens)
-    ds["current"].loc[{"method": name}] = current_1d(ctx, fp, dens)
-
-
-def current_1d(ctx: CellContext, fp, dens: np.ndarray) -> np.ndarray:
-    """J at the density-grid centres (…, cells) of densities (…, fine cells) on :attr:`~CellContext.fine`."""
-    J = face_current_1d(fp, dens)
-    return ctx.coarse(0.5 * (J[..., :-1] + J[..., 1:]))
-
-
-def current_2d(fp2, p: np.ndarray) -> np.ndarray:
-    """J at the cell centres (nx, ny, 2) of a density (nx, ny)."""
-    return centre_current(*face_current(fp2, p))
+    ds["current"].loc[{"method": name}] = ctx.coarse(op.centre_current(dens))
 
 
 def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray,
                   fine: Grid1D | None = None) -> None:
-    """Write densities (S, fine cells) on ``fine`` as method ``name``'s slice.
+    """Write densities (S, *FP-grid shape) as method ``name``'s slice.
 
-    ``fine``: a refinement of the density grid (default :attr:`CellContext.fine`, the FP
-    grid); moments and basin masses come from it, the density is averaged back.
+    1-D: densities (S, fine cells) on ``fine``, a refinement of the density grid (default
+    :attr:`CellContext.fine`, the FP grid); moments and basin masses come from it, the
+    density is averaged back. 2-D: densities (S, nx, ny) on the density grid itself.
     """
+    if ctx.dim == 2:
+        _write_density_2d(ctx, ds, name, dens)
+        return
     fine = ctx.fine if fine is None else fine
     xf, dxf = fine.centres, fine.dx
     mass = dens.sum(axis=1) * dxf
@@ -80,7 +65,7 @@ def write_density(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray,
     ds["lost_fraction"].loc[sel] = 0.0
 
 
-def write_density_2d(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray) -> None:
+def _write_density_2d(ctx: CellContext, ds: xr.Dataset, name: str, dens: np.ndarray) -> None:
     """Write densities (S, nx, ny) on the density grid as method ``name``'s slice: the
     density, mean and std per axis (cell-centre quadrature), lost fraction 0."""
     gx, gy = ctx.cell.grids
@@ -106,55 +91,35 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
     ``stationary_circulation`` (2-D), ``stationary_kl_gibbs``, ``stationary_min_density``,
     ``fp_monotone_violation``, ``fp_negative_offdiag``, ``fp_degenerate``. Gibbs has no
     current of its own (NaN)."""
-    from sgdsweep.analysis.metrics import kl_divergence
     from sgdsweep.fokker_planck.nonequilibrium import current_summary, kl_to_gibbs
     from sgdsweep.fokker_planck.references import gibbs_density
 
     T = ctx.temperature
     conv = ctx.cell.convention
     summary: dict[str, float | bool] = {"fp_degenerate": False}
-    if ctx.dim == 1:
-        fine_loss = ctx.cell.landscape.evaluate(ctx.fine.centres)["loss"]
-        for kind, alpha in CONVENTIONS.items():
-            fp = ctx.operator(alpha)
-            st = fp.stationary()
-            ds["stationary"].loc[{"kind": kind}] = ctx.coarse(st.density)
-            ds["stationary_current"].loc[{"kind": kind}] = current_1d(ctx, fp, st.density)
-            if kind == conv:
-                J = face_current_1d(fp, st.density)
-                summary.update(
-                    fp_degenerate=bool(st.degenerate),
-                    stationary_mean_abs_current=float(np.abs(0.5 * (J[:-1] + J[1:])).sum() * ctx.fine.dx),
-                    stationary_min_density=float(min(st.density.min(), 0.0)),
-                    # Scharfetter–Gummel: an M-matrix at any D ≥ 0
-                    fp_monotone_violation=0.0, fp_negative_offdiag=0.0)
-                gibbs = None if T is None else gibbs_density(fine_loss, T, ctx.fine.dx)
-                if gibbs is not None:
-                    summary["stationary_kl_gibbs"] = float(kl_divergence(st.density, gibbs, ctx.fine.dx))
-        if T is not None:
-            ds["stationary"].loc[{"kind": "gibbs"}] = ctx.coarse(gibbs_density(fine_loss, T, ctx.fine.dx))
-    else:
-        gx, gy = ctx.cell.grids
-        loss = ctx.land["loss"].reshape(gx.cells, gy.cells)
-        for kind, alpha in CONVENTIONS.items():
-            fp2 = ctx.operator2d(alpha)
-            st = fp2.stationary()
-            ds["stationary"].loc[{"kind": kind}] = st.density
-            ds["stationary_current"].loc[{"kind": kind}] = current_2d(fp2, st.density)
-            if kind == conv:
-                cs = current_summary(fp2, st.density)
-                summary.update(
-                    fp_degenerate=bool(st.degenerate),
-                    stationary_mean_abs_current=cs.mean_abs_current,
-                    stationary_circulation=cs.circulation,
-                    stationary_min_density=st.min_density,
-                    fp_monotone_violation=fp2.monotonicity.fraction_violating,
-                    fp_negative_offdiag=float(fp2.monotonicity.negative_offdiag))
-                if T is not None:
-                    summary["stationary_kl_gibbs"] = kl_to_gibbs(st.density, loss, T, gx.dx, gy.dx)
-        if T is not None:
-            ds["stationary"].loc[{"kind": "gibbs"}] = gibbs_density(
-                loss.ravel(), T, gx.dx * gy.dx).reshape(loss.shape)
+    # The loss on the FP grid's cells (1-D: the refined grid; 2-D: the density grid).
+    loss = (ctx.cell.landscape.evaluate(ctx.fine.centres)["loss"] if ctx.dim == 1
+            else ctx.land["loss"])
+    for kind, alpha in CONVENTIONS.items():
+        op = ctx.fp_operator(alpha)
+        st = op.stationary()
+        ds["stationary"].loc[{"kind": kind}] = ctx.coarse(st.density)
+        ds["stationary_current"].loc[{"kind": kind}] = ctx.coarse(op.centre_current(st.density))
+        if kind == conv:
+            cs = current_summary(op, st.density)
+            summary.update(
+                fp_degenerate=bool(st.degenerate),
+                stationary_mean_abs_current=cs.mean_abs_current,
+                stationary_min_density=st.min_density,
+                fp_monotone_violation=op.monotonicity.fraction_violating,
+                fp_negative_offdiag=float(op.monotonicity.negative_offdiag))
+            if ctx.dim == 2:  # a vortex needs a plane
+                summary["stationary_circulation"] = cs.circulation
+            if T is not None:
+                summary["stationary_kl_gibbs"] = kl_to_gibbs(st.density, loss, T, op.cell_volume)
+    if T is not None:
+        gibbs = gibbs_density(loss, T, op.cell_volume)
+        ds["stationary"].loc[{"kind": "gibbs"}] = ctx.coarse(gibbs.reshape(op.shape))
     from sgdsweep.cell.schema import ATTRS
 
     for name, value in summary.items():
@@ -164,12 +129,12 @@ def fill_stationary_fp(ctx: CellContext, ds: xr.Dataset) -> None:
 _COMMON = dict(kind="density", fill=fill_fokker_planck, dims=(1, 2), fills=(*DENSITY_FILLS, "current"))
 
 register_method(
-    name="fp", reads=("fp", "mc.sde_substeps"),
+    name="fp", label="Fokker–Planck (Itô)", color="black", reads=("fp", "mc.sde_substeps"),
     summary="Itô Fokker–Planck ∂p/∂t = ∇·(G p) + Σ ∂_j∂_k(D_jk p): finite volumes, "
             "Scharfetter–Gummel fluxes (+ a 9-point cross-diffusion stencil in 2-D), implicit "
             "Euler (Thomas in 1-D, sparse LU in 2-D), zero-flux walls; 1-D on a grid `fp.refine` "
             "times finer than the density grid, 2-D on the density grid; stores the current J",
     **_COMMON)
 register_method(
-    name="fp_drift", reads=("fp", "mc.sde_substeps"),
+    name="fp_drift", label="FP, drift only", color="sky", linestyle="--", reads=("fp", "mc.sde_substeps"),
     summary="the same with D = 0 (transport of the density by gradient descent)", **_COMMON)

@@ -30,6 +30,7 @@ from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_model, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
+from sgdsweep.montecarlo import kernels
 from sgdsweep.validate import real
 
 
@@ -44,9 +45,7 @@ class SgdNoiseConf:
         if self.sigma is not None and self.temperature is not None:
             raise ConfigError("sgd_noise: give sigma or temperature, not both")
         if self.sigma is not None:
-            self.sigma = real(self.sigma, "sgd_noise.sigma")
-            if self.sigma < 0:
-                raise ConfigError(f"sgd_noise.sigma: must be >= 0, got {self.sigma!r}")
+            self.sigma = real(self.sigma, "sgd_noise.sigma", nonnegative=True)
         if self.temperature is not None:
             self.temperature = real(self.temperature, "sgd_noise.temperature", positive=True)
 
@@ -73,7 +72,7 @@ def noise_sigma(ctx: CellContext) -> float:
 def fill_sgd_noise(ctx: CellContext, ds, name: str) -> None:
     """Run SGD with injected noise of the cell's σ; store σ as ``sgd_noise_sigma``."""
     sigma = noise_sigma(ctx)
-    write_ensemble(ctx, ds, name, simulate_cell(ctx, name, grad_noise=sigma))
+    write_ensemble(ctx, ds, name, simulate_cell(ctx, name, {"sigma": sigma}))
     ds["sgd_noise_sigma"] = ((), sigma, ds["sgd_noise_sigma"].attrs)
 
 
@@ -101,8 +100,9 @@ def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
 
 
 register_method(
-    name="sgd_noise", kind="ensemble", fill=fill_sgd_noise, fill_model=fill_sgd_noise_model, dims=(1, 2),
-    fills=ENSEMBLE_FILLS,
+    name="sgd_noise", label="SGD + injected noise", color="yellow", kernel=kernels.SGD_NOISE,
+    stream=kernels.SGD, section="sgd_noise", needs_temperature=True,
+    kind="ensemble", fill=fill_sgd_noise, fill_model=fill_sgd_noise_model, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc.chains", "sgd_noise", "langevin"), time="t = η·step",
     variables={"sgd_noise_sigma": Variable((), "std σ of the Gaussian added to the minibatch "
                                            "gradient (per axis)")},

@@ -31,11 +31,11 @@ def fill_model_ensemble(ctx: ModelContext, ds: xr.Dataset, name: str, **extra) -
     args = model.kernel_args()
     ens = ModelEnsemble(
         args, name, ctx.initial_positions, cell.lr, batch_size=cell.batch_size, sampling=cell.sampling,
-        noise_factor=cell.noise_factor, substeps=cell.sde_substeps,
+        substeps=cell.sde_substeps,
         temperature=ctx.temperature if name == "langevin" else None, seed=cell.seed,
         bound=cell.models.bound, **extra)
     chains = cell.chains
-    edges = cell.grid.edges
+    edges = np.tile(cell.grid.edges, (len(ctx.directions), 1))
     full = "cov" in ds
     sel = {"method": name}
     proj = None

@@ -28,41 +28,36 @@ import xarray as xr
 from sgdsweep.cell.context import CellContext
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_ensemble
-from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
+from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density
 from sgdsweep.methods.registry import register_method
+from sgdsweep.montecarlo import kernels
 
 
 def _operator(ctx: CellContext):
-    if ctx.dim == 2:
-        return ctx.operator2d(CONVENTIONS[ctx.cell.convention], sme2=True)
-    return ctx.operator(CONVENTIONS[ctx.cell.convention], sme2=True)
+    return ctx.fp_operator(CONVENTIONS[ctx.cell.convention], sme2=True)
 
 
 def fill_fp_sme2(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     """Evolve the FP equation of the modified SDE from the initial law into ``ds``."""
     fp = _operator(ctx)
-    if ctx.dim == 2:
-        dens = fp.evolve(ctx.initial_masses / fp.cell_area, ctx.cell.times, ctx.fp_dt)
-        write_density_2d(ctx, ds, name, dens)
-        return
-    dens = fp.evolve(ctx.initial_masses / ctx.fine.dx, ctx.cell.times, ctx.fp_dt)
-    write_density(ctx, ds, name, dens)
+    write_density(ctx, ds, name, fp.evolve(ctx.initial_masses / fp.cell_volume, ctx.cell.times, ctx.fp_dt))
 
 
 def stationary_sme2(ctx: CellContext):
     """The stationary density of the modified SDE, on the density grid ((nx, ny) in 2-D)."""
-    st = _operator(ctx).stationary().density
-    return st if ctx.dim == 2 else ctx.coarse(st)
+    return ctx.coarse(_operator(ctx).stationary().density)
 
 
 register_method(
-    name="sme2", kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS,
+    name="sme2", label="SME-2 (Euler–Maruyama)", color="sky", kernel=kernels.SME2, stream=kernels.SDE,
+    kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc"),
     summary="Euler–Maruyama of the second-order modified equation dθ = −∇(L + (η/4)‖∇L‖²) dt "
             "+ sqrt(η Σ_b) dW (Itô; drift G + (η/2)·H·G), the SDE's Brownian increments",
 )
 register_method(
-    name="fp_sme2", kind="density", fill=fill_fp_sme2, dims=(1, 2), fills=DENSITY_FILLS,
+    name="fp_sme2", label="FP of SME-2", color="black", linestyle=":",
+    kind="density", fill=fill_fp_sme2, dims=(1, 2), fills=DENSITY_FILLS,
     reads=("lr", "batch_size", "sampling", "fp", "mc.sde_substeps"),
     stationary={"sme2": stationary_sme2},
     summary="Fokker–Planck density of `sme2` (the `fp` solver with drift G + (η/2)·H·G); "

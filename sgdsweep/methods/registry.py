@@ -4,9 +4,9 @@ A :class:`Method` says what a method is (its name, ``ensemble`` of Monte Carlo c
 or ``density`` evolved by an operator), which landscape dimensions it supports, which
 config sections it reads, which store variables it fills and the function that fills
 them. ``parse_cell`` validates ``methods`` against it, ``cell_template`` lays out the
-store from it, ``run_cell`` calls its fill functions, and the report and the README's
+store from it, ``run_cell`` calls its fill functions, and the report and the methods page's
 method table read it. A new method is one module that calls :func:`register_method`
-(see "Adding a method" in the README); the built-in ones live in
+(see "Adding a method" in docs/guide/methods.md); the built-in ones live in
 :mod:`sgdsweep.methods.ensemble` and :mod:`sgdsweep.methods.fokker_planck`.
 """
 
@@ -53,15 +53,23 @@ class Method:
     grid, basins, escape threshold, temperature, shared FP operators, initial law) and
     writes its slice ``{"method": name}`` of the variables in ``fills`` into ``ds``
     (and its own ``variables``, if any). ``dims``: landscape dimensions it supports.
-    ``reads``: config sections it reads (documentation and the README table).
+    ``reads``: config sections it reads (documentation and the methods page's table).
     ``stationary``: extra stationary kinds it provides, kind → ``f(ctx)`` returning
     the density on the cell's density grid (the ``stationary`` variable gains those
     ``kind`` labels when the method is in a cell). ``variables``: extra store
     variables (name → :class:`Variable`) present in cells that run the method.
-    ``summary`` and ``time`` are the README table's "what runs" and "time" columns.
+    ``summary`` and ``time`` are the method table's "what runs" and "time" columns.
     ``validate(cell)``: optional checks of a parsed :class:`~sgdsweep.cell.config.CellConfig`
     the method cannot run with, raising :class:`~sgdsweep.errors.ConfigError` (called by
     ``parse_cell``, so bad input is refused before anything is computed).
+    ``label``, ``color`` and ``linestyle``: how figures draw it (``label`` defaults to the
+    name; ``color`` an Okabe–Ito colour name of :mod:`sgdsweep.analysis.plots` or any
+    matplotlib colour, None for the cycle). ``kernel``: the compiled Monte Carlo step rule it
+    runs (an id of :mod:`sgdsweep.montecarlo.kernels`, None if none) and ``stream`` the
+    random stream its chains draw from (defaults to the kernel id; methods that share a
+    stream see common random numbers). ``section``: its own config section, if any.
+    ``needs_temperature``: the cell must provide a temperature (``langevin.temperature`` or
+    its default) when the method runs.
     ``fill_model(ctx, ds, name)``: the same for cells on model landscapes
     (:class:`~sgdsweep.cell.model_context.ModelContext`); None if the method does not run there.
     """
@@ -77,9 +85,20 @@ class Method:
     summary: str = ""
     time: str = "t"
     validate: Callable[[Any], None] | None = None
+    label: str = ""
+    color: str | None = None
+    linestyle: str = "-"
+    kernel: int | None = None
+    stream: int | None = None
+    section: str | None = None
+    needs_temperature: bool = False
     fill_model: Callable[[Any, xr.Dataset, str], None] | None = None
 
     def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if self.stream is None:
+            object.__setattr__(self, "stream", self.kernel)
         if not self.name.isidentifier():
             raise ValueError(f"method name {self.name!r}: must be an identifier")
         if self.kind not in KINDS:
@@ -141,7 +160,7 @@ def registered() -> Mapping[str, Method]:
 
 
 def method_table() -> str:
-    """The README's method table (Markdown), generated from the registry."""
+    """The method table of docs/guide/methods.md (Markdown), generated from the registry."""
     rows = ["| method | kind | dims | what runs | time | reads |", "| --- | --- | --- | --- | --- | --- |"]
     for m in registered().values():
         reads = ", ".join(f"`{r}`" for r in m.reads) or "—"

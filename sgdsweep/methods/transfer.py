@@ -42,21 +42,21 @@ from sgdsweep.cell.config import CellConfig, register_section, setting
 from sgdsweep.cell.context import CellContext
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
-from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density, write_density_2d
+from sgdsweep.methods.fokker_planck import DENSITY_FILLS, write_density
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.transfer import markov
 from sgdsweep.transfer.minibatches import check_sampling, minibatch_count
+from sgdsweep.transfer.operator import OneStepOperator
 from sgdsweep.transfer.transfer1d import (
     DIFFUSION_RATIO,
     MAX_MINIBATCHES,
     MAX_REFINE,
     QUADRATURE,
-    TransferOperator,
     choose_refine,
     gauss_step,
     sgd_transfer,
 )
-from sgdsweep.transfer.transfer2d import TransferOperator2D, sgd_transfer_2d
+from sgdsweep.transfer.transfer2d import sgd_transfer_2d
 from sgdsweep.validate import integer, real
 
 #: The stationary kind each method provides (its operator's invariant law).
@@ -109,9 +109,9 @@ def _check_grid(cell: CellConfig) -> None:
             choose_refine(cell.landscape, cell.grids[0], cell.lr, cell.noise_factor, o.refine,
                           diffusion_ratio=o.diffusion_ratio, max_refine=o.max_refine)
         except ConfigError as exc:
-            msg = str(exc)
-            raise ConfigError("density_grid.cells" + msg[len("grid.cells"):]
-                              if msg.startswith("grid.cells") else msg) from None
+            if exc.field != "grid.cells":
+                raise
+            raise ConfigError("density_grid.cells", exc.problem) from None
 
 
 def validate_sgd_op(cell: CellConfig) -> None:
@@ -143,10 +143,10 @@ def validate_gauss_step(cell: CellConfig) -> None:
 # --------------------------------------------------------------------------- operators
 
 
-def operator(ctx: CellContext, name: str) -> TransferOperator | TransferOperator2D:
+def operator(ctx: CellContext, name: str) -> OneStepOperator:
     """The cell's operator of method ``name`` (``sgd_op`` or ``gauss_step``), built once."""
 
-    def build() -> TransferOperator | TransferOperator2D:
+    def build() -> OneStepOperator:
         c, o = ctx.cell, _conf(ctx.cell)
         if ctx.dim == 2:  # sgd_op only (gauss_step is registered 1-D)
             return sgd_transfer_2d(c.landscape, c.grids, c.lr, c.batch_size, c.sampling,
@@ -168,8 +168,7 @@ def operator(ctx: CellContext, name: str) -> TransferOperator | TransferOperator
 def initial_masses(ctx: CellContext, name: str) -> np.ndarray:
     """The cell's initial law as masses on the operator's grid (flat (nx·ny,) in 2-D)."""
     op = operator(ctx, name)
-    grid = op.grids if ctx.dim == 2 else op.grid
-    return ctx.memo(("transfer_m0", grid), lambda: op.initial_masses(ctx.cell.init))
+    return ctx.memo(("transfer_m0", op.grids), lambda: op.initial_masses(ctx.cell.init))
 
 
 def stationary(ctx: CellContext, name: str) -> np.ndarray:
@@ -177,7 +176,7 @@ def stationary(ctx: CellContext, name: str) -> np.ndarray:
     ((nx, ny) in 2-D, where the operator lives on the density grid itself)."""
     op = operator(ctx, name)
     p = op.stationary(initial_masses(ctx, name))
-    return p if ctx.dim == 2 else op.coarsen(p)
+    return op.coarsen(p)
 
 
 def stationary_sgd(ctx: CellContext) -> np.ndarray:
@@ -194,17 +193,7 @@ def fp_relaxation(ctx: CellContext) -> markov.Relaxation:
     """Relaxation of the cell's FP operator (its convention, on :attr:`CellContext.fine`;
     2-D: on the density grid)."""
 
-    def build() -> markov.Relaxation:
-        import scipy.sparse as sp
-
-        if ctx.dim == 2:
-            return markov.generator_relaxation(ctx.operator2d(CONVENTIONS[ctx.cell.convention]).generator)
-        fp = ctx.operator(CONVENTIONS[ctx.cell.convention])
-        lower, diag, upper = fp.generator()
-        M = sp.diags([lower[1:], diag, upper[:-1]], [-1, 0, 1], format="csc")
-        return markov.generator_relaxation(M)
-
-    return ctx.memo("fp_relaxation", build)
+    return ctx.memo("fp_relaxation", lambda: ctx.fp_operator(CONVENTIONS[ctx.cell.convention]).relaxation())
 
 
 # --------------------------------------------------------------------------- fill
@@ -215,12 +204,9 @@ def fill_transfer(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
     cell, o = ctx.cell, _conf(ctx.cell)
     op = operator(ctx, name)
     m0 = initial_masses(ctx, name)
-    if ctx.dim == 2:
-        write_density_2d(ctx, ds, name, op.evolve(m0, cell.steps))
-    else:
-        write_density(ctx, ds, name, op.evolve(m0, cell.steps), fine=op.grid)
+    write_density(ctx, ds, name, op.evolve(m0, cell.steps), fine=op.grids[0])
     sel = {"method": name}
-    ds["operator_refine"].loc[sel] = 1 if ctx.dim == 2 else op.refine
+    ds["operator_refine"].loc[sel] = op.refine
     ds["operator_minibatches"].loc[sel] = op.minibatches
     ds["operator_diffusion_ratio"].loc[sel] = op.diffusion_ratio
     ds["operator_diffusion_flag"].loc[sel] = bool(op.diffusion_ratio > o.diffusion_ratio)
@@ -264,7 +250,8 @@ _COMMON: dict[str, Any] = dict(kind="density", fill=fill_transfer, fills=DENSITY
                                variables=VARIABLES, time="t = η·step")
 
 register_method(
-    name="sgd_op", reads=("lr", "batch_size", "sampling", "operator"), dims=(1, 2),
+    name="sgd_op", label="SGD (transfer operator)", color="vermillion", linestyle="--",
+    reads=("lr", "batch_size", "sampling", "operator"), dims=(1, 2),
     stationary={"sgd": stationary_sgd}, validate=validate_sgd_op,
     summary="SGD's own transfer operator: each cell's mass carried to θ − η·ḡ_B(θ) for every "
             "minibatch B with its probability (binned b-fold convolution beyond "
@@ -273,7 +260,8 @@ register_method(
             "minibatches only; stationary kind `sgd`, relaxation and (1-D) exact escape times; "
             "not for `reshuffle`", **_COMMON)
 register_method(
-    name="gauss_step", reads=("lr", "batch_size", "sampling", "operator"), dims=(1,),
+    name="gauss_step", label="Gaussian step (EM at dt = η)", color="blue", linestyle="-.",
+    reads=("lr", "batch_size", "sampling", "operator"), dims=(1,),
     stationary={"gauss_step": stationary_gauss_step},
     validate=validate_gauss_step,
     summary="the same with one Gaussian step N(θ − ηG, η²Σ_b): Euler–Maruyama of the Itô SDE "

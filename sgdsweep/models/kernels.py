@@ -150,3 +150,13 @@ def full_loss(kind, loss, hidden, X, y, l2, theta, work):
         s += sample_loss(kind, loss, hidden, X, y, l2, theta, i, work)
     return s / n
 
+
+
+@nb.njit(cache=True)
+def sample_grads(kind, loss, hidden, X, y, l2, theta, out, work):
+    """out[i] = ∇l_i(θ) for every sample: out (n, d)."""
+    for i in range(X.shape[0]):
+        row = out[i]
+        for k in range(row.shape[0]):
+            row[k] = 0.0
+        add_sample_grad(kind, loss, hidden, X, y, l2, theta, i, 1.0, row, work)

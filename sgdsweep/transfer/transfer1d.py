@@ -79,7 +79,7 @@ class Escape:
 
 
 @dataclass(frozen=True, eq=False)
-class TransferOperator:
+class TransferOperator1D:
     """A one-step density operator of SGD (``kind`` 'sgd') or of its Gaussian step ('gauss_step').
 
     ``matrix`` (N, N) CSC: P[j, i] = probability that one step moves mass from cell i to
@@ -110,6 +110,19 @@ class TransferOperator:
 
     # ------------------------------------------------------------- grids and laws
 
+    @property
+    def grids(self) -> tuple[Grid1D]:
+        """(grid,): the fine grid the operator lives on."""
+        return (self.grid,)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.grid.cells,)
+
+    @property
+    def cell_volume(self) -> float:
+        return self.grid.dx
+
     def initial_masses(self, init) -> np.ndarray:
         """Exact cell masses (N,) of an :class:`~sgdsweep.landscapes.initial.Initial` law on the fine grid."""
         return init.cell_masses(self.grid)
@@ -126,7 +139,7 @@ class TransferOperator:
 
         ``m0`` are the initial cell masses (e.g. :meth:`initial_masses`); snapshot time t = η·step.
         """
-        return markov.evolve_masses(self.matrix, m0, steps) / self.grid.dx
+        return markov.evolve_masses(self.matrix, m0, steps) / self.cell_volume
 
     def stationary(self, m0: np.ndarray | None = None) -> np.ndarray:
         """The stationary density (per unit θ, Σ p·dx = 1) on the fine grid, by direct sparse solves.
@@ -134,7 +147,7 @@ class TransferOperator:
         ``m0`` (initial cell masses) is needed only when the chain has several closed
         classes, where the limit depends on it (:func:`~sgdsweep.transfer.markov.stationary_masses`).
         """
-        return markov.stationary_masses(self.matrix, m0) / self.grid.dx
+        return markov.stationary_masses(self.matrix, m0) / self.cell_volume
 
     def relaxation(self) -> markov.Relaxation:
         """Second eigenvalue and relaxation time τ = −η / ln|λ₂| (t units) and in steps."""
@@ -188,7 +201,7 @@ def _check_common(landscape: Landscape, grid: Grid1D, lr: float, quadrature: int
 
 def _spread_std(landscape: Landscape, grid: Grid1D, lr: float, factor: float, probe: int = 4):
     """η·sqrt(Σ_b) on a probe grid ``probe`` times finer than ``grid``."""
-    x = Grid1D(grid.lower, grid.upper, grid.cells * probe).centres
+    x = grid.refined(probe).centres
     cov = grad_mean_var(landscape, x)[1]
     return lr * np.sqrt(np.maximum(factor * cov, 0.0))
 
@@ -236,8 +249,8 @@ def choose_refine(landscape: Landscape, grid: Grid1D, lr: float, factor: float, 
 
 def _sub_points(grid: Grid1D, q: int) -> tuple[np.ndarray, np.ndarray]:
     """Sub-cell faces (N·q + 1,) and midpoints (N·q,)."""
-    faces = np.linspace(grid.lower, grid.upper, grid.cells * q + 1)
-    return faces, 0.5 * (faces[:-1] + faces[1:])
+    sub = grid.refined(q)
+    return sub.edges, sub.centres
 
 
 def _finish(P, added, clamped, grid, base, refine, lr, kind, K, approx, spread_var, lattice_var):
@@ -245,7 +258,7 @@ def _finish(P, added, clamped, grid, base, refine, lr, kind, K, approx, spread_v
     resolved = np.sqrt(spread_var) >= SPREAD_FLOOR * smax if smax > 0 else np.zeros(grid.cells, bool)
     resolved &= clamped < 1e-12
     ratio = float(np.max(added[resolved] / spread_var[resolved])) if resolved.any() else math.nan
-    return TransferOperator(P, grid, base, refine, lr, kind, K, approx, added, spread_var, clamped,
+    return TransferOperator1D(P, grid, base, refine, lr, kind, K, approx, added, spread_var, clamped,
                             ratio, lattice_var)
 
 
@@ -262,7 +275,7 @@ def sgd_transfer(
     approximate: bool = True,
     diffusion_ratio: float = DIFFUSION_RATIO,
     max_refine: int = MAX_REFINE,
-) -> TransferOperator:
+) -> TransferOperator1D:
     """SGD's one-step transfer operator on ``grid`` refined ``refine`` times (None: automatic).
 
     Minibatches are enumerated exactly while there are at most ``max_minibatches``
@@ -282,7 +295,7 @@ def sgd_transfer(
     factor = batch_noise_factor(n, b, sampling)
     refine = choose_refine(landscape, grid, lr, factor, refine, diffusion_ratio=diffusion_ratio,
                            max_refine=max_refine)
-    fine = Grid1D(grid.lower, grid.upper, grid.cells * refine)
+    fine = grid.refined(refine)
     N = fine.cells
     faces, mids = _sub_points(fine, q)
     spread_var = lr * lr * factor * grad_mean_var(landscape, fine.centres)[1]
@@ -329,7 +342,7 @@ def gauss_step(
     quadrature: int = QUADRATURE,
     diffusion_ratio: float = DIFFUSION_RATIO,
     max_refine: int = MAX_REFINE,
-) -> TransferOperator:
+) -> TransferOperator1D:
     """The Gaussian step kernel: θ → N(θ − ηG(θ), η²·noise_factor·Σ(θ)), on ``grid`` refined.
 
     ``noise_factor`` is Σ_b/Σ (:func:`~sgdsweep.landscapes.noise.batch_noise_factor`). Each sub-cell
@@ -337,12 +350,10 @@ def gauss_step(
     its midpoint, integrated exactly over the target cells.
     """
     lr, q = _check_common(landscape, grid, lr, quadrature)
-    factor = real(noise_factor, "noise_factor")
-    if factor < 0:
-        raise ConfigError(f"noise_factor: must be >= 0, got {factor}")
+    factor = real(noise_factor, "noise_factor", nonnegative=True)
     refine = choose_refine(landscape, grid, lr, factor, refine, diffusion_ratio=diffusion_ratio,
                            max_refine=max_refine)
-    fine = Grid1D(grid.lower, grid.upper, grid.cells * refine)
+    fine = grid.refined(refine)
     N = fine.cells
     faces, mids = _sub_points(fine, q)
     Y = faces - lr * grad_mean_var(landscape, faces)[0]

@@ -141,9 +141,20 @@ class TransferOperator2D:
     spread_var: np.ndarray
     diffusion_ratio: float
 
+    #: The operator lives on the density grid itself.
+    refine = 1
+
     @property
-    def cell_area(self) -> float:
+    def shape(self) -> tuple[int, int]:
+        return (self.grids[0].cells, self.grids[1].cells)
+
+    @property
+    def cell_volume(self) -> float:
         return self.grids[0].dx * self.grids[1].dx
+
+    def coarsen(self, density: np.ndarray) -> np.ndarray:
+        """Densities on the density grid: the operator's own grid (refine 1), returned as is."""
+        return np.asarray(density)
 
     def initial_masses(self, init: Initial) -> np.ndarray:
         """Exact cell masses (N,) of an :class:`~sgdsweep.landscapes.initial.Initial` law
@@ -154,13 +165,13 @@ class TransferOperator2D:
 
     def evolve(self, m0: np.ndarray, steps) -> np.ndarray:
         """Densities (per unit area) after ``steps`` SGD steps, shape (S, nx, ny)."""
-        out = markov.evolve_masses(self.matrix, m0, steps) / self.cell_area
-        return out.reshape(-1, self.grids[0].cells, self.grids[1].cells)
+        out = markov.evolve_masses(self.matrix, m0, steps) / self.cell_volume
+        return out.reshape(-1, *self.shape)
 
     def stationary(self, m0: np.ndarray | None = None) -> np.ndarray:
         """Stationary density (per unit area), shape (nx, ny); see :func:`markov.stationary_masses`."""
         m = markov.stationary_masses(self.matrix, m0)
-        return (m / self.cell_area).reshape(self.grids[0].cells, self.grids[1].cells)
+        return (m / self.cell_volume).reshape(self.shape)
 
     def relaxation(self) -> markov.Relaxation:
         return markov.relaxation(self.matrix, self.lr)

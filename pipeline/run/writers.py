@@ -1,0 +1,161 @@
+"""Who writes the cells into the store (``store_writer``): two strategies with the same methods.
+
+* :class:`ClientWriter` (``client``): a task computes cells and returns them; the sweep's
+  process writes every cell, a shard at a time (the store has a single writer).
+* :class:`WorkerWriter` (``workers``): a task is one shard's cells; the worker computes
+  and writes them (the task is the shard's only writer) and returns a confirmation per
+  cell. The store must be reachable from the workers.
+
+In both, a task that keeps failing is split into single-cell compute tasks whose results
+the sweep's process writes (:class:`ClientWriter`'s way), so one failing cell is recorded
+and the rest of its task is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import xarray as xr
+
+from pipeline.config import SweepPlan
+from pipeline.run.batching import Batcher
+from pipeline.store import store as stores
+from pipeline.store.location import Location
+from sgdsweep.cell.config import CellConfig
+from sgdsweep.cell.schema import RUNTIME
+
+#: With ``store_writer=workers`` a task is a shard: a new store gets at least this many.
+WORKER_TASKS = 16
+
+#: Per cell of a task run by :class:`WorkerWriter`: (flat index, done, error message, runtime).
+Confirmation = list[tuple[int, bool, str, float]]
+#: Called with the (index, ok) of cells made durable: the progress and the run's record.
+Written = Callable[[list[tuple[tuple[int, ...], bool]]], None]
+
+#: The store's layout on a worker, read once per worker process and store (``store_writer=workers``).
+_LAYOUTS: dict[str, xr.Dataset] = {}
+
+
+def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr.Dataset]]:
+    """The Dask task of :class:`ClientWriter`: run_cell for each (flat index, parsed cell)."""
+    import sgdsweep
+
+    return [(i, sgdsweep.run_cell(c)) for i, c in cells]
+
+
+def write_cells(loc: Location, sweep_dims: Sequence[str],
+                cells: Sequence[tuple[int, tuple[int, ...], CellConfig]]) -> Confirmation:
+    """The Dask task of :class:`WorkerWriter`: run the cells of one shard and write them
+    (data first, ``done`` last) — this task is the shard's only writer. ``loc`` is the
+    store as the workers reach it (:meth:`Location.for_workers`). Returns, per cell,
+    (flat index, done, error message, runtime) once the shard is written: the confirmation."""
+    import sgdsweep
+
+    if loc.url not in _LAYOUTS:
+        _LAYOUTS[loc.url] = stores.read_status(loc)
+    writer = stores.CellWriter(loc, _LAYOUTS[loc.url], sweep_dims)
+    writer.expect([idx for _, idx, _ in cells])
+    out = []
+    for i, idx, cell in cells:
+        ds = sgdsweep.run_cell(cell)  # raises: nothing of the shard written, the client isolates the cell
+        runtime = float(ds[RUNTIME]) if RUNTIME in ds else 0.0
+        try:
+            writer.write(idx, ds)
+            out.append((i, True, "", runtime))
+        except ValueError as exc:
+            writer.fail(idx, f"write: {exc}")
+            out.append((i, False, f"write: {exc}", runtime))
+    writer.flush()
+    return out
+
+
+def shard_blocks(todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter) -> list[list[int]]:
+    """The cells to do grouped by the shard that holds them (flat order): one task each."""
+    blocks: dict[tuple[int, ...], list[int]] = {}
+    for i in todo:
+        blocks.setdefault(writer.shard_of(plan.index(i)), []).append(i)
+    return list(blocks.values())
+
+
+class ClientWriter:
+    """``store_writer=client``: tasks return their cells, this process writes them."""
+
+    def shard_cells(self, requested: int, n_cells: int) -> int:
+        """Cells per shard of a new store: as requested."""
+        return requested
+
+    def tasks(self, todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter, client: Any,
+              per_task: int | None) -> Batcher:
+        """The tasks of the cells ``todo``: batches of ``per_task`` cells (None: sized automatically)."""
+        writer.expect([plan.index(i) for i in todo])
+        return Batcher(todo, per_task, client)
+
+    def submit(self, client: Any, plan: SweepPlan, loc: Location, batch: list[int], retries: int) -> Any:
+        """A task computing the cells ``batch`` (flat indices) and returning them."""
+        return client.submit(compute_cells, [(i, plan.parsed[i]) for i in batch], retries=retries,
+                             pure=False, key=f"cells-{plan.config_hash[:10]}-{batch[0]}-{len(batch)}")
+
+    def receive(self, results: list[tuple[int, xr.Dataset]], plan: SweepPlan, writer: stores.CellWriter,
+                feed: Batcher, outcome: Any, written: Written) -> None:
+        """Write the cells a task returned (a cell that does not fit the store fails)."""
+        tw = time.perf_counter()
+        feed.timed([float(ds[RUNTIME]) if RUNTIME in ds else 0.0 for _, ds in results])
+        for i, ds in results:
+            outcome.compute_time += float(ds[RUNTIME]) if RUNTIME in ds else 0.0
+            try:
+                written(writer.write(plan.index(i), ds))
+            except ValueError as exc:
+                outcome.failures[i] = f"write: {exc}"
+                written(writer.fail(plan.index(i), outcome.failures[i]))
+        written(writer.poll())
+        outcome.write_time += time.perf_counter() - tw
+
+    def summary(self, outcome: Any, computed: int) -> str:
+        """The ``store write`` line of the sweep's summary."""
+        return f"store write: {1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell"
+
+
+class WorkerWriter:
+    """``store_writer=workers``: a task is one shard's cells, computed and written by its worker."""
+
+    def shard_cells(self, requested: int, n_cells: int) -> int:
+        """Cells per shard of a new store: a shard is one task, so at least :data:`WORKER_TASKS` tasks."""
+        return min(requested, max(1, -(-n_cells // WORKER_TASKS)))
+
+    def tasks(self, todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter, client: Any,
+              per_task: int | None) -> Batcher:
+        """A task per shard (``per_task`` does not apply)."""
+        # Handed out as others finish: a client holding every task's cells at once grew by
+        # ~1.2 GB at 10⁵ cells (the task specs, also in the scheduler's state).
+        return Batcher([], None, client, blocks=shard_blocks(todo, plan, writer))
+
+    def submit(self, client: Any, plan: SweepPlan, loc: Location, batch: list[int], retries: int) -> Any:
+        """A task computing and writing the cells ``batch`` (one whole shard's)."""
+        dims = [a.name for a in plan.axes]
+        return client.submit(write_cells, loc.for_workers(), dims,
+                             [(i, plan.index(i), plan.parsed[i]) for i in batch],
+                             retries=retries, pure=False,
+                             key=f"shard-{plan.config_hash[:10]}-{batch[0]}-{len(batch)}")
+
+    def receive(self, results: Confirmation, plan: SweepPlan, writer: stores.CellWriter,
+                feed: Batcher, outcome: Any, written: Written) -> None:
+        """Record the confirmations of a shard its worker wrote."""
+        for i, ok, msg, runtime in results:
+            outcome.compute_time += runtime
+            if not ok:
+                outcome.failures[i] = msg
+            written([(plan.index(i), ok)])
+
+    def summary(self, outcome: Any, computed: int) -> str:
+        return "store write: by the workers, a shard per task"
+
+
+#: ``store_writer`` -> its strategy.
+WRITERS: dict[str, type[ClientWriter | WorkerWriter]] = {"client": ClientWriter, "workers": WorkerWriter}
+
+
+def writer_for(store_writer: str) -> ClientWriter | WorkerWriter:
+    """The strategy of ``store_writer`` (validated by the run settings before this)."""
+    return WRITERS[store_writer]()
