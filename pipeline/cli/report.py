@@ -327,14 +327,14 @@ def _model_table(ds: xr.Dataset) -> str:
     m = "sgd" if "sgd" in methods else methods[0]
     h1 = {"direction": 0}
     cols: list[tuple[str, xr.DataArray]] = [(h, ds[v].isel(sel)) for h, v, sel in COLUMNS_MODEL if v in ds]
-    var = ds["proj_var"].sel(method=m).isel(t=-1, **h1)
+    var = ds["proj_var"].sel({"method": m}).isel(t=-1, **h1)
     for kind in ("sgd", "ito", "gibbs"):
         ref = ds["stationary_proj_var"].sel(kind=kind).isel(h1)
         cols.append((f"var h1 {m} / {kind}", var / ref))
-    cols += [(f"loss {m}", ds["loss_mean"].sel(method=m).isel(t=-1)),
-             (f"sharpness {m}", ds["sharpness"].sel(method=m).isel(t=-1)),
-             (f"tail α h1 {m}", ds["tail_index"].sel(method=m).isel(h1)),
-             (f"lost {m}", ds["lost_fraction"].sel(method=m).isel(t=-1))]
+    cols += [(f"loss {m}", ds["loss_mean"].sel({"method": m}).isel(t=-1)),
+             (f"sharpness {m}", ds["sharpness"].sel({"method": m}).isel(t=-1)),
+             (f"tail α h1 {m}", ds["tail_index"].sel({"method": m}).isel(h1)),
+             (f"lost {m}", ds["lost_fraction"].sel({"method": m}).isel(t=-1))]
     header = [*dims, "status", *(h for h, _ in cols)]
     error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
     with warnings.catch_warnings():

@@ -17,11 +17,12 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from sgdsweep.analysis.plots import METHOD_STYLE, TIME, _axes, _cell_label, _figure, _legend_below, _message
+from sgdsweep.analysis import figure
+from sgdsweep.analysis.figure import TIME, _axes, _cell_label, _figure, _legend_below, _message, method_style
 
-KIND_STYLE = {"sgd": dict(color="black", ls="-", label="SGD exact"),
-              "ito": dict(color="#0072B2", ls="--", label="Itô SDE exact"),
-              "gibbs": dict(color="#009E73", ls=":", label="Gibbs T·H⁻¹")}
+# the 1-D figures' colours for the same references, labelled for moments in d dimensions
+KIND_STYLE = {kind: {**figure.KIND_STYLE[kind], "label": label}
+              for kind, label in (("sgd", "SGD exact"), ("ito", "Itô SDE exact"), ("gibbs", "Gibbs T·H⁻¹"))}
 
 
 def _one(ds: xr.Dataset, keep: tuple[str, ...] = ()) -> tuple[xr.Dataset, dict[str, Any]]:
@@ -35,11 +36,6 @@ def _one(ds: xr.Dataset, keep: tuple[str, ...] = ()) -> tuple[xr.Dataset, dict[s
         sel[d] = idx
     cell = ds.isel(sel)
     return cell, {d: ds[d].values[i] for d, i in sel.items()}
-
-
-def style_of(method: str) -> dict[str, Any]:
-    """Plot style (colour, label) of a method."""
-    return dict(METHOD_STYLE.get(method, {"label": method}))
 
 
 def _ensembles(ds: xr.Dataset) -> list[str]:
@@ -57,8 +53,8 @@ def projection_variance(ds: xr.Dataset) -> Figure:
     lr = view["lr"].values
     for ax, k in zip(axs, dirs, strict=False):
         for m in _ensembles(view):
-            v = view["proj_var"].sel(method=m, direction=k).isel(t=-1).values
-            ax.plot(lr, v, marker="o", lw=0, **style_of(m))
+            v = view["proj_var"].sel({"method": m, "direction": k}).isel(t=-1).values
+            ax.plot(lr, v, marker="o", lw=0, **method_style(m))
         for kind, st in KIND_STYLE.items():
             v = view["stationary_proj_var"].sel(kind=kind, direction=k).values
             if np.isfinite(v).any():
@@ -84,8 +80,8 @@ def projection_densities(ds: xr.Dataset) -> Figure:
     x = cell["x"].values
     for ax, k in zip(axs, dirs, strict=False):
         for m in _ensembles(cell):
-            ax.step(x, cell["density"].sel(method=m, direction=k).isel(t=-1).values, where="mid",
-                    **style_of(m))
+            ax.step(x, cell["density"].sel({"method": m, "direction": k}).isel(t=-1).values, where="mid",
+                    **method_style(m))
         for kind, st in KIND_STYLE.items():
             var = float(cell["stationary_proj_var"].sel(kind=kind, direction=k).values)
             if np.isfinite(var) and var > 0:
@@ -105,8 +101,8 @@ def sharpness_loss(ds: xr.Dataset) -> Figure:
     ax, bx = _axes(fig)
     t = cell["t"].values
     for m in cell.sgd.methods:
-        ax.plot(t, cell["sharpness"].sel(method=m).values, **style_of(m))
-        bx.plot(t, cell["loss_mean"].sel(method=m).values, **style_of(m))
+        ax.plot(t, cell["sharpness"].sel({"method": m}).values, **method_style(m))
+        bx.plot(t, cell["loss_mean"].sel({"method": m}).values, **method_style(m))
     lr = float(np.atleast_1d(cell["lr"].values)[0]) if "lr" in cell.coords else None
     if lr:
         ax.axhline(2.0 / lr, color="#D55E00", lw=0.8, ls="--", label="2/η")

@@ -15,6 +15,7 @@ import xarray as xr
 
 from sgdsweep.cell.model_context import ModelContext
 from sgdsweep.cell.model_schema import QUANTILES
+from sgdsweep.errors import ConfigError
 from sgdsweep.models.sharpness import top_eigenvalue
 from sgdsweep.models.tails import hill
 from sgdsweep.montecarlo.models import ModelEnsemble, snapshot_stats
@@ -70,8 +71,10 @@ def fill_model_ensemble(ctx: ModelContext, ds: xr.Dataset, name: str, **extra) -
         alive = ens.lost_step < 0
         for k in range(proj.shape[0]):
             z = proj[k, alive]
-            if z.size >= 20 and np.any(z != 0):
+            try:
                 alpha, se, _ = hill(z, cell.models.hill_frac)
+            except ConfigError:  # too few chains, or no spread (gd: every chain the same)
+                continue
                 ds["tail_index"].loc[{**sel, "direction": ds.direction.values[k]}] = alpha
                 ds["tail_index_se"].loc[{**sel, "direction": ds.direction.values[k]}] = se
 
