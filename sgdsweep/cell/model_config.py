@@ -50,8 +50,9 @@ class ModelsConf:
         "", "minimum: chains start at the reference minimum θ* plus N(0, start_std²) per "
             "parameter; init: at the model's seeded initialisation (training from scratch)"))
     start_std: float = field(default=0.0, metadata=_meta("θ", "spread of the start around θ*"))
-    directions: int = field(default=4, metadata=_meta(
-        "1", "top Hessian eigenvectors of θ* whose projections are histogrammed (≤ d)"))
+    directions: int | None = field(default=None, metadata=_meta(
+        "1", "top Hessian eigenvectors of θ* whose projections are histogrammed (≤ d; "
+             "null: min(4, d))"))
     max_cov_dim: int = field(default=64, metadata=_meta(
         "1", "store the full covariance of θ up to this d, only its diagonal beyond"))
     sharpness_chains: int = field(default=4, metadata=_meta(
@@ -107,7 +108,8 @@ def _models_conf(raw: Mapping[str, Any]) -> ModelsConf:
     conf.start_std = real(conf.start_std, "models.start_std")
     if conf.start_std < 0:
         raise ConfigError(f"models.start_std: must be >= 0, got {conf.start_std}")
-    conf.directions = integer(conf.directions, "models.directions", 1)
+    if conf.directions is not None:
+        conf.directions = integer(conf.directions, "models.directions", 1)
     conf.max_cov_dim = integer(conf.max_cov_dim, "models.max_cov_dim", 0)
     conf.sharpness_chains = integer(conf.sharpness_chains, "models.sharpness_chains", 0)
     conf.bound = real(conf.bound, "models.bound", positive=True)
@@ -169,6 +171,8 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
     temp = raw["langevin"]["temperature"]
     temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)
     conf = _models_conf(raw["models"])
+    if conf.directions is None:
+        conf.directions = min(4, model.d)
     if conf.directions > model.d:
         raise ConfigError(f"models.directions: {conf.directions} is more than the model's "
                           f"{model.d} parameters")

@@ -75,6 +75,6 @@ def fill_model_ensemble(ctx: ModelContext, ds: xr.Dataset, name: str, **extra) -
                 alpha, se, _ = hill(z, cell.models.hill_frac)
             except ConfigError:  # too few chains, or no spread (gd: every chain the same)
                 continue
-                ds["tail_index"].loc[{**sel, "direction": ds.direction.values[k]}] = alpha
-                ds["tail_index_se"].loc[{**sel, "direction": ds.direction.values[k]}] = se
+            ds["tail_index"].loc[{**sel, "direction": ds.direction.values[k]}] = alpha
+            ds["tail_index_se"].loc[{**sel, "direction": ds.direction.values[k]}] = se
 
