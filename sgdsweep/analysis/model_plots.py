@@ -137,9 +137,42 @@ def noise_geometry(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def tail_index(ds: xr.Dataset) -> Figure:
+    """Hill's tail index along h1 over η, one line per batch size, with the exact Kesten index
+    (one parameter, b = 1) and each batch size's mean-square edge; α = 2 marked."""
+    if "lr" not in ds.dims or not np.isfinite(ds["tail_index"].values).any():
+        return _message("tail index: needs an lr axis and Hill estimates")
+    view, where = _one(ds, keep=("lr", "batch_size"))
+    fig = _figure(1, width=5.5, height=3.6)
+    ax = _axes(fig)[0]
+    lr = view["lr"].values
+    sizes = view["batch_size"].values if "batch_size" in view.dims else [None]
+    for i, b in enumerate(sizes):
+        cell = view.sel(batch_size=b) if b is not None else view
+        alpha = cell["tail_index"].sel({"method": "sgd", "direction": "h1"})
+        se = cell["tail_index_se"].sel({"method": "sgd", "direction": "h1"})
+        colour = f"C{i}"
+        ax.errorbar(lr, alpha.values, yerr=se.values, marker="o", ms=3, color=colour,
+                    label=f"Hill, b = {b}" if b is not None else "Hill")
+        edge = float(np.nanmin(cell["ms_edge"].values)) if "ms_edge" in cell else np.nan
+        if np.isfinite(edge):
+            ax.axvline(edge, color=colour, lw=0.8, ls="--")
+        if "kesten_index" in cell and np.isfinite(cell["kesten_index"].values).any():
+            k = cell["kesten_index"].values
+            ax.plot(lr, np.where(np.isfinite(k), k, np.nan), color="black", lw=1.2,
+                    label="exact (Kesten), b = 1")
+    ax.axhline(2.0, color="grey", lw=0.8)
+    ax.set(xlabel="learning rate η (dashed: mean-square edge of each b)", ylabel="tail index α",
+           yscale="log", title="SGD's stationary tail index")
+    fig.suptitle("Heavy tails beyond the mean-square edge" + (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, ax)
+    return fig
+
+
 FIGURES_MODEL = {
     "projection_variance": projection_variance,
     "projection_densities": projection_densities,
     "sharpness_loss": sharpness_loss,
     "noise_geometry": noise_geometry,
+    "tail_index": tail_index,
 }
