@@ -119,8 +119,8 @@ ONE_PARAMETER = {"family": "model", "name": "teacher_1d", "kind": "linear_regres
 def test_hill_tail_index_of_sgd_is_kesten_beyond_the_edge(frac):
     """One parameter, b = 1, η beyond the mean-square edge: SGD's stationary law has a power
     tail with the exact index α solving E|1 − η a_B|^α = 1 (stored as ``kesten_index``, < 2
-    here). Hill's estimate from 5,000 chains after 2,000 steps (top 5 % of the chains not lost: k ≈ 250) agrees within
-    3 of its standard errors α/√k. Hill's own finite-k bias is downward and grows with α (about
+    here). Hill's estimate from 5,000 chains after 2,000 steps (top 5 % of the chains not
+    lost: k ≈ 250) agrees within 3 of its standard errors α/√k. Hill's own finite-k bias is downward and grows with α (about
     7 % at α = 2 with 20,000 chains), which is why the check stays at α < 1.5, where it is below
     one standard error."""
     base = {"landscape": ONE_PARAMETER, "batch_size": 1, "methods": ["sgd"], "seed": 1,
@@ -140,7 +140,8 @@ def test_hill_tail_index_of_sgd_is_kesten_beyond_the_edge(frac):
 
 BAD_MODEL = [
     (["landscape=linreg_diabetes", "landscape.dataset=nope"], "landscape.dataset"),
-    (["landscape=linreg_diabetes", "landscape.path=/no/such.npz", "landscape.dataset=file"], "landscape.path"),
+    (["landscape=linreg_diabetes", "landscape.path=/no/such.npz", "landscape.dataset=file"],
+     "landscape.path"),
     (["landscape=mlp_wine", "landscape.hidden=0"], "landscape.hidden"),
     (["landscape=linreg_diabetes", "batch_size=443", "~grid.lr", "grid.seed=[0]"], "batch_size"),
     (["landscape=linreg_diabetes", "models.directions=12"], "models.directions"),

@@ -12,7 +12,8 @@ import numpy as np
 import xarray as xr
 
 
-def tail_crossing(ds: xr.Dataset, level: float = 2.0, method: str = "sgd", direction: str = "h1") -> xr.DataArray:
+def tail_crossing(ds: xr.Dataset, level: float = 2.0, method: str = "sgd",
+                  direction: str = "h1") -> xr.DataArray:
     """The η at which Hill's α along ``direction`` first falls below ``level`` as η grows.
 
     Linear interpolation in η between the last sweep point with α ≥ level and the first with
