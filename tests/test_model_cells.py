@@ -120,9 +120,9 @@ def test_hill_tail_index_of_sgd_is_kesten_beyond_the_edge(frac):
     """One parameter, b = 1, η beyond the mean-square edge: SGD's stationary law has a power
     tail with the exact index α solving E|1 − η a_B|^α = 1 (stored as ``kesten_index``, < 2
     here). Hill's estimate from 5,000 chains after 2,000 steps (top 5 % of the chains not
-    lost: k ≈ 250) agrees within 3 of its standard errors α/√k. Hill's own finite-k bias is downward and grows with α (about
-    7 % at α = 2 with 20,000 chains), which is why the check stays at α < 1.5, where it is below
-    one standard error."""
+    lost: k ≈ 250) agrees within 3 of its standard errors α/√k. Hill's own finite-k bias is
+    downward and grows with α (about 7 % at α = 2 with 20,000 chains), which is why the check
+    stays at α < 1.5, where it is below one standard error."""
     base = {"landscape": ONE_PARAMETER, "batch_size": 1, "methods": ["sgd"], "seed": 1,
             "density_grid": {"lower": -1.0, "upper": 1.0, "cells": 10},
             "mc": {"chains": 5000, "max_steps": 10**6}, "models": {"sharpness_chains": 0}}
@@ -157,5 +157,6 @@ def test_bad_model_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", *args, "store=bad.zarr"]) == 2
     out, err = capsys.readouterr()
+    assert out == ""
     assert err.startswith(f"error: {field}") and err.count("\n") == 1, err
     assert not (tmp_path / "bad.zarr").exists()
