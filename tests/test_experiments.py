@@ -41,6 +41,8 @@ REDUCED = {
                        "time.snapshots=3", "density_grid.cells=140"],
     "kramers_validity": ["grid.lr=[0.2,0.4]", "grid.batch_size=[1]", "grid.landscape.width_left=[0.3]"],
     "seed_claims": ["grid.lr=[0.05]", "grid.landscape.width_left=[0.25,0.5]"],
+    "edge_of_stability": ["grid.lr=[0.8]", "grid.batch_size=[32]", "methods=[gd]", "mc.chains=1",
+                          "models.sharpness_chains=1"],
     "heavy_tails": ["grid.lr=[0.7,0.9,1.1]", "grid.batch_size=[1]"],
     "stationary_not_gibbs": ["grid.lr=[0.1]", "grid.batch_size=[1]", "mc.chains=1000"],
     "nonequilibrium_2d": ["grid.lr=[0.1]", "grid.batch_size=[1]", "grid.tilt=[0.0,30.0]", "mc.chains=200",
@@ -266,3 +268,21 @@ def test_stationary_not_gibbs():
     assert float(exact.sel(kind="sgd") / exact.sel(kind="ito")) > 1.3
     td = ds["temperature_direction"].sel(kind="sgd")
     assert float(td.sel(direction="h1") / td.sel(direction="h4")) > 3.0
+
+
+def test_edge_of_stability():
+    """GD at η = 0.8 on the wine network: the sharpness first drops below 2/η (from 3.93 at
+    the initialisation), then rises through 2/η (progressive sharpening) and hovers there:
+    over the last quarter of the run sharpness · η/2 is within 10 % of 1, while the loss
+    falls overall but not monotonically. GD is deterministic: these are properties of the
+    trajectory, not estimates."""
+    from sgdsweep.analysis.stability import plateau_sharpness
+
+    ds = cells_in_process("edge_of_stability").squeeze("lr")
+    lr = 0.8
+    sharp = ds["sharpness"].sel({"method": "gd"}).values
+    loss = ds["loss_mean"].sel({"method": "gd"}).values
+    assert sharp[0] > 2 / lr and sharp[1:5].min() < 0.8 * 2 / lr and sharp.max() > 2 / lr
+    ratio = float(plateau_sharpness(ds.expand_dims(lr=[lr])).squeeze())
+    assert abs(ratio - 1) < 0.1, ratio
+    assert loss[-1] < 0.05 * loss[0] and (np.diff(loss) > 0).any()

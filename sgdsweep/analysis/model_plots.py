@@ -169,10 +169,55 @@ def tail_index(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def edge_of_stability(ds: xr.Dataset) -> Figure:
+    """Sharpness over optimisation steps, one column per η (at most 5), with 2/η marked:
+    GD, and SGD at each batch size; the mean loss below."""
+    if "lr" not in ds.dims or not np.isfinite(ds["sharpness"].values).any():
+        return _message("edge of stability: needs an lr axis and sharpness")
+    view, where = _one(ds, keep=("lr", "batch_size"))
+    lrs = view["lr"].values[:5]
+    fig = _figure(len(lrs), nrows=2, height=2.8)
+    axs = np.asarray(fig.axes).reshape(2, len(lrs))
+    sizes = view["batch_size"].values if "batch_size" in view.dims else [None]
+    for j, lr in enumerate(lrs):
+        top, bottom = axs[0, j], axs[1, j]
+        cell_lr = view.sel(lr=lr)
+        for m in cell_lr.sgd.methods:
+            for i, b in enumerate(sizes):
+                if m == "gd" and i > 0:
+                    continue  # GD does not see the batch size
+                cell = cell_lr.sel(batch_size=b) if b is not None else cell_lr
+                steps = cell["t"].values / float(lr)
+                style = method_style(m)
+                if m != "gd" and b is not None:
+                    style = {**style, "label": f"{style['label']}, b = {b}", "alpha": 1.0 - 0.3 * i}
+                top.plot(steps, cell["sharpness"].sel({"method": m}).values, **style)
+                bottom.plot(steps, cell["loss_mean"].sel({"method": m}).values, **style)
+        top.axhline(2.0 / float(lr), color="black", lw=0.8, ls="--", label="2/η")
+        # a chain on its way to divergence has a huge sharpness and loss for a snapshot or two
+        start = cell_lr["sharpness"].isel(t=0).values
+        s0 = float(np.nanmax(start)) if np.isfinite(start).any() else 0.0
+        top.set_ylim(0.0, 1.5 * max(2.0 / float(lr), s0))
+        bottom.set_yscale("log")
+        loss = cell_lr["loss_mean"].values
+        loss0 = cell_lr["loss_mean"].isel(t=0).values
+        if np.isfinite(loss0).any() and (loss > 0).any():
+            bottom.set_ylim(0.7 * float(np.nanmin(np.where(loss > 0, loss, np.nan))),
+                            3.0 * float(np.nanmax(loss0)))
+        top.set(title=f"η = {float(lr):g}", xlabel="step")
+        bottom.set(xlabel="step")
+    axs[0, 0].set_ylabel("sharpness λ_max(H(θ))")
+    axs[1, 0].set_ylabel("mean training loss")
+    fig.suptitle("Edge of stability: sharpness against 2/η" + (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, axs[0, 0])
+    return fig
+
+
 FIGURES_MODEL = {
     "projection_variance": projection_variance,
     "projection_densities": projection_densities,
     "sharpness_loss": sharpness_loss,
     "noise_geometry": noise_geometry,
     "tail_index": tail_index,
+    "edge_of_stability": edge_of_stability,
 }
