@@ -213,6 +213,36 @@ def edge_of_stability(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def linear_scaling(ds: xr.Dataset) -> Figure:
+    """Along each line η/b = const of an (lr, batch_size) grid: SGD's exact stationary excess
+    loss over the Itô SDE's (constant on the line), and Monte Carlo SGD's over the exact."""
+    from sgdsweep.analysis.scaling import along_lines
+
+    if not {"lr", "batch_size"} <= set(ds.dims) or "stationary_excess_loss" not in ds:
+        return _message("linear scaling: needs lr and batch_size axes")
+    ex = ds["stationary_excess_loss"]
+    if not np.isfinite(ex.sel(kind="ito").values).any():
+        return _message("linear scaling: no exact stationary loss (least squares only)")
+    exact = along_lines(ex.sel(kind="sgd") / ex.sel(kind="ito"))
+    mc = along_lines((ds["loss_mean"].sel({"method": "sgd"}).isel(t=-1) - ds["loss_star"])
+                     / ex.sel(kind="sgd"))
+    fig = _figure(2)
+    ax, bx = _axes(fig)
+    lr = exact["lr"].values
+    for i, c in enumerate(exact["ratio"].values):
+        ax.plot(lr, exact.sel(ratio=c).values, marker="o", ms=3, color=f"C{i}", label=f"η/b = {c:g}")
+        bx.plot(lr, mc.sel(ratio=c).values, marker="o", ms=3, color=f"C{i}")
+    ax.axhline(1.0, color="black", lw=0.8)
+    bx.axhline(1.0, color="black", lw=0.8)
+    ax.set(xscale="log", xlabel="learning rate η", ylabel="SGD exact / Itô SDE exact",
+           title="stationary excess loss along η/b = const")
+    bx.set(xscale="log", xlabel="learning rate η", ylabel="Monte Carlo / SGD exact",
+           title="Monte Carlo SGD at the last snapshot")
+    fig.suptitle("The linear scaling rule")
+    _legend_below(fig, ax)
+    return fig
+
+
 FIGURES_MODEL = {
     "projection_variance": projection_variance,
     "projection_densities": projection_densities,
@@ -220,4 +250,5 @@ FIGURES_MODEL = {
     "noise_geometry": noise_geometry,
     "tail_index": tail_index,
     "edge_of_stability": edge_of_stability,
+    "linear_scaling": linear_scaling,
 }

@@ -126,6 +126,8 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
             ds[stat].loc[sel] = C
         else:
             ds[stat].loc[sel] = np.diag(C)
+        if H is not None:
+            ds["stationary_excess_loss"].loc[sel] = 0.5 * float(np.sum(H * C))
         var_k = np.einsum("kd,de,ke->k", V, C, V)
         ds["stationary_proj_var"].loc[sel] = var_k
         ds["temperature_direction"].loc[sel] = lam * var_k

@@ -48,6 +48,7 @@ def variables(full_cov: bool) -> dict[str, tuple[str, ...]]:
         "temperature_direction": ("kind", "direction"),
         **stat,
         "stationary_proj_var": ("kind", "direction"),
+        "stationary_excess_loss": ("kind",),
         "ms_edge": (),
         "gd_edge": (),
         "kesten_index": (),
@@ -98,6 +99,9 @@ ATTRS: dict[str, dict[str, str]] = {
                        "units": "θ²"},
     "stationary_proj_var": {"long_name": "stationary variance of (θ − θ*)·v_k of the reference",
                             "units": "θ²"},
+    "stationary_excess_loss": {"long_name": "stationary mean of L(θ) − L(θ*) of the reference: "
+                               "½ tr(H* C) (exact for least squares, whose loss is quadratic)",
+                               "units": "loss"},
     "ms_edge": {"long_name": "mean-square stability edge: the largest η at which SGD's second moment "
                 "stays bounded (exact, least squares; NaN otherwise)", "units": "1"},
     "gd_edge": {"long_name": "gradient descent's stability edge 2 / λ_max(H*)", "units": "1"},
