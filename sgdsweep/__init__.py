@@ -28,3 +28,13 @@ __all__ = [
     "run_cell",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``from sgdsweep import plots`` (notebooks written before the analysis/ folder): the figures
+    # load matplotlib, so they are imported on first use, not with the package.
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("sgdsweep.analysis.plots")
+    raise AttributeError(f"module 'sgdsweep' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from omegaconf import OmegaConf
 
 import sgdsweep.analysis.accessor  # noqa: F401
@@ -40,6 +41,11 @@ REDUCED = {
                        "time.snapshots=3", "density_grid.cells=140"],
     "kramers_validity": ["grid.lr=[0.2,0.4]", "grid.batch_size=[1]", "grid.landscape.width_left=[0.3]"],
     "seed_claims": ["grid.lr=[0.05]", "grid.landscape.width_left=[0.25,0.5]"],
+    "edge_of_stability": ["grid.lr=[0.8]", "grid.batch_size=[32]", "methods=[gd]", "mc.chains=1",
+                          "models.sharpness_chains=1"],
+    "linear_scaling_model": ["grid.lr=[0.02,0.04,0.08]", "grid.batch_size=[2,4,8]", "mc.chains=50"],
+    "heavy_tails": ["grid.lr=[0.7,0.9,1.1]", "grid.batch_size=[1]"],
+    "stationary_not_gibbs": ["grid.lr=[0.1]", "grid.batch_size=[1]", "mc.chains=1000"],
     "nonequilibrium_2d": ["grid.lr=[0.1]", "grid.batch_size=[1]", "grid.tilt=[0.0,30.0]", "mc.chains=200",
                           "time.t_end=6", "time.snapshots=3"],
 }
@@ -218,3 +224,86 @@ def test_seed_claims(tmp_path):
     assert abs(float(ito.sel(width_left=0.25))) < 1e-6
     assert float(ito.sel(width_left=0.5)) > 10 * np.log10(np.exp(4.0))
     assert np.all(ds.operator_classes.sel({"method": "sgd_op"}).values == 2)
+
+
+def cells_in_process(name: str) -> xr.Dataset:
+    """The reduced experiment's cells through ``run_cell`` in this process (the sweep path
+    itself is covered by the subprocess runs above and tests/test_model_cells.py), combined
+    along the swept learning rate and batch size."""
+    from pipeline.config import compose, expand
+    from sgdsweep import run_cell
+
+    plan = expand(compose([f"+experiment={name}", *REDUCED[name]]))
+    assert [a.path for a in plan.axes] == ["lr", "batch_size"]
+    return xr.combine_by_coords([run_cell(c).expand_dims(lr=[c["lr"]], batch_size=[c["batch_size"]])
+                                 for c in plan.cells])
+
+
+def test_heavy_tails():
+    """One parameter, b = 1: Hill's α falls through 2 within 5 % of the exact mean-square edge
+    (0.874; linear interpolation between η = 0.7 and 0.9), and beyond the edge it agrees with
+    the exact Kesten index within 3 standard errors (5,000 chains, k = 250)."""
+    from sgdsweep.analysis.tails import tail_crossing
+
+    ds = cells_in_process("heavy_tails").squeeze("batch_size")
+    edge = float(ds["ms_edge"].isel(lr=0))
+    assert edge == pytest.approx(0.8738, abs=1e-3)
+    crossing = float(tail_crossing(ds).squeeze())
+    assert abs(crossing / edge - 1) < 0.05, (crossing, edge)
+    beyond = ds.sel(lr=[0.9, 1.1])
+    hill = beyond["tail_index"].sel({"method": "sgd", "direction": "h1"}).squeeze()
+    se = beyond["tail_index_se"].sel({"method": "sgd", "direction": "h1"}).squeeze()
+    kesten = beyond["kesten_index"].squeeze()
+    assert bool((kesten < 2).all()) and bool((abs(hill - kesten) < 3 * se).all())
+
+
+def test_stationary_not_gibbs():
+    """η = 0.1, b = 1 on diabetes: Monte Carlo SGD's variance along the sharpest Hessian
+    direction equals SGD's exact stationary value within 4 standard errors (√(2/1000)), and
+    exceeds the Itô SDE's by more than 30 % (exact ratio 1.62); the temperature each of the
+    top four directions needs differs by more than a factor 3."""
+    ds = cells_in_process("stationary_not_gibbs").squeeze(["lr", "batch_size"])
+    mc = float(ds["proj_var"].sel({"method": "sgd", "direction": "h1"}).isel(t=-1))
+    exact = ds["stationary_proj_var"].sel(direction="h1")
+    se = np.sqrt(2 / 1000)
+    assert abs(mc / float(exact.sel(kind="sgd")) - 1) < 4 * se
+    assert float(exact.sel(kind="sgd") / exact.sel(kind="ito")) > 1.3
+    td = ds["temperature_direction"].sel(kind="sgd")
+    assert float(td.sel(direction="h1") / td.sel(direction="h4")) > 3.0
+
+
+def test_edge_of_stability():
+    """GD at η = 0.8 on the wine network: the sharpness first drops below 2/η (from 3.93 at
+    the initialisation), then rises through 2/η (progressive sharpening) and hovers there:
+    over the last quarter of the run sharpness · η/2 is within 10 % of 1, while the loss
+    falls overall but not monotonically. GD is deterministic: these are properties of the
+    trajectory, not estimates."""
+    from sgdsweep.analysis.stability import plateau_sharpness
+
+    ds = cells_in_process("edge_of_stability").squeeze(["lr", "batch_size"])
+    lr = 0.8
+    sharp = ds["sharpness"].sel({"method": "gd"}).values
+    loss = ds["loss_mean"].sel({"method": "gd"}).values
+    assert sharp[0] > 2 / lr and sharp[1:5].min() < 0.8 * 2 / lr and sharp.max() > 2 / lr
+    ratio = float(plateau_sharpness(ds.expand_dims(lr=[lr])).squeeze())
+    assert abs(ratio - 1) < 0.1, ratio
+    assert loss[-1] < 0.05 * loss[0] and (np.diff(loss) > 0).any()
+
+
+def test_linear_scaling_model():
+    """Diabetes, lines η/b = 0.005, 0.01, 0.02 (and their neighbours) of the grid: the Itô
+    SDE's exact stationary excess loss is the same at every cell of a line (it depends on
+    η/b alone: equal to 1e-9, the linear solve's rounding), and SGD's exact one leaves it as η
+    grows, by under 3 % at η = 0.02 and over 8 % at η = 0.08 on every line."""
+    from sgdsweep.analysis.scaling import along_lines
+
+    ds = cells_in_process("linear_scaling_model")
+    ex = ds["stationary_excess_loss"]
+    ito = along_lines(ex.sel(kind="ito"))
+    spread = (ito.max("lr") - ito.min("lr")) / ito.mean("lr")
+    assert float(spread.max()) < 1e-9
+    ratio = along_lines(ex.sel(kind="sgd") / ex.sel(kind="ito"))
+    full = ratio.dropna("ratio", how="any")
+    assert full.sizes["ratio"] >= 1
+    assert bool((full.diff("lr") > 0).all())
+    assert float(ratio.sel(lr=0.02).max()) < 1.03 and float(ratio.sel(lr=0.08).min()) > 1.08

@@ -50,6 +50,17 @@ CAPTIONS = {
     "escape_times": "Mean escape time over the barrier of each Monte Carlo method (hollow: not every "
                     "chain escaped, so the mean is biased low) beside the Itô SDE's exact mean "
                     "first-passage time, against the learning rate.",
+    "projection_variance": "Variance of the projection (θ − θ*)·v_k on each of the top Hessian "
+                           "eigenvectors at the last snapshot (markers: Monte Carlo) against the "
+                           "stationary variance of SGD's exact discrete-time law, of the Itô SDE "
+                           "(both exact for least squares) and of Gibbs T·H*⁻¹, over the learning rate.",
+    "projection_densities": "Densities of the projections at the last snapshot for the cell shown, "
+                            "with Gaussians of the exact references' variances.",
+    "sharpness_loss": "Sharpness (top Hessian eigenvalue, Lanczos, mean over a few chains) with 2/η "
+                      "marked, and the mean training loss, over SDE time.",
+    "noise_geometry": "Gradient noise v_kᵀΣ*v_k against curvature λ_k at θ* (Σ* ∝ H* would be a line "
+                      "of slope 1), and the temperature λ_k·var_k each reference implies per "
+                      "direction: one Gibbs temperature fits only if these agree.",
     "gradient_noise": "Exact shape of the minibatch gradient noise over θ (one line per batch size "
                       "when swept): skewness and excess kurtosis of the minibatch mean gradient (0 "
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
@@ -121,6 +132,15 @@ def default_out(loc: location.Location) -> Path:
     return Path.cwd() / (Path(loc.name).stem + "_report")
 
 
+def figure_set(ds: xr.Dataset) -> dict[str, Any]:
+    """The figures of a store: model stores (a ``direction`` dim), 2-D stores, 1-D stores."""
+    if "direction" in ds.dims:
+        from sgdsweep.analysis.model_plots import FIGURES_MODEL
+
+        return FIGURES_MODEL
+    return {**(FIGURES_2D if "y" in ds.dims else FIGURES), **claims_figures(ds)}
+
+
 def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     """Render the figures and ``report.html`` for ``store`` into ``out``; returns the page's path.
 
@@ -156,7 +176,7 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
     views = {name: cell for name in ONE_CELL}
     if where:
         views.update({name: ds.sel({d: [v] for d, v in where.items() if d != "lr"}) for name in PER_LR})
-    for name, plot in {**(FIGURES_2D if "y" in ds.dims else FIGURES), **claims_figures(ds)}.items():
+    for name, plot in figure_set(ds).items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unfinished cells
@@ -285,6 +305,58 @@ def _last_time_tables(ds: xr.Dataset) -> str:
         classes.append({"failed": "fail", "pending": "pending"}.get(status, ""))
     out += (f"<h3>Cells at t = {_num(t_last)}</h3>"
             + _table(header, rows, left=len(dims) + 1, row_classes=classes))
+    if done.size > MAX_CELL_ROWS:
+        out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
+    return out
+
+
+#: Columns of the model per-cell table: (heading, variable, selection, what it is).
+COLUMNS_MODEL = (
+    ("loss θ*", "loss_star", {}), ("λ_max", "hessian_eig", {"direction": 0}),
+    ("2/λ_max", "gd_edge", {}), ("ms edge", "ms_edge", {}), ("T", "temperature", {}),
+    ("alignment", "noise_alignment", {}),
+)
+
+
+def _model_table(ds: xr.Dataset) -> str:
+    """Model store: per cell, the references at θ* and, at the last snapshot, SGD's variance
+    along h1 against the exact references, its loss, sharpness, tail index and lost fraction."""
+    dims = list(ds.sgd.sweep_dims)
+    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+    methods = ds.sgd.methods
+    m = "sgd" if "sgd" in methods else methods[0]
+    h1 = {"direction": 0}
+    cols: list[tuple[str, xr.DataArray]] = [(h, ds[v].isel(sel)) for h, v, sel in COLUMNS_MODEL if v in ds]
+    var = ds["proj_var"].sel({"method": m}).isel(t=-1, **h1)
+    for kind in ("sgd", "ito", "gibbs"):
+        ref = ds["stationary_proj_var"].sel(kind=kind).isel(h1)
+        cols.append((f"var h1 {m} / {kind}", var / ref))
+    cols += [(f"loss {m}", ds["loss_mean"].sel({"method": m}).isel(t=-1)),
+             (f"sharpness {m}", ds["sharpness"].sel({"method": m}).isel(t=-1)),
+             (f"tail α h1 {m}", ds["tail_index"].sel({"method": m}).isel(h1)),
+             (f"lost {m}", ds["lost_fraction"].sel({"method": m}).isel(t=-1))]
+    header = [*dims, "status", *(h for h, _ in cols)]
+    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        data = [np.asarray(da.transpose(*dims).values, float) if dims else np.asarray(da.values, float)
+                for _, da in cols]
+    rows, classes = [], []
+    for idx in np.ndindex(done.shape):
+        if len(rows) == MAX_CELL_ROWS:
+            break
+        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
+        status = "done" if done[idx] else ("failed" if error[idx] else "pending")
+        rows.append([*coords, status, *(_num(a[idx]) if done[idx] else "" for a in data)])
+        classes.append({"failed": "fail", "pending": "pending"}.get(status, ""))
+    out = (f"<p>Model {_e(ds.attrs.get('model', '?'))} on {_e(ds.attrs.get('dataset', '?'))} "
+           f"(n = {_e(ds.attrs.get('dataset_n', '?'))}, p = {_e(ds.attrs.get('dataset_p', '?'))}, "
+           f"d = {_e(ds.attrs.get('n_params', '?'))} parameters). Variance ratios: Monte Carlo "
+           "variance of (θ − θ*)·v₁ at the last snapshot over each reference's stationary variance "
+           "(sgd: SGD's exact discrete-time law; ito: the Itô SDE's exact moments — both least "
+           "squares only; gibbs: T·H*⁻¹). The ms edge is the largest η with a bounded second "
+           "moment.</p>")
+    out += _table(header, rows, left=len(dims) + 1, row_classes=classes)
     if done.size > MAX_CELL_ROWS:
         out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
     return out
@@ -488,8 +560,12 @@ def render_html(loc: location.Location, ds: xr.Dataset,
     if n_done < total:
         parts.append('<p class="warn">This sweep is not finished: figures and tables show the '
                      "finished cells only.</p>")
-    parts += ["<h2>Summary</h2>", _summary(ds), "<h2>At the last snapshot</h2>", _last_time_tables(ds),
-              _escape_table(ds), _noise_table(ds), "<h2>Figures</h2>", chosen]
+    if "direction" in ds.dims:
+        tables = [_model_table(ds)]
+    else:
+        tables = [_last_time_tables(ds), _escape_table(ds), _noise_table(ds)]
+    parts += ["<h2>Summary</h2>", _summary(ds), "<h2>At the last snapshot</h2>", *tables,
+              "<h2>Figures</h2>", chosen]
     for name, b64, note in figures:
         caption = _e(CAPTIONS.get(name, name))
         if b64 is None:

@@ -52,7 +52,7 @@ from pipeline.store import integrity, location, lock
 from pipeline.store import metadata as store_metadata
 from pipeline.store.location import Location
 from sgdsweep.analysis.reductions import open_sweep
-from sgdsweep.cell.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME
+from sgdsweep.cell.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME, UNION_COORDS
 from sgdsweep.errors import ConfigError
 from sgdsweep.store import shards
 
@@ -87,19 +87,20 @@ def union_template(templates: Sequence[xr.Dataset]) -> xr.Dataset:
     of first appearance) and cells lacking a basin get NaN there.
     """
     first = templates[0]
-    basins: list[Any] = []
+    unions: dict[str, list[Any]] = {name: [] for name in UNION_COORDS if name in first.coords}
     for t in templates:
         if set(t.data_vars) != set(first.data_vars):
             raise ConfigError("grid: cells of this sweep produce different variables; "
                               "sweep parameters that keep the cell layout fixed")
         for name, coord in t.coords.items():
-            if name == "basin":
-                basins += [b for b in coord.values.tolist() if b not in basins]
+            if name in unions:
+                unions[name] += [b for b in coord.values.tolist() if b not in unions[name]]
             elif name not in first.coords or not np.array_equal(coord.values, first[name].values):
                 raise ConfigError(f"grid: the swept values change the cell coordinate {name!r}; "
                                   "only parameters that keep it fixed can be swept")
-    if "basin" in first.coords and basins != first.basin.values.tolist():
-        first = first.reindex(basin=basins)
+    changed = {name: labels for name, labels in unions.items() if labels != first[name].values.tolist()}
+    if changed:
+        first = first.reindex(changed)
     # Cell attrs that differ between cells (e.g. a swept sampling) are not sweep-wide facts.
     first = first.copy()
     first.attrs = {k: v for k, v in first.attrs.items()
@@ -328,7 +329,8 @@ class CellWriter:
         # Every chunk stored, also one equal to the fill value: an absent chunk is data lost.
         self.arrays = {name: self.group[name].with_config({"write_empty_chunks": True})
                        for name in self.layout}
-        self.basins = template["basin"].values.tolist() if "basin" in template.coords else None
+        self.unions = {name: template[name].values.tolist()
+                       for name in UNION_COORDS if name in template.coords}
         self.coords = {name: template[name].values for name in template.coords if name not in sweep_dims}
         done = self.arrays[DONE]
         self.shape = tuple(done.shape)
@@ -353,8 +355,10 @@ class CellWriter:
 
     def values(self, cell: xr.Dataset) -> dict[str, np.ndarray]:
         """The cell's arrays in the store's dims and dtypes (raises ValueError if it does not fit)."""
-        if self.basins is not None and "basin" in cell.coords and cell.basin.values.tolist() != self.basins:
-            cell = cell.reindex(basin=self.basins)
+        changed = {name: labels for name, labels in self.unions.items()
+                   if name in cell.coords and cell[name].values.tolist() != labels}
+        if changed:
+            cell = cell.reindex(changed)
         for name, values in self.coords.items():
             if name in cell.coords and not np.array_equal(cell[name].values, values):
                 raise ValueError(f"cell coordinate {name!r} differs from the store's")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sgdsweep.cell.model_config import ModelCellConfig, ModelsConf, is_model_landscape, parse_model_cell
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.landscapes.grid import Grid1D
@@ -116,6 +117,7 @@ class CellSchema:
     langevin: LangevinConf = setting(factory=LangevinConf)
     fp: FPConf = setting(factory=FPConf)
     escape: EscapeConf = setting(factory=EscapeConf)
+    models: ModelsConf = setting(factory=ModelsConf)
 
 
 #: Sections added by method modules (name → dataclass of defaults).
@@ -243,13 +245,26 @@ def _grids(spec: Mapping[str, Any], dim: int) -> tuple[Grid1D, ...]:
     )
 
 
-def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
-    """Validate a cell mapping (missing keys take the schema's defaults) into a :class:`CellConfig`."""
+def _parse_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, schema in sections().items():
+        try:
+            out[name] = schema(**raw[name])
+        except TypeError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return out
+
+
+def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
+    """Validate a cell mapping (missing keys take the schema's defaults) into a :class:`CellConfig`
+    (a :class:`~sgdsweep.cell.model_config.ModelCellConfig` when ``landscape.family`` is ``model``)."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"cell config: expected a mapping, got {type(cfg).__name__}")
     if "landscape" not in cfg:
         raise ConfigError("landscape: missing")
     raw = merge_defaults(cfg)
+    if is_model_landscape(raw["landscape"]):
+        return parse_model_cell(raw, _parse_sections(raw))
     land = build_landscape(raw["landscape"])
 
     lr = real(raw["lr"], "lr", positive=True)
@@ -310,12 +325,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         from sgdsweep.fokker_planck.passage import check_threshold
 
         check_threshold(thr, grids[0].refined(fp_refine))
-    parsed_sections = {}
-    for name, schema in sections().items():
-        try:
-            parsed_sections[name] = schema(**raw[name])
-        except TypeError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+    parsed_sections = _parse_sections(raw)
 
     cell = CellConfig(
         landscape=land, lr=lr, batch_size=batch_size, sampling=sampling,

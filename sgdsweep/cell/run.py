@@ -27,6 +27,8 @@ import xarray as xr
 from sgdsweep.analysis.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.cell.config import CellConfig, parse_cell
 from sgdsweep.cell.context import CellContext
+from sgdsweep.cell.model_config import ModelCellConfig
+from sgdsweep.cell.model_run import model_template, run_model_cell
 from sgdsweep.cell.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp2d import marginals
@@ -48,8 +50,8 @@ STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "
 __all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_template", "run_cell"]
 
 
-def _parsed(cfg: Mapping[str, Any] | CellConfig) -> CellConfig:
-    return cfg if isinstance(cfg, CellConfig) else parse_cell(cfg)
+def _parsed(cfg: Mapping[str, Any] | CellConfig | ModelCellConfig) -> CellConfig | ModelCellConfig:
+    return cfg if isinstance(cfg, CellConfig | ModelCellConfig) else parse_cell(cfg)
 
 
 def _kinds(cell: CellConfig) -> list[str]:
@@ -145,9 +147,12 @@ def _empty(ctx: CellContext) -> xr.Dataset:
     return ds
 
 
-def cell_template(cfg: Mapping[str, Any] | CellConfig) -> xr.Dataset:
+def cell_template(cfg: Mapping[str, Any] | CellConfig | ModelCellConfig) -> xr.Dataset:
     """The structure ``run_cell(cfg)`` returns (variables, dims, coords, attrs), NaN-filled."""
-    return _empty(CellContext(_parsed(cfg)))
+    cell = _parsed(cfg)
+    if isinstance(cell, ModelCellConfig):
+        return model_template(cell)
+    return _empty(CellContext(cell))
 
 
 def run_cell(cfg: Mapping[str, Any] | CellConfig) -> xr.Dataset:
@@ -158,7 +163,10 @@ def run_cell(cfg: Mapping[str, Any] | CellConfig) -> xr.Dataset:
     :class:`~sgdsweep.errors.ConfigError` on bad input.
     """
     t_start = time.perf_counter()
-    ctx = CellContext(_parsed(cfg))
+    cell = _parsed(cfg)
+    if isinstance(cell, ModelCellConfig):
+        return run_model_cell(cell)
+    ctx = CellContext(cell)
     ds = _empty(ctx)
     fill_landscape(ctx, ds)
     fill_references(ctx, ds)

@@ -71,7 +71,15 @@ def write_ensemble(ctx: CellContext, ds: xr.Dataset, name: str, res) -> None:
         )
 
 
-_COMMON = dict(kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS)
+def fill_model(ctx, ds: xr.Dataset, name: str, **extra) -> None:
+    """The method on a model landscape (:mod:`sgdsweep.methods.model_ensemble`; imported when
+    a model cell runs, so term-landscape cells do not load it)."""
+    from sgdsweep.methods.model_ensemble import fill_model_ensemble
+
+    fill_model_ensemble(ctx, ds, name, **extra)
+
+
+_COMMON = dict(kind="ensemble", fill=fill_ensemble, dims=(1, 2), fills=ENSEMBLE_FILLS, fill_model=fill_model)
 
 register_method(
     name="sgd", label="SGD (Monte Carlo)", color="vermillion", kernel=kernels.SGD,

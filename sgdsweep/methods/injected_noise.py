@@ -28,7 +28,7 @@ from sgdsweep.cell.context import CellContext
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
-from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, simulate_cell, write_ensemble
+from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_model, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.montecarlo import kernels
 from sgdsweep.validate import real
@@ -76,6 +76,13 @@ def fill_sgd_noise(ctx: CellContext, ds, name: str) -> None:
     ds["sgd_noise_sigma"] = ((), sigma, ds["sgd_noise_sigma"].attrs)
 
 
+def fill_sgd_noise_model(ctx, ds, name: str) -> None:
+    """SGD with injected noise on a model landscape (σ per parameter)."""
+    sigma = noise_sigma(ctx)
+    fill_model(ctx, ds, name, grad_noise=sigma)
+    ds["sgd_noise_sigma"] = ((), sigma, ds["sgd_noise_sigma"].attrs)
+
+
 def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
     """The stationary density of sgd_noise's SDE (1-D, the cell's ``fp.convention``):
     D = η (Σ_b + σ²)/2 on the refined FP grid, averaged onto the density grid."""
@@ -95,7 +102,7 @@ def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
 register_method(
     name="sgd_noise", label="SGD + injected noise", color="yellow", kernel=kernels.SGD_NOISE,
     stream=kernels.SGD, section="sgd_noise", needs_temperature=True,
-    kind="ensemble", fill=fill_sgd_noise, dims=(1, 2), fills=ENSEMBLE_FILLS,
+    kind="ensemble", fill=fill_sgd_noise, fill_model=fill_sgd_noise_model, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc.chains", "sgd_noise", "langevin"), time="t = η·step",
     variables={"sgd_noise_sigma": Variable((), "std σ of the Gaussian added to the minibatch "
                                            "gradient (per axis)")},

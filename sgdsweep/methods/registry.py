@@ -70,6 +70,8 @@ class Method:
     stream see common random numbers). ``section``: its own config section, if any.
     ``needs_temperature``: the cell must provide a temperature (``langevin.temperature`` or
     its default) when the method runs.
+    ``fill_model(ctx, ds, name)``: the same for cells on model landscapes
+    (:class:`~sgdsweep.cell.model_context.ModelContext`); None if the method does not run there.
     """
 
     name: str
@@ -90,6 +92,7 @@ class Method:
     stream: int | None = None
     section: str | None = None
     needs_temperature: bool = False
+    fill_model: Callable[[Any, xr.Dataset, str], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.label:

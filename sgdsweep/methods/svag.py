@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sgdsweep.cell.config import register_section
 from sgdsweep.cell.context import CellContext
-from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, simulate_cell, write_ensemble
+from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_model, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import register_method
 from sgdsweep.montecarlo import kernels
 from sgdsweep.validate import integer
@@ -40,9 +40,14 @@ def fill_svag(ctx: CellContext, ds, name: str) -> None:
     write_ensemble(ctx, ds, name, simulate_cell(ctx, name, {"l": ctx.cell.sections["svag"].l}))
 
 
+def fill_svag_model(ctx, ds, name: str) -> None:
+    """SVAG on a model landscape, with the cell's ``svag.l``."""
+    fill_model(ctx, ds, name, svag_l=ctx.cell.sections["svag"].l)
+
+
 register_method(
     name="svag", label="SVAG", color="orange", kernel=kernels.SVAG, stream=kernels.SGD, section="svag",
-    kind="ensemble", fill=fill_svag, dims=(1, 2), fills=ENSEMBLE_FILLS,
+    kind="ensemble", fill=fill_svag, fill_model=fill_svag_model, dims=(1, 2), fills=ENSEMBLE_FILLS,
     reads=("lr", "batch_size", "sampling", "mc.chains", "svag"), time="t = η·step (l substeps each)",
     summary="SVAG: l steps of η/l per SGD step, gradient ((1+√(2l−1))/2)·ḡ_{B1} + "
             "((1−√(2l−1))/2)·ḡ_{B2} of two independent minibatches; l = 1 is SGD bit for bit, "
