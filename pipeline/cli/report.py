@@ -332,17 +332,17 @@ def _escape_table(ds: xr.Dataset) -> str:
     exact = np.asarray(es["escape_time_exact"].values, float)
     if not np.isfinite(exact).any():
         return ""
-    methods = [str(m) for m in es["method"].values
-               if np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values, float)).any()]
+    exact_rows = np.asarray(es["exact"].values, bool)
+    methods = [str(m) for m, op in zip(es["method"].values, exact_rows, strict=True)
+               if not op and np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values,
+                                                    float)).any()]
     dims = list(ds.sgd.sweep_dims)
     err = (np.asarray(es["escape_time_exact_error"].values, float) if "escape_time_exact_error" in es
            else np.full(exact.shape, np.nan))
-    header = [*dims, "threshold θ", "exact SDE time", "its grid error"]
+    header = [*dims, "start basin", "threshold θ", "exact SDE time", "its grid error"]
     for m in methods:
         header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
-    ops = [str(o) for o in es["operator"].values
-           if np.isfinite(np.asarray(es["escape_time_operator"].sel(operator=o).values, float)).any()
-           ] if "escape_time_operator" in es else []
+    ops = [str(m) for m, op in zip(es["method"].values, exact_rows, strict=True) if op]
     header += [f"{o} exact time" for o in ops]  # the one-step chains' absorbing-chain solves
     rows, classes = [], []
     for idx in np.ndindex(exact.shape):
@@ -352,14 +352,15 @@ def _escape_table(ds: xr.Dataset) -> str:
             continue
         flagged = bool(err[idx] > ESCAPE_ERROR_FLAG)
         row = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
-        row += [_num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
+        row += [str(np.asarray(es["start_basin"].values)[idx]) if "start_basin" in es else "",
+                _num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
                 _num(exact[idx]), f"{_num(100 * err[idx], 2)} %" + (" (!)" if flagged else "")]
         classes.append("fail" if flagged else "")
         for m in methods:
             sel = es.sel({"method": m})
             row += [_num(np.asarray(sel[v].values)[idx])
-                    for v in ("escape_time_mean", "escaped_fraction", "ratio_to_exact")]
-        row += [_num(np.asarray(es["escape_time_operator"].sel(operator=o).values)[idx]) for o in ops]
+                    for v in ("escape_time", "escaped_fraction", "ratio_to_exact")]
+        row += [_num(np.asarray(es["escape_time"].sel({"method": o}).values)[idx]) for o in ops]
         rows.append(row)
     n_flagged = int(np.sum(np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG))
     warn = (f'<p class="fail">{n_flagged} cell(s) have an exact passage time whose grid error '

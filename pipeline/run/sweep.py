@@ -49,6 +49,26 @@ def templates(plan: SweepPlan) -> xr.Dataset:
     return stores.union_template(list(seen.values()))
 
 
+def grid_warnings(plan: SweepPlan) -> list[str]:
+    """Coverage warnings (:func:`sgdsweep.landscapes.coverage.coverage_warnings`), one per
+    distinct landscape and grid, for its cell of the largest η · Σ_b / Σ (widest spread)."""
+    from sgdsweep.landscapes.coverage import coverage_warnings
+    from sgdsweep.landscapes.landscape import Landscape
+
+    widest: dict[str, Any] = {}
+    for parsed in plan.parsed:
+        if not isinstance(parsed.landscape, Landscape):
+            continue
+        key = repr((parsed.landscape.name, sorted(parsed.landscape.params.items()), parsed.grids))
+        best = widest.get(key)
+        if best is None or parsed.lr * parsed.noise_factor > best.lr * best.noise_factor:
+            widest[key] = parsed
+    out: list[str] = []
+    for c in widest.values():
+        out += coverage_warnings(c.landscape, c.grids, c.lr, c.noise_factor)
+    return out
+
+
 def error_text(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
@@ -166,6 +186,8 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     run = parse_run(plain)
     loc = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
+    for warning in grid_warnings(plan):
+        say(f"warning: {warning}")
     cell = templates(plan)
     clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING))
     if clash:
