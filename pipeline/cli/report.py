@@ -450,8 +450,33 @@ def _provenance(ds: xr.Dataset) -> str:
         rows = [[_e(r.get(k, "")) for k in keys] for r in runs]
         out += "<h3>Runs</h3>" + _table(keys, rows, left=len(keys))
     if "config" in attrs:
-        out += "<h3>Resolved configuration</h3><pre>" + _e(attrs["config"]) + "</pre>"
+        out += ("<h3>Resolved configuration</h3><p>Swept keys show their axis and values, not the "
+                "single default the config file holds.</p><pre>" + _e(swept_config(ds)) + "</pre>")
     return out
+
+
+def swept_config(ds: xr.Dataset) -> str:
+    """The store's resolved config (YAML) with every swept key's value replaced by its axis:
+    ``lr: 0.02`` (the default, used by no cell) becomes ``lr: swept over axis lr = [0.005,
+    …]``. The ``grid`` block is kept as written."""
+    import yaml
+
+    text = ds.attrs.get("config", "")
+    try:
+        cfg = yaml.safe_load(text)
+        paths = json.loads(ds.attrs.get("sweep_paths", "{}") or "{}")
+    except (yaml.YAMLError, json.JSONDecodeError):
+        return text
+    if not isinstance(cfg, dict) or not paths:
+        return text
+    for dim, path in paths.items():
+        node, *keys = [cfg, *path.split(".")]
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node and dim in ds.coords:
+            values = ", ".join(_num(v, 4) for v in np.asarray(ds[dim].values).tolist())
+            node[keys[-1]] = f"swept over axis {dim} = [{values}]"
+    return yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
 
 def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:

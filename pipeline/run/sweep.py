@@ -221,6 +221,7 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
     progress = None
     try:
         with clusters.open_client(prep.cluster, store=prep.plain["store"], say=say) as client:
+            warm_up(client, prep, say)
             progress = Progress(prep.total, prep.already)
             t_submit = time.perf_counter()
             _execute(client, prep, writer, progress, outcome)
@@ -230,6 +231,53 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
     if progress is not None:
         progress.close()
     return outcome
+
+
+#: Distinct warm-up cells at most (one per landscape dimension, method list and sampling).
+WARMUP_KINDS = 4
+
+
+def warm_up(client: Any, prep: Prepared, say: Any) -> float:
+    """On a cold kernel cache (:func:`sgdsweep.cell.warmup.kernels_cached`, asked of a
+    worker for each distinct kind of cell still to do), compile every kernel once before
+    fanning out: the methods of each such cell are dealt over the workers as tiny cells
+    (:func:`sgdsweep.cell.warmup.warmup_cells`), whose compiled kernels the real cells
+    then load from the cache. Without it every worker compiled everything at once. A
+    failing warm-up is ignored (the real cell reports). Returns the seconds spent."""
+    from sgdsweep.cell import warmup
+    from sgdsweep.cell.run import run_cell
+
+    t0 = time.perf_counter()
+    kinds: dict[tuple, Any] = {}
+    for i in prep.todo:
+        c = prep.plan.parsed[i]
+        kinds.setdefault((c.dim, c.methods, c.sampling), c)
+        if len(kinds) == WARMUP_KINDS:
+            break
+    try:
+        cached = client.gather([client.submit(warmup.kernels_cached, c, pure=False) for c in kinds.values()])
+    except Exception:
+        return 0.0
+    kinds = {k: c for (k, c), ok in zip(kinds.items(), cached, strict=True) if not ok}
+    if not kinds:
+        return 0.0
+    workers = max(1, sum(client.nthreads().values()))
+    cells = [w for c in kinds.values() for w in warmup.warmup_cells(c, workers)]
+    say(f"compiling kernels (first run; cached for the next): {len(cells)} warm-up task(s) on "
+        f"{workers} worker(s) ...")
+    futures = [client.submit(run_cell, c, pure=False) for c in cells]
+    ok = True
+    for fut in futures:
+        try:
+            fut.result()
+        except Exception:
+            ok = False
+        fut.release()
+    if ok:
+        client.gather([client.submit(warmup.mark_cached, c, pure=False) for c in kinds.values()])
+    elapsed = time.perf_counter() - t0
+    say(f"kernels compiled in {elapsed:.1f} s")
+    return elapsed
 
 
 def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall: float, say: Any) -> int:
