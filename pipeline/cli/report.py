@@ -65,6 +65,10 @@ CAPTIONS = {
                             "the Gibbs potential L/T, and the residual each law leaves.",
     "noise_coordinate": "The coordinate φ = ∫dθ/√(2D) in which the noise is the same everywhere: "
                         "φ(θ), the drift of φ and the stationary densities in φ.",
+    "method_densities_2d": "Each method's density at the last snapshot (TV distance to the FP density "
+                           "in its title) beside SGD's exact stationary law — the invariant law of its "
+                           "transfer operator sgd_op (or the FP stationary state where sgd_op did not "
+                           "run), for the cell of the probability-current figure.",
     "local_potential_fit": "rms residual of the best fit of −log p by a local function of L, |G|², "
                            "tr Σ and log Σ_xx Σ_yy, against the stationary circulation.",
 }
