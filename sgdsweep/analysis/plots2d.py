@@ -65,6 +65,18 @@ def _density_panel(ax: Any, fig: Figure, x: np.ndarray, y: np.ndarray, p: np.nda
     ax.grid(False)
 
 
+def _zoom(axs: Any, x: np.ndarray, y: np.ndarray, densities: list[np.ndarray]) -> None:
+    """Limit every axis to where any of ``densities`` has mass (above STREAM_FLOOR of its
+    maximum), with three cells of margin."""
+    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p in densities]), axis=0)
+    ix, iy = np.nonzero(mass > STREAM_FLOOR)
+    if ix.size:
+        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
+        for ax in axs:
+            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
+            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+
+
 def current_2d(ds: xr.Dataset) -> Figure:
     """A 2-D cell: the stationary FP density (cell's convention) with streamlines of its
     probability current, the FP density at the last snapshot with its current, and SGD's
@@ -101,14 +113,7 @@ def current_2d(ds: xr.Dataset) -> Figure:
     axs = _axes(fig)
     for ax, (p, J, title) in zip(axs, panels, strict=True):
         _density_panel(ax, fig, x, y, p, J, title)
-    # Zoom onto where any panel has mass.
-    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _, _ in panels]), axis=0)
-    ix, iy = np.nonzero(mass > STREAM_FLOOR)
-    if ix.size:
-        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
-        for ax in axs:
-            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
-            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+    _zoom(axs, x, y, [p for p, _, _ in panels])
     facts = []
     for name, label in (("stationary_circulation", "circulation"), ("stationary_mean_abs_current", "∫|J|"),
                         ("stationary_kl_gibbs", "KL(stationary‖Gibbs)"),
@@ -195,13 +200,7 @@ def method_densities_2d(ds: xr.Dataset, columns: int = 4) -> Figure:
         _density_panel(ax, fig, x, y, p, None, title)
     for ax in axs[len(panels):]:
         ax.set_visible(False)
-    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _ in panels]), axis=0)
-    ix, iy = np.nonzero(mass > STREAM_FLOOR)
-    if ix.size:
-        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
-        for ax in axs[:len(panels)]:
-            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
-            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+    _zoom(axs[:len(panels)], x, y, [p for p, _ in panels])
     fig.suptitle("Each method's density beside " + ("SGD's exact stationary law" if reference == "sgd"
                                                     else "the FP stationary state")
                  + (f" ({_cell_label(where)})" if where else ""))
