@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sgdsweep.cell.config import CellConfig
+from sgdsweep.landscapes.landscape import Landscape
 
 #: Chains of a warm-up ensemble (the kernels' types do not depend on the count).
 WARMUP_CHAINS = 4
@@ -69,12 +70,17 @@ def warmup_cells(cell: CellConfig, parts: int) -> list[CellConfig]:
     landscape, grids, batch size and sampling; :data:`WARMUP_CHAINS` chains,
     :data:`WARMUP_STEPS` SGD steps). Running each once compiles every kernel the cell
     needs; their results mean nothing."""
+    if not isinstance(cell.landscape, Landscape):
+        return []  # a model landscape: its cells compile their own kernels
+    # The plain landscape of the same arrays (a subclass may evaluate differently, e.g. fail
+    # on purpose): the kernels' types are those of the arrays.
+    land = Landscape(**{f.name: getattr(cell.landscape, f.name) for f in dataclasses.fields(Landscape)})
     parts = max(1, min(int(parts), len(cell.methods)))
     steps = np.array([0, WARMUP_STEPS], dtype=np.int64)
     out = []
     for k in range(parts):
         specs = cell.method_specs[k::parts]
         out.append(dataclasses.replace(
-            cell, methods=tuple(m.name for m in specs), method_specs=specs,
+            cell, landscape=land, methods=tuple(m.name for m in specs), method_specs=specs,
             times=steps * cell.lr, steps=steps, chains=min(cell.chains, WARMUP_CHAINS)))
     return out
