@@ -111,7 +111,8 @@ def config_keys() -> dict[str, list[Key]]:
 INTRO = ("Config keys, generated from the schemas: type, schema default, [unit], meaning. Set them on "
          "the command line as KEY=VALUE (python -m pipeline sweep mc.chains=200), a section as "
          "KEY='{…}' (merged into it); init is replaced as a whole: init='{kind: uniform, lower: -2, "
-         "upper: 2}'. The default sweep changes some defaults: conf/config.yaml (methods: adds sgd_op) "
+         "upper: 2}'. The default sweep changes some defaults: conf/config.yaml (methods: adds sgd_op; "
+         "operator.relaxation: false) "
          "and conf/domain/LANDSCAPE.yaml (the density grid and initial law that fit the landscape); "
          "python -m pipeline sweep --cfg job prints the resolved values.")
 

@@ -206,6 +206,8 @@ def test_parsed_cluster_settings_keep_nulls_meaning_defaults():
 def test_default_sweep_runs_sgd_op_and_each_landscape_brings_its_domain():
     cfg = compose([])
     assert "sgd_op" in cfg.methods and list(cfg.methods)[:6] == defaults()["methods"]
+    assert cfg.operator.relaxation is False  # the experiments that run sgd_op turn it on
+    assert compose(["+experiment=seed_validation"]).operator.relaxation is True
     two = compose(["landscape=two_basin"])
     assert dict(two.density_grid) == {"lower": -3.5, "upper": 3.5, "cells": 280}
     assert dict(two.init) == {"kind": "uniform", "mean": 0.5, "std": 0.175, "lower": -2.0, "upper": 2.0}
