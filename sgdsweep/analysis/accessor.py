@@ -426,7 +426,7 @@ class SweepAccessor:
     def local_potential_fit(self, kind: str = "ito", rel_floor: float = 1e-3) -> xr.Dataset:
         """How well a local function of L, G, Σ describes −log p of stationary ``kind`` (2-D).
 
-        Least squares of −log p on the features 1, L, |G|², tr Σ, log(Σ_xx Σ_yy) (the stored
+        Least squares of −log p on the features 1, L, ‖G‖², tr Σ, log(Σ_xx Σ_yy) (the stored
         ``loss``, ``grad_mean``, ``grad_var``) over the cells with p ≥ ``rel_floor``·max p,
         weighted by p. ``residual`` (x, y): −log p minus the fit (nats, NaN outside the
         cells used); ``rms_residual``: its p-weighted root mean square. A stationary law with
@@ -529,7 +529,7 @@ class SweepAccessor:
         and ``diffusion`` through :func:`~sgdsweep.fokker_planck.escape_rates.barrier_geometry`
         (the lowest minimum before the threshold in ``direction`` and the highest point of L
         between it and the threshold): ``kramers_time`` (D frozen at the minimum) and
-        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = |H_s|/(H_a + |H_s|)).
+        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = abs(H_s)/(H_a + abs(H_s))).
         Ratios ``sde_over_sgd``, ``kramers_over_sgd``, ``xie_over_sgd``, ``kramers_over_sde``,
         ``xie_over_sde``, and the geometry (``curvature_min``, ``curvature_top``, ``barrier``,
         ``diffusion_min``, ``diffusion_top``, ``lr_curvature`` = η H_a, above 2 where GD is
