@@ -36,3 +36,9 @@ def test_ci_builds_the_docs_as_the_readme_says():
 
 def test_models_page_is_its_own_file():
     assert (REPO / "docs" / "models.md").read_text().startswith("# Models with many parameters")
+
+
+def test_readme_lists_every_bundled_landscape():
+    names = sorted(p.stem for p in (REPO / "conf" / "landscape").glob("*.yaml"))
+    missing = [n for n in names if f"`{n}`" not in README]
+    assert not missing, f"README's landscape list omits {missing}"

@@ -69,3 +69,51 @@ def test_uncovered_minima_and_stationary_spread():
     (point, why), = coverage.uncovered(tilted, grids, 0.04, 1.0)  # its spread crosses θ = −1
     np.testing.assert_allclose(point, [0.0, 0.0], atol=0.05)
     assert why.startswith("its stationary spread ±(")
+
+
+class _Future:
+    def __init__(self, fn, *args):
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+    def release(self):
+        pass
+
+
+class _InlineClient:
+    """Runs what is submitted at once, in this process (two one-thread "workers")."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, fn, *args, pure=True):
+        self.submitted.append(fn.__name__)
+        return _Future(fn, *args)
+
+    def gather(self, futures):
+        return [f.result() for f in futures]
+
+    def nthreads(self):
+        return {"w0": 1, "w1": 1}
+
+
+def test_warm_up_compiles_once_on_a_cold_cache_and_says_so(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline.run.sweep import warm_up
+
+    monkeypatch.setattr(_evaluate_points._cache, "_cache_path", str(tmp_path / "cache"))
+    plan = expand(compose(["methods=[gd,fp]", "mc.chains=8", "density_grid.cells=40", "grid.lr=[0.1,0.2]"]))
+    prep = SimpleNamespace(plan=plan, todo=[0, 1])
+    said: list[str] = []
+    client = _InlineClient()
+    assert warm_up(client, prep, said.append) > 0
+    assert said[0] == ("compiling kernels (first run; cached for the next): 2 warm-up task(s) on "
+                       "2 worker(s) ...")
+    assert said[1].startswith("kernels compiled in ")
+    # one check of the cache, one warm-up cell per worker (gd | fp), then the marker
+    assert client.submitted == ["kernels_cached", "run_cell", "run_cell", "mark_cached"]
+    said.clear()
+    assert warm_up(_InlineClient(), prep, said.append) == 0.0 and said == []  # warm: nothing to do
