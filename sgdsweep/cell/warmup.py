@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sgdsweep.cell.config import CellConfig
 from sgdsweep.landscapes.landscape import Landscape
+from sgdsweep.methods.registry import Method
 
 #: Chains of a warm-up ensemble (the kernels' types do not depend on the count).
 WARMUP_CHAINS = 4
@@ -65,8 +67,20 @@ def mark_cached(cell: CellConfig) -> None:
             pass
 
 
+def _family(m: Method) -> Any:
+    """Methods whose compiled kernels are the same: the 1-D ensembles step with one of two
+    kernels (minibatch gradients, or a drift with Gaussian noise); any other method is
+    its own family."""
+    from sgdsweep.montecarlo.kernels import MINIBATCH_KERNELS
+
+    if m.kind == "ensemble" and m.kernel is not None:
+        return "minibatch" if m.kernel in MINIBATCH_KERNELS else "noise"
+    return m.name
+
+
 def warmup_cells(cell: CellConfig, parts: int) -> list[CellConfig]:
-    """``cell``'s methods dealt round-robin into at most ``parts`` tiny cells (same
+    """``cell``'s methods dealt round-robin, a family of methods that share kernels
+    (:func:`_family`) at a time, into at most ``parts`` tiny cells (same
     landscape, grids, batch size and sampling; :data:`WARMUP_CHAINS` chains,
     :data:`WARMUP_STEPS` SGD steps). Running each once compiles every kernel the cell
     needs; their results mean nothing."""
@@ -75,11 +89,14 @@ def warmup_cells(cell: CellConfig, parts: int) -> list[CellConfig]:
     # The plain landscape of the same arrays (a subclass may evaluate differently, e.g. fail
     # on purpose): the kernels' types are those of the arrays.
     land = Landscape(**{f.name: getattr(cell.landscape, f.name) for f in dataclasses.fields(Landscape)})
-    parts = max(1, min(int(parts), len(cell.methods)))
+    families: dict[Any, list[Method]] = {}
+    for m in cell.method_specs:
+        families.setdefault(_family(m), []).append(m)
+    parts = max(1, min(int(parts), len(families)))
     steps = np.array([0, WARMUP_STEPS], dtype=np.int64)
     out = []
     for k in range(parts):
-        specs = cell.method_specs[k::parts]
+        specs = tuple(m for fam in list(families.values())[k::parts] for m in fam)
         out.append(dataclasses.replace(
             cell, landscape=land, methods=tuple(m.name for m in specs), method_specs=specs,
             times=steps * cell.lr, steps=steps, chains=min(cell.chains, WARMUP_CHAINS)))
