@@ -48,8 +48,9 @@ CAPTIONS = {
     "sde_validity": "Total-variation distance between SGD and the Itô FP density at the last "
                     "snapshot: where the SDE picture holds (dark) and where it fails (bright).",
     "escape_times": "Mean escape time over the barrier of each Monte Carlo method (hollow: not every "
-                    "chain escaped, so the mean is biased low) beside the Itô SDE's exact mean "
-                    "first-passage time, against the learning rate.",
+                    "chain escaped, so the mean is biased low; the escaped fractions are under the "
+                    "axis) beside the exact mean first-passage times of the Itô SDE and, where "
+                    "sgd_op ran, of SGD itself (its transfer operator), against the learning rate.",
     "gradient_noise": "Exact shape of the minibatch gradient noise over θ (one line per batch size "
                       "when swept): skewness and excess kurtosis of the minibatch mean gradient (0 "
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
