@@ -63,6 +63,10 @@ RUNTIME_KEYS = ("store", "store_options", "overwrite", "cluster",
 #: Keys that shape the cell's coordinates (x, t, method) and so cannot be swept.
 UNSWEEPABLE = ("grid", "density_grid", "time", "methods", "plugins", *RUNTIME_KEYS)
 RANGE_KEYS = {"start", "stop", "num", "log"}
+#: Blocks chosen by a ``kind`` whose fields depend on it: ``init={kind: uniform, lower: …}``
+#: on the command line replaces the block (Hydra would merge it into the default
+#: ``{kind: normal, mean, std}`` and refuse the new keys).
+REPLACED_BLOCKS = ("init",)
 
 
 # --------------------------------------------------------------------------- schema
@@ -168,13 +172,17 @@ def _compose(overrides: Sequence[str], config_name: str, config_dirs: Sequence[s
     cluster_settings.register(ConfigStore.instance())
     try:
         grid_ovs = [o for o in overrides if re.match(r"^[~+]*grid(\.|=|$)", o)]
-        hydra_ovs = [o for o in overrides if o not in grid_ovs]
+        block_ovs = [o for o in overrides if re.match(rf"^({'|'.join(REPLACED_BLOCKS)})=\s*{{", o)]
+        hydra_ovs = [o for o in overrides if o not in grid_ovs and o not in block_ovs]
         parsed = OverridesParser.create().parse_overrides(grid_ovs)
+        blocks = OverridesParser.create().parse_overrides(block_ovs)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             if config_dirs:
                 _add_config_dirs(config_dirs)
             cfg = hydra_compose(config_name=config_name, overrides=hydra_ovs)
         with open_dict(cfg):
+            for o in blocks:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False, force_add=True)
             for o in parsed:
                 key = o.key_or_group
                 if o.is_delete():
@@ -245,7 +253,13 @@ def hydra_message(exc: BaseException) -> str:
     m = re.search(r"Key '([^']+)' (?:not in '[^']*'|is not in struct)", text)
     if m:
         full = re.search(r"full_key: (\S+)", text)
-        return f"{full.group(1) if full else m.group(1)}: unknown config key"
+        key = full.group(1) if full else m.group(1)
+        block = key.split(".", 1)[0]
+        if block in REPLACED_BLOCKS and "." in key:
+            return (f"{key}: unknown config key of the current {block} block; replace the whole "
+                    f"block instead, e.g. {block}='{{kind: uniform, lower: -2, upper: 2}}' "
+                    "(python -m pipeline sweep --help-keys lists the kinds)")
+        return f"{key}: unknown config key"
     m = re.search(r"Could not (?:override|append to|delete) '([^']+)'", text)
     if m:
         return f"{m.group(1)}: {_short(texts[-1].splitlines()[0])}"

@@ -7,6 +7,9 @@ distances, basin masses and temperatures are known in closed form.
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import dask.array as dsa
 import numpy as np
 import pytest
@@ -237,3 +240,53 @@ def test_open_sweep_rejects_non_stores(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(ValueError, match="not a"):
         open_sweep(tmp_path / "plain")
+
+
+def _escape_store() -> xr.Dataset:
+    """Two cells (lr) of methods sgd, sde (ensembles), fp (no passage time) and sgd_op (an
+    exact one); the initial law sits in basin b1."""
+    methods = ["sgd", "sde", "fp", "sgd_op"]
+    kinds = {"sgd": "ensemble", "sde": "ensemble", "fp": "density", "sgd_op": "density"}
+    lrs = [0.01, 0.02]
+    bm = np.zeros((2, 4, 2, 2))
+    bm[:, :, 0] = [0.1, 0.9]  # t = 0: most of the initial law in b1
+    bm[:, :, 1] = [0.5, 0.5]
+    nan = np.nan
+    ds = xr.Dataset(
+        {"escape_time_mean": (("lr", "method"), [[6.0, 4.0, nan, nan], [3.0, 2.0, nan, nan]]),
+         "escaped_fraction": (("lr", "method"), [[1.0, 0.5, nan, nan], [1.0, 1.0, nan, nan]]),
+         "escape_time_operator": (("lr", "method"), [[nan, nan, nan, 5.0], [nan, nan, nan, 2.5]]),
+         "escape_steps_operator": (("lr", "method"), [[nan, nan, nan, 500.0], [nan, nan, nan, 125.0]]),
+         "escape_time_exact": (("lr",), [2.0, 1.0]),
+         "escape_threshold": (("lr",), [1.2, 1.2]),
+         "basin_mass": (("lr", "method", "t", "basin"), bm),
+         "done": (("lr",), [True, True])},
+        coords={"lr": lrs, "method": methods, "t": [0.0, 1.0], "basin": ["b0", "b1"]},
+        attrs={"method_kinds": json.dumps(kinds)})
+    return ds
+
+
+def test_escape_summary_one_row_per_method_with_operators_and_start_basin():
+    es = _escape_store().sgd.escape_summary().compute()
+    assert list(es.method.values) == ["sgd", "sde", "sgd_op"]  # fp has no passage time: no row
+    assert list(es.exact.values) == [False, False, True]
+    np.testing.assert_array_equal(es.escape_time.sel(lr=0.01).values, [6.0, 4.0, 5.0])
+    np.testing.assert_array_equal(es.ratio_to_exact.sel(lr=0.02).values, [3.0, 2.0, 2.5])
+    np.testing.assert_array_equal(es.escape_steps_operator.sel({"method": "sgd_op"}).values, [500.0, 125.0])
+    assert np.isnan(es.escaped_fraction.sel({"method": "sgd_op"})).all()
+    assert list(es.start_basin.values) == ["b1", "b1"]
+    df = es.to_dataframe()
+    assert len(df) == 6 and df.index.is_unique  # 2 cells × 3 methods, each once
+
+
+def test_basin_ratio_is_nan_without_warning_where_the_denominator_is_empty():
+    ds = synthetic()
+    ds["basin_mass"][{"lr": 0}] = 0.0  # no mass in either basin at lr = 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ratio = ds.sgd.basin_ratio("sgd").values
+    assert np.isnan(ratio[0]).all()
+    np.testing.assert_allclose(ratio[2], 3.0)
+    ds["basin_mass"].loc[{"lr": 0.02, "basin": "b0"}] = 0.0
+    assert np.isnan(ds.sgd.basin_ratio("sgd").sel(lr=0.02)).all()
+    assert "NaN where b0 holds no mass" in ds.sgd.basin_ratio("sgd").attrs["comment"]

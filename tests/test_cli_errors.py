@@ -39,9 +39,10 @@ BAD = [
     (["grid.lr={start:0.01,stop:0.1}"], "grid.lr: range spec needs 'num'"),
     (["cluster=address"], "cluster.address: missing"),
     # The three the first user trial found, and more settings known to fail before computing.
-    (["escape.threshold=100"], "escape.threshold: 100 lies outside the density grid [-1, 4]; it must lie "
-                               "within [-0.99"),
-    (["escape.threshold=-3"], "escape.threshold: -3 lies outside the density grid [-1, 4]"),
+    # (the default sweep's grid: conf/domain/seed_two_point.yaml)
+    (["escape.threshold=100"], "escape.threshold: 100 lies outside the density grid [-0.8, 3.2]; it must "
+                               "lie within [-0.79"),
+    (["escape.threshold=-3"], "escape.threshold: -3 lies outside the density grid [-0.8, 3.2]"),
     (["+landscape._target_=subprocess.getoutput"],
      "landscape._target_: subprocess.getoutput: TypeError: getoutput() got an unexpected keyword argument"),
     (["+landscape._target_=builtins.dict"], "landscape._target_: 'builtins.dict' returned dict, expected "
@@ -68,7 +69,7 @@ BAD = [
     (["grid.lr={start:0.01,stop:0.1,num:0}"], "grid.lr: range num must be an integer >= 1, got 0"),
     (["grid.lr={start:-0.01,stop:0.1,num:3,log:true}"], "grid.lr: log range needs start, stop > 0"),
     (["grid.lr=[0.01,0.01]"], "grid.lr: duplicate value 0.01"),
-    (["density_grid.lower=1"], "density_grid: [1.0, 4.0] does not cover the initial distribution"),
+    (["density_grid.lower=1"], "density_grid: [1.0, 3.2] does not cover the initial distribution"),
     (["grid.seed=[0,1.5]"], "seed: expected an integer, got 1.5"),
     (["cluster.n_workers=0"], "cluster.n_workers: must be an integer >= 1 or null, got 0"),
     (["cluster.n_workers=two"], "cluster.n_workers: Value 'two'"),

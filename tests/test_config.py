@@ -34,7 +34,8 @@ def test_cells_are_run_cell_mappings_in_c_order():
     assert plan.index(3) == (1, 1) and plan.coords(2) == {"lr": 0.02, "batch_size": 1}
     for c in plan.cells:
         assert set(c) == {"landscape", *defaults()}
-        assert c["density_grid"] == {"lower": -1.0, "upper": 4.0, "cells": 250}
+        # the seed model's own grid (conf/domain/seed_two_point.yaml)
+        assert c["density_grid"] == {"lower": -0.8, "upper": 3.2, "cells": 400}
         parse_cell(c)
     # Parsed once, in the same order: what the workers run.
     assert [(p.lr, p.batch_size) for p in plan.parsed] == [(c["lr"], c["batch_size"]) for c in plan.cells]
@@ -200,3 +201,44 @@ def test_parsed_cluster_settings_keep_nulls_meaning_defaults():
 
     kwargs = jobqueue_kwargs({"kind": "slurm", "dashboard_address": None})
     assert kwargs["scheduler_options"]["dashboard_address"] == FREE_PORT
+
+
+def test_default_sweep_runs_sgd_op_and_each_landscape_brings_its_domain():
+    cfg = compose([])
+    assert "sgd_op" in cfg.methods and list(cfg.methods)[:6] == defaults()["methods"]
+    assert cfg.operator.relaxation is False  # the experiments that run sgd_op turn it on
+    assert compose(["+experiment=seed_validation"]).operator.relaxation is True
+    two = compose(["landscape=two_basin"])
+    assert dict(two.density_grid) == {"lower": -3.5, "upper": 3.5, "cells": 280}
+    assert dict(two.init) == {"kind": "uniform", "mean": 0.5, "std": 0.175, "lower": -2.0, "upper": 2.0}
+    tilted = compose(["landscape=tilted_2d"])
+    assert list(tilted.density_grid.cells) == [120, 80] and list(tilted.init.mean) == [1.0, 1.0]
+    # The command line and experiments win over the landscape's domain.
+    assert compose(["landscape=two_basin", "density_grid.cells=70"]).density_grid.cells == 70
+    seed = compose(["+experiment=seed_validation"])
+    assert dict(seed.density_grid) == {"lower": -1.0, "upper": 4.0, "cells": 250}
+    # A landscape without a domain file keeps the schema's grid.
+    assert compose(["landscape=anisotropic_2d"]).density_grid.lower == -1.0
+
+
+def test_init_block_is_replaced_by_another_kind():
+    cfg = compose(["init={kind: uniform, lower: -0.5, upper: 2}"])
+    assert dict(cfg.init) == {"kind": "uniform", "lower": -0.5, "upper": 2}
+    assert expand(cfg).parsed[0].init.kind == "uniform"
+    # a field of another kind, set alone, says how to replace the block
+    with pytest.raises(ConfigError, match=r"^init.lower: unknown config key of the current init block; "
+                                          r"replace the whole block instead, e.g. init='\{kind: uniform"):
+        compose(["init.lower=-0.5"])
+
+
+def test_grid_warnings_name_the_minima_a_grid_cuts():
+    from pipeline.run.sweep import grid_warnings
+
+    assert grid_warnings(expand(compose([]))) == []
+    assert grid_warnings(expand(compose(["landscape=two_basin"]))) == []
+    cut = grid_warnings(expand(compose(["landscape=two_basin", "density_grid.lower=-1.0",
+                                        "density_grid.upper=4.0", "init={kind: uniform, lower: 0, upper: 2}"
+                                        ])))
+    assert cut == ["density_grid [-1, 4] cuts minima of two_basin at lr = 0.04: θ = -0.99 (the minimum "
+                   "itself). Chains that leave the grid are lost; set density_grid.lower/upper (or add "
+                   "conf/domain/two_basin.yaml)"]

@@ -46,3 +46,9 @@ def test_models_page_is_a_notebook_that_checks_its_own_claims():
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     checks = next(c.source for c in code if "every claim above holds" in c.source)
     assert checks.count("assert ") >= 10
+
+
+def test_readme_lists_every_bundled_landscape():
+    names = sorted(p.stem for p in (REPO / "conf" / "landscape").glob("*.yaml"))
+    missing = [n for n in names if f"`{n}`" not in README]
+    assert not missing, f"README's landscape list omits {missing}"

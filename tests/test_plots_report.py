@@ -25,7 +25,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 import sgdsweep
-from pipeline.cli.report import report_main
+from pipeline.cli.report import report_main, swept_config
 from pipeline.config import compose, expand
 from pipeline.run.sweep import templates
 from pipeline.store import store as stores
@@ -33,7 +33,10 @@ from pipeline.store.location import parse
 from sgdsweep.analysis import plots
 from sgdsweep.analysis.reductions import open_sweep
 
-OVERRIDES = ["mc.chains=200", "time.t_end=2.0", "time.snapshots=5", "density_grid.cells=100",
+# The methods of the schema's default (the default sweep adds sgd_op, whose figures the
+# synthetic stores below test): the store and its figures stay what they were.
+OVERRIDES = ["methods=[sgd,sde,langevin,gd,fp,fp_drift]", "density_grid.lower=-1.0", "density_grid.upper=4.0",
+             "mc.chains=200", "time.t_end=2.0", "time.snapshots=5", "density_grid.cells=100",
              "grid.lr=[0.02,0.04]", "grid.batch_size=[1,2]", "grid.seed=[0,1]"]
 FAILED, PENDING = 5, 7  # flat cell indices
 FAIL_MESSAGE = "ValueError: a failure recorded for the report"
@@ -147,6 +150,58 @@ def test_report_files_and_html(store, report):
     assert "<h3>Escapes</h3>" in page
     assert "Resolved configuration" in page and "seed_two_point" in page
     assert ds.attrs["git_commit"] in page
+    # swept keys show their axis, not the single default of the config file
+    assert "\nlr: swept over axis lr = [0.02, 0.04]\nbatch_size: swept over axis batch_size = [1, 2]\n" \
+        in swept_config(ds)
+    assert "lr: swept over axis lr = [0.02, 0.04]" in page and "\nlr: 0.02\n" not in page
+
+
+def test_escape_times_show_sgd_op_exact_time_and_the_swept_values():
+    from tests.test_accessor import _escape_store
+
+    fig = plots.escape_times(_escape_store())
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["exact: Itô SDE", "exact: SGD (transfer operator)", "SGD (Monte Carlo)",
+                      "SDE (Euler–Maruyama)"]
+    op = next(ln for ln in ax.lines if ln.get_label() == "exact: SGD (transfer operator)")
+    np.testing.assert_array_equal(op.get_ydata(), [5.0, 2.5])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "0.02"]
+    assert ax.get_xlabel() == "learning rate η\nhollow, escaped fraction: sde 0.01: 50%"
+    assert not ax.texts  # no labels beside the markers (they overlapped)
+
+
+def test_legend_below_fits_the_figure_width():
+    from sgdsweep.analysis.figure import LEGEND_CHAR_IN, LEGEND_HANDLE_IN, _figure, _legend_below
+
+    for width, n in ((3.4, 4), (13.6, 4)):
+        fig = _figure(1, width=width)
+        ax = fig.axes[0]
+        for k in range(n):
+            ax.plot([0, 1], [k, k], label=f"stationary reference number {k}")
+        _legend_below(fig, ax)
+        entry = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * len("stationary reference number 0")
+        assert fig.legends[0]._ncols == min(n, int(width // entry))
+
+
+def test_method_densities_2d_shows_each_method_beside_sgds_stationary_law():
+    from sgdsweep.analysis.plots2d import method_densities_2d
+
+    x, y = np.linspace(-1, 1, 6), np.linspace(-1, 1, 5)
+    p = np.exp(-(x[:, None] ** 2 + y[None, :] ** 2))
+    methods = ["sgd", "fp", "sgd_op"]
+    ds = xr.Dataset(
+        {"density": (("lr", "method", "t", "x", "y"), np.broadcast_to(p, (1, 3, 2, 6, 5)).copy()),
+         "stationary": (("lr", "kind", "x", "y"), np.broadcast_to(p, (1, 2, 6, 5)).copy()),
+         "tv": (("lr", "method", "t"), np.full((1, 3, 2), 0.125)),
+         "done": (("lr",), [True])},
+        coords={"lr": [0.1], "method": methods, "t": [0.0, 1.0], "x": x, "y": y, "kind": ["ito", "sgd"]})
+    fig = method_densities_2d(ds)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == ["SGD's exact stationary law (sgd_op)", "SGD (Monte Carlo), t = 1\nTV to FP 0.125",
+                      "Fokker–Planck (Itô), t = 1", "SGD (transfer operator), t = 1\nTV to FP 0.125"]
+    without = method_densities_2d(ds.sel(kind=["ito"]))
+    assert without.axes[0].get_title() == "stationary FP (ito)"
 
 
 def test_report_default_out_dir(store):

@@ -40,9 +40,9 @@ def test_store_complete_and_normalised(reference_store: Path):
     np.testing.assert_array_equal(ds["batch_size"].values, [1, 2])
     np.testing.assert_array_equal(ds["seed"].values, [0, 1])
     assert ds["density"].dims[:3] == ("lr", "batch_size", "seed")
-    # Density grid: 60 cells on [-1, 4], centres.
-    dx = 5.0 / 60
-    np.testing.assert_allclose(ds["x"].values, -1.0 + dx * (np.arange(60) + 0.5), rtol=0, atol=1e-12)
+    # Density grid: 60 cells on the seed model's [-0.8, 3.2] (conf/domain/seed_two_point.yaml), centres.
+    dx = 4.0 / 60
+    np.testing.assert_allclose(ds["x"].values, -0.8 + dx * (np.arange(60) + 0.5), rtol=0, atol=1e-12)
     np.testing.assert_allclose(ds["t"].values, [0.0, 0.2, 0.4], rtol=0, atol=1e-12)
     assert list(ds["method"].values) == ["sgd", "sde", "fp"]
     # Every density integrates to the mass still on the grid.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 USAGE = """\
-usage: python -m pipeline sweep [-cd DIR] [-cn NAME] [OVERRIDE ...] [--cfg job]
+usage: python -m pipeline sweep [-cd DIR] [-cn NAME] [OVERRIDE ...] [--cfg job] [--help-keys]
        python -m pipeline status STORE [--verify] [--store-options JSON]
        python -m pipeline report STORE [--out DIR] [--store-options JSON]
        python -m pipeline submit [-cd DIR] [-cn NAME] [OVERRIDE ...] [--dry-run]
@@ -14,7 +14,8 @@ usage: python -m pipeline sweep [-cd DIR] [-cn NAME] [OVERRIDE ...] [--cfg job]
 sweep   run the grid of cells described by conf/config.yaml plus Hydra overrides
         (e.g. landscape=two_basin grid.lr='[0.005,0.01]' grid.width_left='[0.1,0.2]'
         cluster=address cluster.address=tcp://host:8786); rerunning the same
-        command resumes an interrupted store. --cfg job prints the resolved config.
+        command resumes an interrupted store. --cfg job prints the resolved config;
+        --help-keys lists every config key (type, default, unit, meaning).
 status  cells done/total, failures with messages, and the config of a store;
         --verify reads every chunk and lists the cells whose data is corrupt
 report  figures and tables from a store

@@ -48,8 +48,9 @@ CAPTIONS = {
     "sde_validity": "Total-variation distance between SGD and the Itô FP density at the last "
                     "snapshot: where the SDE picture holds (dark) and where it fails (bright).",
     "escape_times": "Mean escape time over the barrier of each Monte Carlo method (hollow: not every "
-                    "chain escaped, so the mean is biased low) beside the Itô SDE's exact mean "
-                    "first-passage time, against the learning rate.",
+                    "chain escaped, so the mean is biased low; the escaped fractions are under the "
+                    "axis) beside the exact mean first-passage times of the Itô SDE and, where "
+                    "sgd_op ran, of SGD itself (its transfer operator), against the learning rate.",
     "projection_variance": "Variance of the projection (θ − θ*)·v_k on each of the top Hessian "
                            "eigenvectors at the last snapshot (markers: Monte Carlo) against the "
                            "stationary variance of SGD's exact discrete-time law, of the Itô SDE "
@@ -61,6 +62,16 @@ CAPTIONS = {
     "noise_geometry": "Gradient noise v_kᵀΣ*v_k against curvature λ_k at θ* (Σ* ∝ H* would be a line "
                       "of slope 1), and the temperature λ_k·var_k each reference implies per "
                       "direction: one Gibbs temperature fits only if these agree.",
+    "tail_index": "Hill's tail index of SGD's projection on the sharpest Hessian direction at the last "
+                  "snapshot (bars: its standard error) against the learning rate, one line per batch "
+                  "size, with each batch size's exact mean-square edge (dashed) and, for one parameter "
+                  "and b = 1, the exact Kesten index; α < 2 is infinite variance.",
+    "edge_of_stability": "Sharpness over optimisation steps for each learning rate, GD and SGD per "
+                         "batch size, with GD's stability limit 2/η dashed; the mean training loss "
+                         "below.",
+    "linear_scaling": "Along each line η/b = const of the grid: SGD's exact stationary excess loss "
+                      "over the Itô SDE's (the same on the whole line), and Monte Carlo SGD's over "
+                      "the exact, against η.",
     "gradient_noise": "Exact shape of the minibatch gradient noise over θ (one line per batch size "
                       "when swept): skewness and excess kurtosis of the minibatch mean gradient (0 "
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
@@ -76,6 +87,10 @@ CAPTIONS = {
                             "the Gibbs potential L/T, and the residual each law leaves.",
     "noise_coordinate": "The coordinate φ = ∫dθ/√(2D) in which the noise is the same everywhere: "
                         "φ(θ), the drift of φ and the stationary densities in φ.",
+    "method_densities_2d": "Each method's density at the last snapshot (TV distance to the FP density "
+                           "in its title) beside SGD's exact stationary law — the invariant law of its "
+                           "transfer operator sgd_op (or the FP stationary state where sgd_op did not "
+                           "run), for the cell of the probability-current figure.",
     "local_potential_fit": "rms residual of the best fit of −log p by a local function of L, |G|², "
                            "tr Σ and log Σ_xx Σ_yy, against the stationary circulation.",
 }
@@ -404,17 +419,17 @@ def _escape_table(ds: xr.Dataset) -> str:
     exact = np.asarray(es["escape_time_exact"].values, float)
     if not np.isfinite(exact).any():
         return ""
-    methods = [str(m) for m in es["method"].values
-               if np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values, float)).any()]
+    exact_rows = np.asarray(es["exact"].values, bool)
+    methods = [str(m) for m, op in zip(es["method"].values, exact_rows, strict=True)
+               if not op and np.isfinite(np.asarray(es["escaped_fraction"].sel({"method": m}).values,
+                                                    float)).any()]
     dims = list(ds.sgd.sweep_dims)
     err = (np.asarray(es["escape_time_exact_error"].values, float) if "escape_time_exact_error" in es
            else np.full(exact.shape, np.nan))
-    header = [*dims, "threshold θ", "exact SDE time", "its grid error"]
+    header = [*dims, "start basin", "threshold θ", "exact SDE time", "its grid error"]
     for m in methods:
         header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
-    ops = [str(o) for o in es["operator"].values
-           if np.isfinite(np.asarray(es["escape_time_operator"].sel(operator=o).values, float)).any()
-           ] if "escape_time_operator" in es else []
+    ops = [str(m) for m, op in zip(es["method"].values, exact_rows, strict=True) if op]
     header += [f"{o} exact time" for o in ops]  # the one-step chains' absorbing-chain solves
     rows, classes = [], []
     for idx in np.ndindex(exact.shape):
@@ -424,14 +439,15 @@ def _escape_table(ds: xr.Dataset) -> str:
             continue
         flagged = bool(err[idx] > ESCAPE_ERROR_FLAG)
         row = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
-        row += [_num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
+        row += [str(np.asarray(es["start_basin"].values)[idx]) if "start_basin" in es else "",
+                _num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
                 _num(exact[idx]), f"{_num(100 * err[idx], 2)} %" + (" (!)" if flagged else "")]
         classes.append("fail" if flagged else "")
         for m in methods:
             sel = es.sel({"method": m})
             row += [_num(np.asarray(sel[v].values)[idx])
-                    for v in ("escape_time_mean", "escaped_fraction", "ratio_to_exact")]
-        row += [_num(np.asarray(es["escape_time_operator"].sel(operator=o).values)[idx]) for o in ops]
+                    for v in ("escape_time", "escaped_fraction", "ratio_to_exact")]
+        row += [_num(np.asarray(es["escape_time"].sel({"method": o}).values)[idx]) for o in ops]
         rows.append(row)
     n_flagged = int(np.sum(np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG))
     warn = (f'<p class="fail">{n_flagged} cell(s) have an exact passage time whose grid error '
@@ -521,8 +537,33 @@ def _provenance(ds: xr.Dataset) -> str:
         rows = [[_e(r.get(k, "")) for k in keys] for r in runs]
         out += "<h3>Runs</h3>" + _table(keys, rows, left=len(keys))
     if "config" in attrs:
-        out += "<h3>Resolved configuration</h3><pre>" + _e(attrs["config"]) + "</pre>"
+        out += ("<h3>Resolved configuration</h3><p>Swept keys show their axis and values, not the "
+                "single default the config file holds.</p><pre>" + _e(swept_config(ds)) + "</pre>")
     return out
+
+
+def swept_config(ds: xr.Dataset) -> str:
+    """The store's resolved config (YAML) with every swept key's value replaced by its axis:
+    ``lr: 0.02`` (the default, used by no cell) becomes ``lr: swept over axis lr = [0.005,
+    …]``. The ``grid`` block is kept as written."""
+    import yaml
+
+    text = ds.attrs.get("config", "")
+    try:
+        cfg = yaml.safe_load(text)
+        paths = json.loads(ds.attrs.get("sweep_paths", "{}") or "{}")
+    except (yaml.YAMLError, json.JSONDecodeError):
+        return text
+    if not isinstance(cfg, dict) or not paths:
+        return text
+    for dim, path in paths.items():
+        node, *keys = [cfg, *path.split(".")]
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node and dim in ds.coords:
+            values = ", ".join(_num(v, 4) for v in np.asarray(ds[dim].values).tolist())
+            node[keys[-1]] = f"swept over axis {dim} = [{values}]"
+    return yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
 
 def chosen_text(ds: xr.Dataset, where: dict[str, Any]) -> str:

@@ -22,6 +22,11 @@ def sweep_main(argv: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         sys.stdout.write(help_text(args, config_dirs))
         return 0
+    if "--help-keys" in args:
+        from pipeline.keys import keys_text
+
+        sys.stdout.write(keys_text() + "\n")
+        return 0
     while args:
         a = args.pop(0)
         if a in ("--cfg", "-c"):
@@ -32,7 +37,7 @@ def sweep_main(argv: Sequence[str]) -> int:
             show = a.split("=", 1)[1]
         elif a.startswith("-"):
             raise ConfigError(f"{a}: unknown option (sweep takes Hydra overrides, -cd DIR, -cn NAME "
-                              "and --cfg job)")
+                              "--cfg job and --help-keys)")
         else:
             overrides.append(a)
     cfg = compose(overrides, config_name or "config", config_dirs)

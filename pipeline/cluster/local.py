@@ -82,7 +82,8 @@ def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[
             finally:
                 client.close()
         finally:
-            lc.close()
+            with _quiet_nanny():
+                lc.close()
     elif isinstance(cluster, AddressClusterConf):
         security = _security(cluster.tls)
         try:
@@ -120,6 +121,20 @@ def _guarded(client: Client) -> Iterator[Client]:
     except (KeyboardInterrupt, StoreWriteError):
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
         raise
+
+
+@contextlib.contextmanager
+def _quiet_nanny() -> Iterator[None]:
+    """Closing our own LocalCluster: a worker process slow to exit on a loaded machine is
+    killed after 4 s with a nanny WARNING ("Worker process still alive …"), after every
+    cell was written; noise at the end of a finished sweep, so not shown."""
+    log = logging.getLogger("distributed.nanny")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _stop_workers(client: Client, lc: LocalCluster, timeout: float = 10.0) -> None:

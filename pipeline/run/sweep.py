@@ -49,6 +49,26 @@ def templates(plan: SweepPlan) -> xr.Dataset:
     return stores.union_template(list(seen.values()))
 
 
+def grid_warnings(plan: SweepPlan) -> list[str]:
+    """Coverage warnings (:func:`sgdsweep.landscapes.coverage.coverage_warnings`), one per
+    distinct landscape and grid, for its cell of the largest η · Σ_b / Σ (widest spread)."""
+    from sgdsweep.landscapes.coverage import coverage_warnings
+    from sgdsweep.landscapes.landscape import Landscape
+
+    widest: dict[str, Any] = {}
+    for parsed in plan.parsed:
+        if not isinstance(parsed.landscape, Landscape):
+            continue
+        key = repr((parsed.landscape.name, sorted(parsed.landscape.params.items()), parsed.grids))
+        best = widest.get(key)
+        if best is None or parsed.lr * parsed.noise_factor > best.lr * best.noise_factor:
+            widest[key] = parsed
+    out: list[str] = []
+    for c in widest.values():
+        out += coverage_warnings(c.landscape, c.grids, c.lr, c.noise_factor)
+    return out
+
+
 def error_text(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
@@ -166,6 +186,8 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     run = parse_run(plain)
     loc = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
+    for warning in grid_warnings(plan):
+        say(f"warning: {warning}")
     cell = templates(plan)
     clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING) | {integrity.RECORD})
     if clash:
@@ -201,6 +223,7 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
     progress = None
     try:
         with clusters.open_client(prep.cluster, store=prep.plain["store"], say=say) as client:
+            warm_up(client, prep, say)
             progress = Progress(prep.total, prep.already)
             t_submit = time.perf_counter()
             _execute(client, prep, writer, progress, outcome)
@@ -210,6 +233,53 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
     if progress is not None:
         progress.close()
     return outcome
+
+
+#: Distinct warm-up cells at most (one per landscape dimension, method list and sampling).
+WARMUP_KINDS = 4
+
+
+def warm_up(client: Any, prep: Prepared, say: Any) -> float:
+    """On a cold kernel cache (:func:`sgdsweep.cell.warmup.kernels_cached`, asked of a
+    worker for each distinct kind of cell still to do), compile every kernel once before
+    fanning out: the methods of each such cell are dealt over the workers as tiny cells
+    (:func:`sgdsweep.cell.warmup.warmup_cells`), whose compiled kernels the real cells
+    then load from the cache. Without it every worker compiled everything at once. A
+    failing warm-up is ignored (the real cell reports). Returns the seconds spent."""
+    from sgdsweep.cell import warmup
+    from sgdsweep.cell.run import run_cell
+
+    t0 = time.perf_counter()
+    kinds: dict[tuple, Any] = {}
+    for i in prep.todo:
+        c = prep.plan.parsed[i]
+        kinds.setdefault((c.dim, c.methods, c.sampling), c)
+        if len(kinds) == WARMUP_KINDS:
+            break
+    try:
+        cached = client.gather([client.submit(warmup.kernels_cached, c, pure=False) for c in kinds.values()])
+    except Exception:
+        return 0.0
+    kinds = {k: c for (k, c), ok in zip(kinds.items(), cached, strict=True) if not ok}
+    if not kinds:
+        return 0.0
+    workers = max(1, sum(client.nthreads().values()))
+    cells = [w for c in kinds.values() for w in warmup.warmup_cells(c, workers)]
+    say(f"compiling kernels (first run; cached for the next): {len(cells)} warm-up task(s) on "
+        f"{workers} worker(s) ...")
+    futures = [client.submit(run_cell, c, pure=False) for c in cells]
+    ok = True
+    for fut in futures:
+        try:
+            fut.result()
+        except Exception:
+            ok = False
+        fut.release()
+    if ok:
+        client.gather([client.submit(warmup.mark_cached, c, pure=False) for c in kinds.values()])
+    elapsed = time.perf_counter() - t0
+    say(f"kernels compiled in {elapsed:.1f} s")
+    return elapsed
 
 
 def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall: float, say: Any) -> int:

@@ -273,14 +273,19 @@ class SweepAccessor:
 
         Defaults: the right-most basin over the left-most (for the bundled
         seed_two_point and two_basin landscapes at default widths: wide over narrow).
+        NaN (not inf, and no division warning) where the denominator basin holds no mass
+        — every chain left it, or a stationary law vanishes there — as the ratio is then
+        undefined; compare :meth:`basin_masses` directly there.
         """
         names = self.basins
         numerator = names[-1] if numerator is None else numerator
         denominator = names[0] if denominator is None else denominator
         m = self.basin_masses(source, t)
-        out = m.sel(basin=numerator, drop=True) / m.sel(basin=denominator, drop=True)
+        den = m.sel(basin=denominator, drop=True)
+        out = m.sel(basin=numerator, drop=True) / den.where(den > 0)
         out.name = "basin_ratio"
-        out.attrs = {"long_name": f"mass({numerator}) / mass({denominator}) ({source})", "units": "1"}
+        out.attrs = {"long_name": f"mass({numerator}) / mass({denominator}) ({source})", "units": "1",
+                     "comment": f"NaN where {denominator} holds no mass (the ratio is undefined)"}
         return out
 
     # ------------------------------------------------------------------ temperature
@@ -421,7 +426,7 @@ class SweepAccessor:
     def local_potential_fit(self, kind: str = "ito", rel_floor: float = 1e-3) -> xr.Dataset:
         """How well a local function of L, G, Σ describes −log p of stationary ``kind`` (2-D).
 
-        Least squares of −log p on the features 1, L, |G|², tr Σ, log(Σ_xx Σ_yy) (the stored
+        Least squares of −log p on the features 1, L, ‖G‖², tr Σ, log(Σ_xx Σ_yy) (the stored
         ``loss``, ``grad_mean``, ``grad_var``) over the cells with p ≥ ``rel_floor``·max p,
         weighted by p. ``residual`` (x, y): −log p minus the fit (nats, NaN outside the
         cells used); ``rms_residual``: its p-weighted root mean square. A stationary law with
@@ -451,15 +456,23 @@ class SweepAccessor:
     # ------------------------------------------------------------------ escapes
 
     def escape_summary(self) -> xr.Dataset:
-        """Escape statistics of the Monte Carlo methods beside the exact SDE passage time.
+        """Escape statistics per method beside the exact SDE passage time: one row per cell
+        and method in ``.to_dataframe()``.
 
-        ``escape_time_mean`` averages over the chains that escaped by the last
-        snapshot only (biased low when ``escaped_fraction`` < 1);
-        ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
-        SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
-        its relative grid error, where stored). Where one-step operators ran, their exact
-        passage times (``escape_time_operator`` in t, ``escape_steps_operator`` in SGD
-        steps) over an ``operator`` dim. Times in t = η·step.
+        ``method``: the Monte Carlo methods, then the one-step operators that stored an
+        exact passage time (``sgd_op``: real SGD's, ``gauss_step``); the Fokker–Planck
+        methods have none and are left out. Per method: ``escape_time`` (Monte Carlo: the
+        mean over the chains that escaped by the last snapshot, biased low when
+        ``escaped_fraction`` < 1; operators: the exact mean passage time of their chain),
+        ``exact`` (True for the operators), ``escaped_fraction`` (Monte Carlo; NaN for
+        operators), ``escape_steps_operator`` (operators, in SGD steps) and
+        ``ratio_to_exact`` = escape_time / escape_time_exact. Per cell: ``escape_time_exact``
+        (the Itô SDE's mean first-passage time from the initial law),
+        ``escape_time_exact_error`` (its relative grid error, where stored),
+        ``escape_threshold`` and ``start_basin``: the basin the chains start in (the one
+        holding most of the initial law), which the threshold — the barrier top next to it
+        — bounds. Times in t = η·step. ``escape_time_mean`` is kept as an alias of the
+        Monte Carlo means.
         """
         ds = self._ds
         needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
@@ -467,21 +480,43 @@ class SweepAccessor:
         if missing:
             raise KeyError(f"{missing[0]!r}: this dataset holds no escape statistics")
         mc = [m for m in self.methods if self.method_kind(m) == "ensemble"]
+        ops = []
+        if "escape_time_operator" in ds:  # exact passage times of the one-step chains
+            ops = [m for m in self.methods if self.method_kind(m) == "density"
+                   and bool(np.isfinite(np.asarray(ds["escape_time_operator"].sel({"method": m}).values,
+                                                   float)).any())]
+        rows = mc + ops
+        mean = self._masked(ds["escape_time_mean"].sel({"method": rows}))
+        is_op = xr.DataArray([m in ops for m in rows], dims="method", coords={"method": rows})
+        if ops:
+            op_time = self._masked(ds["escape_time_operator"].sel({"method": rows}))
+            time = xr.where(is_op, op_time, mean)
+        else:
+            time = mean
+        frac = self._masked(ds["escaped_fraction"].sel({"method": rows})).where(~is_op)
         out = xr.Dataset({
-            "escape_time_mean": self._masked(ds["escape_time_mean"].sel({"method": mc})),
-            "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": mc})),
+            "escape_time": time.assign_attrs(long_name="mean escape time: Monte Carlo mean over "
+                                             "the escaped chains, or the operator's exact time", units="1"),
+            "exact": is_op.assign_attrs(long_name="escape_time is an exact passage time (an operator)"),
+            "escaped_fraction": frac.assign_attrs(ds["escaped_fraction"].attrs),
+            "escape_time_mean": mean.where(~is_op).assign_attrs(ds["escape_time_mean"].attrs),
             "escape_time_exact": self._masked(ds["escape_time_exact"]),
         })
+        if ops:
+            out["escape_steps_operator"] = self._masked(ds["escape_steps_operator"].sel({"method": rows}))
         for name in ("escape_threshold", "escape_time_exact_error"):
             if name in ds:
                 out[name] = self._masked(ds[name])
-        if "escape_time_operator" in ds:  # exact passage times of the one-step chains
-            ops = [m for m in self.methods if self.method_kind(m) == "density"]
-            for name in ("escape_time_operator", "escape_steps_operator"):
-                out[name] = self._masked(ds[name].sel({"method": ops})).rename(method="operator")
-        out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
-        out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
-                                       "units": "1"}
+        if "basin_mass" in ds and "t" in ds["basin_mass"].dims and len(self.basins):
+            m0 = ds["basin_mass"].isel({"t": 0, "method": 0}, drop=True)
+            start = xr.apply_ufunc(lambda a: np.asarray(self.basins, dtype=object)[np.argmax(a, axis=-1)],
+                                   m0, input_core_dims=[["basin"]], dask="parallelized",
+                                   output_dtypes=[object])
+            out["start_basin"] = start.assign_attrs(
+                long_name="basin holding most of the initial law (the escape starts there)")
+        ratio = out["escape_time"] / out["escape_time_exact"]
+        out["ratio_to_exact"] = ratio.assign_attrs(long_name="escape time / exact SDE passage time",
+                                                   units="1")
         return out
 
     def escape_validity(self, operator: str = "sgd_op", direction: int = 1) -> xr.Dataset:
@@ -494,7 +529,7 @@ class SweepAccessor:
         and ``diffusion`` through :func:`~sgdsweep.fokker_planck.escape_rates.barrier_geometry`
         (the lowest minimum before the threshold in ``direction`` and the highest point of L
         between it and the threshold): ``kramers_time`` (D frozen at the minimum) and
-        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = |H_s|/(H_a + |H_s|)).
+        ``xie_time`` (Xie, Sato & Sugiyama in terms of D_a, D_s, s = abs(H_s)/(H_a + abs(H_s))).
         Ratios ``sde_over_sgd``, ``kramers_over_sgd``, ``xie_over_sgd``, ``kramers_over_sde``,
         ``xie_over_sde``, and the geometry (``curvature_min``, ``curvature_top``, ``barrier``,
         ``diffusion_min``, ``diffusion_top``, ``lr_curvature`` = η H_a, above 2 where GD is

@@ -123,9 +123,19 @@ def most_informative_cell(ds: xr.Dataset, metric: str = "tv", method: str = "sgd
     return first_done_cell(ds)
 
 
+#: Legend entry width estimate (inches): the handle and padding, plus per label character.
+LEGEND_HANDLE_IN, LEGEND_CHAR_IN = 0.55, 0.068
+
+
 def _legend_below(fig: Figure, ax: Any, ncols: int = 5) -> None:
+    """The legend of ``ax`` under the panels, in as many columns (up to ``ncols``) as fit the
+    figure's width: a row wider than the figure is clipped when saved."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), ncols), frameon=False)
+    if not labels:
+        return
+    entry = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * max(len(lab) for lab in labels)
+    fit = max(1, int(fig.get_figwidth() // entry))
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), ncols, fit), frameon=False)
 
 
 def _support(x: np.ndarray, dens: np.ndarray, tail: float = 5e-4) -> tuple[float, float]:

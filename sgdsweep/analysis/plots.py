@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from sgdsweep.analysis.figure import (  # noqa: F401  (re-exported: the cell pickers, styles)
     DENSITY,
@@ -362,33 +363,44 @@ def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method
 # --------------------------------------------------------------------------- escapes
 
 
-def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langevin")) -> Figure:
+def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langevin"),
+                 operators: Sequence[str] = ("sgd_op", "gauss_step")) -> Figure:
     """Mean escape time of each Monte Carlo method against the learning rate, beside the
-    Itô SDE's exact mean first-passage time (log scale, t = η·step); one panel per value
+    exact passage times: the Itô SDE's (black) and those of the one-step operators that ran
+    (``sgd_op``: real SGD's exact time, dashed); log scale, t = η·step, one panel per value
     of the other sweep dims. Hollow markers: not every chain escaped by the last snapshot,
-    so the mean over the escapers is biased low; the label gives the escaped fraction."""
+    so the mean over the escapers is biased low; the escaped fraction is listed under
+    the panel (labels beside the markers overlapped)."""
     try:
         es = ds.sgd.escape_summary().compute()
     except KeyError:
         return _message("escape times: this store holds no escape statistics")
-    methods = [m for m in methods if m in es["method"].values]
+    rows = [str(m) for m in es["method"].values]
+    exact_rows = dict(zip(rows, np.asarray(es["exact"].values, bool), strict=True))
+    methods = [m for m in methods if m in rows and not exact_rows[m]]
+    operators = [m for m in operators if m in rows and exact_rows[m]]
     exact = es["escape_time_exact"]
     if not np.isfinite(np.asarray(exact.values, float)).any():
         return _message("escape times: no finished cell with an escape threshold in this selection")
     dims = list(ds.sgd.sweep_dims)
     xdim = "lr" if "lr" in dims else (dims[0] if dims else None)
     panels = _facets(exact, (xdim,) if xdim else ())
-    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.2, height=3.2)
+    fig = _figure(min(len(panels), 3), int(np.ceil(len(panels) / 3)), width=4.6, height=3.6)
     axs = _axes(fig)
     for ax, facet in zip(axs, panels, strict=False):
         sub = es.isel(facet)
-        x = np.asarray(sub[xdim].values, float) if xdim else np.zeros(1)
+        x = np.atleast_1d(np.asarray(sub[xdim].values, float)) if xdim else np.zeros(1)
         ax.plot(x, np.atleast_1d(sub["escape_time_exact"].values), color=OKABE_ITO["black"], lw=1.8,
-                marker="s", ms=4, label="exact SDE passage time")
+                marker="s", ms=4, label="exact: Itô SDE")
+        for m in operators:
+            st = method_style(m)
+            ax.plot(x, np.atleast_1d(np.asarray(sub["escape_time"].sel({"method": m}).values, float)),
+                    lw=1.6, ls="--", marker="D", ms=4, color=st.get("color"), label=f"exact: {st['label']}")
+        partial = []
         for m in methods:
             st = method_style(m)
             sel = sub.sel({"method": m})
-            mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
+            mean = np.atleast_1d(np.asarray(sel["escape_time"].values, float))
             frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
             if not np.isfinite(mean).any():
                 continue
@@ -397,20 +409,26 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
                 if np.isfinite(mi):
                     ax.plot([xi], [mi], "o", ms=5, color=st.get("color"),
                             markerfacecolor=st.get("color") if fi >= 1 else "white")
-                    if fi < 1:
-                        ax.annotate(f"{100 * fi:.2g}%", (xi, mi), textcoords="offset points", xytext=(4, 3),
-                                    fontsize=7, color=st.get("color"))
+            short = [f"{_fmt(xi)}: {100 * fi:.2g}%" for xi, mi, fi in zip(x, mean, frac, strict=True)
+                     if np.isfinite(mi) and fi < 1]
+            if short:
+                partial.append(f"{m} " + ", ".join(short))
         ax.set_yscale("log")
         if xdim:
-            ax.set_xlabel("learning rate η" if xdim == "lr" else xdim)
+            note = ["hollow, escaped fraction: " + partial[0], *partial[1:3]] if partial else []
+            ax.set_xlabel(("learning rate η" if xdim == "lr" else xdim) + "".join("\n" + p for p in note))
             if x.size > 1 and x.min() > 0 and x.max() / x.min() > 3:
                 ax.set_xscale("log")
+            if x.size <= 8:  # the swept values themselves: log-axis minor labels overlapped
+                ax.set_xticks(x, [_fmt(v) for v in x])
+                ax.xaxis.set_minor_locator(NullLocator())
         ax.set_ylabel("mean escape time (t = η·step)")
         ax.set_title(", ".join(f"{d} = {_fmt(exact[d].values[i])}" for d, i in facet.items()))
     for ax in axs[len(panels):]:
         ax.set_visible(False)
-    _legend_below(fig, axs[0], ncols=4)
-    fig.suptitle("Escape over the barrier: Monte Carlo means (hollow: not all escaped) vs the exact SDE time"
+    _legend_below(fig, axs[0], ncols=3)
+    fig.suptitle("Escape over the barrier:" + ("\n" if len(panels) < 3 else " ")
+                 + "Monte Carlo means vs exact passage times"
                  + _shown(exact, (xdim,) if xdim else (), len(panels)))
     return fig
 

@@ -21,6 +21,7 @@ from sgdsweep.analysis.figure import (
     _legend_below,
     _message,
     first_done_cell,
+    method_style,
 )
 from sgdsweep.cell.schema import DONE
 
@@ -64,6 +65,18 @@ def _density_panel(ax: Any, fig: Figure, x: np.ndarray, y: np.ndarray, p: np.nda
     ax.grid(False)
 
 
+def _zoom(axs: Any, x: np.ndarray, y: np.ndarray, densities: list[np.ndarray]) -> None:
+    """Limit every axis to where any of ``densities`` has mass (above STREAM_FLOOR of its
+    maximum), with three cells of margin."""
+    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p in densities]), axis=0)
+    ix, iy = np.nonzero(mass > STREAM_FLOOR)
+    if ix.size:
+        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
+        for ax in axs:
+            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
+            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+
+
 def current_2d(ds: xr.Dataset) -> Figure:
     """A 2-D cell: the stationary FP density (cell's convention) with streamlines of its
     probability current, the FP density at the last snapshot with its current, and SGD's
@@ -100,14 +113,7 @@ def current_2d(ds: xr.Dataset) -> Figure:
     axs = _axes(fig)
     for ax, (p, J, title) in zip(axs, panels, strict=True):
         _density_panel(ax, fig, x, y, p, J, title)
-    # Zoom onto where any panel has mass.
-    mass = np.nanmax(np.stack([np.nan_to_num(p / np.nanmax(p)) for p, _, _ in panels]), axis=0)
-    ix, iy = np.nonzero(mass > STREAM_FLOOR)
-    if ix.size:
-        pad_x, pad_y = 3 * (x[1] - x[0]), 3 * (y[1] - y[0])
-        for ax in axs:
-            ax.set_xlim(max(x[0], x[ix.min()] - pad_x), min(x[-1], x[ix.max()] + pad_x))
-            ax.set_ylim(max(y[0], y[iy.min()] - pad_y), min(y[-1], y[iy.max()] + pad_y))
+    _zoom(axs, x, y, [p for p, _, _ in panels])
     facts = []
     for name, label in (("stationary_circulation", "circulation"), ("stationary_mean_abs_current", "∫|J|"),
                         ("stationary_kl_gibbs", "KL(stationary‖Gibbs)"),
@@ -154,7 +160,55 @@ ATTRS_SHORT = {"stationary_circulation": "circulation (prob./time)",
                "stationary_kl_gibbs": "KL(stationary ‖ Gibbs)  [nat]"}
 
 #: The figures the report renders for a 2-D store, by file stem.
+def method_densities_2d(ds: xr.Dataset, columns: int = 4) -> Figure:
+    """A 2-D cell: every method's density at the last snapshot, side by side with SGD's
+    exact stationary law (the invariant law of ``sgd_op``, stationary kind ``sgd``) — or,
+    without ``sgd_op``, the FP stationary state of the cell's convention. Each method panel
+    names its TV distance to the FP density. The cell is the one
+    :func:`current_2d` shows (largest |stationary_circulation|)."""
+    if "y" not in ds.dims:
+        return _message("method_densities_2d: a 2-D store is needed")
+    found = _most_circulating_cell(ds)
+    if found is None:
+        return _message("method_densities_2d: no finished cell")
+    cell, where = found
+    x = np.asarray(cell["x"].values, dtype=float)
+    y = np.asarray(cell["y"].values, dtype=float)
+    t_last = float(cell["t"].values[-1])
+    panels: list[tuple[np.ndarray, str]] = []
+    kinds = cell.sgd.kinds
+    reference = "sgd" if "sgd" in kinds else str(cell.attrs.get("fp_convention", "ito"))
+    if reference in kinds:
+        what = "SGD's exact stationary law (sgd_op)" if reference == "sgd" else f"stationary FP ({reference})"
+        panels.append((np.asarray(cell["stationary"].sel(kind=reference).values, float), what))
+    for m in cell.sgd.methods:
+        p = np.asarray(cell["density"].sel({"method": m}).isel(t=-1).values, float)
+        if not np.isfinite(p).any():
+            continue
+        label = f"{method_style(m)['label']}, t = {t_last:.3g}"
+        if "tv" in cell and m != "fp" and "fp" in cell.sgd.methods:
+            tv = float(cell["tv"].sel({"method": m}).isel(t=-1))
+            if np.isfinite(tv):
+                label += f"\nTV to FP {tv:.3f}"
+        panels.append((p, label))
+    if not panels:
+        return _message("method_densities_2d: the cell holds no density")
+    ncols = min(columns, len(panels))
+    fig = _figure(ncols, int(np.ceil(len(panels) / ncols)), width=4.4, height=3.7)
+    axs = _axes(fig)
+    for ax, (p, title) in zip(axs, panels, strict=False):
+        _density_panel(ax, fig, x, y, p, None, title)
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    _zoom(axs[:len(panels)], x, y, [p for p, _ in panels])
+    fig.suptitle("Each method's density beside " + ("SGD's exact stationary law" if reference == "sgd"
+                                                    else "the FP stationary state")
+                 + (f" ({_cell_label(where)})" if where else ""))
+    return fig
+
+
 FIGURES_2D = {
     "current_2d": current_2d,
+    "method_densities_2d": method_densities_2d,
     "nonequilibrium": nonequilibrium_summary,
 }
