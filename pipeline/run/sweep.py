@@ -265,6 +265,8 @@ def warm_up(client: Any, prep: Prepared, say: Any) -> float:
         return 0.0
     workers = max(1, sum(client.nthreads().values()))
     cells = [w for c in kinds.values() for w in warmup.warmup_cells(c, workers)]
+    if not cells:  # model landscapes: each cell compiles its own kernels
+        return 0.0
     say(f"compiling kernels (first run; cached for the next): {len(cells)} warm-up task(s) on "
         f"{workers} worker(s) ...")
     futures = [client.submit(run_cell, c, pure=False) for c in cells]
