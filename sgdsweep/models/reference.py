@@ -61,7 +61,7 @@ def _dense_direction(model: Model, theta: np.ndarray, g: np.ndarray) -> tuple[np
 
 
 def _cg_direction(model: Model, theta: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Truncated Newton: CG on exact HVPs to relative residual min(0.5, √|g|); −g if that is no descent."""
+    """Truncated Newton: CG on exact HVPs to relative residual min(0.5, √‖g‖); −g if that is no descent."""
     d = model.d
     op = LinearOperator((d, d), matvec=lambda v: model.hvp(theta, np.ascontiguousarray(v.ravel())),
                         dtype=np.float64)
@@ -74,7 +74,7 @@ def _cg_direction(model: Model, theta: np.ndarray, g: np.ndarray) -> tuple[np.nd
 def _newton(model: Model, theta: np.ndarray, target: float, direction=_dense_direction, name: str = "newton",
             maxiter: int = 200) -> tuple[np.ndarray, int, str]:
     """Newton steps along ``direction`` with Armijo backtracking; near round-off, where the loss no
-    longer resolves the decrease, a step is taken if it shrinks |G|."""
+    longer resolves the decrease, a step is taken if it shrinks ‖G‖."""
     damped = False
     for it in range(maxiter):
         g = model.grad(theta)
@@ -132,7 +132,7 @@ def _quasi_newton(model: Model, theta: np.ndarray, target: float) -> tuple[np.nd
 
 def find_minimum(model: Model, theta0=None, *, tol: float = 1e-10, k: int | None = None,
                  dense_max: int = 300) -> Minimum:
-    """θ* with |G(θ*)| ≤ tol·max(1, |G(θ0)|) (θ0 defaults to ``model.init(0)``).
+    """θ* with ‖G(θ*)‖ ≤ tol·max(1, ‖G(θ0)‖) (θ0 defaults to ``model.init(0)``).
 
     Linear regression: the normal equations with l2, exactly. Logistic regression and the MLP:
     Newton on the dense Hessian for d ≤ ``dense_max``, L-BFGS (finished by truncated Newton on

@@ -13,10 +13,10 @@ from sgdsweep.validate import real
 
 
 def hill(samples, frac: float = 0.05) -> tuple[float, float, int]:
-    """Hill's estimate of the tail index α of |samples|: (α̂, its standard error α̂/√k, k).
+    """Hill's estimate of the tail index α of abs(samples): (α̂, its standard error α̂/√k, k).
 
     k = ⌈frac·N⌉ top order statistics (the stated choice of k: a fixed top fraction); with
-    x_(1) ≥ … ≥ x_(k+1) the sorted |samples|, α̂ = k / Σ_{i≤k} log(x_(i)/x_(k+1)). For an exact
+    x_(1) ≥ … ≥ x_(k+1) the sorted abs(samples), α̂ = k / Σ_{i≤k} log(x_(i)/x_(k+1)). For an exact
     Pareto tail the k log-ratios are iid Exp(α), so α̂ is the maximum-likelihood estimate given
     x_(k+1) and its asymptotic standard error is α̂/√k.
     """
@@ -44,11 +44,11 @@ def hill(samples, frac: float = 0.05) -> tuple[float, float, int]:
 
 def kesten_index(a, lr: float) -> float:
     """Exact tail index of θ' = (1 − η a_B) θ + noise for one parameter, b = 1 with replacement over
-    the curvatures ``a`` (Kesten–Goldie): the α > 0 with (1/n) Σ_i |1 − η a_i|^α = 1.
+    the curvatures ``a`` (Kesten–Goldie): the α > 0 with (1/n) Σ_i abs(1 − η a_i)^α = 1.
 
-    ``inf`` when every |1 − η a_i| ≤ 1 (no heavy tail); ``0.0`` when E log|1 − η a| ≥ 0 (the chain
+    ``inf`` when every abs(1 − η a_i) ≤ 1 (no heavy tail); ``0.0`` when E log abs(1 − η a) ≥ 0 (the chain
     does not contract on average: no stationary law). Solved by brentq on the log-moment function
-    φ(α) = log mean |1 − η a_i|^α, convex with φ(0) = 0.
+    φ(α) = log mean abs(1 − η a_i)^α, convex with φ(0) = 0.
     """
     a = np.asarray(a, dtype=np.float64).ravel()
     if a.size < 1 or not np.all(np.isfinite(a)):

@@ -25,7 +25,7 @@ Each chain owns a counter-based stream (:mod:`sgdsweep.montecarlo.rng`) keyed by
 chain); ``stream`` defaults to the low-dimensional ensemble's ids (sgd, svag, sgd_noise 0; sde 1;
 langevin 2; gd 3). Results are bit-identical for any thread count and snapshot schedule.
 
-A chain whose θ turns non-finite or leaves |θ_k| ≤ ``bound`` (any k) is frozen and lost from the
+A chain whose θ turns non-finite or leaves abs(θ_k) ≤ ``bound`` (any k) is frozen and lost from the
 SGD step it left at (``lost_step``; −1 while alive; 0 if θ₀ is already outside).
 """
 
@@ -89,7 +89,7 @@ class ModelEnsemble:
     ``theta0`` (chains, d) float64 initial parameters; ``lr`` η > 0; ``noise_factor`` b·Σ_b/Σ of
     the ``sde`` (default 1 with replacement, (n − b)/(n − 1) otherwise); ``temperature`` T ≥ 0
     (``langevin`` only, required); ``svag_l`` SVAG's l; ``grad_noise`` σ of ``sgd_noise``;
-    ``bound`` the box |θ_k| ≤ bound outside which chains are lost. :meth:`advance` moves every
+    ``bound`` the box abs(θ_k) ≤ bound outside which chains are lost. :meth:`advance` moves every
     chain to a later SGD step; ``positions`` (chains, d), ``lost_step`` (chains,) and ``step``
     are the current state (views: copy them to keep a snapshot).
     """
@@ -198,7 +198,7 @@ def snapshot_stats(args: Any, positions: Any, lost_mask: Any, *, directions: Any
 
     Returns ``mean`` (d,), ``cov`` (population covariance, d×d when d ≤ ``max_cov_dim``, else
     its diagonal (d,)), ``loss_mean`` and ``loss_quantiles`` of the full-batch loss L(θ_c),
-    ``grad_norm_mean`` and ``grad_norm_quantiles`` of |G(θ_c)|, ``proj`` (k, chains) the
+    ``grad_norm_mean`` and ``grad_norm_quantiles`` of ‖G(θ_c)‖, ``proj`` (k, chains) the
     projections (θ_c − θ_ref)·v_k on the rows of ``directions`` (k, d) (NaN for lost chains),
     ``proj_counts`` (k, cells) their histogram on the rows of ``proj_edges`` (k, cells + 1)
     (cell j is [e_j, e_{j+1}), the last one closed; live chains outside the edges are not
