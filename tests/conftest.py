@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -36,6 +38,43 @@ def run_pipeline(*args: str, cwd: Path, timeout: float = 600,
     """``python -m pipeline ARGS`` as a real subprocess, output captured (``env`` adds variables)."""
     return subprocess.run(pipeline_cmd(*args), cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None,
+             unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` in this process: :func:`pipeline.cli.main.main` with ``cwd``
+    as the working directory, ``env`` added to the environment (``unset`` taken out of it) and
+    stdout/stderr captured —
+    the code a subprocess runs, without a fresh interpreter's start-up (importing Python,
+    Dask and Numba: ~8–10 s on the 2-core machine). A sweep's LocalCluster still starts real
+    worker processes, which inherit ``env``. fsspec's cached file systems are dropped before
+    and after, so that a URL store sees ``env``'s credentials as a new process would. Each
+    feature keeps at least one real subprocess test (:func:`run_pipeline`)."""
+    from pipeline.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    _drop_cached_filesystems()
+    os.environ.update(env or {})
+    for name in unset:
+        os.environ.pop(name, None)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _drop_cached_filesystems()
+    return subprocess.CompletedProcess(["pipeline", *args], code, out.getvalue(), err.getvalue())
+
+
+def _drop_cached_filesystems() -> None:
+    import fsspec
+
+    for cls in list(fsspec.registry.values()):  # the file system classes imported so far
+        cls.clear_instance_cache()
 
 
 def snapshot(path: Path) -> dict[str, tuple[str, int]]:
