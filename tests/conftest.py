@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -36,6 +38,59 @@ def run_pipeline(*args: str, cwd: Path, timeout: float = 600,
     """``python -m pipeline ARGS`` as a real subprocess, output captured (``env`` adds variables)."""
     return subprocess.run(pipeline_cmd(*args), cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None,
+             unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` in this process: :func:`pipeline.cli.main.main` with ``cwd``
+    as the working directory, ``env`` added to the environment (``unset`` taken out of it) and
+    stdout/stderr captured —
+    the code a subprocess runs, without a fresh interpreter's start-up (importing Python,
+    Dask and Numba: ~8–10 s on the 2-core machine). A sweep's LocalCluster still starts real
+    worker processes, which inherit ``env``. fsspec's cached file systems are dropped before
+    and after, so that a URL store sees ``env``'s credentials as a new process would. Each
+    feature keeps at least one real subprocess test (:func:`run_pipeline`)."""
+    from pipeline.cli.main import main
+    from pipeline.cli.status import status_main
+    from pipeline.run.sweep import Progress, run_sweep
+
+    out, err = io.StringIO(), io.StringIO()
+    # These write to a sys.stdout (``out``) or sys.stderr (``stream``) bound as a default
+    # argument when their module was imported.
+    bound = [(f, f.__defaults__) for f in (status_main, run_sweep, Progress.__init__)]
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    _drop_cached_filesystems()
+    os.environ.update(env or {})
+    for name in unset:
+        os.environ.pop(name, None)
+    os.chdir(cwd)
+    try:
+        for f, defaults in bound:
+            f.__defaults__ = _streams(f, defaults, {"out": out, "stream": err})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        for f, defaults in bound:
+            f.__defaults__ = defaults
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _drop_cached_filesystems()
+    return subprocess.CompletedProcess(["pipeline", *args], code, out.getvalue(), err.getvalue())
+
+
+def _streams(f, defaults: tuple, streams: dict[str, io.StringIO]) -> tuple:
+    """``defaults`` of function ``f``, those of the parameters named in ``streams`` replaced."""
+    code = f.__code__
+    names = code.co_varnames[:code.co_argcount][-len(defaults):]
+    return tuple(streams.get(name, d) for name, d in zip(names, defaults, strict=True))
+
+
+def _drop_cached_filesystems() -> None:
+    import fsspec
+
+    for cls in list(fsspec.registry.values()):  # the file system classes imported so far
+        cls.clear_instance_cache()
 
 
 def snapshot(path: Path) -> dict[str, tuple[str, int]]:

@@ -1,8 +1,11 @@
 """Every experiment under conf/experiment runs end to end at reduced size.
 
-Real ``python -m pipeline sweep +experiment=NAME`` subprocesses (LocalCluster with
-two workers), shrunk by overrides; each store is then checked against a number
-known exactly for that experiment.
+``pipeline sweep +experiment=NAME``, shrunk by overrides, on a real Dask cluster of two
+worker processes; each store is then checked against a number known exactly for that
+experiment. One experiment runs as a real ``python -m pipeline`` subprocess with its own
+LocalCluster; the others call the same entry point in this process (``main([...])``) on
+one LocalCluster shared by the module (``cluster=address``), which spares each of them a
+Python + Dask + Numba start-up and a cluster start (the CLI path is the same code).
 """
 
 from __future__ import annotations
@@ -51,11 +54,37 @@ REDUCED = {
 }
 
 
-def sweep(name: str, store: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "sweep", f"+experiment={name}",
-                           f"store={store}", *REDUCED[name]],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.fixture(scope="module")
+def cluster_address():
+    """A LocalCluster of two single-threaded worker processes, the workers' environment as
+    ``cluster=local`` sets it (pipeline.cluster.local.WORKER_ENV)."""
+    import dask
+    from distributed import LocalCluster
+
+    from pipeline.cluster.local import WORKER_ENV
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}):
+        lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, env=dict(WORKER_ENV))
+    try:
+        yield lc.scheduler_address
+    finally:
+        lc.close()
+
+
+def sweep(name: str, store: Path, address: str | None = None) -> None:
+    """The experiment's sweep: in this process on the cluster at ``address``, or (without
+    one) as a ``python -m pipeline`` subprocess with its own LocalCluster."""
+    args = ["sweep", f"+experiment={name}", f"store={store}", *REDUCED[name]]
+    if address is None:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *args],
+                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    from pipeline.cli.main import main
+
+    assert main([*args, "cluster=address", f"cluster.address={address}"]) == 0
 
 
 def test_every_experiment_has_a_reduced_run():
@@ -75,9 +104,9 @@ def test_seed_validation(tmp_path):
 
 
 @pytest.mark.integration
-def test_ou_variance(tmp_path):
+def test_ou_variance(tmp_path, cluster_address):
     store = tmp_path / "ou_variance.zarr"
-    sweep("ou_variance", store)
+    sweep("ou_variance", store, cluster_address)
     ds = open_sweep(store).load()
     assert bool(ds.done.all())
     for lr in ds.lr.values:
@@ -87,9 +116,9 @@ def test_ou_variance(tmp_path):
 
 
 @pytest.mark.integration
-def test_flat_minima(tmp_path):
+def test_flat_minima(tmp_path, cluster_address):
     store = tmp_path / "flat_minima.zarr"
-    sweep("flat_minima", store)
+    sweep("flat_minima", store, cluster_address)
     ds = open_sweep(store)
     assert bool(ds.done.all()) and ds.sgd.sweep_dims == ("lr", "batch_size", "width_left")
     gibbs = ds.sgd.basin_masses("gibbs").compute()
@@ -99,9 +128,9 @@ def test_flat_minima(tmp_path):
 
 
 @pytest.mark.integration
-def test_escape(tmp_path):
+def test_escape(tmp_path, cluster_address):
     store = tmp_path / "escape.zarr"
-    sweep("escape", store)
+    sweep("escape", store, cluster_address)
     ds = open_sweep(store)
     assert bool(ds.done.all())
     es = ds.sgd.escape_summary().compute()
@@ -139,9 +168,9 @@ def test_escape(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["sde_ladder", "sde_ladder_two_basin"])
-def test_sde_ladder(tmp_path, name):
+def test_sde_ladder(tmp_path, name, cluster_address):
     store = tmp_path / f"{name}.zarr"
-    sweep(name, store)
+    sweep(name, store, cluster_address)
     ds = open_sweep(store).load()
     assert bool(ds.done.all()) and "l" in ds.sgd.sweep_dims
     # SVAG at l = 1 is SGD bit for bit; at l > 1 it is not.
@@ -157,9 +186,9 @@ def test_sde_ladder(tmp_path, name):
 
 
 @pytest.mark.integration
-def test_linear_scaling(tmp_path):
+def test_linear_scaling(tmp_path, cluster_address):
     store = tmp_path / "linear_scaling.zarr"
-    sweep("linear_scaling", store)
+    sweep("linear_scaling", store, cluster_address)
     ds = open_sweep(store).load()
     assert bool(ds.done.all())
     # The SDE sees η and b only through η/b: on the diagonal η/b = 0.025 its FP densities are
@@ -172,7 +201,7 @@ def test_linear_scaling(tmp_path):
 
 
 @pytest.mark.integration
-def test_nonequilibrium_2d(tmp_path):
+def test_nonequilibrium_2d(tmp_path, cluster_address):
     import math
 
     import scipy.linalg as sl
@@ -180,7 +209,7 @@ def test_nonequilibrium_2d(tmp_path):
     from sgdsweep.landscapes.tilted import tilted_quadratic
 
     store = tmp_path / "nonequilibrium_2d.zarr"
-    sweep("nonequilibrium_2d", store)
+    sweep("nonequilibrium_2d", store, cluster_address)
     ds = open_sweep(store).load()
     assert bool(ds.done.all()) and ds.sgd.sweep_dims == ("lr", "batch_size", "tilt")
     circ = ds["stationary_circulation"].sel(lr=0.1, batch_size=1)
@@ -196,12 +225,12 @@ def test_nonequilibrium_2d(tmp_path):
 
 
 @pytest.mark.integration
-def test_kramers_validity(tmp_path):
+def test_kramers_validity(tmp_path, cluster_address):
     """Width 0.3, b = 1: η H_a ≥ 2 at η = 0.2 and 0.4, and there Kramers (D at the minimum)
     lands within 2× of SGD's exact time although it is below the SDE's (D falls towards
     the barrier, so ∫G/D > ΔL/D_a): the cancellation the full run reports."""
     store = tmp_path / "kramers_validity.zarr"
-    sweep("kramers_validity", store)
+    sweep("kramers_validity", store, cluster_address)
     ds = open_sweep(store)
     assert bool(ds.done.all())
     v = ds.sgd.escape_validity().compute()
@@ -212,12 +241,12 @@ def test_kramers_validity(tmp_path):
 
 
 @pytest.mark.integration
-def test_seed_claims(tmp_path):
+def test_seed_claims(tmp_path, cluster_address):
     """r = 1: the samples are mirror-symmetric, so the Itô centre ratio is 1 (log10 0) exactly
     up to rounding; r = 2: far beyond the post's e⁴ (log10 1.74); SGD with 8 samples, b = 1
     has two closed classes (never crosses between the wells)."""
     store = tmp_path / "seed_claims.zarr"
-    sweep("seed_claims", store)
+    sweep("seed_claims", store, cluster_address)
     ds = open_sweep(store)
     assert bool(ds.done.all())
     ito = ds.sgd.centre_density_ratio("ito").compute().squeeze("lr")

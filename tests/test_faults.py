@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_same_numbers,
     open_store,
     pipeline_cmd,
+    run_main,
     run_pipeline,
     snapshot,
 )
@@ -79,7 +80,7 @@ def test_client_killed_between_data_and_done(reference_store: Path, tmp_path: Pa
         assert 0 < done_before < 8
     assert json.loads((store / LOCK_NAME).read_text())["pid"] > 0  # left behind by the dead client
 
-    again = run_pipeline(*ARGS, f"store={store.name}", cwd=tmp_path)
+    again = run_main(*ARGS, f"store={store.name}", cwd=tmp_path)  # in this process
     assert again.returncode == 0, again.stdout + again.stderr
     assert re.search(r"lock: broke the stale lock of k\.zarr \(.*\): process \d+ no longer runs on this host",
                      again.stdout), again.stdout
@@ -95,13 +96,14 @@ def test_corrupt_cell_is_listed_reported_and_recomputed(reference_store: Path, t
     truncate(chunk(store, "density", (1, 0, 1)), 100)  # the truncated chunk
     flip_bit(chunk(store, "basin_mass", (0, 1, 0)))
 
-    status = run_pipeline("status", store.name, "--verify", cwd=tmp_path)
+    # status and report in this process; the rerun as a real subprocess
+    status = run_main("status", store.name, "--verify", cwd=tmp_path)
     assert status.returncode == 1
     assert "2 corrupt cell(s)" in status.stdout
     assert "corrupt : lr=0.01, batch_size=2, seed=0: unreadable chunk of basin_mass" in status.stdout
     assert "corrupt : lr=0.02, batch_size=1, seed=1: unreadable chunk of density" in status.stdout
 
-    report = run_pipeline("report", store.name, cwd=tmp_path)
+    report = run_main("report", store.name, cwd=tmp_path)
     assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
     assert "warning: corrupt cell lr=0.02, batch_size=1, seed=1: unreadable chunk of density" in report.stderr
 
@@ -110,7 +112,7 @@ def test_corrupt_cell_is_listed_reported_and_recomputed(reference_store: Path, t
     assert "verify: 2 done cell(s) with corrupt or missing chunks will be recomputed" in again.stdout
     assert "cells      : 8 total, 2 computed now, 6 already done, 0 failed" in again.stdout
     assert_same_numbers(open_store(store), open_store(reference_store))
-    assert "0 corrupt cell(s)" in run_pipeline("status", store.name, "--verify", cwd=tmp_path).stdout
+    assert "0 corrupt cell(s)" in run_main("status", store.name, "--verify", cwd=tmp_path).stdout
 
 
 def test_no_space_left_then_rerun_with_space(reference_store: Path, tmp_path: Path):
@@ -134,7 +136,7 @@ def test_no_space_left_then_rerun_with_space(reference_store: Path, tmp_path: Pa
         assert "Traceback" not in res.stderr
         assert _flags(store).sum() < 8
         subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
-        again = run_pipeline(*ARGS, "shard_cells=1", f"store={store}", cwd=tmp_path)
+        again = run_main(*ARGS, "shard_cells=1", f"store={store}", cwd=tmp_path)  # in this process
         assert again.returncode == 0, again.stdout + again.stderr
         assert_same_numbers(open_store(store), open_store(reference_store))
     finally:
@@ -152,7 +154,7 @@ def test_read_only_store_is_refused_before_computing(reference_store: Path, tmp_
         pytest.skip("read-only bind mounts need root")
     try:
         before = snapshot(ro / "s.zarr")
-        res = run_pipeline(*ARGS, f"store={ro / 's.zarr'}", cwd=tmp_path)
+        res = run_main(*ARGS, f"store={ro / 's.zarr'}", cwd=tmp_path)  # in this process
         assert res.returncode == 2
         assert res.stderr == f"error: store: {ro / 's.zarr'} is not writable\n"
         assert res.stdout == ""  # no cluster, nothing computed
@@ -187,7 +189,7 @@ def test_a_second_sweep_on_the_same_store_is_refused(reference_store: Path, tmp_
         while not (store / LOCK_NAME).exists():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        second = run_pipeline(*args, cwd=tmp_path)
+        second = run_main(*args, cwd=tmp_path)  # in this process, while the first process runs
         out, err = first.communicate(timeout=600)
     finally:
         try:
@@ -232,7 +234,7 @@ def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, 
     done = _done(store)
     assert 1 <= done < 8, "the sweep finished before it could be interrupted"
     assert len(runs) == 1 and (runs[0]["computed"], runs[0]["failed"]) == (done, 0), runs
-    again = run_pipeline(*args, cwd=tmp_path)
+    again = run_main(*args, cwd=tmp_path)  # in this process
     assert again.returncode == 0 and "lock:" not in again.stdout, again.stdout + again.stderr
     assert_same_numbers(open_store(store), open_store(reference_store))
     runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])

@@ -17,7 +17,7 @@ import xarray as xr
 
 from pipeline.run.faults import KILL_AFTER_WRITE_ENV
 from pipeline.store.lock import LOCK_NAME
-from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, free_port, run_pipeline
+from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, free_port, run_main, run_pipeline
 from tests.test_faults import _run
 
 pytestmark = pytest.mark.integration
@@ -122,7 +122,7 @@ def test_status_verify_and_report_on_a_url_store(s3, client_store, tmp_path):
     """status and report read the URL store; a flipped bit in a shard object is named by
     ``status --verify``; the report lands in the current directory."""
     env, fs = s3
-    res = run_pipeline("status", client_store, "--verify", cwd=tmp_path, env=env)
+    res = run_main("status", client_store, "--verify", cwd=tmp_path, env=env)  # in this process
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"store   : {client_store}" in res.stdout and "cells   : 8/8 done, 0 failed" in res.stdout
     assert "0 corrupt cell(s)" in res.stdout
@@ -142,7 +142,7 @@ def test_status_verify_and_report_on_a_url_store(s3, client_store, tmp_path):
     data = bytearray(fs.cat_file(obj))
     data[off + n // 2] ^= 0x04
     fs.pipe_file(obj, bytes(data))
-    res = run_pipeline("status", f"s3://{copy}", "--verify", cwd=tmp_path, env=env)
+    res = run_main("status", f"s3://{copy}", "--verify", cwd=tmp_path, env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "1 corrupt cell(s)" in res.stdout
     assert "corrupt : lr=0.02, batch_size=1, seed=1: unreadable chunk of mean" in res.stdout
@@ -203,12 +203,15 @@ def test_a_second_sweep_on_the_url_is_refused_by_the_lock(s3, tmp_path):
      f"error: store: cannot reach s3://{BUCKET}/x.zarr: no credentials"),
 ])
 def test_a_bad_url_is_one_line_and_exit_2(s3, tmp_path, command, store, drop, message):
-    """Refused before anything is computed or written, locally or in the bucket."""
+    """Refused before anything is computed or written, locally or in the bucket. The sweeps
+    run in this process (fsspec's cached file systems dropped), the report as a subprocess."""
     env, fs = s3
-    env = {k: v for k, v in env.items() if k not in drop}
     listed = sorted(fs.find(BUCKET))
     cmd = [*ARGS, f"store={store}"] if command == "sweep" else [command, store]
-    res = run_pipeline(*cmd, cwd=tmp_path, env=env)
+    if command == "sweep":
+        res = run_main(*cmd, cwd=tmp_path, env=env, unset=drop)
+    else:
+        res = run_pipeline(*cmd, cwd=tmp_path, env={k: v for k, v in env.items() if k not in drop})
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), res.stderr
     assert sorted(fs.find(BUCKET)) == listed  # nothing written anywhere

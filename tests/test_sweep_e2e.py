@@ -26,6 +26,7 @@ from tests.conftest import (
     free_port,
     open_store,
     pipeline_cmd,
+    run_main,
     run_pipeline,
 )
 
@@ -56,8 +57,9 @@ def test_store_complete_and_normalised(reference_store: Path):
 
 
 def test_one_worker_gives_identical_store(reference_store: Path, tmp_path: Path):
-    res = run_pipeline("sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", "store=one.zarr", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    # in this process: its LocalCluster's one worker process is as real as the reference's two
+    res = run_main("sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", "store=one.zarr", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
     assert_same_numbers(open_store(tmp_path / "one.zarr"), open_store(reference_store))
 
 
@@ -97,8 +99,8 @@ def test_kill_and_resume_gives_identical_store(reference_store: Path, tmp_path: 
     assert int(m.group(1)) == 8 - int(m.group(2)) < 8
     assert_same_numbers(open_store(store), open_store(reference_store))
 
-    # Once complete, the same command computes nothing.
-    again = run_pipeline(*args, cwd=tmp_path)
+    # Once complete, the same command (in this process) computes nothing.
+    again = run_main(*args, cwd=tmp_path)
     assert again.returncode == 0 and "0 computed now, 8 already done" in again.stdout
 
 
@@ -186,14 +188,14 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
     np.testing.assert_allclose(ds["density"].sel(fail=0).sum("x") * ds.attrs["dx"],
                                1 - ds["lost_fraction"].sel(fail=0), rtol=0, atol=1e-9)
 
-    status = subprocess.run(pipeline_cmd("status", "f.zarr"), cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
+    # status and the rerun in this process (the same entry point; the rerun's LocalCluster
+    # has real worker processes, which import the builder from tests/ as well).
+    status = run_main("status", "f.zarr", cwd=tmp_path)
     assert status.returncode == 1
     assert "1/2 done, 1 failed, 0 pending" in status.stdout
     assert f"lr=0.02, fail=1: {reason}" in status.stdout
 
     # A rerun retries only the failed cell.
-    again = subprocess.run(pipeline_cmd(*args), cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 1
+    again = run_main(*args, cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert again.returncode == 1, again.stdout + again.stderr
     assert "cells      : 2 total, 0 computed now, 1 already done, 1 failed" in again.stdout
