@@ -213,6 +213,9 @@ def test_default_sweep_runs_sgd_op_and_each_landscape_brings_its_domain():
     assert dict(two.init) == {"kind": "uniform", "mean": 0.5, "std": 0.175, "lower": -2.0, "upper": 2.0}
     tilted = compose(["landscape=tilted_2d"])
     assert list(tilted.density_grid.cells) == [120, 80] and list(tilted.init.mean) == [1.0, 1.0]
+    # the default sweep's method list belongs to the seed model; a model landscape keeps its own
+    assert list(compose(["landscape=linreg_diabetes"]).methods) == ["sgd", "sde", "langevin", "gd"]
+    assert list(two.methods) == defaults()["methods"]
     # The command line and experiments win over the landscape's domain.
     assert compose(["landscape=two_basin", "density_grid.cells=70"]).density_grid.cells == 70
     seed = compose(["+experiment=seed_validation"])
