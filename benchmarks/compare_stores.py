@@ -43,8 +43,8 @@ def compare(old: Path, new: Path) -> list[str]:
             continue
         if name not in b:
             problems.append(f"{old.name}: {name} missing")
-        elif a[name].dims != b[name].dims:
-            problems.append(f"{old.name}: {name} dims {a[name].dims} != {b[name].dims}")
+        elif a[name].dims != b[name].dims or a[name].shape != b[name].shape:
+            problems.append(f"{old.name}: {name} dims {dict(a[name].sizes)} != {dict(b[name].sizes)}")
         elif not same(a[name].values, b[name].values):
             diff = np.nanmax(np.abs(a[name].values.astype(float) - b[name].values.astype(float))) \
                 if a[name].dtype.kind in "fb" else "?"
