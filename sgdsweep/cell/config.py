@@ -88,7 +88,7 @@ class EscapeConf:
     """First passages."""
 
     threshold: float | None = setting(None, unit="θ", help="null: the barrier top next to the "
-                                      "starting basin")
+                                      "starting basin (of init.mean; of the midpoint of a uniform law)")
 
 
 def _default_init() -> dict[str, Any]:

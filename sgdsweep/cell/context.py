@@ -78,10 +78,11 @@ class CellContext:
 
     @cached_property
     def escape(self) -> tuple[float, int] | None:
-        """(threshold, direction): configured, or the barrier top next to the start; 2-D: None."""
+        """(threshold, direction): configured, or the barrier top next to where the initial
+        mass starts (:meth:`~sgdsweep.landscapes.initial.Initial.centre`); 2-D: None."""
         if self.dim != 1:
             return None
-        start = self.cell.init.mean[0]
+        start = self.cell.init.centre(0)
         thr = self.cell.escape_threshold
         if thr is not None:
             return thr, (1 if thr > start else -1)
