@@ -8,8 +8,8 @@ number of chains drawn from the operator's own law) or against the MC standard e
 from __future__ import annotations
 
 import itertools
-import warnings
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -414,8 +414,9 @@ def _mirrored_two_basin(sign: float, std: float) -> dict:
 
 
 def _face_thresholds(op) -> list[float]:
-    """Thresholds right of the narrow well (≥ 0, 10 std from the start): faces of the density grid (dx = 0.025) and of the
-    operator's finer grid, a rounding error either side of them, and points between faces."""
+    """Thresholds right of the narrow well (≥ 0, 10 std from the start): faces of the density
+    grid (dx = 0.025) and of the operator's finer grid, a rounding error either side of
+    them, and points between faces."""
     fine = op.grid.dx
     out = []
     for face in (0.0, 0.025, 0.3, fine, 7 * fine, 0.1 + 0.2 - 0.3):  # the last: 5.6e-17
