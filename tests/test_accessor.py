@@ -237,3 +237,23 @@ def test_open_sweep_rejects_non_stores(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(ValueError, match="not a"):
         open_sweep(tmp_path / "plain")
+
+
+def test_escape_summary_uses_the_censoring_aware_estimate():
+    """With ``escape_time_mle`` stored, ``ratio_to_exact`` is its ratio (not the escaped-only
+    mean's) and cells with fewer than MIN_ESCAPES escapes are flagged."""
+    from sgdsweep.cell.schema import MIN_ESCAPES
+
+    ds = synthetic()
+    shape = ds["escape_time_mean"].shape
+    mle = np.full(shape, 10.0)
+    count = np.full(shape, 500.0)
+    count[0, 0, 1] = MIN_ESCAPES - 1
+    ds["escape_time_mle"] = (ds["escape_time_mean"].dims, mle)
+    ds["escape_time_mle_se"] = (ds["escape_time_mean"].dims, mle / np.sqrt(count))
+    ds["escape_count"] = (ds["escape_time_mean"].dims, count)
+    es = ds.sgd.escape_summary()
+    np.testing.assert_allclose(es.ratio_to_exact.values, 5.0)  # 10 / exact 2
+    few = es.too_few_escapes.values
+    assert few[0, 0, 1] and few.sum() == 1
+    np.testing.assert_allclose(es.escape_time_mle_se.values[0, 0, 0], 10.0 / np.sqrt(500.0))

@@ -66,6 +66,19 @@ def describe(loc: location.Location, max_failures: int = 20) -> tuple[str, int, 
                      f"> {schema.ESCAPE_ERROR_FLAG:.0%} (refine the density grid or raise fp.refine)")
     if len(flagged) > max_failures:
         lines.append(f"escape  : ... and {len(flagged) - max_failures} more cells above the flag")
+    lost = schema.lost_cells(ds)
+    for where, method, frac in lost[:max_failures]:
+        lines.append(f"lost    : {schema.describe_cell(where) or 'the cell'}: {method} lost {frac:.1%} "
+                     f"of its chains off the grid (> {schema.LOST_FLAG:.0%}; widen density_grid)")
+    if len(lost) > max_failures:
+        lines.append(f"lost    : ... and {len(lost) - max_failures} more")
+    few = schema.few_escape_cells(ds)
+    for where, method, count in few[:max_failures]:
+        lines.append(f"escapes : {schema.describe_cell(where) or 'the cell'}: {method}: only {count:.0f} "
+                     f"chain(s) escaped (< {schema.MIN_ESCAPES}): too few for escape_time_mle "
+                     "(raise time.t_end or mc.chains)")
+    if len(few) > max_failures:
+        lines.append(f"escapes : ... and {len(few) - max_failures} more")
     diffusive = schema.operator_diffusion_cells(ds)
     for where, method, ratio in diffusive[:max_failures]:
         lines.append(f"operator: {schema.describe_cell(where) or 'the cell'}: {method} adds numerical "

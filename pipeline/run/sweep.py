@@ -247,24 +247,32 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
         f"open it    : python -c \"import xarray as xr; print({loc.open_hint()})\"",
         f"report     : python -m pipeline report {path}{loc.cli_hint()}",
     ]
-    flagged = _escape_flags(stores.read_status(loc))
-    if flagged:
-        summary.append(f"escape     : {flagged}")
+    summary += store_warnings(stores.read_status(loc))
     if failures:
         summary.append("rerun the same command to retry the failed cells")
     say("\n".join(summary))
     return 1 if failures else 0
 
 
-def _escape_flags(ds: xr.Dataset) -> str:
-    """A warning naming the cells whose exact escape time has a grid error above the flag."""
+def store_warnings(ds: xr.Dataset) -> list[str]:
+    """Summary lines warning about finished cells whose numbers need care: an exact escape
+    time with a large grid error, chains lost off the grid (> LOST_FLAG), too few escapes
+    for ``escape_time_mle`` (``status`` lists the cells)."""
+    out = []
     cells = schema.escape_error_cells(ds)
-    if not cells:
-        return ""
-    worst = max(err for _, err in cells)
-    return (f"{len(cells)} cell(s) have escape_time_exact_error > {schema.ESCAPE_ERROR_FLAG:.0%} "
-            f"(worst {worst:.1%}); refine the density grid or raise fp.refine "
-            "(python -m pipeline status lists them)")
+    if cells:
+        worst = max(err for _, err in cells)
+        out.append(f"escape     : {len(cells)} cell(s) have escape_time_exact_error > "
+                   f"{schema.ESCAPE_ERROR_FLAG:.0%} (worst {worst:.1%}); refine the density grid or raise "
+                   "fp.refine (python -m pipeline status lists them)")
+    lost = schema.lost_cells(ds)
+    if lost:
+        out.append(f"lost       : {schema.lost_summary(lost)} (python -m pipeline status lists them)")
+    few = schema.few_escape_cells(ds)
+    if few:
+        out.append(f"escapes    : {len(few)} method(s) × cell(s) with fewer than {schema.MIN_ESCAPES} "
+                   "escapes: too few for escape_time_mle (python -m pipeline status lists them)")
+    return out
 
 
 def _printer(out: TextIO) -> Any:

@@ -45,7 +45,7 @@ from sgdsweep.analysis.potentials import (
     potential_parts,
 )
 from sgdsweep.analysis.reductions import basin_integrals, fit_temperature
-from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
+from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, MIN_ESCAPES, failures
 
 #: Prefix naming a stationary kind that shares its name with a method (``stationary:sgd``).
 STATIONARY_PREFIX = "stationary:"
@@ -454,11 +454,17 @@ class SweepAccessor:
         """Escape statistics of the Monte Carlo methods beside the exact SDE passage time.
 
         ``escape_time_mean`` averages over the chains that escaped by the last
-        snapshot only (biased low when ``escaped_fraction`` < 1);
-        ``ratio_to_exact`` = escape_time_mean / escape_time_exact (exact: the Itô
+        snapshot only (biased low when ``escaped_fraction`` < 1, without bound);
+        ``escape_time_mle`` counts the chains still waiting as censored (total time at
+        risk / escapes, :mod:`sgdsweep.montecarlo.escapes`), with ``escape_time_mle_se``
+        its standard error and ``escape_count`` the escapes; ``too_few_escapes`` is True
+        where fewer than :data:`~sgdsweep.cell.schema.MIN_ESCAPES` chains escaped (the
+        estimate then says little; NaN estimate without escapes).
+        ``ratio_to_exact`` = escape_time_mle / escape_time_exact (exact: the Itô
         SDE's mean first-passage time from the initial law; ``escape_time_exact_error``
-        its relative grid error, where stored). Where one-step operators ran, their exact
-        passage times (``escape_time_operator`` in t, ``escape_steps_operator`` in SGD
+        its relative grid error, where stored) — escape_time_mean / escape_time_exact in
+        stores written before escape_time_mle existed. Where one-step operators ran, their
+        exact passage times (``escape_time_operator`` in t, ``escape_steps_operator`` in SGD
         steps) over an ``operator`` dim. Times in t = η·step.
         """
         ds = self._ds
@@ -467,11 +473,11 @@ class SweepAccessor:
         if missing:
             raise KeyError(f"{missing[0]!r}: this dataset holds no escape statistics")
         mc = [m for m in self.methods if self.method_kind(m) == "ensemble"]
-        out = xr.Dataset({
-            "escape_time_mean": self._masked(ds["escape_time_mean"].sel({"method": mc})),
-            "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": mc})),
-            "escape_time_exact": self._masked(ds["escape_time_exact"]),
-        })
+        per_method = ("escape_time_mean", "escaped_fraction", "escape_time_mle", "escape_time_mle_se",
+                      "escape_count")
+        out = xr.Dataset({name: self._masked(ds[name].sel({"method": mc}))
+                          for name in per_method if name in ds})
+        out["escape_time_exact"] = self._masked(ds["escape_time_exact"])
         for name in ("escape_threshold", "escape_time_exact_error"):
             if name in ds:
                 out[name] = self._masked(ds[name])
@@ -479,9 +485,16 @@ class SweepAccessor:
             ops = [m for m in self.methods if self.method_kind(m) == "density"]
             for name in ("escape_time_operator", "escape_steps_operator"):
                 out[name] = self._masked(ds[name].sel({"method": ops})).rename(method="operator")
-        out["ratio_to_exact"] = out["escape_time_mean"] / out["escape_time_exact"]
-        out["ratio_to_exact"].attrs = {"long_name": "mean escape time / exact SDE passage time",
-                                       "units": "1"}
+        censored = "escape_time_mle" in out
+        if "escape_count" in out:
+            out["too_few_escapes"] = out["escape_count"] < MIN_ESCAPES
+            out["too_few_escapes"].attrs = {"long_name": f"fewer than {MIN_ESCAPES} chains escaped"}
+        estimate = out["escape_time_mle" if censored else "escape_time_mean"]
+        out["ratio_to_exact"] = estimate / out["escape_time_exact"]
+        out["ratio_to_exact"].attrs = {
+            "long_name": ("censoring-aware mean escape time (escape_time_mle)" if censored else
+                          "mean escape time over escaped chains") + " / exact SDE passage time",
+            "units": "1"}
         return out
 
     def escape_validity(self, operator: str = "sgd_op", direction: int = 1) -> xr.Dataset:

@@ -365,8 +365,11 @@ def sde_validity_map(ds: xr.Dataset, metric: str = "tv", t: Any = "last", method
 def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langevin")) -> Figure:
     """Mean escape time of each Monte Carlo method against the learning rate, beside the
     Itô SDE's exact mean first-passage time (log scale, t = η·step); one panel per value
-    of the other sweep dims. Hollow markers: not every chain escaped by the last snapshot,
-    so the mean over the escapers is biased low; the label gives the escaped fraction."""
+    of the other sweep dims. The Monte Carlo estimate counts the chains still waiting as
+    censored (``escape_time_mle``, with ±2 standard-error bars; stores without it: the mean
+    over the escapers, biased low where not all escaped). Hollow markers: not every chain
+    escaped by the last snapshot (the label gives the escaped fraction), or — with the
+    censored estimate — fewer than MIN_ESCAPES did, too few to say."""
     try:
         es = ds.sgd.escape_summary().compute()
     except KeyError:
@@ -375,6 +378,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
     exact = es["escape_time_exact"]
     if not np.isfinite(np.asarray(exact.values, float)).any():
         return _message("escape times: no finished cell with an escape threshold in this selection")
+    censored = "escape_time_mle" in es
     dims = list(ds.sgd.sweep_dims)
     xdim = "lr" if "lr" in dims else (dims[0] if dims else None)
     panels = _facets(exact, (xdim,) if xdim else ())
@@ -388,15 +392,22 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
         for m in methods:
             st = method_style(m)
             sel = sub.sel({"method": m})
-            mean = np.atleast_1d(np.asarray(sel["escape_time_mean"].values, float))
+            mean = np.atleast_1d(np.asarray(sel["escape_time_mle" if censored else "escape_time_mean"].values,
+                                            float))
             frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
+            full = (~np.atleast_1d(np.asarray(sel["too_few_escapes"].values, bool)) if censored
+                    else frac >= 1)
             if not np.isfinite(mean).any():
                 continue
             ax.plot(x, mean, lw=1.2, color=st.get("color"), label=st["label"])
-            for xi, mi, fi in zip(x, mean, frac, strict=True):
+            if censored:
+                se = np.atleast_1d(np.asarray(sel["escape_time_mle_se"].values, float))
+                ax.errorbar(x, mean, yerr=[np.minimum(2 * se, 0.9 * mean), 2 * se], fmt="none",
+                            ecolor=st.get("color"), elinewidth=0.8, capsize=2)
+            for xi, mi, fi, ok in zip(x, mean, frac, full, strict=True):
                 if np.isfinite(mi):
                     ax.plot([xi], [mi], "o", ms=5, color=st.get("color"),
-                            markerfacecolor=st.get("color") if fi >= 1 else "white")
+                            markerfacecolor=st.get("color") if ok else "white")
                     if fi < 1:
                         ax.annotate(f"{100 * fi:.2g}%", (xi, mi), textcoords="offset points", xytext=(4, 3),
                                     fontsize=7, color=st.get("color"))
@@ -410,7 +421,9 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
     for ax in axs[len(panels):]:
         ax.set_visible(False)
     _legend_below(fig, axs[0], ncols=4)
-    fig.suptitle("Escape over the barrier: Monte Carlo means (hollow: not all escaped) vs the exact SDE time"
+    fig.suptitle("Escape over the barrier: Monte Carlo means "
+                 + ("(censoring-aware, ±2 SE; hollow: too few escaped)" if censored else
+                    "(hollow: not all escaped)") + " vs the exact SDE time"
                  + _shown(exact, (xdim,) if xdim else (), len(panels)))
     return fig
 
