@@ -195,3 +195,45 @@ def test_submit_bad_option_through_a_real_process(tmp_path):
     assert res.stderr == ("error: --bogus: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME "
                           "and --dry-run)\n"), res.stderr
     assert res.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+#: ``python -m pipeline ARGS`` as with an editable install: the project is found by a finder
+#: placed after Python's path finder (as setuptools' editable finder is), not on sys.path, so a
+#: folder ``sgdsweep/`` in the current directory wins the top-level import while the project's
+#: submodules still load — the situation of a user in the parent directory of a checkout.
+_EDITABLE_LAUNCHER = """
+import importlib.machinery, pathlib, sys
+REPO = pathlib.Path({repo!r})
+class EditableFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        parts = name.split(".")
+        if parts[0] not in ("sgdsweep", "pipeline"):
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, [str(REPO.joinpath(*parts[:-1]))])
+sys.meta_path.append(EditableFinder)
+sys.argv = ["pipeline", *sys.argv[1:]]
+import runpy
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_folder_named_sgdsweep_in_the_working_directory(tmp_path):
+    """Run from the parent of a checkout named ``sgdsweep/``: one ``error:`` line naming the
+    folder, exit 2, before anything is composed or created (was: AttributeError: module
+    'sgdsweep' has no attribute 'cell_template')."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, REPO
+
+    (tmp_path / "sgdsweep").mkdir()
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", _EDITABLE_LAUNCHER.format(repo=str(REPO)), "sweep",
+                          *TINY, "store=s.zarr"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (f"error: sgdsweep: the folder {tmp_path / 'sgdsweep'} shadows the installed "
+                          "sgdsweep package (Python imports from the current directory first); run from "
+                          "another directory or rename the folder\n"), res.stderr
+    assert res.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["sgdsweep"]
