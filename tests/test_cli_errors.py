@@ -94,6 +94,20 @@ BAD = [
     (["methods=[gauss_step]", "density_grid.cells=10", "operator.refine=1"],
      "density_grid.cells: 10 cells × refine 1"),
     (["operator.quadrature=0"], "operator.quadrature: must be >= 1, got 0"),
+    # Refused before computing: a cell that cannot fit in a worker's memory (was: OOM kill, exit −9)
+    # (the estimate itself: tests/test_properties.py::test_cell_memory_counts_the_layout)
+    (["density_grid.cells=1000000000"], "density_grid.cells: a cell needs at least "),
+    (["mc.chains=100000000000"], "mc.chains: a cell needs at least "),
+    (["cluster.memory_limit=100MiB", "density_grid.cells=1000000"],
+     "density_grid.cells: a cell needs at least "),
+    # The grid's dimension against the landscape's (was: a NumPy broadcast traceback)
+    (["density_grid.lower=[-1,-1]", "density_grid.upper=[1,1]", "density_grid.cells=[10,10]"],
+     "density_grid.lower: [-1, -1] gives 2 values for a 1-D landscape; give one number (in the cell lr="),
+    (["landscape=anisotropic_2d", "density_grid.cells=[10,20,30]"],
+     "density_grid.cells: [10, 20, 30] gives 3 values for a 2-D landscape; give one number, or 2 (one per "
+     "axis) (in the cell lr="),
+    (["landscape=anisotropic_2d", "density_grid.lower=[-1]"],
+     "density_grid.lower: [-1] gives 1 value for a 2-D landscape; give one number, or 2 (one per axis)"),
 ]
 
 

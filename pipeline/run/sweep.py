@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cluster import local as clusters
 from pipeline.cluster.settings import ClusterConf, parse_cluster
 from pipeline.config import SweepPlan, expand
+from pipeline.limits import check_cell_memory
 from pipeline.run import writers
 from pipeline.run.settings import RunConf, parse_run
 from pipeline.store import integrity, location
@@ -166,6 +167,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     run = parse_run(plain)
     loc = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
+    check_cell_memory(plan.parsed, cluster)  # before the first cell template is allocated
     cell = templates(plan)
     clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING))
     if clash:

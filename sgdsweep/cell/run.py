@@ -17,8 +17,10 @@ mapping or an already parsed :class:`~sgdsweep.cell.config.CellConfig`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,7 @@ STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "
                       "stationary_min_density", "fp_monotone_violation", "fp_negative_offdiag",
                       "fp_degenerate")
 
-__all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_template", "run_cell"]
+__all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_memory", "cell_template", "run_cell"]
 
 
 def _parsed(cfg: Mapping[str, Any] | CellConfig) -> CellConfig:
@@ -67,6 +69,16 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
     if cell.dim == 1:
         coords: dict[str, Any] = {"x": ctx.grid.centres, "t": cell.times, "method": methods,
                                   "kind": _kinds(cell), "basin": list(ctx.basins.names)}
+    else:
+        gx, gy = cell.grids
+        coords = {"x": gx.centres, "y": gy.centres, "t": cell.times, "method": methods,
+                  "kind": _kinds(cell), "axis": ["x", "y"]}
+    return coords, _dims(cell)
+
+
+def _dims(cell: CellConfig) -> dict[str, tuple[str, ...]]:
+    """The dims of every variable of the cell's own layout (the methods' variables aside)."""
+    if cell.dim == 1:
         space: tuple[str, ...] = ("x",)
         moment = ("method", "t")
         landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion",
@@ -78,9 +90,6 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
             "escape_threshold": (),
         }
     else:
-        gx, gy = cell.grids
-        coords = {"x": gx.centres, "y": gy.centres, "t": cell.times, "method": methods,
-                  "kind": _kinds(cell), "axis": ["x", "y"]}
         space = ("x", "y")
         vector = ("axis",)
         moment = ("method", "t", "axis")
@@ -112,7 +121,49 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
     }
     if cell.dim == 1:
         dims["escape_time_exact_error"] = ()
-    return coords, dims
+    return dims
+
+
+@dataclass(frozen=True)
+class CellMemory:
+    """:func:`cell_memory`'s estimate, in elements of 8 bytes, by part."""
+
+    result: int  # every variable of the cell's Dataset
+    landscape: int  # Landscape.evaluate on the density grid
+    fp: int  # Fokker–Planck densities on the refined grid and the stationary references
+    chains: int  # the Monte Carlo chains' state
+
+    @property
+    def bytes(self) -> int:
+        return 8 * (self.result + self.landscape + self.fp + self.chains)
+
+
+def cell_memory(cfg: Mapping[str, Any] | CellConfig) -> CellMemory:
+    """An estimate of ``run_cell``'s peak memory from the cell's layout alone (nothing is
+    computed or allocated): a lower bound (measured peaks are ~2× it; a method's own
+    operator, such as a transfer matrix, comes on top).
+
+    The result (every variable of the layout, the methods' own included, 8 bytes an
+    element; basins: those named by the landscape, else 2), the landscape evaluated on the
+    density grid (loss, gradient, covariance, Hessian and the n per-sample gradients at
+    each point), the Fokker–Planck densities on the refined grid (1-D: snapshots × cells ×
+    ``fp.refine`` per density method, and one per stationary kind), and the chains' state
+    (position and bookkeeping, 6 words a chain and axis).
+    """
+    cell = _parsed(cfg)
+    cells = [g.cells for g in cell.grids]
+    points = math.prod(cells)
+    density = sum(1 for m in cell.method_specs if m.kind == "density")
+    basins = len(cell.landscape.basins) if cell.landscape.basins else 2
+    sizes = {"x": cells[0], "y": cells[-1], "t": len(cell.times), "method": len(cell.methods),
+             "kind": len(_kinds(cell)), "basin": basins, "axis": 2}
+    dims = [*_dims(cell).values(), *(v.dims for m in cell.method_specs for v in m.variables.values())]
+    d = cell.dim
+    fine = points * (cell.fp_refine if d == 1 else 1)
+    return CellMemory(result=sum(math.prod(sizes[k] for k in dd) for dd in dims),
+                      landscape=points * (1 + d + 2 * d * d + cell.landscape.n * d),
+                      fp=fine * (len(cell.times) * density + sizes["kind"]),
+                      chains=6 * cell.chains * d)
 
 
 def _empty(ctx: CellContext) -> xr.Dataset:
