@@ -43,43 +43,37 @@ def worker_memory(cluster: Any) -> tuple[int, str]:
     from dask.utils import parse_bytes
     from distributed.system import MEMORY_LIMIT
 
-    here = (int(MEMORY_LIMIT), f"this machine's {_gib(MEMORY_LIMIT)}")
+    here = (int(MEMORY_LIMIT), "this machine's memory")
     kind = getattr(cluster, "kind", None)
     if kind == "local":
         workers = cluster.n_workers or len(os.sched_getaffinity(0))
         spec = cluster.memory_limit
         if spec in (None, "auto"):
             share = int(MEMORY_LIMIT) // workers
-            return min((share, f"{_gib(share)} per worker (this machine's {_gib(MEMORY_LIMIT)} / "
-                               f"{workers} workers, cluster.memory_limit=auto)"), here)
+            return min((share, f"a worker's share: this machine's {_gib(MEMORY_LIMIT)} / {workers} "
+                               "workers, cluster.memory_limit=auto"), here)
         limit = parse_bytes(spec) if isinstance(spec, str) else int(spec)
-        return min(((limit, f"{_gib(limit)} per worker (cluster.memory_limit)") if limit > 0 else here), here)
+        return min(((limit, "per worker, cluster.memory_limit") if limit > 0 else here), here)
     if kind in ("slurm", "pbs"):
         processes = cluster.processes or cluster.cores
         share = parse_bytes(str(cluster.memory)) // processes
-        return share, f"{_gib(share)} per worker (cluster.memory / {processes} processes)"
+        return share, f"per worker: cluster.memory / {processes} processes"
     return here
 
 
 def check_cell_memory(cells: Sequence[Any], cluster: Any) -> None:
     """Raise ConfigError naming the field when a cell's estimated memory
-    (:func:`sgdsweep.cell.run.cell_memory`, a lower bound) exceeds :func:`worker_memory`:
+    (:func:`sgdsweep.cell.layout.cell_memory`, a lower bound) exceeds :func:`worker_memory`:
     refused before anything is computed or created, instead of the kernel's OOM killer."""
-    from sgdsweep.cell.run import cell_memory
+    from sgdsweep.cell.layout import cell_memory, check_memory
 
     seen = {}
     for cell in cells:  # cells differ in swept values; the size depends on a few of them
         key = (cell.landscape.n, cell.fp_refine, cell.chains, len(cell.landscape.basins or ()))
         if key not in seen:
-            seen[key] = cell_memory(cell)
-    worst = max(seen.values(), key=lambda m: m.bytes)
-    need = worst.bytes
+            seen[key] = cell
     limit, how = worker_memory(cluster)
-    if need > limit:
-        field = "mc.chains" if 2 * 8 * worst.chains > need else "density_grid.cells"
-        raise ConfigError(f"{field}: a cell needs at least {_gib(need)} of memory (density_grid.cells, "
-                          f"time.snapshots, methods and mc.chains), more than {how}; use fewer cells, "
-                          "snapshots or chains")
+    check_memory(max(seen.values(), key=lambda c: cell_memory(c).bytes), limit, how)
 
 
 def _gib(n: float) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sgdsweep.cell.layout import check_memory
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.landscapes.grid import Grid1D
@@ -338,6 +339,9 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig:
         fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr,
         method_specs=specs, sections=parsed_sections,
     )
+    # A cell that cannot fit in this machine's memory is refused before a validator (or
+    # anything else) allocates on its grid; the pipeline checks a worker's share too.
+    check_memory(cell)
     for m in specs:
         if m.validate is not None:
             m.validate(cell)

@@ -17,10 +17,8 @@ mapping or an already parsed :class:`~sgdsweep.cell.config.CellConfig`.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,14 @@ import xarray as xr
 from sgdsweep.analysis.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.cell.config import CellConfig, parse_cell
 from sgdsweep.cell.context import CellContext
+from sgdsweep.cell.layout import (  # noqa: F401  (re-exported: the layout's names)
+    NOISE_SHAPE_VARS,
+    STATIONARY_KINDS,
+    STATIONARY_SUMMARY,
+    cell_memory,
+    layout_dims,
+    stationary_kinds,
+)
 from sgdsweep.cell.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp2d import marginals
@@ -37,29 +43,11 @@ from sgdsweep.landscapes.noise import diffusion
 from sgdsweep.landscapes.noise_diagnostics import minibatch_shape, noise_to_signal
 from sgdsweep.transfer.markov import mean_over_start
 
-#: The exact shape of the minibatch gradient noise on the grid (per axis).
-NOISE_SHAPE_VARS = ("noise_skewness", "noise_kurtosis")
-
-#: Stationary references of every cell: the FP null vector per convention, and Gibbs.
-STATIONARY_KINDS = (*CONVENTIONS, "gibbs")
-#: Per-cell numbers of the FP stationary state of the cell's convention (see ATTRS).
-STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "stationary_kl_gibbs",
-                      "stationary_min_density", "fp_monotone_violation", "fp_negative_offdiag",
-                      "fp_degenerate")
-
 __all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_memory", "cell_template", "run_cell"]
 
 
 def _parsed(cfg: Mapping[str, Any] | CellConfig) -> CellConfig:
     return cfg if isinstance(cfg, CellConfig) else parse_cell(cfg)
-
-
-def _kinds(cell: CellConfig) -> list[str]:
-    """Stationary kinds: the built-in ones, then those the cell's methods provide."""
-    kinds = list(STATIONARY_KINDS)
-    for m in cell.method_specs:
-        kinds += [k for k in m.stationary if k not in kinds]
-    return kinds
 
 
 def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
@@ -68,102 +56,12 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
     methods = list(cell.methods)
     if cell.dim == 1:
         coords: dict[str, Any] = {"x": ctx.grid.centres, "t": cell.times, "method": methods,
-                                  "kind": _kinds(cell), "basin": list(ctx.basins.names)}
+                                  "kind": stationary_kinds(cell), "basin": list(ctx.basins.names)}
     else:
         gx, gy = cell.grids
         coords = {"x": gx.centres, "y": gy.centres, "t": cell.times, "method": methods,
-                  "kind": _kinds(cell), "axis": ["x", "y"]}
-    return coords, _dims(cell)
-
-
-def _dims(cell: CellConfig) -> dict[str, tuple[str, ...]]:
-    """The dims of every variable of the cell's own layout (the methods' variables aside)."""
-    if cell.dim == 1:
-        space: tuple[str, ...] = ("x",)
-        moment = ("method", "t")
-        landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion",
-                                              *NOISE_SHAPE_VARS, "noise_to_signal")}
-        vector: tuple[str, ...] = ()
-        extra: dict[str, tuple[str, ...]] = {
-            "basin_mass": ("method", "t", "basin"),
-            "escape_time_exact": (),
-            "escape_threshold": (),
-        }
-    else:
-        space = ("x", "y")
-        vector = ("axis",)
-        moment = ("method", "t", "axis")
-        landscape_vars = {"loss": ("x", "y"), "grad_mean": ("x", "y", "axis"),
-                          "grad_var": ("x", "y", "axis"), "noise_to_signal": ("x", "y"),
-                          **{k: ("x", "y", "axis") for k in NOISE_SHAPE_VARS}}
-        extra = {}
-    extra.update({
-        "stationary": ("kind", *space),
-        # The probability current J at cell centres (NaN for methods and kinds without one).
-        "current": ("method", "t", *space, *vector),
-        "stationary_current": ("kind", *space, *vector),
-        **{name: () for name in STATIONARY_SUMMARY},
-    })
-    dims = {
-        "density": ("method", "t", *space),
-        "mean": moment, "std": moment,
-        "lost_fraction": ("method", "t"),
-        "tv": ("method", "t"), "kl": ("method", "t"), "w1": ("method", "t"),
-        "escape_time_mean": ("method",),
-        "escaped_fraction": ("method",),
-        "escape_time_mle": ("method",),
-        "escape_time_mle_se": ("method",),
-        "escape_count": ("method",),
-        **landscape_vars,
-        **extra,
-        "temperature": (),
-        RUNTIME: (),
-    }
-    if cell.dim == 1:
-        dims["escape_time_exact_error"] = ()
-    return dims
-
-
-@dataclass(frozen=True)
-class CellMemory:
-    """:func:`cell_memory`'s estimate, in elements of 8 bytes, by part."""
-
-    result: int  # every variable of the cell's Dataset
-    landscape: int  # Landscape.evaluate on the density grid
-    fp: int  # Fokker–Planck densities on the refined grid and the stationary references
-    chains: int  # the Monte Carlo chains' state
-
-    @property
-    def bytes(self) -> int:
-        return 8 * (self.result + self.landscape + self.fp + self.chains)
-
-
-def cell_memory(cfg: Mapping[str, Any] | CellConfig) -> CellMemory:
-    """An estimate of ``run_cell``'s peak memory from the cell's layout alone (nothing is
-    computed or allocated): a lower bound (measured peaks are ~2× it; a method's own
-    operator, such as a transfer matrix, comes on top).
-
-    The result (every variable of the layout, the methods' own included, 8 bytes an
-    element; basins: those named by the landscape, else 2), the landscape evaluated on the
-    density grid (loss, gradient, covariance, Hessian and the n per-sample gradients at
-    each point), the Fokker–Planck densities on the refined grid (1-D: snapshots × cells ×
-    ``fp.refine`` per density method, and one per stationary kind), and the chains' state
-    (position and bookkeeping, 6 words a chain and axis).
-    """
-    cell = _parsed(cfg)
-    cells = [g.cells for g in cell.grids]
-    points = math.prod(cells)
-    density = sum(1 for m in cell.method_specs if m.kind == "density")
-    basins = len(cell.landscape.basins) if cell.landscape.basins else 2
-    sizes = {"x": cells[0], "y": cells[-1], "t": len(cell.times), "method": len(cell.methods),
-             "kind": len(_kinds(cell)), "basin": basins, "axis": 2}
-    dims = [*_dims(cell).values(), *(v.dims for m in cell.method_specs for v in m.variables.values())]
-    d = cell.dim
-    fine = points * (cell.fp_refine if d == 1 else 1)
-    return CellMemory(result=sum(math.prod(sizes[k] for k in dd) for dd in dims),
-                      landscape=points * (1 + d + 2 * d * d + cell.landscape.n * d),
-                      fp=fine * (len(cell.times) * density + sizes["kind"]),
-                      chains=6 * cell.chains * d)
+                  "kind": stationary_kinds(cell), "axis": ["x", "y"]}
+    return coords, layout_dims(cell)
 
 
 def _empty(ctx: CellContext) -> xr.Dataset:
