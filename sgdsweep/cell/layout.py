@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sgdsweep.cell.schema import RUNTIME
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 
-if TYPE_CHECKING:
-    from sgdsweep.cell.config import CellConfig
+#: A parsed cell (:class:`sgdsweep.cell.config.CellConfig`, which imports this module).
+CellConfig = Any
 
 #: The exact shape of the minibatch gradient noise on the grid (per axis).
 NOISE_SHAPE_VARS = ("noise_skewness", "noise_kurtosis")
