@@ -225,7 +225,8 @@ class EditableFinder:
         if parts[0] not in ("sgdsweep", "pipeline"):
             return None
         return importlib.machinery.PathFinder.find_spec(name, [str(REPO.joinpath(*parts[:-1]))])
-sys.meta_path.append(EditableFinder)
+# right after the path finder: ahead of the installed package's own editable finder, if any
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder) + 1, EditableFinder)
 sys.argv = ["pipeline", *sys.argv[1:]]
 import runpy
 runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
