@@ -48,7 +48,8 @@ CASES: dict[str, list[str]] = {
                 "init.std=0.2", "density_grid.lower=-3.0", "density_grid.upper=3.0",
                 "density_grid.cells=30", "mc.chains=300", "time.t_end=2.0", "grid.lr=[0.05,0.1]",
                 "operator.relaxation=true"],
-    "svag": [*SEED_GRID, "methods=[sgd,svag,sde,sme2,fp,fp_sme2]", "+grid.svag.l=[1,4]", "grid.lr=[0.02,0.04]",
+    "svag": [*SEED_GRID, "methods=[sgd,svag,sde,sme2,fp,fp_sme2]", "+grid.svag.l=[1,4]",
+             "grid.lr=[0.02,0.04]",
              "mc.chains=300", "time.t_end=2.0"],
 }
 

@@ -290,3 +290,23 @@ def test_basin_ratio_is_nan_without_warning_where_the_denominator_is_empty():
     ds["basin_mass"].loc[{"lr": 0.02, "basin": "b0"}] = 0.0
     assert np.isnan(ds.sgd.basin_ratio("sgd").sel(lr=0.02)).all()
     assert "NaN where b0 holds no mass" in ds.sgd.basin_ratio("sgd").attrs["comment"]
+
+
+def test_escape_summary_uses_the_censoring_aware_estimate():
+    """With ``escape_time_mle`` stored, ``ratio_to_exact`` is its ratio (not the escaped-only
+    mean's) and cells with fewer than MIN_ESCAPES escapes are flagged."""
+    from sgdsweep.cell.schema import MIN_ESCAPES
+
+    ds = synthetic()
+    shape = ds["escape_time_mean"].shape
+    mle = np.full(shape, 10.0)
+    count = np.full(shape, 500.0)
+    count[0, 0, 1] = MIN_ESCAPES - 1
+    ds["escape_time_mle"] = (ds["escape_time_mean"].dims, mle)
+    ds["escape_time_mle_se"] = (ds["escape_time_mean"].dims, mle / np.sqrt(count))
+    ds["escape_count"] = (ds["escape_time_mean"].dims, count)
+    es = ds.sgd.escape_summary()
+    np.testing.assert_allclose(es.ratio_to_exact.values, 5.0)  # 10 / exact 2
+    few = es.too_few_escapes.values
+    assert few[0, 0, 1] and few.sum() == 1
+    np.testing.assert_allclose(es.escape_time_mle_se.values[0, 0, 0], 10.0 / np.sqrt(500.0))

@@ -79,11 +79,11 @@ def test_exact_escape_time_of_a_law_straddling_the_threshold_beyond_a_trap():
     from sgdsweep.cell.run import exact_escape_time
     from sgdsweep.fokker_planck.conventions import CONVENTIONS
 
-    h, thr, a, b = 2.0, 1.0, 0.5, 1.5
+    h, thr, a, b = 2.0, 1.0, 0.5, 1.3
     cfg = {"landscape": {"name": "hilltop", "datapoints": [[{"kind": "quadratic", "amplitude": -1.0,
                                                               "curvature": h, "centre": 0.0}]]},
            "lr": 0.1, "methods": ["fp"], "init": {"kind": "uniform", "lower": a, "upper": b},
-           # no face on the hilltop itself; threshold above init.mean (0 by default): passage upwards
+           # no face on the hilltop itself; threshold above the law's centre 0.9: passage upwards
            "density_grid": {"lower": -0.999, "upper": 2.001, "cells": 300}, "escape": {"threshold": thr},
            "time": {"t_end": 0.2, "snapshots": 2}}
     ctx = CellContext(parse_cell(cfg))
@@ -100,10 +100,36 @@ def test_exact_escape_time_of_a_law_straddling_the_threshold_beyond_a_trap():
     flow = (x >= 0.05) & (x < thr)
     np.testing.assert_allclose(T[flow], np.log(thr / x[flow]) / h, rtol=1e-3)
     # Mass on the trapped side makes the mean honestly infinite.
-    inf_cfg = {**cfg, "init": {"kind": "uniform", "lower": -0.5, "upper": b}}
+    inf_cfg = {**cfg, "init": {"kind": "uniform", "lower": -0.5, "upper": 1.5}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert exact_escape_time(CellContext(parse_cell(inf_cfg))) == np.inf
+
+
+@pytest.mark.parametrize(("lower", "upper", "direction"), [(2.2, 2.6, -1), (-0.4, 0.6, 1)])
+def test_default_threshold_of_a_uniform_law_is_the_barrier_next_to_its_mass(lower, upper, direction):
+    """Seed model on [−1, 4] (140 cells): one barrier (≈ 1.16) between the pit (θ = 1) and
+    the wide minimum (θ = 2). A uniform law on [2.2, 2.6] starts right of it, so escape is
+    downwards past it; on [−0.4, 0.6], upwards — as for a normal
+    law of the same centre. (Before, the unused ``init.mean`` = 0 decided: always upwards.)"""
+    from sgdsweep.cell.context import CellContext
+
+    land = {"name": "seed", "datapoints": [
+        [{"kind": "gaussian", "amplitude": -1.0, "centre": 2.0, "sharpness": 1.0}],
+        [{"kind": "gaussian", "amplitude": -1.0, "centre": 2.0, "sharpness": 1.0},
+         {"kind": "gaussian", "amplitude": -1.0, "centre": 1.0, "sharpness": 100.0}]]}
+    base = {"landscape": land, "density_grid": {"lower": -1.0, "upper": 4.0, "cells": 140},
+            "methods": ["fp"]}
+    uniform = CellContext(parse_cell({**base, "init": {"kind": "uniform", "lower": lower, "upper": upper}}))
+    centre = 0.5 * (lower + upper)
+    normal = CellContext(parse_cell({**base, "init": {"kind": "normal", "mean": centre, "std": 0.05}}))
+    (barrier,) = uniform.basins.edges  # the loss maximum between pit and minimum
+    assert 1.0 < barrier < 1.5
+    assert uniform.escape == (barrier, direction)
+    assert uniform.escape == normal.escape
+    # A configured threshold takes its direction from the same centre.
+    cfg = {**base, "init": {"kind": "uniform", "lower": lower, "upper": upper}, "escape": {"threshold": 1.5}}
+    assert CellContext(parse_cell(cfg)).escape == (1.5, 1 if centre < 1.5 else -1)
 
 
 def test_sde_escape_time_matches_the_exact_first_passage_time():

@@ -95,6 +95,20 @@ BAD = [
     (["methods=[gauss_step]", "density_grid.cells=10", "operator.refine=1"],
      "density_grid.cells: 10 cells × refine 1"),
     (["operator.quadrature=0"], "operator.quadrature: must be >= 1, got 0"),
+    # Refused before computing: a cell that cannot fit in a worker's memory (was: OOM kill, exit −9)
+    # (the estimate itself: tests/test_properties.py::test_cell_memory_counts_the_layout)
+    (["density_grid.cells=1000000000"], "density_grid.cells: a cell needs at least "),
+    (["mc.chains=100000000000"], "mc.chains: a cell needs at least "),
+    (["cluster.memory_limit=100MiB", "density_grid.cells=1000000"],
+     "density_grid.cells: a cell needs at least "),
+    # The grid's dimension against the landscape's (was: a NumPy broadcast traceback)
+    (["density_grid.lower=[-1,-1]", "density_grid.upper=[1,1]", "density_grid.cells=[10,10]"],
+     "density_grid.lower: [-1, -1] gives 2 values for a 1-D landscape; give one number (in the cell lr="),
+    (["landscape=anisotropic_2d", "density_grid.cells=[10,20,30]"],
+     "density_grid.cells: [10, 20, 30] gives 3 values for a 2-D landscape; give one number, or 2 (one per "
+     "axis) (in the cell lr="),
+    (["landscape=anisotropic_2d", "density_grid.lower=[-1]"],
+     "density_grid.lower: [-1] gives 1 value for a 2-D landscape; give one number, or 2 (one per axis)"),
 ]
 
 
@@ -198,3 +212,46 @@ def test_submit_bad_option_through_a_real_process(tmp_path):
     assert res.stderr == ("error: --bogus: unknown option (submit takes Hydra overrides, -cd DIR, -cn NAME "
                           "and --dry-run)\n"), res.stderr
     assert res.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+#: ``python -m pipeline ARGS`` as with an editable install: the project is found by a finder
+#: placed after Python's path finder (as setuptools' editable finder is), not on sys.path, so a
+#: folder ``sgdsweep/`` in the current directory wins the top-level import while the project's
+#: submodules still load — the situation of a user in the parent directory of a checkout.
+_EDITABLE_LAUNCHER = """
+import importlib.machinery, pathlib, sys
+REPO = pathlib.Path({repo!r})
+class EditableFinder:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        parts = name.split(".")
+        if parts[0] not in ("sgdsweep", "pipeline"):
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, [str(REPO.joinpath(*parts[:-1]))])
+# right after the path finder: ahead of the installed package's own editable finder, if any
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder) + 1, EditableFinder)
+sys.argv = ["pipeline", *sys.argv[1:]]
+import runpy
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_folder_named_sgdsweep_in_the_working_directory(tmp_path):
+    """Run from the parent of a checkout named ``sgdsweep/``: one ``error:`` line naming the
+    folder, exit 2, before anything is composed or created (was: AttributeError: module
+    'sgdsweep' has no attribute 'cell_template')."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, REPO
+
+    (tmp_path / "sgdsweep").mkdir()
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", _EDITABLE_LAUNCHER.format(repo=str(REPO)), "sweep",
+                          *TINY, "store=s.zarr"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (f"error: sgdsweep: the folder {tmp_path / 'sgdsweep'} shadows the installed "
+                          "sgdsweep package (Python imports from the current directory first); run from "
+                          "another directory or rename the folder\n"), res.stderr
+    assert res.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["sgdsweep"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -401,3 +402,102 @@ def test_escape_direction_mirror_symmetry():
     op = sgd_transfer(build_landscape(TWO_BASIN), grid, 0.05, refine=4)
     init = Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.1}, 1)
     assert op.escape(op.initial_masses(init), -0.137, 1).steps == math.inf
+
+
+# --------------------------------------------------------------------------- thresholds on faces
+
+
+def _mirrored_two_basin(sign: float, std: float) -> dict:
+    """TWO_BASIN (narrow well at −1) mirrored by ``sign``, shifts of population std ``std``."""
+    return {"reference": [{**t, "centre": sign * t["centre"]} for t in TWO_BASIN["reference"]],
+            "shifts": {"n": 16, "std": std}}
+
+
+def _face_thresholds(op) -> list[float]:
+    """Thresholds right of the narrow well (≥ 0, 10 std from the start): faces of the density
+    grid (dx = 0.025) and of the operator's finer grid, a rounding error either side of
+    them, and points between faces."""
+    fine = op.grid.dx
+    out = []
+    for face in (0.0, 0.025, 0.3, fine, 7 * fine, 0.1 + 0.2 - 0.3):  # the last: 5.6e-17
+        out += [face, np.nextafter(face, -np.inf), np.nextafter(face, np.inf)]
+    out += [0.3 * fine, 0.1234, 0.2 + 0.5 * fine]
+    return out
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_trapped_chain_escape_is_inf_at_every_threshold(sign):
+    """Shifts of std 0.1: every minibatch keeps SGD inside the narrow well (the mirrored case:
+    escape downwards), so the passage time over any threshold beyond it is exactly inf, never
+    NaN and without a RuntimeWarning, wherever the threshold sits relative to the faces of the
+    density grid and of the refined grid; a threshold the mass starts past gives exactly 0."""
+    grid = Grid1D(-2.5, 2.5, 200)
+    op = sgd_transfer(build_landscape(_mirrored_two_basin(sign, 0.1)), grid, 0.05, refine=4)
+    m0 = op.initial_masses(Initial.from_dict({"kind": "normal", "mean": -sign, "std": 0.1}, 1))
+    direction = int(sign)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for thr in _face_thresholds(op):
+            esc = op.escape(m0, sign * thr, direction)
+            assert esc.steps == math.inf and esc.time == math.inf, (thr, esc)
+            # The other way all the mass starts past the threshold (none of N(∓1, 0.1²) lies
+            # 10 std away in double precision): exactly 0.
+            assert m0[op.grid.centres * sign > -op.grid.dx].sum() == 0.0
+            back = op.escape(m0, sign * thr, -direction)
+            assert back.steps == 0.0, (thr, back)
+
+
+def test_threshold_on_a_face_is_the_face_passage():
+    """On a face (of the density grid, of the refined grid, or a rounding error off one) the
+    passage time is that of the face itself — the cells past it absorbing — and it is the
+    limit of thresholds approaching the face from either side (continuous in the threshold)."""
+    grid = Grid1D(-2.5, 2.5, 200)
+    op = sgd_transfer(build_landscape(_mirrored_two_basin(1.0, 0.5)), grid, 0.05, refine=4)
+    m0 = op.initial_masses(Initial.from_dict({"kind": "normal", "mean": -1.0, "std": 0.1}, 1))
+    j = np.arange(op.grid.cells)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in (320, 324, 323, 331):  # density faces −0.5, −0.475; refined-grid faces only
+            face = op.grid.edges[k]
+            for d in (1, -1):
+                absorbing = j >= k if d > 0 else j < k
+                exact = markov.mean_over_start(markov.passage_steps(op.matrix, absorbing), m0)
+                assert math.isfinite(exact)
+                for thr in (face, np.nextafter(face, -np.inf), np.nextafter(face, np.inf)):
+                    assert op.escape(m0, thr, d).steps == exact, (k, d, thr)
+                # Continuity: 1e-6 of a cell away moves the result by ≤ 1e-6 of the step to
+                # the neighbouring face's value (linear interpolation between faces).
+                for off, nb in ((1e-6, k + 1), (-1e-6, k - 1)):
+                    nb_abs = j >= nb if d > 0 else j < nb
+                    t_nb = markov.mean_over_start(markov.passage_steps(op.matrix, nb_abs), m0)
+                    got = op.escape(m0, face + off * op.grid.dx, d).steps
+                    assert abs(got - exact) <= 1.01e-6 * abs(t_nb - exact) + 1e-12 * exact
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_escape_on_a_face_against_monte_carlo(sign):
+    """Reachable case (shifts of std 0.5), threshold exactly on the density-grid face ∓0.475
+    (next to the barrier), upwards from the narrow well and, mirrored, downwards: operator vs
+    20,000 SGD chains within 3 MC standard errors plus the operator's grid error (its change
+    from the automatic refine to twice that)."""
+    grid = Grid1D(-2.5, 2.5, 200)
+    land = build_landscape(_mirrored_two_basin(sign, 0.5))
+    init = Initial.from_dict({"kind": "normal", "mean": -sign, "std": 0.1}, 1)
+    thr, direction, lr = -0.475 * sign, int(sign), 0.05
+    assert np.min(np.abs(grid.edges - thr)) < 1e-15  # on a face of the density grid
+    op = sgd_transfer(land, grid, lr)
+    op2 = sgd_transfer(land, grid, lr, refine=2 * op.refine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        esc = op.escape(op.initial_masses(init), thr, direction)
+        esc2 = op2.escape(op2.initial_masses(init), thr, direction)
+    chains = 20_000
+    res = run_ensemble(land, "sgd", init.sample(chains, np.random.default_rng(5)), lr,
+                       np.array([5_000]), [grid], seed=17, escape_threshold=thr,
+                       escape_direction=direction)
+    s = res.escape_step.astype(float)
+    assert np.all(s >= 0)  # every chain escaped (mean ≈ 47 steps, 5,000 steps run)
+    se = s.std(ddof=1) / math.sqrt(chains)
+    grid_err = abs(esc.steps - esc2.steps)
+    print(f"sign {sign}: operator {esc.steps:.3f} (±{grid_err:.3f} grid), MC {s.mean():.3f} ± {se:.3f}")
+    assert abs(esc.steps - s.mean()) <= 3 * se + grid_err, (esc.steps, s.mean(), se, grid_err)

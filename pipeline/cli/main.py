@@ -34,6 +34,19 @@ def command(name: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module), function)
 
 
+def check_not_shadowed() -> None:
+    """ConfigError naming the folder when ``sgdsweep`` was imported from a bare folder (a
+    namespace package, no ``__init__.py``) — e.g. run from the parent directory of a checkout
+    named ``sgdsweep/``: Python looks in the current directory first, and with an editable
+    install the submodules still load while the package's own names are missing."""
+    package = importlib.import_module("sgdsweep")
+    if getattr(package, "__file__", None) is None:
+        folder = next(iter(getattr(package, "__path__", [])), "?")
+        raise ConfigError(f"sgdsweep: the folder {folder} shadows the installed sgdsweep package "
+                          "(Python imports from the current directory first); run from another "
+                          "directory or rename the folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -41,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     try:
+        check_not_shadowed()
         if name == "submit":  # its own parser takes the long forms, with absolute paths
             rest, config_name, config_dirs = hydra_flags(rest)
             flags = [a for d in config_dirs for a in ("--config-dir", d)]

@@ -32,7 +32,8 @@ from pipeline.store.integrity import mask_corrupt
 from sgdsweep.analysis.claims_plots import claims_figures
 from sgdsweep.analysis.plots import FIGURES, FIGURES_2D, most_informative_cell
 from sgdsweep.analysis.reductions import open_sweep
-from sgdsweep.cell.schema import DONE, ERROR, ESCAPE_ERROR_FLAG
+from sgdsweep.cell import schema
+from sgdsweep.cell.schema import DONE, ERROR, ESCAPE_ERROR_FLAG, MIN_ESCAPES
 from sgdsweep.errors import ConfigError
 
 CAPTIONS = {
@@ -253,6 +254,9 @@ def _summary(ds: xr.Dataset) -> str:
         if key in ds.attrs:
             rows.append([key, _e(ds.attrs[key])])
     html_ = _table(None, [[_e(r[0]), r[1]] for r in rows], left=2)
+    lost = schema.lost_cells(ds)
+    if lost:
+        html_ += f'<p class="fail">{_e(schema.lost_summary(lost))}.</p>'
     if failures:
         frows = [[_e(", ".join(f"{k} = {_num(v, 4)}" for k, v in f["cell"].items())), _e(f["error"])]
                  for f in failures]
@@ -286,6 +290,8 @@ def _last_time_tables(ds: xr.Dataset) -> str:
             bm = acc.basin_masses(src)
             for b in basins:
                 cells[f"{src} mass {b}"] = bm.sel(basin=b, drop=True)
+    if "lost_fraction" in ds:  # flagged above LOST_FLAG: the distances cover only the chains left
+        cells["lost (max)"] = ds["lost_fraction"].isel(t=-1).max("method")
     if "relaxation_time" in ds:  # one-step operators ran: their relaxation times, and the FP's
         for m in ("sgd_op", "gauss_step", "fp"):
             if m in acc.methods:
@@ -317,7 +323,9 @@ def _last_time_tables(ds: xr.Dataset) -> str:
         status = "done" if done[idx] else ("failed" if error[idx] else "pending")
         vals = [_num(np.asarray(cells[v].values)[idx]) if done[idx] else "" for v in cells.data_vars]
         rows.append([*coords, status, *vals])
-        classes.append({"failed": "fail", "pending": "pending"}.get(status, ""))
+        lost_many = "lost (max)" in cells and done[idx] and \
+            float(np.asarray(cells["lost (max)"].values)[idx]) > schema.LOST_FLAG
+        classes.append({"failed": "fail", "pending": "pending"}.get(status, "fail" if lost_many else ""))
     out += (f"<h3>Cells at t = {_num(t_last)}</h3>"
             + _table(header, rows, left=len(dims) + 1, row_classes=classes))
     if done.size > MAX_CELL_ROWS:
@@ -427,10 +435,14 @@ def _escape_table(ds: xr.Dataset) -> str:
     err = (np.asarray(es["escape_time_exact_error"].values, float) if "escape_time_exact_error" in es
            else np.full(exact.shape, np.nan))
     header = [*dims, "start basin", "threshold θ", "exact SDE time", "its grid error"]
+    censored = "escape_time_mle" in es  # stores written before it: the escaped-only mean
     for m in methods:
-        header += [f"{m} mean time", f"{m} escaped", f"{m} / exact"]
+        header += [f"{m} mean time" + (" ± SE" if censored else ""), f"{m} escaped", f"{m} / exact"]
     ops = [str(m) for m, op in zip(es["method"].values, exact_rows, strict=True) if op]
     header += [f"{o} exact time" for o in ops]  # the one-step chains' absorbing-chain solves
+    few = (np.asarray(es["too_few_escapes"].sel({"method": methods})
+                      .transpose(*es["escape_time_exact"].dims, "method").values, bool)
+           if censored and methods else np.zeros((*exact.shape, 0), bool))
     rows, classes = [], []
     for idx in np.ndindex(exact.shape):
         if len(rows) == MAX_CELL_ROWS:
@@ -442,19 +454,33 @@ def _escape_table(ds: xr.Dataset) -> str:
         row += [str(np.asarray(es["start_basin"].values)[idx]) if "start_basin" in es else "",
                 _num(np.asarray(es["escape_threshold"].values)[idx]) if "escape_threshold" in es else "",
                 _num(exact[idx]), f"{_num(100 * err[idx], 2)} %" + (" (!)" if flagged else "")]
-        classes.append("fail" if flagged else "")
-        for m in methods:
+        classes.append("fail" if flagged or few[idx].any() else "")
+        for k, m in enumerate(methods):
             sel = es.sel({"method": m})
-            row += [_num(np.asarray(sel[v].values)[idx])
-                    for v in ("escape_time", "escaped_fraction", "ratio_to_exact")]
+            if censored:
+                mle = np.asarray(sel["escape_time_mle"].values)[idx]
+                mean = (f"{_num(mle)} ± {_num(np.asarray(sel['escape_time_mle_se'].values)[idx], 2)}"
+                        if np.isfinite(mle) else "—") + (" (!)" if few[idx][k] else "")
+            else:
+                mean = _num(np.asarray(sel["escape_time_mean"].values)[idx])
+            row += [mean, *(_num(np.asarray(sel[v].values)[idx])
+                            for v in ("escaped_fraction", "ratio_to_exact"))]
         row += [_num(np.asarray(es["escape_time"].sel({"method": o}).values)[idx]) for o in ops]
         rows.append(row)
     n_flagged = int(np.sum(np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG))
     warn = (f'<p class="fail">{n_flagged} cell(s) have an exact passage time whose grid error '
             f"(change from a solve at twice fp.refine) exceeds {ESCAPE_ERROR_FLAG:.0%}: refine the density "
             "grid or raise fp.refine before trusting it.</p>" if n_flagged else "")
-    return ("<h3>Escapes</h3><p>Mean first-passage time over the chains that crossed the threshold by "
-            "the last snapshot (biased low where not all did), in t = η·step, beside the exact "
+    n_few = int(few.any(axis=-1).sum()) if few.size else 0
+    if n_few:
+        warn += (f'<p class="fail">{n_few} cell(s) have a method with fewer than {MIN_ESCAPES} escapes '
+                 "(marked (!)): too few to estimate its mean escape time; raise time.t_end or mc.chains.</p>")
+    what = ("Mean first-passage time counting the chains still waiting at the last snapshot as "
+            "censored (total time at risk / escapes, the exponential maximum-likelihood estimate, "
+            "± its standard error)" if censored else
+            "Mean first-passage time over the chains that crossed the threshold by the last snapshot "
+            "(biased low where not all did)")
+    return ("<h3>Escapes</h3><p>" + what + ", in t = η·step, beside the exact "
             "passage time of the Itô SDE and its relative grid error, and that of each one-step "
             "operator's chain (sgd_op: real SGD's) where they ran.</p>" + warn
             + _table(header, rows, left=len(dims), row_classes=classes))

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cluster import local as clusters
 from pipeline.cluster.settings import ClusterConf, parse_cluster
 from pipeline.config import SweepPlan, expand
+from pipeline.limits import check_cell_memory
 from pipeline.run import faults, writers
 from pipeline.run.settings import RunConf, parse_run
 from pipeline.store import integrity, location
@@ -186,6 +187,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     run = parse_run(plain)
     loc = location.parse(plain["store"], plain.get("store_options"))
     plan = expand(cfg, reserved=set(CELL_DIMS))
+    check_cell_memory(plan.parsed, cluster)  # before the first cell template is allocated
     for warning in grid_warnings(plan):
         say(f"warning: {warning}")
     cell = templates(plan)
@@ -321,24 +323,32 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
         f"open it    : python -c \"import xarray as xr; print({loc.open_hint()})\"",
         f"report     : python -m pipeline report {path}{loc.cli_hint()}",
     ]
-    flagged = _escape_flags(stores.read_status(loc))
-    if flagged:
-        summary.append(f"escape     : {flagged}")
+    summary += store_warnings(stores.read_status(loc))
     if failures:
         summary.append("rerun the same command to retry the failed cells")
     say("\n".join(summary))
     return 1 if failures else 0
 
 
-def _escape_flags(ds: xr.Dataset) -> str:
-    """A warning naming the cells whose exact escape time has a grid error above the flag."""
+def store_warnings(ds: xr.Dataset) -> list[str]:
+    """Summary lines warning about finished cells whose numbers need care: an exact escape
+    time with a large grid error, chains lost off the grid (> LOST_FLAG), too few escapes
+    for ``escape_time_mle`` (``status`` lists the cells)."""
+    out = []
     cells = schema.escape_error_cells(ds)
-    if not cells:
-        return ""
-    worst = max(err for _, err in cells)
-    return (f"{len(cells)} cell(s) have escape_time_exact_error > {schema.ESCAPE_ERROR_FLAG:.0%} "
-            f"(worst {worst:.1%}); refine the density grid or raise fp.refine "
-            "(python -m pipeline status lists them)")
+    if cells:
+        worst = max(err for _, err in cells)
+        out.append(f"escape     : {len(cells)} cell(s) have escape_time_exact_error > "
+                   f"{schema.ESCAPE_ERROR_FLAG:.0%} (worst {worst:.1%}); refine the density grid or raise "
+                   "fp.refine (python -m pipeline status lists them)")
+    lost = schema.lost_cells(ds)
+    if lost:
+        out.append(f"lost       : {schema.lost_summary(lost)} (python -m pipeline status lists them)")
+    few = schema.few_escape_cells(ds)
+    if few:
+        out.append(f"escapes    : {len(few)} method(s) × cell(s) with fewer than {schema.MIN_ESCAPES} "
+                   "escapes: too few for escape_time_mle (python -m pipeline status lists them)")
+    return out
 
 
 def _printer(out: TextIO) -> Any:

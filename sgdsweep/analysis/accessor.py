@@ -45,7 +45,7 @@ from sgdsweep.analysis.potentials import (
     potential_parts,
 )
 from sgdsweep.analysis.reductions import basin_integrals, fit_temperature
-from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, failures
+from sgdsweep.cell.schema import DONE, ERROR, METHOD_KINDS_ATTR, MIN_ESCAPES, failures
 
 #: Prefix naming a stationary kind that shares its name with a method (``stationary:sgd``).
 STATIONARY_PREFIX = "stationary:"
@@ -462,17 +462,21 @@ class SweepAccessor:
         ``method``: the Monte Carlo methods, then the one-step operators that stored an
         exact passage time (``sgd_op``: real SGD's, ``gauss_step``); the Fokker–Planck
         methods have none and are left out. Per method: ``escape_time`` (Monte Carlo: the
-        mean over the chains that escaped by the last snapshot, biased low when
-        ``escaped_fraction`` < 1; operators: the exact mean passage time of their chain),
-        ``exact`` (True for the operators), ``escaped_fraction`` (Monte Carlo; NaN for
-        operators), ``escape_steps_operator`` (operators, in SGD steps) and
-        ``ratio_to_exact`` = escape_time / escape_time_exact. Per cell: ``escape_time_exact``
-        (the Itô SDE's mean first-passage time from the initial law),
+        censoring-aware estimate ``escape_time_mle`` — total time at risk / escapes, the
+        chains still waiting counted as censored (:mod:`sgdsweep.montecarlo.escapes`) — or,
+        in stores written before it existed, the mean over the escaped chains; operators:
+        the exact mean passage time of their chain), ``exact`` (True for the operators),
+        ``escaped_fraction``, ``escape_time_mean`` (the mean over the chains that escaped by
+        the last snapshot only: biased low when ``escaped_fraction`` < 1, without bound),
+        ``escape_time_mle_se`` its standard error, ``escape_count`` and ``too_few_escapes``
+        (fewer than :data:`~sgdsweep.cell.schema.MIN_ESCAPES` escapes: the estimate says
+        little) for the Monte Carlo methods, ``escape_steps_operator`` (operators, in SGD
+        steps) and ``ratio_to_exact`` = escape_time / escape_time_exact. Per cell:
+        ``escape_time_exact`` (the Itô SDE's mean first-passage time from the initial law),
         ``escape_time_exact_error`` (its relative grid error, where stored),
         ``escape_threshold`` and ``start_basin``: the basin the chains start in (the one
         holding most of the initial law), which the threshold — the barrier top next to it
-        — bounds. Times in t = η·step. ``escape_time_mean`` is kept as an alias of the
-        Monte Carlo means.
+        — bounds. Times in t = η·step.
         """
         ds = self._ds
         needed = ("escape_time_mean", "escaped_fraction", "escape_time_exact")
@@ -486,22 +490,34 @@ class SweepAccessor:
                    and bool(np.isfinite(np.asarray(ds["escape_time_operator"].sel({"method": m}).values,
                                                    float)).any())]
         rows = mc + ops
-        mean = self._masked(ds["escape_time_mean"].sel({"method": rows}))
         is_op = xr.DataArray([m in ops for m in rows], dims="method", coords={"method": rows})
+        mean = self._masked(ds["escape_time_mean"].sel({"method": rows})).where(~is_op)
+        censored = "escape_time_mle" in ds
+        estimate = (self._masked(ds["escape_time_mle"].sel({"method": rows})).where(~is_op) if censored
+                    else mean)
         if ops:
             op_time = self._masked(ds["escape_time_operator"].sel({"method": rows}))
-            time = xr.where(is_op, op_time, mean)
+            time = xr.where(is_op, op_time, estimate)
         else:
-            time = mean
-        frac = self._masked(ds["escaped_fraction"].sel({"method": rows})).where(~is_op)
+            time = estimate
         out = xr.Dataset({
-            "escape_time": time.assign_attrs(long_name="mean escape time: Monte Carlo mean over "
-                                             "the escaped chains, or the operator's exact time", units="1"),
+            "escape_time": time.assign_attrs(
+                long_name="mean escape time: Monte Carlo " + ("censoring-aware estimate" if censored
+                                                            else "mean over the escaped chains")
+                + ", or the operator's exact time", units="1"),
             "exact": is_op.assign_attrs(long_name="escape_time is an exact passage time (an operator)"),
-            "escaped_fraction": frac.assign_attrs(ds["escaped_fraction"].attrs),
-            "escape_time_mean": mean.where(~is_op).assign_attrs(ds["escape_time_mean"].attrs),
+            "escaped_fraction": self._masked(ds["escaped_fraction"].sel({"method": rows})).where(~is_op)
+            .assign_attrs(ds["escaped_fraction"].attrs),
+            "escape_time_mean": mean.assign_attrs(ds["escape_time_mean"].attrs),
             "escape_time_exact": self._masked(ds["escape_time_exact"]),
         })
+        for name in ("escape_time_mle", "escape_time_mle_se", "escape_count"):
+            if name in ds:
+                out[name] = (self._masked(ds[name].sel({"method": rows})).where(~is_op)
+                             .assign_attrs(ds[name].attrs))
+        if "escape_count" in out:
+            out["too_few_escapes"] = (out["escape_count"] < MIN_ESCAPES) & ~is_op
+            out["too_few_escapes"].attrs = {"long_name": f"fewer than {MIN_ESCAPES} chains escaped"}
         if ops:
             out["escape_steps_operator"] = self._masked(ds["escape_steps_operator"].sel({"method": rows}))
         for name in ("escape_threshold", "escape_time_exact_error"):
@@ -515,8 +531,10 @@ class SweepAccessor:
             out["start_basin"] = start.assign_attrs(
                 long_name="basin holding most of the initial law (the escape starts there)")
         ratio = out["escape_time"] / out["escape_time_exact"]
-        out["ratio_to_exact"] = ratio.assign_attrs(long_name="escape time / exact SDE passage time",
-                                                   units="1")
+        out["ratio_to_exact"] = ratio.assign_attrs(
+            long_name=("censoring-aware mean escape time" if censored
+                       else "mean escape time over escaped chains")
+            + " (operators: exact) / exact SDE passage time", units="1")
         return out
 
     def escape_validity(self, operator: str = "sgd_op", direction: int = 1) -> xr.Dataset:

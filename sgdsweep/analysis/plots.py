@@ -368,9 +368,12 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
     """Mean escape time of each Monte Carlo method against the learning rate, beside the
     exact passage times: the Itô SDE's (black) and those of the one-step operators that ran
     (``sgd_op``: real SGD's exact time, dashed); log scale, t = η·step, one panel per value
-    of the other sweep dims. Hollow markers: not every chain escaped by the last snapshot,
-    so the mean over the escapers is biased low; the escaped fraction is listed under
-    the panel (labels beside the markers overlapped)."""
+    of the other sweep dims. The Monte Carlo estimate counts the chains still waiting as
+    censored (``escape_time_mle``, with ±2 standard-error bars; stores without it: the mean
+    over the escapers, biased low where not all escaped). Hollow markers: not every chain
+    escaped by the last snapshot, or — with the censored estimate — fewer than MIN_ESCAPES
+    did, too few to say; the escaped fractions are listed under the panel (labels beside
+    the markers overlapped)."""
     try:
         es = ds.sgd.escape_summary().compute()
     except KeyError:
@@ -382,6 +385,7 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
     exact = es["escape_time_exact"]
     if not np.isfinite(np.asarray(exact.values, float)).any():
         return _message("escape times: no finished cell with an escape threshold in this selection")
+    censored = "escape_time_mle" in es
     dims = list(ds.sgd.sweep_dims)
     xdim = "lr" if "lr" in dims else (dims[0] if dims else None)
     panels = _facets(exact, (xdim,) if xdim else ())
@@ -402,13 +406,19 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
             sel = sub.sel({"method": m})
             mean = np.atleast_1d(np.asarray(sel["escape_time"].values, float))
             frac = np.atleast_1d(np.asarray(sel["escaped_fraction"].values, float))
+            full = (~np.atleast_1d(np.asarray(sel["too_few_escapes"].values, bool)) if censored
+                    else frac >= 1)
             if not np.isfinite(mean).any():
                 continue
             ax.plot(x, mean, lw=1.2, color=st.get("color"), label=st["label"])
-            for xi, mi, fi in zip(x, mean, frac, strict=True):
+            if censored:
+                se = np.atleast_1d(np.asarray(sel["escape_time_mle_se"].values, float))
+                ax.errorbar(x, mean, yerr=[np.minimum(2 * se, 0.9 * mean), 2 * se], fmt="none",
+                            ecolor=st.get("color"), elinewidth=0.8, capsize=2)
+            for xi, mi, ok in zip(x, mean, full, strict=True):
                 if np.isfinite(mi):
                     ax.plot([xi], [mi], "o", ms=5, color=st.get("color"),
-                            markerfacecolor=st.get("color") if fi >= 1 else "white")
+                            markerfacecolor=st.get("color") if ok else "white")
             short = [f"{_fmt(xi)}: {100 * fi:.2g}%" for xi, mi, fi in zip(x, mean, frac, strict=True)
                      if np.isfinite(mi) and fi < 1]
             if short:
@@ -428,7 +438,8 @@ def escape_times(ds: xr.Dataset, methods: Sequence[str] = ("sgd", "sde", "langev
         ax.set_visible(False)
     _legend_below(fig, axs[0], ncols=3)
     fig.suptitle("Escape over the barrier:" + ("\n" if len(panels) < 3 else " ")
-                 + "Monte Carlo means vs exact passage times"
+                 + "Monte Carlo means " + ("(censoring-aware, ±2 SE) " if censored else "")
+                 + "vs exact passage times"
                  + _shown(exact, (xdim,) if xdim else (), len(panels)))
     return fig
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sgdsweep.cell.layout import check_memory
 from sgdsweep.cell.model_config import ModelCellConfig, ModelsConf, is_model_landscape, parse_model_cell
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
@@ -89,7 +90,7 @@ class EscapeConf:
     """First passages."""
 
     threshold: float | None = setting(None, unit="θ", help="null: the barrier top next to the "
-                                      "starting basin")
+                                      "starting basin (of init.mean; of the midpoint of a uniform law)")
 
 
 def _default_init() -> dict[str, Any]:
@@ -234,10 +235,24 @@ def merge_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _per_axis(spec: Mapping[str, Any], key: str, dim: int) -> np.ndarray:
+    """``density_grid.<key>`` as one value per axis: a number (every axis) or ``dim`` values."""
+    raw = spec[key]
+    try:
+        arr = np.asarray(raw, dtype=object)
+    except ValueError:  # ragged nesting
+        arr = np.empty(2, dtype=object)
+    if arr.ndim == 0:
+        return np.broadcast_to(arr, (dim,))
+    if arr.ndim != 1 or arr.size != dim:
+        count = f"{arr.size} value{'s' if arr.size != 1 else ''}" if arr.ndim == 1 else "nested values"
+        raise ConfigError(f"density_grid.{key}: {raw!r} gives {count} for a {dim}-D landscape; "
+                          "give one number" + ("" if dim == 1 else f", or {dim} (one per axis)"))
+    return arr
+
+
 def _grids(spec: Mapping[str, Any], dim: int) -> tuple[Grid1D, ...]:
-    lo = np.broadcast_to(np.asarray(spec["lower"], dtype=object), (dim,))
-    hi = np.broadcast_to(np.asarray(spec["upper"], dtype=object), (dim,))
-    n = np.broadcast_to(np.asarray(spec["cells"], dtype=object), (dim,))
+    lo, hi, n = (_per_axis(spec, key, dim) for key in ("lower", "upper", "cells"))
     return tuple(
         Grid1D(real(lo[a], "density_grid.lower"), real(hi[a], "density_grid.upper"),
                integer(n[a], "density_grid.cells", 3))
@@ -334,6 +349,9 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
         fp_dt=fp_dt, fp_refine=fp_refine, escape_threshold=thr,
         method_specs=specs, sections=parsed_sections,
     )
+    # A cell that cannot fit in this machine's memory is refused before a validator (or
+    # anything else) allocates on its grid; the pipeline checks a worker's share too.
+    check_memory(cell)
     for m in specs:
         if m.validate is not None:
             m.validate(cell)

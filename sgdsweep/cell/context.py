@@ -78,10 +78,11 @@ class CellContext:
 
     @cached_property
     def escape(self) -> tuple[float, int] | None:
-        """(threshold, direction): configured, or the barrier top next to the start; 2-D: None."""
+        """(threshold, direction): configured, or the barrier top next to where the initial
+        mass starts (:meth:`~sgdsweep.landscapes.initial.Initial.centre`); 2-D: None."""
         if self.dim != 1:
             return None
-        start = self.cell.init.mean[0]
+        start = self.cell.init.centre(0)
         thr = self.cell.escape_threshold
         if thr is not None:
             return thr, (1 if thr > start else -1)
@@ -89,20 +90,21 @@ class CellContext:
 
     @cached_property
     def temperature(self) -> float | None:
-        """The Langevin / Gibbs temperature T (the methods page); 2-D: None if Σ vanishes on the grid."""
+        """The Langevin / Gibbs temperature T (the methods page); None (no Gibbs reference) if
+        the gradient noise vanishes on the grid and no method of the cell needs T."""
         cell = self.cell
         if cell.temperature is not None:
             return cell.temperature
-        if self.dim == 1:
-            from sgdsweep.fokker_planck.references import langevin_default_temperature
-
-            return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
-                                                       cell.noise_factor))
-        # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2 (the mean
-        # of D's eigenvalues); the grid mean of tr(D)/2 if D vanishes there.
-        from sgdsweep.fokker_planck.nonequilibrium import default_temperature
-
         try:
+            if self.dim == 1:
+                from sgdsweep.fokker_planck.references import langevin_default_temperature
+
+                return float(langevin_default_temperature(cell.landscape, self.grid, cell.lr,
+                                                           cell.noise_factor))
+            # As in 1-D: the SDE's diffusion at the grid's lowest loss, here tr(D)/2 (the mean
+            # of D's eigenvalues); the grid mean of tr(D)/2 if D vanishes there.
+            from sgdsweep.fokker_planck.nonequilibrium import default_temperature
+
             return default_temperature(self.land["loss"],
                                        diffusion(self.land["cov"], cell.lr, cell.noise_factor))
         except ConfigError:

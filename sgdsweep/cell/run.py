@@ -27,6 +27,14 @@ import xarray as xr
 from sgdsweep.analysis.metrics import kl_divergence, total_variation, wasserstein1
 from sgdsweep.cell.config import CellConfig, parse_cell
 from sgdsweep.cell.context import CellContext
+from sgdsweep.cell.layout import (  # noqa: F401  (re-exported: the layout's names)
+    NOISE_SHAPE_VARS,
+    STATIONARY_KINDS,
+    STATIONARY_SUMMARY,
+    cell_memory,
+    layout_dims,
+    stationary_kinds,
+)
 from sgdsweep.cell.model_config import ModelCellConfig
 from sgdsweep.cell.model_run import model_template, run_model_cell
 from sgdsweep.cell.schema import ATTRS, DISTANCE_REFERENCE, METHOD_KINDS_ATTR, RUNTIME
@@ -37,29 +45,11 @@ from sgdsweep.landscapes.noise import diffusion
 from sgdsweep.landscapes.noise_diagnostics import minibatch_shape, noise_to_signal
 from sgdsweep.transfer.markov import mean_over_start
 
-#: The exact shape of the minibatch gradient noise on the grid (per axis).
-NOISE_SHAPE_VARS = ("noise_skewness", "noise_kurtosis")
-
-#: Stationary references of every cell: the FP null vector per convention, and Gibbs.
-STATIONARY_KINDS = (*CONVENTIONS, "gibbs")
-#: Per-cell numbers of the FP stationary state of the cell's convention (see ATTRS).
-STATIONARY_SUMMARY = ("stationary_mean_abs_current", "stationary_circulation", "stationary_kl_gibbs",
-                      "stationary_min_density", "fp_monotone_violation", "fp_negative_offdiag",
-                      "fp_degenerate")
-
-__all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_template", "run_cell"]
+__all__ = ["DISTANCE_REFERENCE", "STATIONARY_KINDS", "cell_memory", "cell_template", "run_cell"]
 
 
 def _parsed(cfg: Mapping[str, Any] | CellConfig | ModelCellConfig) -> CellConfig | ModelCellConfig:
     return cfg if isinstance(cfg, CellConfig | ModelCellConfig) else parse_cell(cfg)
-
-
-def _kinds(cell: CellConfig) -> list[str]:
-    """Stationary kinds: the built-in ones, then those the cell's methods provide."""
-    kinds = list(STATIONARY_KINDS)
-    for m in cell.method_specs:
-        kinds += [k for k in m.stationary if k not in kinds]
-    return kinds
 
 
 def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
@@ -68,50 +58,12 @@ def _layout(ctx: CellContext) -> tuple[dict[str, Any], dict[str, tuple[str, ...]
     methods = list(cell.methods)
     if cell.dim == 1:
         coords: dict[str, Any] = {"x": ctx.grid.centres, "t": cell.times, "method": methods,
-                                  "kind": _kinds(cell), "basin": list(ctx.basins.names)}
-        space: tuple[str, ...] = ("x",)
-        moment = ("method", "t")
-        landscape_vars = {k: ("x",) for k in ("loss", "grad_mean", "grad_var", "diffusion",
-                                              *NOISE_SHAPE_VARS, "noise_to_signal")}
-        vector: tuple[str, ...] = ()
-        extra: dict[str, tuple[str, ...]] = {
-            "basin_mass": ("method", "t", "basin"),
-            "escape_time_exact": (),
-            "escape_threshold": (),
-        }
+                                  "kind": stationary_kinds(cell), "basin": list(ctx.basins.names)}
     else:
         gx, gy = cell.grids
         coords = {"x": gx.centres, "y": gy.centres, "t": cell.times, "method": methods,
-                  "kind": _kinds(cell), "axis": ["x", "y"]}
-        space = ("x", "y")
-        vector = ("axis",)
-        moment = ("method", "t", "axis")
-        landscape_vars = {"loss": ("x", "y"), "grad_mean": ("x", "y", "axis"),
-                          "grad_var": ("x", "y", "axis"), "noise_to_signal": ("x", "y"),
-                          **{k: ("x", "y", "axis") for k in NOISE_SHAPE_VARS}}
-        extra = {}
-    extra.update({
-        "stationary": ("kind", *space),
-        # The probability current J at cell centres (NaN for methods and kinds without one).
-        "current": ("method", "t", *space, *vector),
-        "stationary_current": ("kind", *space, *vector),
-        **{name: () for name in STATIONARY_SUMMARY},
-    })
-    dims = {
-        "density": ("method", "t", *space),
-        "mean": moment, "std": moment,
-        "lost_fraction": ("method", "t"),
-        "tv": ("method", "t"), "kl": ("method", "t"), "w1": ("method", "t"),
-        "escape_time_mean": ("method",),
-        "escaped_fraction": ("method",),
-        **landscape_vars,
-        **extra,
-        "temperature": (),
-        RUNTIME: (),
-    }
-    if cell.dim == 1:
-        dims["escape_time_exact_error"] = ()
-    return coords, dims
+                  "kind": stationary_kinds(cell), "axis": ["x", "y"]}
+    return coords, layout_dims(cell)
 
 
 def _empty(ctx: CellContext) -> xr.Dataset:

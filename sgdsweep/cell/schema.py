@@ -35,6 +35,10 @@ ERROR_CHARS = 400
 DISTANCE_REFERENCE = "fp"
 #: Cell attr: JSON {method: kind} of the methods in the cell (ensemble or density).
 METHOD_KINDS_ATTR = "method_kinds"
+#: Fewer escapes than this and the report and status flag a cell's ``escape_time_mle``.
+MIN_ESCAPES = 10
+#: Above this ``lost_fraction`` (at the last snapshot) the summary, report and status warn.
+LOST_FLAG = 0.01
 #: Above this relative error of ``escape_time_exact`` the report and status flag a cell.
 ESCAPE_ERROR_FLAG = 0.05
 
@@ -62,6 +66,13 @@ ATTRS: dict[str, dict[str, str]] = {
     "escape_time_mean": {"long_name": "mean first-passage time over escaped chains", "units": "1"},
     "escaped_fraction": {"long_name": "fraction of chains past the escape threshold by t_end",
                          "units": "1"},
+    "escape_time_mle": {"long_name": "mean first-passage time counting the chains still waiting "
+                        "(censored): total time at risk / escapes, the exponential maximum-likelihood "
+                        "estimate; NaN without escapes", "units": "1"},
+    "escape_time_mle_se": {"long_name": "standard error of escape_time_mle (escape_time_mle / "
+                           "sqrt(escape_count))", "units": "1"},
+    "escape_count": {"long_name": "chains past the escape threshold by t_end (below "
+                     f"{MIN_ESCAPES}: too few to estimate the mean passage time)", "units": "1"},
     "escape_time_exact": {"long_name": "mean first-passage time of the Itô SDE from the initial law "
                           "(backward equation on the refined FP grid)", "units": "1"},
     "escape_time_exact_error": {"long_name": "relative change of escape_time_exact from a second "
@@ -158,15 +169,49 @@ def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]
     if "operator_diffusion_flag" not in ds:
         return []
     flag = ds["operator_diffusion_flag"]
-    ratio = np.asarray(ds["operator_diffusion_ratio"].values, dtype=float)
-    bad = np.asarray(flag.values, dtype=bool)
-    dims = flag.dims
+    return _method_cells(ds, flag.dims, np.asarray(flag.values, dtype=bool),
+                         np.asarray(ds["operator_diffusion_ratio"].values, dtype=float))
+
+
+def lost_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+    """Done cells where a method lost more than :data:`LOST_FLAG` of its chains (off the grid
+    or diverged) by the last snapshot: (sweep coords, method, ``lost_fraction``) each. Its
+    densities, moments and distances then describe only the chains left."""
+    if "lost_fraction" not in ds:
+        return []
+    lost = ds["lost_fraction"].isel(t=-1)
+    frac = np.asarray(lost.values, dtype=float)
+    return _method_cells(ds, lost.dims, np.nan_to_num(frac, nan=0.0) > LOST_FLAG, frac)
+
+
+def lost_summary(cells: list[tuple[dict[str, Any], str, float]]) -> str:
+    """One line on the :func:`lost_cells` of a store: how many, the worst, what to do."""
+    where, method, frac = max(cells, key=lambda c: c[2])
+    return (f"{len(cells)} method(s) × cell(s) lost more than {LOST_FLAG:.0%} of their chains off the "
+            f"grid (worst: {method} lost {frac:.1%} at {describe_cell(where) or 'the cell'}); their "
+            "densities, moments and distances describe only the chains left: widen density_grid")
+
+
+def few_escape_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+    """Done cells where fewer than :data:`MIN_ESCAPES` chains of an ensemble escaped, so that
+    ``escape_time_mle`` says little: (sweep coords, method, ``escape_count``) each."""
+    if "escape_count" not in ds:
+        return []
+    count = ds["escape_count"]
+    n = np.asarray(count.values, dtype=float)
+    return _method_cells(ds, count.dims, np.nan_to_num(n, nan=np.inf) < MIN_ESCAPES, n)
+
+
+def _method_cells(ds: Any, dims: tuple, bad: np.ndarray, value: np.ndarray
+                  ) -> list[tuple[dict[str, Any], str, float]]:
+    """(sweep coords, method, value) of the entries of a (*sweep, method) variable where
+    ``bad``, in done cells only."""
     if DONE in ds:
         done = np.asarray(ds[DONE].values, dtype=bool)
-        bad &= done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
+        bad = bad & done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
     out = []
     for idx in np.argwhere(bad):
         where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
         method = str(ds["method"].values[idx[dims.index("method")]])
-        out.append((where, method, float(ratio[tuple(idx)])))
+        out.append((where, method, float(value[tuple(idx)])))
     return out

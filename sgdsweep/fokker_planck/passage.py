@@ -62,10 +62,10 @@ def _passage_to_cell(fp: FokkerPlanck1D, k: int, direction: int) -> np.ndarray:
 def check_threshold(threshold: float, grid: Grid1D) -> None:
     """Raise ConfigError unless ``threshold`` lies within the cell centres of the FP ``grid``
     (where :func:`mean_passage_times` can place it), before anything is computed."""
-    x = grid.centres
-    if not x[0] <= threshold <= x[-1]:
+    first, last = grid.end_centres  # not grid.centres: a huge grid is refused later, unallocated
+    if not first <= threshold <= last:
         raise ConfigError(f"escape.threshold: {threshold:g} lies outside the density grid "
-                          f"[{grid.lower:g}, {grid.upper:g}]; it must lie within [{x[0]:.6g}, {x[-1]:.6g}], "
+                          f"[{grid.lower:g}, {grid.upper:g}]; it must lie within [{first:.6g}, {last:.6g}], "
                           "the first and last cell centres of the Fokker–Planck grid")
 
 

@@ -150,7 +150,7 @@ def langevin_default_temperature(landscape, grid: Grid1D, lr: float, noise_facto
     cov = ev["cov"][:, 0, 0]
     floor = 1e-20 * float(np.max(cov + ev["grad"][:, 0] ** 2))
     k = int(np.argmin(ev["loss"]))
-    if cov[k] > floor:
+    if cov[k] > floor and noise_factor > 0:  # (b = n without replacement: no minibatch noise)
         return float(diffusion(cov[k], lr, noise_factor))
     if np.mean(cov) > floor and noise_factor > 0:
         return float(np.mean(diffusion(cov, lr, noise_factor)))

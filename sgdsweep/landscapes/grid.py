@@ -41,6 +41,14 @@ class Grid1D:
         e = self.edges
         return 0.5 * (e[:-1] + e[1:])
 
+    @property
+    def end_centres(self) -> tuple[float, float]:
+        """(first, last) of :attr:`centres`, bit for bit, without building the arrays."""
+        # np.linspace's own arithmetic: edge i = i·step + lower, the last edge exactly upper.
+        step = (self.upper - self.lower) / self.cells
+        e = (self.lower, 1 * step + self.lower, (self.cells - 1) * step + self.lower, self.upper)
+        return float(0.5 * (e[0] + e[1])), float(0.5 * (e[2] + e[3]))
+
     def refined(self, k: int) -> Grid1D:
         """The same interval with every cell split into ``k`` (cells·k cells)."""
         return Grid1D(self.lower, self.upper, self.cells * k)

@@ -50,6 +50,13 @@ class Initial:
             raise ConfigError("init.lower: must be < init.upper for a uniform initial law")
         return init
 
+    def centre(self, axis: int = 0) -> float:
+        """Where the mass starts along ``axis``: the mean (normal, point) or the midpoint of
+        [lower, upper] (uniform; its ``mean`` is unused and defaults to 0)."""
+        if self.kind == "uniform":
+            return 0.5 * (self.lower[axis] + self.upper[axis])
+        return self.mean[axis]
+
     def support(self, axis: int = 0) -> tuple[float, float]:
         """Interval holding all but ~1e-9 of the mass along ``axis`` (6 std for normal)."""
         if self.kind == "normal":

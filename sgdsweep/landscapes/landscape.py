@@ -249,7 +249,10 @@ def _term_arrays(term: Mapping[str, Any], dim: int, what: str) -> tuple[int, flo
     extra = set(term) - known
     if extra:
         raise ConfigError(f"{what}: unknown key(s) {sorted(extra)} (known: {sorted(known)})")
-    amp = float(number_entry(term, "amplitude", what, 1.0))
+    amp = np.asarray(number_entry(term, "amplitude", what, 1.0), dtype=np.float64)
+    if amp.ndim != 0:
+        raise ConfigError(f"{what}.amplitude: expected one number, got {term['amplitude']!r}")
+    amp = float(amp)
     centre = np.asarray(number_entry(term, "centre", what, 0.0), dtype=np.float64)
     centre = np.broadcast_to(centre, (dim,)).copy() if centre.ndim == 0 else centre
     if centre.shape != (dim,):

@@ -13,10 +13,12 @@ import xarray as xr
 from sgdsweep.cell.context import CellContext
 from sgdsweep.methods.registry import get_method, register_method
 from sgdsweep.montecarlo import kernels
+from sgdsweep.montecarlo.escapes import censored_escapes
 
 #: Store variables every ensemble method fills (its ``method`` slice).
 ENSEMBLE_FILLS = ("density", "mean", "std", "lost_fraction", "basin_mass",
-                  "escape_time_mean", "escaped_fraction")
+                  "escape_time_mean", "escaped_fraction", "escape_time_mle", "escape_time_mle_se",
+                  "escape_count")
 
 
 def fill_ensemble(ctx: CellContext, ds: xr.Dataset, name: str) -> None:
@@ -69,6 +71,11 @@ def write_ensemble(ctx: CellContext, ds: xr.Dataset, name: str, res) -> None:
         ds["escape_time_mean"].loc[sel] = (
             steps[escaped].mean() * ctx.cell.lr if escaped.any() else np.nan
         )
+        # The chains still waiting (or lost before escaping) count as censored.
+        cens = censored_escapes(res.escape_step, int(ctx.cell.steps[-1]), res.lost_step)
+        ds["escape_time_mle"].loc[sel] = cens.steps * ctx.cell.lr
+        ds["escape_time_mle_se"].loc[sel] = cens.se * ctx.cell.lr
+        ds["escape_count"].loc[sel] = cens.escapes
 
 
 def fill_model(ctx, ds: xr.Dataset, name: str, **extra) -> None:

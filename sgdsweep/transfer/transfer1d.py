@@ -166,22 +166,48 @@ class TransferOperator1D:
             raise ConfigError(f"escape.direction: must be +1 or -1, got {direction!r}")
         m0 = np.asarray(m0, dtype=np.float64)
         g = self.grid
-        e = g.edges
         if not g.lower < thr < g.upper:
             raise ConfigError(f"escape.threshold: {thr} lies outside the grid [{g.lower}, {g.upper}]")
-        k = min(math.floor((thr - g.lower) / g.dx), g.cells - 1)  # e[k] <= thr < e[k+1]
-        w = (thr - e[k]) / g.dx
-        j = np.arange(g.cells)
-        if direction > 0:
-            near, far = j >= k, j >= k + 1  # absorbing: cells above face k, above face k+1
-            t_a, t_b = (markov.passage_steps(self.matrix, near), markov.passage_steps(self.matrix, far))
-            T = (1.0 - w) * t_a + w * t_b
-        else:
-            near, far = j <= k, j <= k - 1
-            t_a, t_b = (markov.passage_steps(self.matrix, far), markov.passage_steps(self.matrix, near))
-            T = (1.0 - w) * t_a + w * t_b
+        k, w = face_position(g, thr)
+        T = self._past_face(k, direction)
+        if w > 0.0:
+            T = interpolate_passage(T, self._past_face(k + 1, direction), w)
         steps = markov.mean_over_start(T, m0)
         return Escape(steps, steps * self.lr)
+
+    def _past_face(self, face: int, direction: int) -> np.ndarray:
+        """Mean steps per start cell until θ is past face ``face`` of the fine grid (upwards
+        for ``direction`` +1: the cells above it absorb; −1: the cells below it)."""
+        j = np.arange(self.grid.cells)
+        return markov.passage_steps(self.matrix, j >= face if direction > 0 else j < face)
+
+
+#: A threshold within this fraction of a cell of a face is on the face (rounding errors of
+#: the faces, e.g. 0.1 + 0.2 − 0.3, must not put it a hair inside the neighbouring cell).
+FACE_SNAP = 1e-9
+
+
+def face_position(grid: Grid1D, threshold: float) -> tuple[int, float]:
+    """(k, w): ``threshold`` = edges[k] + w·dx with 0 ≤ w < 1 for a threshold inside
+    ``grid``; w is 0 exactly when the threshold lies on a face (to within :data:`FACE_SNAP`
+    of a cell; then k is that face, which may be the upper edge)."""
+    edges = grid.edges
+    k = min(max(int(np.searchsorted(edges, threshold, side="right")) - 1, 0), grid.cells - 1)
+    w = (threshold - edges[k]) / grid.dx
+    if w <= FACE_SNAP:
+        return k, 0.0
+    if w >= 1.0 - FACE_SNAP:
+        return k + 1, 0.0
+    return k, float(w)
+
+
+def interpolate_passage(t_a: np.ndarray, t_b: np.ndarray, w: float) -> np.ndarray:
+    """(1 − w)·t_a + w·t_b for passage times (≥ 0, inf where never) with 0 < w < 1: inf
+    wherever either is inf (both weights are positive), never NaN."""
+    finite = np.isfinite(t_a) & np.isfinite(t_b)
+    out = np.full(t_a.shape, np.inf)
+    out[finite] = (1.0 - w) * t_a[finite] + w * t_b[finite]
+    return out
 
 
 # --------------------------------------------------------------------------- building
