@@ -1,5 +1,9 @@
 """The ``ds.sgd`` accessor: what one computes by hand from a sweep store, done lazily.
 
+(Above the usual module size on purpose: it is the one class behind ``ds.sgd``; each method
+is a thin labelled wrapper over :mod:`sgdsweep.analysis.reductions`, :mod:`~sgdsweep.analysis.metrics`
+or :mod:`~sgdsweep.analysis.potentials`, and splitting the class would scatter its API.)
+
 Registered on ``import sgdsweep``. Works on a whole store opened with
 :func:`sgdsweep.open_sweep` / ``xarray.open_zarr`` (Dask-backed: results stay lazy
 until ``.compute()``), on any ``.sel``/``.isel`` subset of it, and on a single
