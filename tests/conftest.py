@@ -51,39 +51,26 @@ def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None,
     and after, so that a URL store sees ``env``'s credentials as a new process would. Each
     feature keeps at least one real subprocess test (:func:`run_pipeline`)."""
     from pipeline.cli.main import main
-    from pipeline.cli.status import status_main
-    from pipeline.run.sweep import Progress, run_sweep
 
     out, err = io.StringIO(), io.StringIO()
-    # These write to a sys.stdout (``out``) or sys.stderr (``stream``) bound as a default
-    # argument when their module was imported.
-    bound = [(f, f.__defaults__) for f in (status_main, run_sweep, Progress.__init__)]
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     _drop_cached_filesystems()
-    os.environ.update(env or {})
+    # Numba reads NUMBA_NUM_THREADS again at every compile and refuses a value other than the
+    # one its thread pool started with: this process keeps its own (the cluster's worker
+    # processes get theirs from pipeline.cluster.local.WORKER_ENV, not from here).
+    os.environ.update({k: v for k, v in (env or {}).items() if k != "NUMBA_NUM_THREADS"})
     for name in unset:
         os.environ.pop(name, None)
     os.chdir(cwd)
     try:
-        for f, defaults in bound:
-            f.__defaults__ = _streams(f, defaults, {"out": out, "stream": err})
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
-        for f, defaults in bound:
-            f.__defaults__ = defaults
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
         _drop_cached_filesystems()
     return subprocess.CompletedProcess(["pipeline", *args], code, out.getvalue(), err.getvalue())
-
-
-def _streams(f, defaults: tuple, streams: dict[str, io.StringIO]) -> tuple:
-    """``defaults`` of function ``f``, those of the parameters named in ``streams`` replaced."""
-    code = f.__code__
-    names = code.co_varnames[:code.co_argcount][-len(defaults):]
-    return tuple(streams.get(name, d) for name, d in zip(names, defaults, strict=True))
 
 
 def _drop_cached_filesystems() -> None:

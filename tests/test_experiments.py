@@ -58,13 +58,11 @@ REDUCED = {
 def cluster_address():
     """A LocalCluster of two single-threaded worker processes, the workers' environment as
     ``cluster=local`` sets it (pipeline.cluster.local.WORKER_ENV)."""
-    import dask
     from distributed import LocalCluster
 
-    from pipeline.cluster.local import WORKER_ENV
+    from pipeline.cluster.local import WORKER_ENV, worker_environ
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": {
-            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}):
+    with worker_environ():
         lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None, env=dict(WORKER_ENV))
     try:

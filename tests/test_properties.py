@@ -259,9 +259,9 @@ def small_configs(draw):
 @given(small_configs())
 def test_run_cell_on_any_accepted_small_config_is_finite(cfg):
     """Every density ``run_cell`` writes is finite and non-negative. The one refusal left
-    to run time is a ConfigError too: ``langevin`` without an explicit temperature where
-    the gradient noise vanishes (its default temperature is computed from the landscape on
-    the grid when the cell runs)."""
+    to run time is a ConfigError too: a method that needs a temperature (``langevin``,
+    ``sgd_noise`` matched to it) without an explicit one where the gradient noise vanishes
+    (its default temperature is computed from the landscape on the grid when the cell runs)."""
     try:
         cell = parse_cell(cfg)
     except ConfigError:
@@ -270,7 +270,8 @@ def test_run_cell_on_any_accepted_small_config_is_finite(cfg):
     try:
         ds = run_cell(cell)
     except ConfigError as exc:
-        assert str(exc).startswith("langevin.temperature: ") and "langevin" in cell.methods, str(exc)
+        assert str(exc).startswith("langevin.temperature: "), str(exc)
+        assert any(m.needs_temperature for m in cell.method_specs), (str(exc), cell.methods)
         assert "\n" not in str(exc)
         return
     dens = ds["density"].values

@@ -161,7 +161,7 @@ def test_sweep_into_a_store_with_the_operators(tmp_path: Path):
     """Quadratic, 8 centres, Var(c) = 1, h = 1, b = 1: SGD's and the Gaussian step's stationary
     variance is η/(2 − η) exactly, the Itô FP's η/2; read back from a real store."""
     res = run_pipeline("sweep", *QUADRATIC, "methods=[sgd,fp,sgd_op,gauss_step]", "grid.lr=[0.25,1.0]",
-                       "store=op.zarr", cwd=tmp_path)
+                       "operator.relaxation=true", "store=op.zarr", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     ds = open_store(tmp_path / "op.zarr")
     assert ds["done"].all()
@@ -346,7 +346,7 @@ def test_2d_sweep_with_sgd_op_into_a_store(tmp_path: Path):
     import scipy.linalg
 
     res = run_pipeline("sweep", "landscape=anisotropic_2d", "methods=[sgd,sgd_op]", "grid.lr=[0.3,0.4]",
-                       "init={kind: normal, mean: [0.1, -0.2], std: 0.1}",
+                       "operator.relaxation=true", "init={kind: normal, mean: [0.1, -0.2], std: 0.1}",
                        "density_grid={lower: [-0.75, -3.0], upper: [0.75, 3.0], cells: [60, 60]}",
                        "time={t_end: 1.0, snapshots: 3}", "mc.chains=2000", "cluster.n_workers=1",
                        "store=op2d.zarr", cwd=tmp_path)

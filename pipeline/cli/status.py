@@ -103,8 +103,9 @@ def axis_values(values: Sequence[object], most: int = 12) -> str:
     return f"[{head}, ..., {tail}] ({len(values)} values)"
 
 
-def status_main(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+def status_main(argv: Sequence[str], out: TextIO | None = None) -> int:
     """Exit status 0 when every cell is done, 1 otherwise, 2 for a bad path."""
+    out = sys.stdout if out is None else out  # at call time: sys.stdout may be replaced
     parser = OneLineParser(prog="python -m pipeline status",
                            description="Show progress, failures and config of a sweep store.")
     parser.add_argument("store", help="path or URL (s3://bucket/sweep.zarr) of the Zarr store")

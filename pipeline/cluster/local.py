@@ -56,12 +56,36 @@ def open_client(cluster: ClusterConf, store: str | None = None, say: Any = print
 LOG_MESSAGES = 16
 
 
+@contextlib.contextmanager
+def worker_environ() -> Iterator[None]:
+    """WORKER_ENV as distributed's pre-spawn environment, and this process's own values of
+    those variables put back afterwards: the nanny sets them in the spawning process (to
+    reach the worker before it imports NumPy and Numba) and leaves them there. Left, a
+    client that compiles afterwards — a notebook, a test session — would meet Numba's
+    refusal to change NUMBA_NUM_THREADS once its threads run."""
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {
+                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}):
+            yield
+    finally:
+        restore_environ(saved)
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put back ``saved`` (None: the variable was unset)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[Client]:
     if isinstance(cluster, LocalClusterConf):
         n = cluster.n_workers or available_cores()
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {
-                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}}), \
-                warnings.catch_warnings():
+        saved = {k: os.environ.get(k) for k in WORKER_ENV}
+        with worker_environ(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
             lc = LocalCluster(n_workers=n, threads_per_worker=int(cluster.threads_per_worker),
                               processes=True, host="127.0.0.1",
@@ -84,6 +108,7 @@ def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[
         finally:
             with _quiet_nanny():
                 lc.close()
+            restore_environ(saved)  # a nanny that restarted a worker set them again
     elif isinstance(cluster, AddressClusterConf):
         security = _security(cluster.tls)
         try:

@@ -79,7 +79,8 @@ class Progress:
     """Cells done/total, failures, rate and ETA on stderr: one redrawn line on a
     terminal, a line every ``every`` seconds otherwise (logs)."""
 
-    def __init__(self, total: int, already: int, stream: TextIO = sys.stderr, every: float = 10.0):
+    def __init__(self, total: int, already: int, stream: TextIO | None = None, every: float = 10.0):
+        stream = sys.stderr if stream is None else stream  # at call time: sys.stderr may be replaced
         self.total, self.already, self.stream, self.every = total, already, stream, every
         self.tty = stream.isatty()
         self.start = time.perf_counter()
@@ -168,8 +169,9 @@ class Outcome:
     interrupted: bool = False
 
 
-def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO | None = None) -> int:
     """The ``sweep`` command on a composed config; raises ConfigError on bad input."""
+    out = sys.stdout if out is None else out  # at call time: sys.stdout may be replaced
     t0 = time.perf_counter()
     say = _printer(out)
     prep = prepare(cfg, argv, say)
