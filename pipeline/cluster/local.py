@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from pipeline.cluster.settings import FREE_PORT, AddressClusterConf, ClusterConf, LocalClusterConf, TlsConf
 from pipeline.run.faults import StoreWriteError
@@ -94,6 +94,7 @@ def _open_client(cluster: ClusterConf, store: str | None, say: Any) -> Iterator[
         try:
             client = Client(lc)
             try:
+                client.register_plugin(QuietHeartbeat())
                 say(f"cluster: LocalCluster, {n} worker process(es) x 1 thread; "
                     f"dashboard {_dashboard(client)}")
                 try:
@@ -162,9 +163,37 @@ def _quiet_nanny() -> Iterator[None]:
         log.setLevel(level)
 
 
+class _HeartbeatFilter(logging.Filter):
+    """Drops distributed's "Failed to communicate with scheduler during heartbeat" record: on
+    our own LocalCluster it only appears while the scheduler closes (a CommClosedError
+    traceback after the sweep's one-line error); a worker that really loses its scheduler is
+    reported by the sweep itself (the cell is retried or recorded as failed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to communicate with scheduler during heartbeat")
+
+
+class QuietHeartbeat(WorkerPlugin):
+    """Installs :class:`_HeartbeatFilter` in each worker process (restarted ones too)."""
+
+    name = "sgdsweep-quiet-heartbeat"
+
+    def setup(self, worker: Any) -> None:
+        log = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _HeartbeatFilter) for f in log.filters):
+            log.addFilter(_HeartbeatFilter())
+
+
+def _mute_worker_log() -> None:
+    """Run on a worker about to be closed: nothing it logs at ERROR while the scheduler goes
+    matters after the sweep's own one-line error."""
+    logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
+
+
 def _stop_workers(client: Client, lc: LocalCluster, timeout: float = 10.0) -> None:
     """Close the LocalCluster's workers (``scale(0)``) and wait until the scheduler has none."""
     with contextlib.suppress(Exception):
+        client.run(_mute_worker_log)
         lc.scale(0)
         deadline = time.monotonic() + timeout
         while client.scheduler_info().get("workers") and time.monotonic() < deadline:
