@@ -23,13 +23,14 @@ import numpy as np
 
 from sgdsweep.cell.layout import check_memory
 from sgdsweep.cell.model_config import ModelCellConfig, ModelsConf, is_model_landscape, parse_model_cell
+from sgdsweep.cell.schedule import parse_methods, parse_schedule
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.initial import Initial
 from sgdsweep.landscapes.landscape import Landscape, build_landscape
 from sgdsweep.landscapes.noise import SAMPLINGS, batch_noise_factor
-from sgdsweep.methods.registry import Method, get_method
+from sgdsweep.methods.registry import Method
 from sgdsweep.validate import integer, real
 
 
@@ -289,12 +290,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
         raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
     batch_noise_factor(land.n, batch_size, sampling)  # raises on batch_size > n
 
-    methods = raw["methods"]
-    if isinstance(methods, str) or not methods:
-        raise ConfigError(f"methods: expected a non-empty list, got {methods!r}")
-    specs = tuple(get_method(m) for m in methods)
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"methods: {methods!r} lists a method twice")
+    methods, specs = parse_methods(raw)
     for m in specs:
         if land.dim not in m.dims:
             raise ConfigError(f"methods: {m.name} supports "
@@ -313,18 +309,8 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
                 f"(its support is [{lo:.4g}, {hi:.4g}])"
             )
 
-    t_end = real(raw["time"]["t_end"], "time.t_end", positive=True)
-    snapshots = integer(raw["time"]["snapshots"], "time.snapshots", 2)
-    times = np.linspace(0.0, t_end, snapshots)
-    steps = np.rint(times / lr).astype(np.int64)
-    chains = integer(raw["mc"]["chains"], "mc.chains", 1)
-    substeps = integer(raw["mc"]["sde_substeps"], "mc.sde_substeps", 1)
-    max_steps = integer(raw["mc"]["max_steps"], "mc.max_steps", 1)
-    if steps[-1] > max_steps:
-        raise ConfigError(f"time.t_end: {t_end} / lr {lr} = {steps[-1]} SGD steps exceeds "
-                          f"mc.max_steps = {max_steps}")
-    if steps[-1] < 1:
-        raise ConfigError(f"time.t_end: {t_end} is shorter than one SGD step (lr = {lr})")
+    sched = parse_schedule(raw, lr)
+    times, steps, chains, substeps = sched.times, sched.steps, sched.chains, sched.sde_substeps
 
     temp = raw["langevin"]["temperature"]
     temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from sgdsweep.cell.schedule import parse_methods, parse_schedule
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import SAMPLINGS, batch_noise_factor
-from sgdsweep.methods.registry import Method, get_method, registered
+from sgdsweep.methods.registry import Method, registered
 from sgdsweep.models.model import Model, build_model
 from sgdsweep.validate import integer, real
 
@@ -137,12 +138,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
     if sampling not in SAMPLINGS:
         raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
     batch_noise_factor(model.n, batch_size, sampling)  # raises on batch_size > n
-    methods = raw["methods"]
-    if isinstance(methods, str) or not methods:
-        raise ConfigError(f"methods: expected a non-empty list, got {methods!r}")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"methods: {methods!r} lists a method twice")
-    specs = tuple(get_method(m) for m in methods)
+    methods, specs = parse_methods(raw)
     for m in specs:
         if m.fill_model is None:
             able = [name for name, rec in registered().items() if rec.fill_model is not None]
@@ -156,18 +152,8 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
                               f"number, got {spec[key]!r}")
     grid = Grid1D(real(spec["lower"], "density_grid.lower"), real(spec["upper"], "density_grid.upper"),
                   integer(spec["cells"], "density_grid.cells", 3))
-    t_end = real(raw["time"]["t_end"], "time.t_end", positive=True)
-    snapshots = integer(raw["time"]["snapshots"], "time.snapshots", 2)
-    times = np.linspace(0.0, t_end, snapshots)
-    steps = np.rint(times / lr).astype(np.int64)
-    chains = integer(raw["mc"]["chains"], "mc.chains", 1)
-    substeps = integer(raw["mc"]["sde_substeps"], "mc.sde_substeps", 1)
-    max_steps = integer(raw["mc"]["max_steps"], "mc.max_steps", 1)
-    if steps[-1] > max_steps:
-        raise ConfigError(f"time.t_end: {t_end} / lr {lr} = {steps[-1]} SGD steps exceeds "
-                          f"mc.max_steps = {max_steps}")
-    if steps[-1] < 1:
-        raise ConfigError(f"time.t_end: {t_end} is shorter than one SGD step (lr = {lr})")
+    sched = parse_schedule(raw, lr)
+    times, steps, chains, substeps = sched.times, sched.steps, sched.chains, sched.sde_substeps
     temp = raw["langevin"]["temperature"]
     temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)
     conf = _models_conf(raw["models"])

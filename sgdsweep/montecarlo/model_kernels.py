@@ -21,10 +21,9 @@ import math
 
 import numba as nb
 import numpy as np
-from numba.core import types
-from numba.extending import intrinsic
 
 from sgdsweep.models.kernels import LINEAR, SQUARED, _sigmoid, add_sample_grad, full_grad, full_loss
+from sgdsweep.montecarlo.fastexp import _int_bits_as_float
 from sgdsweep.montecarlo.rng import _GAMMA, mix64, next_below, next_normal_pair, side_normal_pair
 
 SGD, SDE, LANGEVIN, GD, SVAG, SGD_NOISE = 0, 1, 2, 3, 4, 5
@@ -39,14 +38,6 @@ def minibatch_buffer_size(kind: int, p: int, hidden: int, batch: int) -> int:
     return batch if kind == LINEAR else batch * (p + hidden + 1)
 
 
-@intrinsic
-def _int_bits_as_float(typingctx, x):
-    sig = types.float64(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
 
 
 _LOG2E = 1.4426950408889634
