@@ -127,3 +127,19 @@ def test_a_lock_taken_over_is_not_overwritten_by_the_heartbeat(tmp_path, monkeyp
     finally:
         held.release()
     assert locks.read(parse(store))["token"] == "x" * 32  # release removes only its own lock
+
+
+def test_a_store_being_created_is_in_use_not_foreign(tmp_path):
+    """The window between a sweep taking its lock and writing its metadata: a second sweep
+    meets a live lock beside a half-written group and must say "in use", touching nothing."""
+    from tests.conftest import TINY, run_main
+
+    store = tmp_path / "s.zarr"
+    _write_lock(store)  # this test process: alive, on this host
+    (store / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    result = run_main("sweep", *TINY, f"store={store.name}", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: store: {store.name} is in use by another sweep (host ")
+    assert result.stderr.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before

@@ -196,6 +196,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     clash = {a.name for a in plan.axes} & (set(cell.data_vars) | set(BOOKKEEPING) | {integrity.RECORD})
     if clash:
         raise ConfigError(f"grid: axis name {sorted(clash)[0]!r} clashes with a store variable")
+    locks.refuse_if_held(loc)  # a sweep starting there has its lock before its metadata
     state = stores.inspect(loc, plan, overwrite=bool(plain["overwrite"]))
     # Nothing was written until here. One sweep per store (the lock is held until the CLI
     # exits); a done cell with corrupt chunks is not done.

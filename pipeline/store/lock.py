@@ -185,11 +185,27 @@ def acquire(loc: Location, command: str = "",
             continue  # released meanwhile
         reason = stale_reason(other)
         if reason is None:
-            raise ConfigError(f"store: {shown} is in use by another sweep ({holder(other)}); wait for it, "
-                              f"or remove {lock_path(loc)} if that process is gone")
+            raise _in_use(loc, other)
         if _break(loc, other):
             say(f"lock: broke the stale lock of {shown} ({holder(other)}): {reason}")
     raise ConfigError(f"store: {shown}: could not take its lock (contended); try again")
+
+
+def _in_use(loc: Location, other: dict[str, Any]) -> ConfigError:
+    return ConfigError(f"store: {loc.show()} is in use by another sweep ({holder(other)}); wait for it, "
+                       f"or remove {lock_path(loc)} if that process is gone")
+
+
+def refuse_if_held(loc: Location) -> None:
+    """Raise the "in use" error when a live sweep holds the store's lock.
+
+    Checked before a store's contents are judged: a sweep that has just taken its
+    lock may not have written its metadata yet, and is not "a directory that is
+    not a sweep store".
+    """
+    other = read(loc)
+    if other is not None and stale_reason(other) is None:
+        raise _in_use(loc, other)
 
 
 def others_in(loc: Location) -> bool:
