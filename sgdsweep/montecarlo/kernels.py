@@ -9,7 +9,7 @@ definitions and the lost-chain convention.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
@@ -149,7 +149,7 @@ def _batch_grad(c, th, ens, dyn, terms, r, g, st):
     return st
 
 
-# Not inline: inlining this into _advance, with _check inlined into it and the bundles
+# Not inline: inlining this into the block loop, with _check inlined into it and the bundles
 # passed through, lost _check's escape record (Numba 0.6x), silently.
 @nb.njit(cache=True)
 def _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g, g2):
@@ -257,13 +257,34 @@ def _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, gi, cov, hess):
     state[c] = st
 
 
+# One kernel per family of step rules (chains are independent: prange over blocks), so that a
+# cell compiles only the families its methods use: the three in one kernel took 12 s to
+# compile on a cold cache, gd's alone well under a second. (Serial block loops dealt to
+# threads, as the 1-D lane kernels are, compile faster still but ran 1.1–2× slower here.)
 @nb.njit(cache=True, parallel=True)
-def _advance(ens, s0, s1, dyn, box, esc, terms, work):
-    """Advance every chain from SGD step s0 to s1 (chains are independent: prange over blocks)."""
+def _advance_minibatch(ens, s0, s1, dyn, box, esc, terms, work):
+    """``sgd`` / ``svag`` / ``sgd_noise``: every chain from SGD step s0 to s1."""
+    pos, lost_step = ens[0], ens[4]
+    scratch = work[0]
+    chains = pos.shape[0]
+    for blk in nb.prange((chains + _BLOCK - 1) // _BLOCK):
+        c0 = blk * _BLOCK
+        c1 = min(c0 + _BLOCK, chains)
+        for s in range(s0, s1):
+            for c in range(c0, c1):
+                if lost_step[c] >= 0:
+                    continue
+                _sgd_step(c, s, pos[c], ens, dyn, box, esc, terms, scratch[c, 0], scratch[c, 1],
+                          scratch[c, 2])
+
+
+@nb.njit(cache=True, parallel=True)
+def _advance_gd(ens, s0, s1, dyn, box, esc, terms, work):
+    """``gd`` (θ ← θ − η∇L, the full mean gradient): every chain from step s0 to s1."""
     pos, lost_step, escape_step = ens[0], ens[4], ens[5]
-    method, lr = dyn.kernel, dyn.lr
+    lr = dyn.lr
     kind, amp, centre, mat, ptr = terms
-    scratch, covs = work
+    scratch = work[0]
     chains = pos.shape[0]
     d = pos.shape[1]
     for blk in nb.prange((chains + _BLOCK - 1) // _BLOCK):
@@ -274,18 +295,37 @@ def _advance(ens, s0, s1, dyn, box, esc, terms, work):
                 if lost_step[c] >= 0:
                     continue
                 th = pos[c]
-                r = scratch[c, 0]
                 g = scratch[c, 1]
-                if method == SGD or method == SVAG or method == SGD_NOISE:
-                    _sgd_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2])
-                elif method == GD:
-                    mean_grad(th, kind, amp, centre, mat, ptr, r, g, scratch[c, 2])
-                    for a in range(d):
-                        th[a] = th[a] - lr * g[a]
-                    _check(c, th, s + 1, box, esc, lost_step, escape_step)
-                else:
-                    _noise_step(c, s, th, ens, dyn, box, esc, terms, r, g, scratch[c, 2], covs[c, 0],
-                                covs[c, 1])
+                mean_grad(th, kind, amp, centre, mat, ptr, scratch[c, 0], g, scratch[c, 2])
+                for a in range(d):
+                    th[a] = th[a] - lr * g[a]
+                _check(c, th, s + 1, box, esc, lost_step, escape_step)
+
+
+@nb.njit(cache=True, parallel=True)
+def _advance_noise(ens, s0, s1, dyn, box, esc, terms, work):
+    """``sde`` / ``sme2`` / ``langevin`` (a drift plus Gaussian noise): every chain from SGD
+    step s0 to s1."""
+    pos, lost_step = ens[0], ens[4]
+    scratch, covs = work
+    chains = pos.shape[0]
+    for blk in nb.prange((chains + _BLOCK - 1) // _BLOCK):
+        c0 = blk * _BLOCK
+        c1 = min(c0 + _BLOCK, chains)
+        for s in range(s0, s1):
+            for c in range(c0, c1):
+                if lost_step[c] >= 0:
+                    continue
+                _noise_step(c, s, pos[c], ens, dyn, box, esc, terms, scratch[c, 0], scratch[c, 1],
+                            scratch[c, 2], covs[c, 0], covs[c, 1])
+
+
+def general_kernel(kernel_id: int) -> Any:
+    """The general kernel (``(ens, s0, s1, dyn, box, esc, terms, work)``) that runs step rule
+    ``kernel_id``."""
+    if kernel_id in MINIBATCH_KERNELS:
+        return _advance_minibatch
+    return _advance_gd if kernel_id == GD else _advance_noise
 
 # Salt of sgd_noise's normals, hashed with the SGD step number (under random reshuffling the
 # stream does not move within an epoch).

@@ -176,10 +176,14 @@ def _lanes_batch_grad(g, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling,
             cursor[c0 + c] += batch
 
 
-@nb.njit(cache=True, parallel=True)
-def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
-    """1-D ``sgd`` / ``svag`` / ``sgd_noise`` from step s0 to s1 (see ``_sgd_step``);
-    the number of chains is a multiple of _LANES."""
+# The kernels are serial loops over lane blocks [b0, b1) that release the GIL; threads are
+# dealt blocks by :func:`sgdsweep.montecarlo.threads.over_blocks`. As ``parallel=True``
+# prange kernels they took 20 s (sgd) and 5 s (noisy) to compile on a cold cache, serial
+# 6.5 s and 1.8 s: the first run of a sweep waits for them.
+@nb.njit(cache=True, nogil=True)
+def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots, b0, b1):
+    """1-D ``sgd`` / ``svag`` / ``sgd_noise``: lane blocks b0..b1 from step s0 to s1 (see
+    ``_sgd_step``); the number of chains is a multiple of _LANES."""
     pos, state, perm, cursor, lost_step, escape_step = ens
     method, sampling, batch, lr = dyn.kernel, dyn.sampling, dyn.batch, dyn.lr
     svag_l, a1, a2, sigma = dyn.svag_l, dyn.a1, dyn.a2, dyn.sigma
@@ -205,7 +209,7 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
         if ap[j] != ap[k] or gg[j] != gg[k] or gq[j] != gq[k]:
             shared = False
     layout = (gauss_slot, quad_slot, shared)
-    for blk in nb.prange(pos.shape[0] // L):
+    for blk in range(b0, b1):
         c0 = blk * L
         x = np.empty(L)
         g = np.empty(L)
@@ -222,11 +226,12 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
         _load_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
         for s in range(s0, s1):
             for _ in range(subs):
-                _lanes_batch_grad(g, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling, batch,
-                                  nu, slots, layout)
+                # svag's two minibatches through one call site: the inlined gradient loop,
+                # the bulk of this kernel's code, is compiled once.
+                for half in range(2 if two else 1):
+                    _lanes_batch_grad(g if half == 0 else g2, x, st, idx, pc, pa, pg, pq, perm, cursor,
+                                      c0, sampling, batch, nu, slots, layout)
                 if two:
-                    _lanes_batch_grad(g2, x, st, idx, pc, pa, pg, pq, perm, cursor, c0, sampling,
-                                      batch, nu, slots, layout)
                     for c in range(L):
                         x[c], es[c], ls[c] = _settle(x[c], x[c] - scale * (a1 * g[c] + a2 * g2[c]),
                                                      es[c], ls[c], s + 1, has_esc, thr, direction,
@@ -246,9 +251,10 @@ def _advance_sgd_1d(ens, s0, s1, dyn, box, esc, slots):
         _store_lanes(pos, state, lost_step, escape_step, c0, x, st, ls, es)
 
 
-@nb.njit(cache=True, parallel=True)
-def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
-    """1-D ``sde`` / ``sme2`` / ``langevin`` from step s0 to s1, _LANES chains per SIMD block.
+@nb.njit(cache=True, nogil=True)
+def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots, b0, b1):
+    """1-D ``sde`` / ``sme2`` / ``langevin``: lane blocks b0..b1 (_LANES chains each) from
+    step s0 to s1.
 
     Same arithmetic and normal draws as the general kernel (G and Σ as in
     ``mean_grad_cov``: sums in sample order, Σ = E[g²] − G² clipped at 0; for ``sme2``
@@ -267,7 +273,7 @@ def _advance_noisy_1d(ens, s0, s1, dyn, box, esc, slots):
     sme2 = method == SME2
     sde = method == SDE or sme2
     half_lr_n = 0.5 * lr / n
-    for blk in nb.prange(pos.shape[0] // L):
+    for blk in range(b0, b1):
         c0 = blk * L
         x = np.empty(L)
         g = np.empty(L)

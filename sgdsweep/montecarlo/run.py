@@ -66,11 +66,12 @@ from sgdsweep.montecarlo.kernels import (
     SVAG,
     Dyn,
     _accumulate,
-    _advance,
+    general_kernel,
     svag_coefficients,
 )
 from sgdsweep.montecarlo.lanes import _LANES, _advance_noisy_1d, _advance_sgd_1d, _padded_terms_1d
 from sgdsweep.montecarlo.rng import chain_states, stream_key
+from sgdsweep.montecarlo.threads import over_blocks
 from sgdsweep.validate import integer, real, snapshot_steps
 
 
@@ -271,10 +272,11 @@ def simulate(landscape: Landscape, method: str, pos: np.ndarray, lr: float, step
         if st[k] > current:
             if terms is not None:
                 kernel = _advance_sgd_1d if minibatch else _advance_noisy_1d
-                kernel(ens, current, int(st[k]), dyn, (lower[0], upper[0]), esc, (n, *terms))
+                over_blocks(kernel, padded // _LANES, ens, current, int(st[k]), dyn, (lower[0], upper[0]),
+                            esc, (n, *terms))
             else:
-                _advance(ens, current, int(st[k]), dyn, (lower, upper), esc, tuple(landscape.arrays),
-                         (scratch, covs))
+                general_kernel(rec.kernel)(ens, current, int(st[k]), dyn, (lower, upper), esc,
+                                           tuple(landscape.arrays), (scratch, covs))
             current = int(st[k])
         _accumulate(pos[:chains], lost_step[:chains], lower, dx, cells, edges, counts[k], mean[k], var[k],
                     basin_counts[k])
