@@ -48,6 +48,7 @@ REDUCED = {
                           "models.sharpness_chains=1"],
     "linear_scaling_model": ["grid.lr=[0.02,0.04,0.08]", "grid.batch_size=[2,4,8]", "mc.chains=50"],
     "heavy_tails": ["grid.lr=[0.7,0.9,1.1]", "grid.batch_size=[1]"],
+    "sgd_stability": ["grid.lr=[0.12,0.15,0.3,0.36]", "grid.batch_size=[1,4]", "mc.chains=500"],
     "stationary_not_gibbs": ["grid.lr=[0.1]", "grid.batch_size=[1]", "mc.chains=1000"],
     "nonequilibrium_2d": ["grid.lr=[0.1]", "grid.batch_size=[1]", "grid.tilt=[0.0,30.0]", "mc.chains=200",
                           "time.t_end=6", "time.snapshots=3"],
@@ -334,3 +335,34 @@ def test_linear_scaling_model():
     assert full.sizes["ratio"] >= 1
     assert bool((full.diff("lr") > 0).all())
     assert float(ratio.sel(lr=0.02).max()) < 1.03 and float(ratio.sel(lr=0.08).min()) > 1.08
+
+
+def test_sgd_stability():
+    """Diabetes, b = 1 and 4: the non-uniformity s stored per cell is the brute-force
+    λ_max((1/n) Σ H_i² − H²)^½ (numpy, H_i = x_i x_iᵀ); Monte Carlo SGD's divergence boundary
+    brackets the exact mean-square edge to within one grid step (tol = the largest ratio of
+    neighbouring η − 1); at b = 4 SGD stays stable at η = 0.3, above η_WME = √4/s (0.280)
+    although below ms_edge (0.331): the bound is not necessary in d = 11."""
+    from sgdsweep.analysis.stability import divergence_boundary
+    from sgdsweep.cell.model_config import model_from_landscape
+
+    ds = cells_in_process("sgd_stability")
+    land = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "landscape" / "linreg_diabetes.yaml"))
+    X = model_from_landscape(land["landscape"]).X
+    H = X.T @ X / len(X)
+    spread = (X.T * np.einsum("ij,ij->i", X, X)) @ X / len(X) - H @ H
+    s = float(np.sqrt(np.linalg.eigvalsh(spread)[-1]))
+    np.testing.assert_allclose(ds["nonuniformity"].values, s, rtol=1e-9)
+    lr = np.sort(ds["lr"].values)
+    tol = float(np.max(lr[1:] / lr[:-1])) - 1
+    bd = divergence_boundary(ds)
+    for b in ds["batch_size"].values:
+        edge = float(ds["ms_edge"].sel(batch_size=b).isel(lr=0))
+        last = float(bd["last_stable"].sel(batch_size=b))
+        first = float(bd["first_divergent"].sel(batch_size=b))
+        assert last < edge * (1 + tol) and first > edge * (1 - tol), (b, last, edge, first)
+        assert last < first and float(bd["stable_above"].sel(batch_size=b)) == 0
+        assert edge <= float(ds["gd_edge"].sel(batch_size=b).isel(lr=0)) * (1 + 1e-9)
+    wme4 = float(ds["wme_edge"].sel(batch_size=4).isel(lr=0))
+    assert wme4 == pytest.approx(2.0 / s, rel=1e-9)
+    assert 0.3 > wme4 and float(bd["last_stable"].sel(batch_size=4)) >= 0.3

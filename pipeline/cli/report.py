@@ -73,6 +73,10 @@ CAPTIONS = {
     "linear_scaling": "Along each line η/b = const of the grid: SGD's exact stationary excess loss "
                       "over the Itô SDE's (the same on the whole line), and Monte Carlo SGD's over "
                       "the exact, against η.",
+    "sgd_stability": "Each (η, b) cell of Monte Carlo SGD started around θ*: diverged (filled: chains "
+                     "lost, or E|θ − θ*|² grew more than 2× over the run) or stable (hollow), with the "
+                     "exact mean-square edge, the Wu–Ma–E bound min(2/a, √b/s) (a sharpness, s "
+                     "non-uniformity of the per-sample Hessians) and the one-step sufficient edge.",
     "gradient_noise": "Exact shape of the minibatch gradient noise over θ (one line per batch size "
                       "when swept): skewness and excess kurtosis of the minibatch mean gradient (0 "
                       "for Gaussian noise) and the noise-to-signal ratio tr Σ_b/|G|² of Li, Malladi & "
@@ -336,7 +340,8 @@ def _last_time_tables(ds: xr.Dataset) -> str:
 #: Columns of the model per-cell table: (heading, variable, selection, what it is).
 COLUMNS_MODEL = (
     ("loss θ*", "loss_star", {}), ("λ_max", "hessian_eig", {"direction": 0}),
-    ("2/λ_max", "gd_edge", {}), ("ms edge", "ms_edge", {}), ("T", "temperature", {}),
+    ("2/λ_max", "gd_edge", {}), ("ms edge", "ms_edge", {}), ("s", "nonuniformity", {}),
+    ("Wu–Ma–E bound", "wme_edge", {}), ("T", "temperature", {}),
     ("alignment", "noise_alignment", {}),
 )
 

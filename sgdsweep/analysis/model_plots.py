@@ -6,7 +6,9 @@ Carlo against SGD's exact law, the Itô SDE's and Gibbs', over the learning rate
 ``projection_densities`` (one cell: the densities of the projections at the last snapshot
 beside the Gaussians of the exact references), ``sharpness_loss`` (one cell: sharpness
 over time with 2/η marked, and the loss), ``noise_geometry`` (one cell: per-direction
-gradient noise against curvature, and the temperature each reference would need).
+gradient noise against curvature, and the temperature each reference would need),
+``tail_index``, ``edge_of_stability``, ``linear_scaling`` and ``sgd_stability`` (the (η, b)
+map of Monte Carlo divergence with the exact mean-square edge and the Wu–Ma–E bound).
 """
 
 from __future__ import annotations
@@ -243,6 +245,44 @@ def linear_scaling(ds: xr.Dataset) -> Figure:
     return fig
 
 
+def sgd_stability(ds: xr.Dataset) -> Figure:
+    """The (η, b) stability map: each cell stable (hollow) or divergent (filled) by
+    :func:`~sgdsweep.analysis.stability.divergent`, with the exact mean-square edge ms_edge(b),
+    the Wu–Ma–E bound min(2/a, √b/s) and the one-step (sufficient) edge over b."""
+    from sgdsweep.analysis.stability import divergent
+
+    if not {"lr", "batch_size"} <= set(ds.dims) or "wme_edge" not in ds:
+        return _message("SGD stability: needs lr and batch_size axes and the Wu–Ma–E bound")
+    view, where = _one(ds, keep=("lr", "batch_size"))
+    div = divergent(view).transpose("lr", "batch_size").values
+    lr, b = view["lr"].values.astype(float), view["batch_size"].values.astype(float)
+    fig = _figure(1, width=5.5, height=3.8)
+    ax = _axes(fig)[0]
+    L, B = np.meshgrid(lr, b, indexing="ij")
+    for flag, style in ((0.0, {"facecolors": "none", "label": "Monte Carlo: stable"}),
+                        (1.0, {"label": "Monte Carlo: diverged"})):
+        pick = div == flag
+        ax.scatter(B[pick], L[pick], s=18, edgecolors="black", color="black", lw=0.8, **style)
+
+    def edge(name: str) -> np.ndarray:
+        if name not in view:
+            return np.full(b.shape, np.nan)
+        return view[name].transpose("batch_size", ...).max([d for d in view[name].dims
+                                                             if d != "batch_size"]).values
+
+    for name, st in (("ms_edge", {"color": "#D55E00", "label": "exact mean-square edge"}),
+                     ("wme_edge", {"color": "#0072B2", "ls": "--", "label": "Wu–Ma–E min(2/a, √b/s)"}),
+                     ("one_step_edge", {"color": "#009E73", "ls": ":", "label": "one-step (sufficient)"})):
+        v = edge(name)
+        if np.isfinite(v).any():
+            ax.plot(b, v, marker=".", **st)
+    ax.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="learning rate η",
+           title="SGD's stability at θ*")
+    fig.suptitle("Dynamical stability of SGD's minimum" + (f" ({_cell_label(where)})" if where else ""))
+    _legend_below(fig, ax)
+    return fig
+
+
 FIGURES_MODEL = {
     "projection_variance": projection_variance,
     "projection_densities": projection_densities,
@@ -251,4 +291,5 @@ FIGURES_MODEL = {
     "tail_index": tail_index,
     "edge_of_stability": edge_of_stability,
     "linear_scaling": linear_scaling,
+    "sgd_stability": sgd_stability,
 }

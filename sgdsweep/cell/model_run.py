@@ -4,7 +4,8 @@ Everything for one grid point: the reference minimum θ* with its Hessian's top
 eigenpairs and the noise covariance there, the exact stationary references of the
 moments (least squares: SGD's discrete-time second moment and the Itô SDE's, exact;
 Gibbs T·H*⁻¹ for every model, exact for least squares and the Laplace approximation
-otherwise), the mean-square stability edge, then every method's ensemble observed
+otherwise), the mean-square stability edge and the Wu–Ma–E bound from the
+non-uniformity of the per-sample Hessians, then every method's ensemble observed
 through its moments, loss, gradient norm, sharpness and the densities of its
 projections on the Hessian eigenvectors (:mod:`sgdsweep.methods.model_ensemble`).
 The layout is :mod:`sgdsweep.cell.model_schema`.
@@ -23,7 +24,7 @@ from sgdsweep.cell.model_context import ModelContext
 from sgdsweep.cell.model_schema import ATTRS, MODEL_KINDS, QUANTILES, variables
 from sgdsweep.cell.schema import METHOD_KINDS_ATTR, RUNTIME
 from sgdsweep.errors import ConfigError
-from sgdsweep.models import moments, sharpness, tails
+from sgdsweep.models import moments, nonuniformity, sharpness, tails
 
 
 def full_cov(cell: ModelCellConfig) -> bool:
@@ -85,6 +86,22 @@ def _exact_least_squares(cell: ModelCellConfig) -> bool:
     return cell.model.kind == "linear_regression" and cell.sampling != "reshuffle"
 
 
+def fill_nonuniformity(cell: ModelCellConfig, ds: xr.Dataset, theta: np.ndarray, sharp: float, *,
+                       dense: bool) -> None:
+    """s at θ*, the Wu–Ma–E bound for the cell's batch and, with ``dense`` Hessians, the one-step
+    edge (:mod:`sgdsweep.models.nonuniformity`)."""
+    s = nonuniformity.nonuniformity(cell.model, theta)
+    c = cell.noise_factor
+    ds["nonuniformity"] = ((), s, ATTRS["nonuniformity"])
+    ds["wme_edge"] = ((), nonuniformity.wme_edge(sharp, s, c), ATTRS["wme_edge"])
+    if dense:
+        try:
+            edge = nonuniformity.one_step_edge(cell.model, theta, c)
+        except ConfigError:  # H* not positive definite: the sufficient condition has no edge
+            edge = np.nan
+        ds["one_step_edge"] = ((), edge, ATTRS["one_step_edge"])
+
+
 def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
     """θ*, the Hessian and noise at θ*, temperatures, the stationary references, the edges."""
     cell, mini = ctx.cell, ctx.minimum
@@ -103,17 +120,20 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
     T = ctx.temperature
     ds["temperature"] = ((), T, ATTRS["temperature"])
     ds["gd_edge"] = ((), 2.0 / float(mini.hessian_eigvals[0]), ATTRS["gd_edge"])
+    fill_nonuniformity(cell, ds, mini.theta, float(mini.hessian_eigvals[0]), dense=H is not None)
     covs: dict[str, np.ndarray | None] = {"sgd": None, "ito": None, "gibbs": None}
     if H is not None and np.isfinite(T):
         covs["gibbs"] = T * np.linalg.inv(H)
     if _exact_least_squares(cell):
         b, s = cell.batch_size, cell.sampling
         ds["ms_edge"] = ((), float(moments.ms_edge(cell.model, b, s)), ATTRS["ms_edge"])
-        try:
-            covs["sgd"] = moments.sgd_stationary_cov(cell.model, cell.lr, b, s)
-        except ConfigError:  # beyond the mean-square edge the second moment has no fixed point
-            covs["sgd"] = None
-        covs["ito"] = moments.sde_stationary_cov(cell.model, cell.lr, b, s)
+        # beyond either mean-square edge (SGD's, or the Itô SDE's: its multiplicative noise has
+        # one too) that second moment has no fixed point: the reference is left NaN
+        for kind, solve in (("sgd", moments.sgd_stationary_cov), ("ito", moments.sde_stationary_cov)):
+            try:
+                covs[kind] = solve(cell.model, cell.lr, b, s)
+            except ConfigError:
+                covs[kind] = None
         if d == 1 and b == 1 and s == "with_replacement" and cell.model.l2 == 0:
             a = cell.model.X[:, 0] ** 2
             ds["kesten_index"] = ((), float(tails.kesten_index(a, cell.lr)), ATTRS["kesten_index"])

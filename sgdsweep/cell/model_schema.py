@@ -51,6 +51,9 @@ def variables(full_cov: bool) -> dict[str, tuple[str, ...]]:
         "stationary_excess_loss": ("kind",),
         "ms_edge": (),
         "gd_edge": (),
+        "nonuniformity": (),
+        "wme_edge": (),
+        "one_step_edge": (),
         "kesten_index": (),
         RUNTIME: (),
     }
@@ -105,6 +108,13 @@ ATTRS: dict[str, dict[str, str]] = {
     "ms_edge": {"long_name": "mean-square stability edge: the largest η at which SGD's second moment "
                 "stays bounded (exact, least squares; NaN otherwise)", "units": "1"},
     "gd_edge": {"long_name": "gradient descent's stability edge 2 / λ_max(H*)", "units": "1"},
+    "nonuniformity": {"long_name": "non-uniformity s = λ_max((1/n) Σ H_i² − H²)^½ of the per-sample "
+                      "Hessians H_i at θ* (Wu, Ma & E 2018)", "units": "loss/θ²"},
+    "wme_edge": {"long_name": "Wu–Ma–E bound min(2/λ_max, 1/(s√c)), c the batch factor (√b/s drawing "
+                 "with replacement)", "units": "1"},
+    "one_step_edge": {"long_name": "largest η with λ_max((I − ηH)² + η²c Σ_H) ≤ 1 (Wu–Ma–E's sufficient "
+                      "condition; a lower bound of the mean-square edge; NaN where H* is not positive "
+                      "definite or d > 2000)", "units": "1"},
     "kesten_index": {"long_name": "exact stationary tail index α of SGD with b = 1 on one parameter: "
                      "E|1 − η a_B|^α = 1 (Kesten–Goldie; NaN otherwise)", "units": "1"},
     RUNTIME: {"long_name": "wall time of run_cell", "units": "s"},

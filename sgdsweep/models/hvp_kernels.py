@@ -73,3 +73,17 @@ def full_hvp(kind, loss, hidden, X, y, l2, theta, v, out, work):
     w = 1.0 / n
     for i in range(n):
         add_sample_hvp(kind, loss, hidden, X, y, l2, theta, v, i, w, out, work)
+
+
+@nb.njit(cache=True)
+def hessian_square_mean(kind, loss, hidden, X, y, l2, theta, v, out, tmp, work):
+    """out = (1/n) Σ_i ∇²l_i(θ)² v, two per-sample HVPs per sample (``tmp``: scratch of length d)."""
+    n = X.shape[0]
+    for k in range(out.shape[0]):
+        out[k] = 0.0
+    w = 1.0 / n
+    for i in range(n):
+        for k in range(tmp.shape[0]):
+            tmp[k] = 0.0
+        add_sample_hvp(kind, loss, hidden, X, y, l2, theta, v, i, 1.0, tmp, work)
+        add_sample_hvp(kind, loss, hidden, X, y, l2, theta, tmp, i, w, out, work)
