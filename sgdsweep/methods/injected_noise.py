@@ -28,6 +28,8 @@ from sgdsweep.cell.context import CellContext
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
+from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
+from sgdsweep.landscapes.noise import diffusion
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_model, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.montecarlo import kernels
@@ -84,10 +86,21 @@ def fill_sgd_noise_model(ctx, ds, name: str) -> None:
 
 
 def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
-    """The stationary density of sgd_noise's SDE (1-D, the cell's ``fp.convention``):
-    D = η (Σ_b + σ²)/2 on the refined FP grid, averaged onto the density grid."""
+    """The stationary density of sgd_noise's SDE (the cell's ``fp.convention``):
+    D = η (Σ_b + σ² I)/2; 1-D on the refined FP grid, averaged onto the density grid,
+    2-D on the density grid."""
     cell, fine = ctx.cell, ctx.fine
     sigma2 = noise_sigma(ctx) ** 2
+    if ctx.dim == 2:
+        land = cell.landscape
+
+        def diff2(pts: np.ndarray) -> np.ndarray:
+            injected = 0.5 * cell.lr * sigma2 * np.eye(2)
+            return diffusion(land.evaluate(pts)["cov"], cell.lr, cell.noise_factor) + injected
+
+        fp2 = FokkerPlanck2D.from_functions(*cell.grids, lambda pts: land.evaluate(pts)["grad"], diff2,
+                                            CONVENTIONS[cell.convention])
+        return fp2.stationary().density
     faces = cell.landscape.evaluate(fine.edges)
     centres = cell.landscape.evaluate(fine.centres)
 
