@@ -85,16 +85,43 @@ def test_lock_of_a_dead_process_on_this_host_is_broken(tmp_path):
         held.release()
 
 
+def _age_lock_file(store, seconds: float) -> None:
+    """Set the lock file's modification time ``seconds`` into the past: what the store's clock
+    says of a lock nobody rewrote since."""
+    past = time.time() - seconds
+    os.utime(store / locks.LOCK_NAME, (past, past))
+
+
 def test_lock_without_heartbeat_is_broken_on_any_host(tmp_path):
     store = tmp_path / "s.zarr"
     _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - locks.STALE_AFTER_S - 5)
+    _age_lock_file(store, locks.STALE_AFTER_S + 5)
     said: list[str] = []
     locks.acquire(parse(store), say=said.append).release()
-    assert len(said) == 1 and said[0].endswith(f"(stale after {locks.STALE_AFTER_S:.0f} s)")
+    assert len(said) == 1 and said[0].endswith(
+        f"by the store's clock (stale after {locks.STALE_AFTER_S:.0f} s)"), said
     # A live heartbeat from another host is respected, whatever its pid.
     _write_lock(store, host="node-elsewhere", pid=1, heartbeat=time.time() - 5)
     with pytest.raises(ConfigError, match="is in use by another sweep \\(host node-elsewhere, pid 1,"):
         locks.acquire(parse(store))
+
+
+def test_the_lock_age_is_the_stores_not_the_hosts(tmp_path):
+    """Hosts whose clocks disagree: a holder whose clock runs an hour slow writes heartbeats
+    that read an hour old; the file was written just now by the store's clock, so the lock
+    is live. And a holder whose clock runs ahead cannot keep a lock alive that nobody has
+    rewritten for longer than STALE_AFTER_S."""
+    store = tmp_path / "s.zarr"
+    _write_lock(store, host="node-slow-clock", pid=1, heartbeat=time.time() - 3600)
+    with pytest.raises(ConfigError, match=r"host node-slow-clock, pid 1, .*last heartbeat 0 s ago"):
+        locks.acquire(parse(store))
+    assert locks.read(parse(store))["host"] == "node-slow-clock"  # not broken
+    _write_lock(store, host="node-fast-clock", pid=1, heartbeat=time.time() + 3600)
+    _age_lock_file(store, locks.STALE_AFTER_S + 60)
+    said: list[str] = []
+    locks.acquire(parse(store), say=said.append).release()
+    assert len(said) == 1 and "node-fast-clock" in said[0] and "by the store's clock" in said[0], said
+    assert list(store.iterdir()) == []  # released, and no probe left behind
 
 
 def test_read_only_store_is_refused(tmp_path):

@@ -17,6 +17,7 @@ import xarray as xr
 
 from pipeline.run.faults import KILL_AFTER_WRITE_ENV
 from pipeline.store.lock import LOCK_NAME
+from sgdsweep.errors import ConfigError
 from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, free_port, run_main, run_pipeline
 from tests.test_faults import _run
 
@@ -190,6 +191,30 @@ def test_a_second_sweep_on_the_url_is_refused_by_the_lock(s3, tmp_path):
         held.release()
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET}/held.zarr/{LOCK_NAME}")
+
+
+def test_a_lock_age_on_s3_is_the_servers(s3):
+    """A holder whose clock runs an hour slow: its lock object's heartbeat field reads an
+    hour old, but the server stamped the object just now (LastModified, against a probe
+    object's): the lock is live and is not broken; no probe object is left."""
+    env, fs = s3
+    from pipeline.store import location
+    from pipeline.store import lock as locks
+
+    opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
+    loc = location.parse(f"s3://{BUCKET}/skewed.zarr", opts)
+    info = {"host": "node-slow-clock", "pid": 1, "started": "?", "heartbeat": time.time() - 3600,
+            "command": "sweep", "token": "s" * 32}
+    fs.pipe_file(f"{BUCKET}/skewed.zarr/{LOCK_NAME}", json.dumps(info).encode())
+    try:
+        seen = locks.read(loc)
+        assert 0.0 <= seen["age_s"] < 60.0 and locks.stale_reason(seen) is None
+        with pytest.raises(ConfigError, match="is in use by another sweep \\(host node-slow-clock"):
+            locks.acquire(loc)
+        fs.invalidate_cache()
+        assert fs.find(f"{BUCKET}/skewed.zarr") == [f"{BUCKET}/skewed.zarr/{LOCK_NAME}"]
+    finally:
+        fs.rm_file(f"{BUCKET}/skewed.zarr/{LOCK_NAME}")
 
 
 @pytest.mark.parametrize(("command", "store", "drop", "message"), [

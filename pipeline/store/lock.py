@@ -65,8 +65,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read(loc: Location) -> dict[str, Any] | None:
-    """The holder recorded in the store's lock file, or None when there is none."""
+def read(loc: Location, age: bool = True) -> dict[str, Any] | None:
+    """The holder recorded in the store's lock file, or None when there is none; with
+    ``age``, its heartbeat's age by the store's own clock under ``"age_s"`` when the store
+    can tell it (:func:`store_age`)."""
     try:
         text = loc.read(LOCK_NAME).decode(errors="replace")
     except FileNotFoundError:
@@ -76,26 +78,58 @@ def read(loc: Location) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         info = None
     if not isinstance(info, dict):  # being written this instant, or garbage: judge by its mtime
-        with contextlib.suppress(FileNotFoundError):
-            return {"host": "?", "pid": -1, "started": "?", "heartbeat": loc.mtime(LOCK_NAME), "raw": text}
-        return None
+        try:
+            info = {"host": "?", "pid": -1, "started": "?", "heartbeat": loc.mtime(LOCK_NAME), "raw": text}
+        except FileNotFoundError:
+            return None
+    if age:
+        seconds = store_age(loc)
+        if seconds is not None:
+            info["age_s"] = seconds
     return info
 
 
+def store_age(loc: Location) -> float | None:
+    """Seconds since the lock file was last written, by the store's clock alone: the
+    modification time of a probe written now minus the lock file's (both stamped by the
+    file system or object store that holds them), so that hosts whose clocks disagree still
+    agree on a lock's age. None when the store cannot say (the probe cannot be written)."""
+    probe = f"{LOCK_NAME}.age.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        loc.write(probe, b"")
+        try:
+            return max(0.0, loc.mtime(probe) - loc.mtime(LOCK_NAME))
+        finally:
+            loc.remove(probe)
+    except (FileNotFoundError, *location.io_errors()):
+        return None
+
+
+def _age(info: dict[str, Any], now: float | None = None) -> tuple[float, str]:
+    """The heartbeat's age (s) and whose clock measured it."""
+    if "age_s" in info:
+        return float(info["age_s"]), "by the store's clock"
+    now = time.time() if now is None else now
+    return now - float(info.get("heartbeat", 0)), "by this host's clock"
+
+
 def holder(info: dict[str, Any]) -> str:
-    age = time.time() - float(info.get("heartbeat", 0))
+    age, _ = _age(info)
     return (f"host {info.get('host')}, pid {info.get('pid')}, started {info.get('started')}, "
             f"last heartbeat {age:.0f} s ago")
 
 
 def stale_reason(info: dict[str, Any], now: float | None = None) -> str | None:
-    """Why the lock ``info`` is stale, or None when its holder may still be running."""
-    now = time.time() if now is None else now
+    """Why the lock ``info`` is stale, or None when its holder may still be running.
+
+    A holder on this host is judged by its pid; any other by its heartbeat's age, measured
+    by the store's clock where :func:`read` could (``"age_s"``), else by this host's clock
+    against the holder's (which then must roughly agree: within :data:`STALE_AFTER_S`)."""
     if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))):
         return f"process {info.get('pid')} no longer runs on this host"
-    age = now - float(info.get("heartbeat", 0))
+    age, clock = _age(info, now)
     if age > STALE_AFTER_S:
-        return f"no heartbeat for {age:.0f} s (stale after {STALE_AFTER_S:.0f} s)"
+        return f"no heartbeat for {age:.0f} s {clock} (stale after {STALE_AFTER_S:.0f} s)"
     return None
 
 
@@ -111,7 +145,7 @@ class Lock:
         self._thread.start()
 
     def ours(self) -> bool:
-        info = read(self.store)
+        info = read(self.store, age=False)
         return info is not None and info.get("token") == self.info["token"]
 
     def _beat(self) -> None:
