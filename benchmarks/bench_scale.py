@@ -165,6 +165,9 @@ def main() -> int:
     ap.add_argument("--kill-at", type=float, default=0.4, help="fraction of cells done at the SIGKILL")
     ap.add_argument("--check", type=int, default=200, help="cells recomputed and compared (--sweep)")
     ap.add_argument("--keep", default=None, help="directory for the store (kept); default a temporary one")
+    ap.add_argument("--plain-cell-bytes", type=int, default=None,
+                    help="store numeric cells up to this size uncompressed (0: every cell compressed, "
+                         "the layout before 2026-12-03); default the pipeline's")
     args = ap.parse_args()
     if args.sweep:
         return sweep_main(args)
@@ -184,7 +187,8 @@ def main() -> int:
           f"({1e3 * t_plan / len(plan.cells):.2f} ms/cell); peak RSS {rss_mib():.0f} MiB")
     t = time.perf_counter()
     cell = templates(plan)
-    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["bench"]))
+    layout = {} if args.plain_cell_bytes is None else {"plain_cell_bytes": args.plain_cell_bytes}
+    tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["bench"]), **layout)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         path = Path(tmp) / "scale.zarr"
         stores.create(parse(path), tmpl, replace=False)
@@ -206,13 +210,24 @@ def main() -> int:
         print(f"writes           : {1e3 * t_write / n:.2f} ms/cell ({t_write:.1f} s); {files} files "
               f"({files / n:.4f} per cell), {size / 2**20:.0f} MiB; peak RSS every 10⁴ cells "
               f"{', '.join(f'{r:.0f}' for r in rss)} MiB")
-        for cmd in (["status", str(path)], ["status", str(path), "--verify"]):
+        for cmd in (["status", str(path)], ["status", str(path), "--verify"],
+                    ["report", str(path), "--out", str(Path(tmp) / "report")]):
             t = time.perf_counter()
             res = subprocess.run([sys.executable, "-m", "pipeline", *cmd], capture_output=True, text=True,
                                  cwd=REPO)
-            name = " ".join(cmd[:1] + cmd[2:])
-            print(f"{name:17s}: {time.perf_counter() - t:.1f} s (exit {res.returncode}); "
-                  + " | ".join(line for line in res.stdout.splitlines()[:3]))
+            name = " ".join(c for c in cmd[:1] + cmd[2:] if c.startswith("-") or c == cmd[0])
+            print(f"{name:17s}: {time.perf_counter() - t:.1f} s wall, a fresh process "
+                  f"(exit {res.returncode}); "
+                  + " | ".join(line for line in res.stdout.splitlines()[:2]))
+        probe = ("import time, sys; t = time.perf_counter(); from sgdsweep import open_sweep; "
+                 "t1 = time.perf_counter(); ds = open_sweep(sys.argv[1]); t2 = time.perf_counter(); "
+                 "ds.escape_time_mle.values; t3 = time.perf_counter(); "
+                 "print(f'{t1 - t:.1f} {t2 - t1:.2f} {t3 - t2:.2f}')")
+        res = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
+                             cwd=REPO, check=True)
+        imp, opened, one = res.stdout.split()
+        print(f"open_sweep       : {opened} s (imports {imp} s before it), then one per-cell scalar "
+              f"of every cell read in {one} s")
     return 0
 
 

@@ -203,3 +203,45 @@ def test_shard_reader_refuses_a_damaged_cell_as_zarr_does(tmp_path, cells):
     whole = shards.read_shards(group["density"], 1, damaged=damaged)
     assert damaged == {(5,)} and np.isnan(whole[5]).all()
     np.testing.assert_array_equal(whole[4], cells[1][4]["density"].values)
+
+
+def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path, cells):
+    """Per-cell scalars are stored ``bytes → crc32c`` (no zstd frame to decode), larger
+    cells and strings still compressed; the vectorised reader returns zarr's values, reads a
+    cell never written as the fill value, and finds a flipped bit in one cell of a shard."""
+    _, tmpl, path = _empty(tmp_path, cells)
+    results = cells[1]
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i in range(SEEDS - 1):  # the last cell is never written
+        writer.write((i,), results[i])
+    writer.flush()
+    group = zarr.open_group(str(path), mode="r")
+    codecs = {name: [type(c).__name__ for c in group[name].metadata.codecs[0].codecs]
+              for name in tmpl.data_vars}
+    assert codecs["done"] == ["BytesCodec", "Crc32cCodec"]
+    assert codecs["escape_time_mle"] == ["BytesCodec", "Crc32cCodec"]
+    assert codecs["density"] == ["BytesCodec", "ZstdCodec", "Crc32cCodec"]
+    assert codecs["error"][0] == "VLenUTF8Codec"
+    assert group.attrs[integrity.PLAIN_ATTR] == integrity.PLAIN_CELL_BYTES
+    plain = [n for n, c in codecs.items() if len(c) == 2]
+    assert len(plain) >= 15
+    for name in plain:
+        ours = shards.read_shards(group[name], 1)
+        np.testing.assert_array_equal(ours, group[name][...])  # zarr's own decoder agrees
+    assert np.isnan(shards.read_shards(group["escape_time_mle"], 1)[SEEDS - 1]).all()
+    # The CRC-32C kernel is the standard one.
+    rows = np.random.default_rng(0).integers(0, 256, size=(50, 13), dtype=np.uint8)
+    assert shards._crc32c_rows(rows, shards._CRC_TABLE).tolist() == [
+        shards.google_crc32c.value(r.tobytes()) for r in rows]
+    # One flipped bit in cell 5's chunk: that cell alone is damaged (strict: raises).
+    flip_bit(chunk(path, "escape_time_mle", (5,)))
+    group = zarr.open_group(str(path), mode="r")
+    damaged: set[tuple[int, ...]] = set()
+    got = shards.read_shards(group["escape_time_mle"], 1, damaged=damaged)
+    assert damaged == {(5,)}
+    want = np.array([float(results[i]["escape_time_mle"].values.ravel()[0]) for i in range(SEEDS - 1)])
+    keep = [i for i in range(SEEDS - 1) if i != 5]
+    np.testing.assert_array_equal(got[keep, ...].reshape(len(keep), -1)[:, 0], want[keep])
+    with pytest.raises(ValueError, match=r"cell \(5,\)"):
+        shards.read_shard(group["escape_time_mle"], 1, (1,), strict=True)

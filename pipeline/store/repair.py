@@ -42,7 +42,8 @@ def rebuilt(attrs: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("repair: the run record's config does not give the store's config hash "
                           "(another version of the package?); recreate the store with overwrite=true")
     tmpl = stores.build_template(plan, templates(plan), attrs,
-                                 shard_cells=int(attrs.get("shard_cells", stores.SHARD_CELLS)))
+                                 shard_cells=int(attrs.get("shard_cells", stores.SHARD_CELLS)),
+                                 plain_cell_bytes=int(attrs.get(integrity.PLAIN_ATTR, 0)))
     held: dict[str, Any] = {}
     with stores.quiet_zarr():
         integrity.with_checksums(tmpl).to_zarr(zarr.storage.MemoryStore(held), compute=False, zarr_format=3,

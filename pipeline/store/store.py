@@ -125,15 +125,20 @@ def shard_shape(shape: Sequence[int], cells: int = SHARD_CELLS) -> tuple[int, ..
 
 
 def build_template(plan: SweepPlan, cell: xr.Dataset, attrs: Mapping[str, Any],
-                   shard_cells: int = SHARD_CELLS) -> xr.Dataset:
+                   shard_cells: int = SHARD_CELLS,
+                   plain_cell_bytes: int = integrity.PLAIN_CELL_BYTES) -> xr.Dataset:
     """The lazily filled (dask) dataset whose metadata becomes the store.
 
     Inner chunks hold one cell; shards hold :func:`shard_shape` cells (``shard_cells=1``:
-    no sharding, one file per cell and variable, the layout of older stores).
+    no sharding, one file per cell and variable, the layout of older stores). Numeric
+    cells of at most ``plain_cell_bytes`` are stored uncompressed
+    (:func:`pipeline.store.integrity.with_checksums`; 0: every cell compressed, the
+    layout of older stores).
     """
     sweep_dims = tuple(a.name for a in plan.axes)
     shape = plan.shape
-    attrs = {**attrs, "shard_cells": int(shard_cells)}  # the layout, for a rebuild of the metadata
+    # The layout, for a rebuild of the metadata (pipeline.store.repair).
+    attrs = {**attrs, "shard_cells": int(shard_cells), integrity.PLAIN_ATTR: int(plain_cell_bytes)}
     ones = (1,) * len(shape)
     shard = shard_shape(shape, shard_cells)
 

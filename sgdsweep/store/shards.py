@@ -2,7 +2,8 @@
 
 A store's arrays are Zarr v3 *sharded*: one file per shard (up to ~1024 cells),
 one inner chunk per cell, each inner chunk ``bytes (little-endian) → zstd →
-crc32c`` (``vlen-utf8 → zstd → crc32c`` for the ``string`` data type), and at
+crc32c`` (``bytes → crc32c`` for small numeric cells, such as the per-cell
+scalars; ``vlen-utf8 → zstd → crc32c`` for the ``string`` data type), and at
 the end of the file the index — offset and length of every inner chunk as
 little-endian uint64, ``2**64 - 1`` twice for a chunk never written — followed
 by its own CRC-32C. That is the layout of the Zarr v3 sharding codec (index at
@@ -22,6 +23,7 @@ import functools
 from typing import Any
 
 import google_crc32c
+import numba as nb
 import numpy as np
 from xarray.backends import BackendArray
 
@@ -60,19 +62,20 @@ def sharding(array: Any) -> Any:
 
 def plain_sharding(array: Any, k: int) -> Any:
     """The sharding codec when inner chunks are exactly ``bytes(little) → zstd → crc32c``
-    (``vlen-utf8 → zstd → crc32c`` for a string array) and one inner chunk is one cell
-    (whole along the axes after the first ``k``) — every sharded store the pipeline
-    writes — else None."""
+    or ``bytes(little) → crc32c`` (small numeric cells), or ``vlen-utf8 → zstd → crc32c``
+    for a string array, and one inner chunk is one cell (whole along the axes after the
+    first ``k``) — every sharded store the pipeline writes — else None."""
     from zarr.codecs import BytesCodec, ZstdCodec
 
     sc = sharding(array)
-    if sc is None or len(sc.codecs) != 3 or not isinstance(sc.codecs[1], ZstdCodec):
+    if sc is None or len(sc.codecs) not in (2, 3) or (len(sc.codecs) == 3
+                                                      and not isinstance(sc.codecs[1], ZstdCodec)):
         return None
     first = sc.codecs[0]
     if isinstance(first, BytesCodec):
         if getattr(first.endian, "value", "little") != "little":
             return None
-    elif not _vlen_utf8(array):
+    elif not _vlen_utf8(array) or len(sc.codecs) != 3:
         return None
     if tuple(array.chunks[:k]) != (1,) * k or tuple(array.chunks[k:]) != tuple(array.shape[k:]):
         return None
@@ -127,6 +130,56 @@ def _zstd(level: int, checksum: bool) -> Any:
     return Zstd(level=level, checksum=checksum)
 
 
+def _compressor(sc: Any) -> Any:
+    """The numcodecs Zstd of a :func:`plain_sharding` codec, or None (uncompressed cells)."""
+    return _zstd(sc.codecs[1].level, sc.codecs[1].checksum) if len(sc.codecs) == 3 else None
+
+
+def _crc_table() -> np.ndarray:
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) byte table."""
+    table = np.zeros(256, dtype=np.uint32)
+    for b in range(256):
+        c = b
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table[b] = c
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+@nb.njit(cache=True)
+def _crc32c_rows(rows, table):
+    """CRC-32C of each row of a uint8 matrix (the same value as ``google_crc32c.value``)."""
+    out = np.empty(rows.shape[0], dtype=np.uint32)
+    for r in range(rows.shape[0]):
+        c = np.uint32(0xFFFFFFFF)
+        for j in range(rows.shape[1]):
+            c = table[(c ^ rows[r, j]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        out[r] = c ^ np.uint32(0xFFFFFFFF)
+    return out
+
+
+def _plain_cells(raw: bytes, off: np.ndarray, size: np.ndarray, wire: np.dtype,
+                 cell_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uncompressed inner chunks of one size decoded together: (written, sound, values)
+    for the flat cells of a shard — ``written``: the index has the chunk; ``sound``: its
+    length is right, it lies in the file and its CRC-32C holds; ``values`` (sound cells,
+    in order). Each cell's check is the one of the per-cell loop, vectorised."""
+    width = int(np.prod(cell_shape, dtype=np.int64)) * wire.itemsize
+    written = off != EMPTY
+    sound = written & (size == width + 4)
+    sound[sound] = off[sound] + (width + 4) <= len(raw)
+    pos = off[sound].astype(np.int64)
+    rows = np.frombuffer(raw, dtype=np.uint8)[pos[:, None] + np.arange(width + 4)]
+    stored = np.ascontiguousarray(rows[:, width:]).view("<u4")[:, 0]
+    ok = _crc32c_rows(np.ascontiguousarray(rows[:, :width]), _CRC_TABLE) == stored
+    sound[sound] = ok
+    values = np.ascontiguousarray(rows[ok, :width]).view(wire).reshape(-1, *cell_shape)
+    return written, sound, values
+
+
 def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
     """The bytes of a whole shard of ``array`` holding ``block`` (its cells along the first
     ``k`` axes, one inner chunk each), encoded as zarr's sharding codec does — inner chunks
@@ -139,7 +192,7 @@ def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
     sc = plain_sharding(array, k)
     if sc is None:
         return None
-    zstd = _zstd(sc.codecs[1].level, sc.codecs[1].checksum)
+    zstd = _compressor(sc)
     per_shard = tuple(s // c for s, c in zip(array.shards, array.chunks, strict=True))
     index = np.full((*per_shard, 2), EMPTY, dtype="<u8")
     dtype = np.dtype(array.dtype).newbyteorder("<") if np.dtype(array.dtype).byteorder == ">" else array.dtype
@@ -148,7 +201,7 @@ def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
     rest = (0,) * (len(per_shard) - k)
     for local in np.ndindex(*block.shape[:k]):
         raw = _to_bytes(block[local], dtype, vlen)
-        data = bytes(zstd.encode(raw))
+        data = raw if zstd is None else bytes(zstd.encode(raw))
         data += google_crc32c.value(data).to_bytes(4, "little")
         index[(*local, *rest)] = (offset, len(data))
         parts.append(data)
@@ -180,12 +233,23 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
     raw = _get(array, array.metadata.encode_chunk_key((*shard, *rest)))
     if raw is None:
         return out  # nothing written in this shard
-    zstd = _zstd(sc.codecs[1].level, sc.codecs[1].checksum)
+    zstd = _compressor(sc)
     vlen = _vlen_utf8(array)
     index = shard_index(raw, per_shard)
     view = memoryview(raw)
     bad_fill = array.metadata.fill_value if fill is None else fill
-    for local in np.ndindex(*local_shape):
+    todo: Any = np.ndindex(*local_shape)
+    if zstd is None and index is not None:
+        # Small uncompressed cells: every sound one at once; the per-cell loop below
+        # only for those that fail a check (it raises or records them as before).
+        region = tuple(slice(0, n) for n in local_shape) + rest
+        off, size = index[0][region].reshape(-1), index[1][region].reshape(-1)
+        written, sound, values = _plain_cells(raw, off, size, wire, shape[k:])
+        flat = out.reshape(-1, *shape[k:])
+        flat[sound] = values
+        todo = (tuple(int(j) for j in np.unravel_index(int(i), local_shape))
+                for i in np.flatnonzero(written & ~sound))
+    for local in todo:
         if index is not None:
             off, size = int(index[0][(*local, *rest)]), int(index[1][(*local, *rest)])
             if off == EMPTY:
@@ -193,7 +257,8 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
             data = view[off:off + size]
             if crc_ok(data):
                 try:
-                    out[local] = _from_bytes(zstd.decode(data[:-4]), wire, shape[k:], vlen)
+                    payload = data[:-4] if zstd is None else zstd.decode(data[:-4])
+                    out[local] = _from_bytes(bytes(payload), wire, shape[k:], vlen)
                     continue
                 except (KeyboardInterrupt, MemoryError):
                     raise
