@@ -237,7 +237,12 @@ def refuse_if_held(loc: Location) -> None:
     lock may not have written its metadata yet, and is not "a directory that is
     not a sweep store".
     """
-    other = read(loc)
+    if not loc.exists():
+        return
+    try:
+        other = read(loc)
+    except Exception:  # unreachable or unreadable: the checks that follow say so, in their words
+        return
     if other is not None and stale_reason(other) is None:
         raise _in_use(loc, other)
 
