@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.run.faults import KILL_AFTER_WRITE_ENV
+from pipeline.run.faults import KILL_AFTER_WRITE_ENV, STOP_BEFORE_WRITE_ENV
 from pipeline.store.lock import LOCK_NAME
 from tests.conftest import (
     ENV,
@@ -239,3 +240,58 @@ def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, 
     assert_same_numbers(open_store(store), open_store(reference_store))
     runs = json.loads(zarr.open_group(str(store), mode="r").attrs["runs"])
     assert [(r["computed"], r["failed"]) for r in runs] == [(done, 0), (8 - done, 0)], runs
+
+
+#: A worker's shard task run as its own process (the function Dask runs, on config ARGS[1]'s
+#: first shard), fenced by the run token ARGS[3].
+_ZOMBIE = """
+import json, sys
+from pipeline.config import compose, expand
+from pipeline.run.writers import write_cells
+from pipeline.store.location import parse
+plan = expand(compose(json.loads(sys.argv[2])))
+print(write_cells(parse(sys.argv[1]), [a.name for a in plan.axes],
+                  [(0, plan.index(0), plan.parsed[0])], sys.argv[3]))
+"""
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_writer_that_outlives_its_run_writes_nothing(tmp_path: Path):
+    """A worker frozen mid-task (SIGSTOP) while its sweep ends and a new sweep, of another
+    config, replaces the store (overwrite=true): when it wakes (SIGCONT) its shard write is
+    refused — the store's lock no longer carries its run's token — and the new store is
+    byte for byte what its own sweep wrote. Unfenced, the old task wrote its cell (config A's
+    numbers, marked done) into the new store."""
+    from pipeline.store import lock as locks
+    from pipeline.store.location import parse
+
+    store = tmp_path / "z.zarr"
+    old = [*TINY, "grid.lr=[0.01,0.02]", "grid.seed=[0,1]", "store_writer=workers"]
+    new = [*TINY, "grid.lr=[0.03,0.04]", "grid.seed=[0,1]", "store_writer=workers"]
+    first = run_main("sweep", *old, "cluster.n_workers=1", f"store={store.name}", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    held = locks.acquire(parse(store), command="the old run, as its worker saw it")
+    zombie = subprocess.Popen([sys.executable, "-c", _ZOMBIE, str(store), json.dumps(old),
+                               held.info["token"]], cwd=tmp_path, env={**ENV, STOP_BEFORE_WRITE_ENV: "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _stopped(zombie.pid):  # computed its cell, about to write
+            assert zombie.poll() is None and time.monotonic() < deadline, zombie.communicate()
+            time.sleep(0.05)
+        held.release()  # the old run ends
+        second = run_main("sweep", *new, "cluster.n_workers=1", f"store={store.name}", "overwrite=true",
+                          cwd=tmp_path)
+        assert second.returncode == 0, second.stdout + second.stderr
+        before = snapshot(store)
+        zombie.send_signal(signal.SIGCONT)
+        out, err = zombie.communicate(timeout=120)
+    finally:
+        zombie.kill()
+    assert zombie.returncode != 0 and "no longer holds the store's lock; nothing written" in err, out + err
+    assert snapshot(store) == before
+    lr = open_store(store)["lr"].values.tolist()
+    assert lr == [0.03, 0.04]

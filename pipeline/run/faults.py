@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 #: Test only: ``N`` makes the sweep process SIGKILL itself after writing the data of
 #: its N-th cell and before marking it done (the window a crash must survive).
 KILL_AFTER_WRITE_ENV = "SGDSWEEP_TEST_KILL_AFTER_WRITE"
+#: Test hook: a writer stops itself (SIGSTOP) before its first shard write, until SIGCONT.
+STOP_BEFORE_WRITE_ENV = "SGDSWEEP_TEST_STOP_BEFORE_WRITE"
 
 _written = 0
 
@@ -51,3 +53,11 @@ def after_data_written() -> None:
     _written += 1
     if _written == int(n):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def before_write() -> None:
+    """Called before a shard's data is written (and before the write's fence is checked); a
+    no-op unless the test hook is set: then the process stops itself once, as a worker
+    frozen or cut off mid-task would, until a SIGCONT."""
+    if os.environ.pop(STOP_BEFORE_WRITE_ENV, None):
+        os.kill(os.getpid(), signal.SIGSTOP)

@@ -200,13 +200,13 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     state = stores.inspect(loc, plan, overwrite=bool(plain["overwrite"]))
     # Nothing was written until here. One sweep per store (the lock is held until the CLI
     # exits); a done cell with corrupt chunks is not done.
-    locks.acquire(loc, command=" ".join(location.redact_args(argv)), say=say)
+    held = locks.acquire(loc, command=" ".join(location.redact_args(argv)), say=say)
     if state.exists or locks.others_in(loc):
         state = stores.inspect(loc, plan, overwrite=bool(plain["overwrite"]))
     if state.done is not None:
         state.done = integrity.recheck_done(loc, state.done, say)
     started = stores.now()
-    mode = writers.writer_for(run.store_writer)
+    mode = writers.writer_for(run.store_writer, run_token=held.info["token"])
     shard_cells = mode.shard_cells(int(run.shard_cells), len(plan.cells))
     template = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, argv),
                                      shard_cells=shard_cells)

@@ -21,6 +21,7 @@ import xarray as xr
 
 from pipeline.config import SweepPlan
 from pipeline.run.batching import Batcher
+from pipeline.store import lock as locks
 from pipeline.store import store as stores
 from pipeline.store.location import Location
 from sgdsweep.cell.config import CellConfig
@@ -45,17 +46,40 @@ def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr
     return [(i, sgdsweep.run_cell(c)) for i, c in cells]
 
 
+class Superseded(RuntimeError):
+    """A worker's write refused: the run that submitted its task no longer holds the store."""
+
+
+def fence(loc: Location, run_token: str) -> Callable[[], None]:
+    """The check a worker makes before each shard write: the store's lock still carries the
+    token of the run that submitted the task (:class:`Superseded` if not). A task that
+    outlives its run — a worker stopped or cut off while its sweep ended, and a new sweep
+    (``overwrite=true``, another config) took the store — writes nothing. Within one run a
+    task Dask reran writes the same bytes as its first attempt (cells are deterministic,
+    shards replaced whole), except ``runtime``."""
+    def check() -> None:
+        held = locks.read(loc, age=False)
+        if held is None or held.get("token") != run_token:
+            raise Superseded(f"store: {loc.show()}: the run that submitted this task no longer holds "
+                             "the store's lock; nothing written")
+    return check
+
+
 def write_cells(loc: Location, sweep_dims: Sequence[str],
-                cells: Sequence[tuple[int, tuple[int, ...], CellConfig]]) -> Confirmation:
+                cells: Sequence[tuple[int, tuple[int, ...], CellConfig]],
+                run_token: str = "") -> Confirmation:
     """The Dask task of :class:`WorkerWriter`: run the cells of one shard and write them
     (data first, ``done`` last) — this task is the shard's only writer. ``loc`` is the
-    store as the workers reach it (:meth:`Location.for_workers`). Returns, per cell,
-    (flat index, done, error message, runtime) once the shard is written: the confirmation."""
+    store as the workers reach it (:meth:`Location.for_workers`); ``run_token``, the lock
+    token of the submitting run, fences every write (:func:`fence`; empty: none). Returns,
+    per cell, (flat index, done, error message, runtime) once the shard is written: the
+    confirmation."""
     import sgdsweep
 
     if loc.url not in _LAYOUTS:
         _LAYOUTS[loc.url] = stores.read_status(loc)
-    writer = stores.CellWriter(loc, _LAYOUTS[loc.url], sweep_dims)
+    writer = stores.CellWriter(loc, _LAYOUTS[loc.url], sweep_dims,
+                               fence=fence(loc, run_token) if run_token else None)
     writer.expect([idx for _, idx, _ in cells])
     out = []
     for i, idx, cell in cells:
@@ -118,7 +142,11 @@ class ClientWriter:
 
 
 class WorkerWriter:
-    """``store_writer=workers``: a task is one shard's cells, computed and written by its worker."""
+    """``store_writer=workers``: a task is one shard's cells, computed and written by its worker;
+    ``run_token`` (the run's lock token) fences the workers' writes (:func:`fence`)."""
+
+    def __init__(self, run_token: str = ""):
+        self.run_token = run_token
 
     def shard_cells(self, requested: int, n_cells: int) -> int:
         """Cells per shard of a new store: a shard is one task, so at least :data:`WORKER_TASKS` tasks."""
@@ -135,7 +163,7 @@ class WorkerWriter:
         """A task computing and writing the cells ``batch`` (one whole shard's)."""
         dims = [a.name for a in plan.axes]
         return client.submit(write_cells, loc.for_workers(), dims,
-                             [(i, plan.index(i), plan.parsed[i]) for i in batch],
+                             [(i, plan.index(i), plan.parsed[i]) for i in batch], self.run_token,
                              retries=retries, pure=False,
                              key=f"shard-{plan.config_hash[:10]}-{batch[0]}-{len(batch)}")
 
@@ -156,6 +184,7 @@ class WorkerWriter:
 WRITERS: dict[str, type[ClientWriter | WorkerWriter]] = {"client": ClientWriter, "workers": WorkerWriter}
 
 
-def writer_for(store_writer: str) -> ClientWriter | WorkerWriter:
-    """The strategy of ``store_writer`` (validated by the run settings before this)."""
-    return WRITERS[store_writer]()
+def writer_for(store_writer: str, run_token: str = "") -> ClientWriter | WorkerWriter:
+    """The strategy of ``store_writer`` (validated by the run settings before this); the
+    workers' writes are fenced by ``run_token``."""
+    return WorkerWriter(run_token) if store_writer == "workers" else WRITERS[store_writer]()

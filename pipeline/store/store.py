@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -324,8 +324,10 @@ class CellWriter:
     """
 
     def __init__(self, loc: Location, template: xr.Dataset, sweep_dims: Sequence[str],
-                 buffer: bool = True, flush_seconds: float = FLUSH_SECONDS):
+                 buffer: bool = True, flush_seconds: float = FLUSH_SECONDS,
+                 fence: Callable[[], None] | None = None):
         self.loc = loc
+        self.fence = fence  # called before a shard's data and before its done flags are written
         with quiet_zarr():
             self.group = zarr.open_group(self.loc.zarr_store, mode="r+")
         self.k = len(sweep_dims)
@@ -453,11 +455,16 @@ class CellWriter:
                     error[rel] = "corrupt chunk: rerun the sweep to recompute the cell"
                 self.arrays[ERROR][region] = error
                 self.arrays[DONE][region] = done
+            faults.before_write()
+            if self.fence is not None:
+                self.fence()
             self._put_all(blocks, key, region)
             faults.after_data_written()
             for idx, item in cells.items():
                 error[local[idx]] = "" if idx in ok else item
                 done[local[idx]] = idx in ok
+            if self.fence is not None:
+                self.fence()
             self._put(ERROR, key, region, error)
             self._put(DONE, key, region, done)
         if self.expected[key] > 0 and self.buffer:  # more cells of this shard will come
