@@ -22,6 +22,7 @@ Usage: python benchmarks/bench_scale.py [--cells 100000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
@@ -189,7 +190,12 @@ def main() -> int:
     cell = templates(plan)
     layout = {} if args.plain_cell_bytes is None else {"plain_cell_bytes": args.plain_cell_bytes}
     tmpl = stores.build_template(plan, cell, stores.provenance(plan, cell.attrs, ["bench"]), **layout)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = args.keep
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")))
         path = Path(tmp) / "scale.zarr"
         stores.create(parse(path), tmpl, replace=False)
         t_create = time.perf_counter() - t

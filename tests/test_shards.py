@@ -212,9 +212,10 @@ def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path
     _, tmpl, path = _empty(tmp_path, cells)
     results = cells[1]
     writer = stores.CellWriter(parse(path), tmpl, ["seed"])
-    writer.expect([(i,) for i in range(SEEDS)])
-    for i in range(SEEDS - 1):  # the last cell is never written
+    writer.expect([(i,) for i in range(SEEDS - 1)])
+    for i in range(SEEDS - 2):  # cell 8 fails, cell 9 is never written
         writer.write((i,), results[i])
+    writer.fail((SEEDS - 2,), "boom: a cell that failed")
     writer.flush()
     group = zarr.open_group(str(path), mode="r")
     codecs = {name: [type(c).__name__ for c in group[name].metadata.codecs[0].codecs]
@@ -222,14 +223,19 @@ def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path
     assert codecs["done"] == ["BytesCodec", "Crc32cCodec"]
     assert codecs["escape_time_mle"] == ["BytesCodec", "Crc32cCodec"]
     assert codecs["density"] == ["BytesCodec", "ZstdCodec", "Crc32cCodec"]
-    assert codecs["error"][0] == "VLenUTF8Codec"
+    assert codecs["error"] == ["VLenUTF8Codec", "Crc32cCodec"]
     assert group.attrs[integrity.PLAIN_ATTR] == integrity.PLAIN_CELL_BYTES
     plain = [n for n, c in codecs.items() if len(c) == 2]
     assert len(plain) >= 15
     for name in plain:
         ours = shards.read_shards(group[name], 1)
         np.testing.assert_array_equal(ours, group[name][...])  # zarr's own decoder agrees
-    assert np.isnan(shards.read_shards(group["escape_time_mle"], 1)[SEEDS - 1]).all()
+    assert np.isnan(shards.read_shards(group["escape_time_mle"], 1)[SEEDS - 2:]).all()
+    errors = shards.read_shards(group["error"], 1)
+    assert errors.tolist() == group["error"][...].tolist()  # zarr's own decoder agrees
+    assert errors.tolist()[:SEEDS - 2] == [""] * (SEEDS - 2)
+    assert errors[SEEDS - 2] == "boom: a cell that failed"
+    assert shards.read_shards(group["done"], 1).tolist() == [True] * (SEEDS - 2) + [False, False]
     # The CRC-32C kernel is the standard one.
     rows = np.random.default_rng(0).integers(0, 256, size=(50, 13), dtype=np.uint8)
     assert shards._crc32c_rows(rows, shards._CRC_TABLE).tolist() == [
@@ -240,8 +246,13 @@ def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path
     damaged: set[tuple[int, ...]] = set()
     got = shards.read_shards(group["escape_time_mle"], 1, damaged=damaged)
     assert damaged == {(5,)}
-    want = np.array([float(results[i]["escape_time_mle"].values.ravel()[0]) for i in range(SEEDS - 1)])
-    keep = [i for i in range(SEEDS - 1) if i != 5]
+    want = np.array([float(results[i]["escape_time_mle"].values.ravel()[0]) for i in range(SEEDS - 2)])
+    keep = [i for i in range(SEEDS - 2) if i != 5]
     np.testing.assert_array_equal(got[keep, ...].reshape(len(keep), -1)[:, 0], want[keep])
     with pytest.raises(ValueError, match=r"cell \(5,\)"):
         shards.read_shard(group["escape_time_mle"], 1, (1,), strict=True)
+    # And in a string cell: the empty strings around it still read, the flipped one is damaged.
+    flip_bit(chunk(path, "error", (2,)))
+    damaged = set()
+    errors = shards.read_shards(zarr.open_group(str(path), mode="r")["error"], 1, damaged=damaged)
+    assert damaged == {(2,)} and errors[[0, 1, 3]].tolist() == ["", "", ""]

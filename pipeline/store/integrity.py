@@ -56,19 +56,25 @@ EVERY_CHUNK = "every_chunk_stored"
 RECORD = "run_record"
 
 
-#: Numeric cells (inner chunks) of at most this many bytes — the per-cell scalars — are
-#: stored without zstd: a frame of 1–8 bytes does not shrink, and decoding one costs
-#: ~17–25 µs (numcodecs), which made reading the scalars of 10⁵ cells take ~30 s.
+#: Numeric cells (inner chunks) of at most this many bytes — the per-cell scalars — and
+#: single-string cells are stored without zstd: a frame of 1–8 bytes does not shrink, and
+#: decoding one costs ~17–25 µs (numcodecs), which made reading the scalars of 10⁵ cells
+#: take ~30 s.
 PLAIN_CELL_BYTES = 64
 #: Store attr recording that bound (0 or absent: an older store, every chunk compressed).
 PLAIN_ATTR = "plain_cell_bytes"
 
 
 def _plain(var: xr.Variable, limit: int) -> bool:
-    """Whether ``var``'s inner chunks are numeric and at most ``limit`` bytes."""
+    """Whether ``var``'s inner chunks are numeric and at most ``limit`` bytes, or one string
+    (a cell's ``error``: almost always empty)."""
     chunks = var.encoding.get("chunks")
-    return (limit > 0 and chunks is not None and var.dtype.kind in "biuf"
-            and int(np.prod(chunks, dtype=np.int64)) * var.dtype.itemsize <= limit)
+    if limit <= 0 or chunks is None:
+        return False
+    size = int(np.prod(chunks, dtype=np.int64))
+    if var.dtype.kind == "O":
+        return size == 1
+    return var.dtype.kind in "biuf" and size * var.dtype.itemsize <= limit
 
 
 def with_checksums(ds: xr.Dataset) -> xr.Dataset:

@@ -156,11 +156,17 @@ def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
     if DONE in ds:
         bad &= np.asarray(ds[DONE].values, dtype=bool)
     dims = ds["escape_time_exact_error"].dims
+    coords = _coords(ds, dims)  # once: a Dataset lookup per entry cost ~25 µs (10⁵ cells: seconds)
     out = []
     for idx in np.argwhere(bad):
-        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
+        where = {str(d): _plain(coords[d][i]) for d, i in zip(dims, idx, strict=True)}
         out.append((where, float(err[tuple(idx)])))
     return out
+
+
+def _coords(ds: Any, dims: tuple) -> dict[Any, np.ndarray]:
+    """The coordinate values along ``dims`` (positions where a dimension has none)."""
+    return {d: (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])) for d in dims}
 
 
 def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
@@ -209,9 +215,10 @@ def _method_cells(ds: Any, dims: tuple, bad: np.ndarray, value: np.ndarray
     if DONE in ds:
         done = np.asarray(ds[DONE].values, dtype=bool)
         bad = bad & done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
+    coords = _coords(ds, dims)
+    m = dims.index("method")
     out = []
     for idx in np.argwhere(bad):
-        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
-        method = str(ds["method"].values[idx[dims.index("method")]])
-        out.append((where, method, float(value[tuple(idx)])))
+        where = {str(d): _plain(coords[d][i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
+        out.append((where, str(coords["method"][idx[m]]), float(value[tuple(idx)])))
     return out

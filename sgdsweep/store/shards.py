@@ -62,7 +62,7 @@ def sharding(array: Any) -> Any:
 
 def plain_sharding(array: Any, k: int) -> Any:
     """The sharding codec when inner chunks are exactly ``bytes(little) → zstd → crc32c``
-    or ``bytes(little) → crc32c`` (small numeric cells), or ``vlen-utf8 → zstd → crc32c``
+    or ``bytes(little) → crc32c`` (small numeric cells), or ``vlen-utf8 [→ zstd] → crc32c``
     for a string array, and one inner chunk is one cell (whole along the axes after the
     first ``k``) — every sharded store the pipeline writes — else None."""
     from zarr.codecs import BytesCodec, ZstdCodec
@@ -75,7 +75,7 @@ def plain_sharding(array: Any, k: int) -> Any:
     if isinstance(first, BytesCodec):
         if getattr(first.endian, "value", "little") != "little":
             return None
-    elif not _vlen_utf8(array) or len(sc.codecs) != 3:
+    elif not _vlen_utf8(array):
         return None
     if tuple(array.chunks[:k]) != (1,) * k or tuple(array.chunks[k:]) != tuple(array.shape[k:]):
         return None
@@ -161,23 +161,53 @@ def _crc32c_rows(rows, table):
     return out
 
 
+@nb.njit(cache=True)
+def _crc_spans(buf, off, size, table):
+    """Whether each span buf[off : off + size] lies in ``buf``, holds at least its 4-byte
+    checksum, and ends in the CRC-32C (little-endian) of the rest: :func:`crc_ok` per span."""
+    ok = np.zeros(off.shape[0], dtype=np.bool_)
+    for r in range(off.shape[0]):
+        o, n = off[r], size[r]
+        if o < 0 or n < 4 or o + n > buf.shape[0]:
+            continue
+        c = np.uint32(0xFFFFFFFF)
+        for j in range(o, o + n - 4):
+            c = table[(c ^ buf[j]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        stored = np.uint32(0)
+        for j in range(4):
+            stored |= np.uint32(buf[o + n - 4 + j]) << np.uint32(8 * j)
+        ok[r] = (c ^ np.uint32(0xFFFFFFFF)) == stored
+    return ok
+
+
+#: ``vlen-utf8`` of one empty string (an item count of 1, a length of 0): the ``error`` of a
+#: cell that did not fail, nearly every cell of a store.
+_EMPTY_STRING = np.frombuffer(b"\x01\x00\x00\x00\x00\x00\x00\x00", dtype=np.uint8)
+
+
 def _plain_cells(raw: bytes, off: np.ndarray, size: np.ndarray, wire: np.dtype,
-                 cell_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Uncompressed inner chunks of one size decoded together: (written, sound, values)
-    for the flat cells of a shard — ``written``: the index has the chunk; ``sound``: its
-    length is right, it lies in the file and its CRC-32C holds; ``values`` (sound cells,
-    in order). Each cell's check is the one of the per-cell loop, vectorised."""
-    width = int(np.prod(cell_shape, dtype=np.int64)) * wire.itemsize
+                 cell_shape: tuple[int, ...], vlen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uncompressed inner chunks decoded together, for the flat cells of a shard:
+    (written, decoded, values) — ``written``: the index has the chunk; ``decoded``: the
+    chunk is in the file, its CRC-32C holds and it is a fixed-width numeric cell, or the
+    empty string of a string cell; ``values``: those cells' values, in order. Cells
+    written but not decoded here are left to the per-cell loop (which decodes, raises or
+    records them as damaged, as for every chunk)."""
+    buf = np.frombuffer(raw, dtype=np.uint8)
     written = off != EMPTY
-    sound = written & (size == width + 4)
-    sound[sound] = off[sound] + (width + 4) <= len(raw)
-    pos = off[sound].astype(np.int64)
-    rows = np.frombuffer(raw, dtype=np.uint8)[pos[:, None] + np.arange(width + 4)]
-    stored = np.ascontiguousarray(rows[:, width:]).view("<u4")[:, 0]
-    ok = _crc32c_rows(np.ascontiguousarray(rows[:, :width]), _CRC_TABLE) == stored
-    sound[sound] = ok
-    values = np.ascontiguousarray(rows[ok, :width]).view(wire).reshape(-1, *cell_shape)
-    return written, sound, values
+    sound = np.zeros_like(written)
+    at = np.flatnonzero(written)
+    sound[at] = _crc_spans(buf, off[at].astype(np.int64), size[at].astype(np.int64), _CRC_TABLE)
+    if vlen:
+        width = _EMPTY_STRING.size
+        sel = sound & (size == width + 4)
+        rows = buf[off[sel].astype(np.int64)[:, None] + np.arange(width)]
+        sel[sel] = (rows == _EMPTY_STRING).all(axis=1)
+        return written, sel, np.full(int(sel.sum()), "", dtype=object)
+    width = int(np.prod(cell_shape, dtype=np.int64)) * wire.itemsize
+    sel = sound & (size == width + 4)
+    rows = buf[off[sel].astype(np.int64)[:, None] + np.arange(width)]
+    return written, sel, np.ascontiguousarray(rows).view(wire).reshape(-1, *cell_shape)
 
 
 def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
@@ -240,11 +270,11 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
     bad_fill = array.metadata.fill_value if fill is None else fill
     todo: Any = np.ndindex(*local_shape)
     if zstd is None and index is not None:
-        # Small uncompressed cells: every sound one at once; the per-cell loop below
-        # only for those that fail a check (it raises or records them as before).
+        # Uncompressed cells: every sound one at once; the per-cell loop below only for
+        # the others (a non-empty string, a damaged chunk: decoded, raised or recorded).
         region = tuple(slice(0, n) for n in local_shape) + rest
         off, size = index[0][region].reshape(-1), index[1][region].reshape(-1)
-        written, sound, values = _plain_cells(raw, off, size, wire, shape[k:])
+        written, sound, values = _plain_cells(raw, off, size, wire, shape[k:], vlen)
         flat = out.reshape(-1, *shape[k:])
         flat[sound] = values
         todo = (tuple(int(j) for j in np.unravel_index(int(i), local_shape))
