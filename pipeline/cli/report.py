@@ -142,6 +142,8 @@ def report_main(argv: Sequence[str]) -> int:
 #: Variables up to this size are read into memory once (the per-cell summaries of a
 #: 10⁵-cell store are a few MB each); larger ones (densities) stay lazy.
 LOAD_BYTES = 64 * 2**20
+#: The density grid's dimensions.
+GRID_DIMS = {"x", "y"}
 
 
 def default_out(loc: location.Location) -> Path:
@@ -178,7 +180,9 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
         sys.stderr.write(f"warning: corrupt cell {line}; reported as failed, rerun the sweep to "
                          "recompute it\n")
     # The tables and figures read the per-cell summaries many times over: read each once.
-    ds = ds.assign({name: var.load() for name, var in ds.data_vars.items() if var.nbytes <= LOAD_BYTES})
+    # Profiles over the density grid stay lazy: the figures take them for a few cells.
+    ds = ds.assign({name: var.load() for name, var in ds.data_vars.items()
+                    if var.nbytes <= LOAD_BYTES and not set(var.dims) & GRID_DIMS})
     out = default_out(loc) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -508,18 +512,19 @@ def _noise_table(ds: xr.Dataset) -> str:
     if source is None:
         return ""
     dims = list(ds.sgd.sweep_dims)
+    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+    shown = [idx for idx, _ in zip((i for i in np.ndindex(done.shape) if done[i]), range(MAX_CELL_ROWS),
+                                   strict=False)]
+    # Only the cells shown are read (a store of 10⁵ cells would decode every profile).
+    first = {d: sorted({int(i[k]) for i in shown}) for k, d in enumerate(dims)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sub = ds[["noise_skewness", "noise_kurtosis", "noise_to_signal", "grad_mean"]].compute()
-        p = ds["density"].sel({"method": source}).isel(t=-1).compute()
-    done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
+        picked = ds.isel(first)
+        sub = picked[["noise_skewness", "noise_kurtosis", "noise_to_signal", "grad_mean"]].compute()
+        p = picked["density"].sel({"method": source}).isel(t=-1).compute()
     rows = []
-    for idx in np.ndindex(done.shape):
-        if len(rows) == MAX_CELL_ROWS:
-            break
-        if not done[idx]:
-            continue
-        isel = dict(zip(dims, idx, strict=True))
+    for idx in shown:
+        isel = {d: first[d].index(int(i)) for d, i in zip(dims, idx, strict=True)}
         w = np.asarray(p.isel(isel).values, float)
         sk = np.asarray(sub["noise_skewness"].isel(isel).values, float)
         ku = np.asarray(sub["noise_kurtosis"].isel(isel).values, float)
@@ -530,7 +535,7 @@ def _noise_table(ds: xr.Dataset) -> str:
         ok = np.isfinite(nsr) & np.isfinite(w)
         signal = float((w[ok] * g2[ok]).sum())
         ens_nsr = float((w[ok] * nsr[ok] * g2[ok]).sum()) / signal if signal > 0 else float("nan")
-        rows.append([*(_num(ds[d].values[i], 4) for d, i in isel.items()),
+        rows.append([*(_num(ds[d].values[int(i)], 4) for d, i in zip(dims, idx, strict=True)),
                      _num(_weighted_mean(np.abs(sk), w)),
                      _num(np.nanmax(np.abs(sk)) if np.isfinite(sk).any() else np.nan),
                      _num(_weighted_mean(ku, w)), _num(np.nanmax(ku) if np.isfinite(ku).any() else np.nan),

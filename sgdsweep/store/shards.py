@@ -180,6 +180,15 @@ def _crc_spans(buf, off, size, table):
     return ok
 
 
+def spans_ok(data: bytes, off: np.ndarray, size: np.ndarray, end: int | None = None) -> np.ndarray:
+    """:func:`crc_ok` of every span data[off : off + size] at once (compiled), False for a
+    span that reaches past ``end`` (default: the end of ``data``)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if end is not None:
+        buf = buf[:max(0, end)]
+    return _crc_spans(buf, np.asarray(off, dtype=np.int64), np.asarray(size, dtype=np.int64), _CRC_TABLE)
+
+
 #: ``vlen-utf8`` of one empty string (an item count of 1, a length of 0): the ``error`` of a
 #: cell that did not fail, nearly every cell of a store.
 _EMPTY_STRING = np.frombuffer(b"\x01\x00\x00\x00\x00\x00\x00\x00", dtype=np.uint8)
@@ -197,7 +206,7 @@ def _plain_cells(raw: bytes, off: np.ndarray, size: np.ndarray, wire: np.dtype,
     written = off != EMPTY
     sound = np.zeros_like(written)
     at = np.flatnonzero(written)
-    sound[at] = _crc_spans(buf, off[at].astype(np.int64), size[at].astype(np.int64), _CRC_TABLE)
+    sound[at] = spans_ok(raw, off[at].astype(np.int64), size[at].astype(np.int64))
     if vlen:
         width = _EMPTY_STRING.size
         sel = sound & (size == width + 4)
