@@ -256,3 +256,23 @@ def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path
     damaged = set()
     errors = shards.read_shards(zarr.open_group(str(path), mode="r")["error"], 1, damaged=damaged)
     assert damaged == {(2,)} and errors[[0, 1, 3]].tolist() == ["", "", ""]
+
+
+def test_a_lazy_read_decodes_only_the_cells_it_asks_for(tmp_path, cells):
+    """open_sweep's lazy arrays read a slice of a shard without decoding its other cells: the
+    values equal zarr's, and a damaged cell elsewhere in the same shard does not raise —
+    asking for it does."""
+    _, tmpl, path = _empty(tmp_path, cells)
+    writer = stores.CellWriter(parse(path), tmpl, ["seed"])
+    writer.expect([(i,) for i in range(SEEDS)])
+    for i in range(SEEDS):
+        writer.write((i,), cells[1][i])
+    writer.flush()
+    flip_bit(chunk(path, "density", (5,)))  # shard [4, 8)
+    ds = sgdsweep.open_sweep(str(path))
+    group = zarr.open_group(str(path), mode="r")
+    for var in ("density", "escape_time_mle", "error"):
+        for sl in (slice(1, 3), slice(3, 5), slice(6, 10), slice(9, 10)):
+            np.testing.assert_array_equal(ds[var].isel(seed=sl).values, group[var][sl])
+    with pytest.raises(ValueError, match=r"cell \(5,\)"):
+        ds["density"].isel(seed=slice(4, 6)).load()

@@ -247,8 +247,15 @@ def _shown(da: xr.DataArray, keep: Sequence[str], panels: int) -> str:
     return f" — first {panels} of {total} panels; select with .sel" if total > panels else ""
 
 
+#: Most cells along a heatmap axis that are numbered (and all ticked); beyond, at most
+#: HEAT_TICKS tick labels per axis.
+HEAT_LABELS = 12
+HEAT_TICKS = 6
+
+
 def _heatmap(ax: Any, da: xr.DataArray, norm: Normalize, cmap: str, fmt: Any) -> Any:
-    """lr along x, batch_size along y; an absent axis is a single row/column."""
+    """lr along x, batch_size along y; an absent axis is a single row/column. Each cell is
+    numbered up to :data:`HEAT_LABELS` cells per axis; beyond, the colour alone says it."""
     for d in ("batch_size", "lr"):
         if d not in da.dims:
             da = da.expand_dims({d: [None]})
@@ -265,9 +272,12 @@ def _heatmap(ax: Any, da: xr.DataArray, norm: Normalize, cmap: str, fmt: Any) ->
         if values[0] is None:
             setter([])
         else:
-            setter(range(len(values)), [_fmt(v) for v in values])
+            every = -(-len(values) // HEAT_TICKS) if len(values) > HEAT_LABELS else 1
+            setter(range(0, len(values), every), [_fmt(v) for v in values[::every]])
             (ax.set_xlabel if name == "lr" else ax.set_ylabel)(label)
     ax.grid(False)
+    if max(vals.shape) > HEAT_LABELS:  # numbers in cells too small to read them; the colour says it
+        return im
     for (i, j), v in np.ndenumerate(vals):
         if np.isnan(v):
             ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#555555")
@@ -301,6 +311,11 @@ def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = 
     """
     if len(ds.sgd.basins) < 2:
         return _message("basin heatmaps: the landscape has a single basin")
+    # Only the cells of the panels drawn (the first MAX_PANELS along each other sweep axis hold
+    # them): a reference's basin masses integrate each cell's density (10⁵ cells: seconds).
+    other = [d for d in ds.sgd.sweep_dims if d not in ("lr", "batch_size")]
+    total = int(np.prod([ds.sizes[d] for d in other]))
+    ds = ds.isel({d: slice(0, MAX_PANELS) for d in other})
     acc = ds.sgd
     numerator = acc.basins[-1] if numerator is None else numerator
     denominator = acc.basins[0] if denominator is None else denominator
@@ -329,7 +344,7 @@ def basin_heatmaps(ds: xr.Dataset, source: str = "sgd", numerator: str | None = 
     cb.set_label(f"log10 mass({numerator}) / mass({denominator})")
     fig.suptitle(f"Basin-mass ratio {numerator} : {denominator}"
                  + (" (rows: other sweep axes)" if len(rows) > 1 else "")
-                 + _shown(next(iter(logs.values())), ("lr", "batch_size"), len(rows)))
+                 + (f" — first {len(rows)} of {total} panels; select with .sel" if total > len(rows) else ""))
     return fig
 
 

@@ -250,10 +250,12 @@ def encode_shard(array: Any, block: np.ndarray, k: int) -> bytes | None:
 
 
 def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
-               damaged: set[tuple[int, ...]] | None = None, strict: bool = False) -> np.ndarray:
+               damaged: set[tuple[int, ...]] | None = None, strict: bool = False,
+               part: tuple[slice, ...] | None = None) -> np.ndarray:
     """The cells of shard ``shard`` (its coordinates on the first ``k`` axes) of a sharded
     zarr ``array`` (:func:`plain_sharding` must hold), shaped (cells of the shard, clipped
-    to the array) + cell shape.
+    to the array) + cell shape; with ``part`` (slices with steps of 1 on the first ``k``
+    axes, relative to the shard's first cell) only those cells, the others not decoded.
 
     A cell never written reads as the array's fill value, as in zarr. A cell whose
     chunk (or shard index) fails its check raises ValueError when ``strict``, else
@@ -267,6 +269,12 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
     wire = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
     lo = tuple(i * s for i, s in zip(shard, shards[:k], strict=True))
     local_shape = tuple(min(s, n - a) for s, n, a in zip(shards[:k], shape[:k], lo, strict=True))
+    if part is not None:
+        spans = [p.indices(n) for p, n in zip(part, local_shape, strict=True)]
+        start = tuple(a for a, _, _ in spans)
+        local_shape = tuple(max(0, b - a) for a, b, _ in spans)
+    else:
+        start = (0,) * k
     out = np.full(local_shape + shape[k:], array.metadata.fill_value, dtype=dtype)
     rest = (0,) * (len(shape) - k)
     raw = _get(array, array.metadata.encode_chunk_key((*shard, *rest)))
@@ -281,7 +289,7 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
     if zstd is None and index is not None:
         # Uncompressed cells: every sound one at once; the per-cell loop below only for
         # the others (a non-empty string, a damaged chunk: decoded, raised or recorded).
-        region = tuple(slice(0, n) for n in local_shape) + rest
+        region = tuple(slice(a, a + n) for a, n in zip(start, local_shape, strict=True)) + rest
         off, size = index[0][region].reshape(-1), index[1][region].reshape(-1)
         written, sound, values = _plain_cells(raw, off, size, wire, shape[k:], vlen)
         flat = out.reshape(-1, *shape[k:])
@@ -289,8 +297,9 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
         todo = (tuple(int(j) for j in np.unravel_index(int(i), local_shape))
                 for i in np.flatnonzero(written & ~sound))
     for local in todo:
+        at = (*(a + i for a, i in zip(start, local, strict=True)), *rest)
         if index is not None:
-            off, size = int(index[0][(*local, *rest)]), int(index[1][(*local, *rest)])
+            off, size = int(index[0][at]), int(index[1][at])
             if off == EMPTY:
                 continue
             data = view[off:off + size]
@@ -303,7 +312,7 @@ def read_shard(array: Any, k: int, shard: tuple[int, ...], fill: Any = None,
                     raise
                 except Exception:
                     pass
-        cell = tuple(a + i for a, i in zip(lo, local, strict=True))
+        cell = tuple(a + b + i for a, b, i in zip(lo, start, local, strict=True))
         if strict:
             what = "shard index" if index is None else "chunk"
             raise ValueError(f"array {array.basename!r}, cell {cell}: the {what} does not match its "
@@ -331,8 +340,8 @@ def read_shards(array: Any, k: int, fill: Any = None,
 
 class ShardedArray(BackendArray):
     """A sharded zarr array (cells on its first ``k`` axes) as an xarray lazy backend
-    array: a read takes the shards it overlaps whole, decoded by :func:`read_shard`
-    (strict: a damaged cell raises, as zarr does). Chunked along shard boundaries,
+    array: a read takes the cells it asks for from the shards it overlaps, decoded by
+    :func:`read_shard` (strict: a damaged cell raises, as zarr does). Chunked along shard boundaries,
     each Dask task reads one shard file."""
 
     def __init__(self, array: Any, k: int):
@@ -356,14 +365,14 @@ class ShardedArray(BackendArray):
         last = [(h - 1) // s for h, s in zip(hi, shards, strict=False)]
         for sidx in np.ndindex(*(b - a + 1 for a, b in zip(first, last, strict=True))):
             shard = tuple(a + i for a, i in zip(first, sidx, strict=True))
-            cells = read_shard(self.array, k, shard, strict=True)
             origin = [i * s for i, s in zip(shard, shards, strict=False)]
             src, dst = [], []
-            for o, n, a, h in zip(origin, cells.shape, lo, hi, strict=False):
-                a0, h0 = max(o, a), min(o + n, h)
+            for o, s, n, a, h in zip(origin, shards, self.shape, lo, hi, strict=False):
+                a0, h0 = max(o, a), min(o + s, n, h)
                 src.append(slice(a0 - o, h0 - o))
                 dst.append(slice(a0 - a, h0 - a))
-            block[tuple(dst)] = cells[tuple(src)]
+            # Only the cells asked for are decoded (a shard holds ~10³ cells).
+            block[tuple(dst)] = read_shard(self.array, k, shard, strict=True, part=tuple(src))
         for ax in range(len(self.shape) - 1, -1, -1):  # from the last axis: an int drops its axis
             block = np.take(block, picks[ax] - (lo[ax] if ax < k else 0), axis=ax)
         return block
