@@ -130,20 +130,15 @@ def failures(ds: Any) -> list[tuple[dict[str, Any], str]]:
     done = np.asarray(ds[DONE].values, dtype=bool)
     error = np.asarray(ds[ERROR].values)
     dims = ds[DONE].dims
-    out = []
-    for idx in np.argwhere(~done & (error != "")):
-        where = {str(d): _plain(ds[d].values[i]) for d, i in zip(dims, idx, strict=True)}
-        out.append((where, str(error[tuple(idx)])))
-    return out
+    coords = _coords(ds, dims)
+    failed = ~done & (error != "")
+    return [({str(d): coords[d][i] for d, i in zip(dims, idx, strict=True)}, str(msg))
+            for idx, msg in zip(np.argwhere(failed).tolist(), error[failed].tolist(), strict=True)]
 
 
 def describe_cell(where: Mapping[str, Any]) -> str:
     """``lr=0.02, batch_size=1`` for a cell's sweep coordinates."""
     return ", ".join(f"{k}={v}" for k, v in where.items())
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
@@ -157,16 +152,15 @@ def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
         bad &= np.asarray(ds[DONE].values, dtype=bool)
     dims = ds["escape_time_exact_error"].dims
     coords = _coords(ds, dims)  # once: a Dataset lookup per entry cost ~25 µs (10⁵ cells: seconds)
-    out = []
-    for idx in np.argwhere(bad):
-        where = {str(d): _plain(coords[d][i]) for d, i in zip(dims, idx, strict=True)}
-        out.append((where, float(err[tuple(idx)])))
-    return out
+    names = [str(d) for d in dims]
+    return [({n: coords[d][i] for n, d, i in zip(names, dims, idx, strict=True)}, v)
+            for idx, v in zip(np.argwhere(bad).tolist(), err[bad].tolist(), strict=True)]
 
 
-def _coords(ds: Any, dims: tuple) -> dict[Any, np.ndarray]:
-    """The coordinate values along ``dims`` (positions where a dimension has none)."""
-    return {d: (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])) for d in dims}
+def _coords(ds: Any, dims: tuple) -> dict[Any, list]:
+    """The coordinate values along ``dims`` as Python values (positions where a dimension
+    has none)."""
+    return {d: (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])).tolist() for d in dims}
 
 
 def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
@@ -217,8 +211,7 @@ def _method_cells(ds: Any, dims: tuple, bad: np.ndarray, value: np.ndarray
         bad = bad & done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
     coords = _coords(ds, dims)
     m = dims.index("method")
-    out = []
-    for idx in np.argwhere(bad):
-        where = {str(d): _plain(coords[d][i]) for d, i in zip(dims, idx, strict=True) if d != "method"}
-        out.append((where, str(coords["method"][idx[m]]), float(value[tuple(idx)])))
-    return out
+    keep = [(str(d), d, a) for a, d in enumerate(dims) if d != "method"]
+    return [({n: coords[d][idx[a]] for n, d, a in keep}, str(coords["method"][idx[m]]), v)
+            for idx, v in zip(np.argwhere(bad).tolist(), np.asarray(value, dtype=float)[bad].tolist(),
+                              strict=True)]
