@@ -236,10 +236,19 @@ def test_small_numeric_cells_are_stored_plain_and_read_with_every_check(tmp_path
     assert errors.tolist()[:SEEDS - 2] == [""] * (SEEDS - 2)
     assert errors[SEEDS - 2] == "boom: a cell that failed"
     assert shards.read_shards(group["done"], 1).tolist() == [True] * (SEEDS - 2) + [False, False]
-    # The CRC-32C kernel is the standard one.
-    rows = np.random.default_rng(0).integers(0, 256, size=(50, 13), dtype=np.uint8)
-    assert shards._crc32c_rows(rows, shards._CRC_TABLE).tolist() == [
-        shards.google_crc32c.value(r.tobytes()) for r in rows]
+    # The compiled span check is the standard CRC-32C: chunks of any length sealed by
+    # google_crc32c pass, a flipped byte or a span past the end fails.
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 40, 50)]
+    sealed = [p + shards.google_crc32c.value(p).to_bytes(4, "little") for p in parts]
+    off = np.cumsum([0] + [len(c) for c in sealed[:-1]])
+    size = np.array([len(c) for c in sealed])
+    data = bytearray(b"".join(sealed))
+    assert shards.spans_ok(bytes(data), off, size).all()
+    data[off[7]] ^= 0x10
+    ok = shards.spans_ok(bytes(data), off, size)
+    assert np.flatnonzero(~ok).tolist() == [7]
+    assert not shards.spans_ok(bytes(data), off[-1:], size[-1:] + 1).any()
     # One flipped bit in cell 5's chunk: that cell alone is damaged (strict: raises).
     flip_bit(chunk(path, "escape_time_mle", (5,)))
     group = zarr.open_group(str(path), mode="r")

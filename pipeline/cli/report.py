@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,27 +322,37 @@ def _last_time_tables(ds: xr.Dataset) -> str:
 
     dims = list(acc.sweep_dims)
     done = np.asarray(ds[DONE].values, bool) if DONE in ds else np.ones((), bool)
-    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
     header = [*dims, "status", *cells.data_vars]
     rows, classes = [], []
-    for idx in np.ndindex(done.shape):
-        if len(rows) == MAX_CELL_ROWS:
-            break
-        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
-        status = "done" if done[idx] else ("failed" if error[idx] else "pending")
+    for idx, coords, status in _cells_shown(ds, dims, done):
         vals = [_num(np.asarray(cells[v].values)[idx]) if done[idx] else "" for v in cells.data_vars]
         rows.append([*coords, status, *vals])
         lost_many = "lost (max)" in cells and done[idx] and \
             float(np.asarray(cells["lost (max)"].values)[idx]) > schema.LOST_FLAG
         classes.append({"failed": "fail", "pending": "pending"}.get(status, "fail" if lost_many else ""))
     out += (f"<h3>Cells at t = {_num(t_last)}</h3>"
-            + _table(header, rows, left=len(dims) + 1, row_classes=classes))
-    if done.size > MAX_CELL_ROWS:
-        out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
+            + _table(header, rows, left=len(dims) + 1, row_classes=classes) + _more_cells(done))
     return out
 
 
-#: Columns of the model per-cell table: (heading, variable, selection, what it is).
+def _cells_shown(ds: xr.Dataset, dims: Sequence[str], done: np.ndarray
+                 ) -> Iterator[tuple[tuple[int, ...], list[str], str]]:
+    """The first :data:`MAX_CELL_ROWS` cells in C order: (index, its sweep coordinates as
+    shown, status: done, failed or pending)."""
+    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
+    coords = {d: ds[d].values for d in dims}
+    for idx in itertools.islice(np.ndindex(done.shape), MAX_CELL_ROWS):
+        status = "done" if done[idx] else ("failed" if error[idx] else "pending")
+        yield idx, [_num(coords[d][i], 4) for d, i in zip(dims, idx, strict=True)], status
+
+
+def _more_cells(done: np.ndarray) -> str:
+    """The note under a per-cell table that shows only the first cells."""
+    return (f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
+            if done.size > MAX_CELL_ROWS else "")
+
+
+#: Columns of the model per-cell table: (heading, variable, selection).
 COLUMNS_MODEL = (
     ("loss θ*", "loss_star", {}), ("λ_max", "hessian_eig", {"direction": 0}),
     ("2/λ_max", "gd_edge", {}), ("ms edge", "ms_edge", {}), ("s", "nonuniformity", {}),
@@ -368,17 +379,12 @@ def _model_table(ds: xr.Dataset) -> str:
              (f"tail α h1 {m}", ds["tail_index"].sel({"method": m}).isel(h1)),
              (f"lost {m}", ds["lost_fraction"].sel({"method": m}).isel(t=-1))]
     header = [*dims, "status", *(h for h, _ in cols)]
-    error = np.asarray(ds[ERROR].values) if ERROR in ds else np.full(done.shape, "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         data = [np.asarray(da.transpose(*dims).values, float) if dims else np.asarray(da.values, float)
                 for _, da in cols]
     rows, classes = [], []
-    for idx in np.ndindex(done.shape):
-        if len(rows) == MAX_CELL_ROWS:
-            break
-        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
-        status = "done" if done[idx] else ("failed" if error[idx] else "pending")
+    for idx, coords, status in _cells_shown(ds, dims, done):
         rows.append([*coords, status, *(_num(a[idx]) if done[idx] else "" for a in data)])
         classes.append({"failed": "fail", "pending": "pending"}.get(status, ""))
     out = (f"<p>Model {_e(ds.attrs.get('model', '?'))} on {_e(ds.attrs.get('dataset', '?'))} "
@@ -388,10 +394,7 @@ def _model_table(ds: xr.Dataset) -> str:
            "(sgd: SGD's exact discrete-time law; ito: the Itô SDE's exact moments — both least "
            "squares only; gibbs: T·H*⁻¹). The ms edge is the largest η with a bounded second "
            "moment.</p>")
-    out += _table(header, rows, left=len(dims) + 1, row_classes=classes)
-    if done.size > MAX_CELL_ROWS:
-        out += f'<p class="muted">First {MAX_CELL_ROWS} of {done.size} cells shown.</p>'
-    return out
+    return out + _table(header, rows, left=len(dims) + 1, row_classes=classes) + _more_cells(done)
 
 
 #: Columns of the 2-D per-cell table: (heading, variable, method or None).
@@ -413,10 +416,8 @@ def _table_2d(ds: xr.Dataset) -> str:
     for _, v, m in cols:
         da = ds[v].sel({"method": m}).isel(t=-1) if m is not None else ds[v]
         data.append(np.asarray(da.transpose(*dims).values, float) if dims else np.asarray(da.values, float))
-    rows = []
-    for idx in list(np.ndindex(done.shape))[:MAX_CELL_ROWS]:
-        coords = [_num(ds[d].values[i], 4) for d, i in zip(dims, idx, strict=True)]
-        rows.append([*coords, *(_num(a[idx]) if done[idx] else "" for a in data)])
+    rows = [[*coords, *(_num(a[idx]) if done[idx] else "" for a in data)]
+            for idx, coords, _ in _cells_shown(ds, dims, done)]
     return (f"<p>Per cell at t = {_num(float(ds['t'].values[-1]))}: SGD against the Itô FP density "
             "(W1: mean of the two marginals'), and the FP stationary state of the cell's convention: "
             "circulation of its probability current (probability per unit time, &gt; 0 counter-"

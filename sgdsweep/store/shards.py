@@ -150,18 +150,6 @@ _CRC_TABLE = _crc_table()
 
 
 @nb.njit(cache=True)
-def _crc32c_rows(rows, table):
-    """CRC-32C of each row of a uint8 matrix (the same value as ``google_crc32c.value``)."""
-    out = np.empty(rows.shape[0], dtype=np.uint32)
-    for r in range(rows.shape[0]):
-        c = np.uint32(0xFFFFFFFF)
-        for j in range(rows.shape[1]):
-            c = table[(c ^ rows[r, j]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
-        out[r] = c ^ np.uint32(0xFFFFFFFF)
-    return out
-
-
-@nb.njit(cache=True)
 def _crc_spans(buf, off, size, table):
     """Whether each span buf[off : off + size] lies in ``buf``, holds at least its 4-byte
     checksum, and ends in the CRC-32C (little-endian) of the rest: :func:`crc_ok` per span."""
