@@ -13,6 +13,7 @@ and the rest of its task is kept.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,8 @@ WORKER_TASKS = 16
 Confirmation = list[tuple[int, bool, str, float]]
 #: Called with the (index, ok) of cells made durable: the progress and the run's record.
 Written = Callable[[list[tuple[tuple[int, ...], bool]]], None]
+
+log = logging.getLogger(__name__)
 
 #: The store's layout on a worker, read once per worker process and store (``store_writer=workers``).
 _LAYOUTS: dict[str, xr.Dataset] = {}
@@ -60,8 +63,12 @@ def fence(loc: Location, run_token: str) -> Callable[[], None]:
     def check() -> None:
         held = locks.read(loc, age=False)
         if held is None or held.get("token") != run_token:
-            raise Superseded(f"store: {loc.show()}: the run that submitted this task no longer holds "
+            exc = Superseded(f"store: {loc.show()}: the run that submitted this task no longer holds "
                              "the store's lock; nothing written")
+            # Also in the worker's log: Dask drops the error of a task it no longer waits for
+            # (a worker removed for missed heartbeats, its task rerun elsewhere).
+            log.warning("%s", exc)
+            raise exc
     return check
 
 
