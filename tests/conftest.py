@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import signal
 import socket
@@ -89,6 +90,35 @@ def snapshot(path: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def store_files(path: Path) -> dict[str, bytes]:
+    """Every file of a local store by its path inside the store: the bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+#: The store attrs that tell one run of a config from another: when, its command line and
+#: resolved config (they name the store and the cluster), the runs' record.
+RUN_ATTRS = ("created", "command_line", "config", "runs", "last_run_finished")
+
+
+def same_bytes(files: dict[str, bytes]) -> dict[str, bytes]:
+    """``files`` (:func:`store_files`) as two sweeps of one config write them alike: without
+    each cell's wall time (``runtime``) and the :data:`RUN_ATTRS` of the root and the run record
+    (their documents otherwise compared, canonical JSON)."""
+    out = {}
+    for key, data in files.items():
+        if key.startswith("runtime/c/"):
+            continue
+        if key in ("zarr.json", "run_record/zarr.json"):
+            doc = json.loads(data)
+            meta = doc.get("consolidated_metadata", {}).get("metadata", {})
+            for attrs in (doc.get("attributes", {}), meta.get("run_record", {}).get("attributes", {})):
+                for name in RUN_ATTRS:
+                    attrs.pop(name, None)
+            data = json.dumps(doc, sort_keys=True).encode()
+        out[key] = data
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,6 +150,17 @@ def reference_store(tmp_path_factory) -> Path:
     return cwd / "ref.zarr"
 
 
+@pytest.fixture(scope="session")
+def workers_reference_store(tmp_path_factory) -> Path:
+    """An uninterrupted SMALL_GRID sweep, ``store_writer=workers`` (a shard per cell): what
+    every sweep of that config writes, byte for byte (:func:`same_bytes`). In this process."""
+    cwd = tmp_path_factory.mktemp("workers-reference")
+    res = run_main("sweep", *TINY, *SMALL_GRID, "store_writer=workers", "cluster.n_workers=2",
+                   "cluster.dashboard_address=null", "store=ref.zarr", cwd=cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return cwd / "ref.zarr"
+
+
 def _in_worker() -> bool:
     from distributed import get_worker
 
@@ -138,6 +179,20 @@ class WorkerFailingLandscape(Landscape):
         if _in_worker():
             raise RuntimeError(f"landscape data unavailable on this worker (fail={self.params['fail']})")
         return super().evaluate(points)
+
+
+#: In a worker's environment: a :class:`WorkerFailingWhileSetLandscape` fails there.
+FAIL_ON_WORKERS_ENV = "SGDSWEEP_TEST_FAIL_ON_WORKERS"
+
+
+class WorkerFailingWhileSetLandscape(WorkerFailingLandscape):
+    """:class:`WorkerFailingLandscape` while :data:`FAIL_ON_WORKERS_ENV` is set in the worker's
+    environment, the plain landscape otherwise: a fault that goes away, the config unchanged."""
+
+    def evaluate(self, points):
+        if os.environ.get(FAIL_ON_WORKERS_ENV):
+            return super().evaluate(points)
+        return Landscape.evaluate(self, points)
 
 
 class WorkerKillingLandscape(Landscape):
@@ -168,3 +223,10 @@ def landscape_killing_its_worker(kill: int = 0, **spec):
     evaluates it when ``kill`` is set."""
     land = build_landscape(spec)
     return _with_params(WorkerKillingLandscape, land, kill=kill) if kill else land
+
+
+def landscape_failing_while_set(fail: int = 0, **spec):
+    """A ``landscape._target_`` builder: :func:`landscape_failing_on_workers`, failing only while
+    :data:`FAIL_ON_WORKERS_ENV` is set in the workers' environment."""
+    land = build_landscape(spec)
+    return _with_params(WorkerFailingWhileSetLandscape, land, fail=fail) if fail else land

@@ -4,6 +4,7 @@ killed on every attempt, and two sweeps on one store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,14 @@ from tests.conftest import (
     SMALL_GRID,
     TINY,
     assert_same_numbers,
+    free_port,
     open_store,
     pipeline_cmd,
     run_main,
     run_pipeline,
+    same_bytes,
     snapshot,
+    store_files,
 )
 from tests.test_integrity import chunk, flip_bit, truncate
 
@@ -295,3 +300,90 @@ def test_a_writer_that_outlives_its_run_writes_nothing(tmp_path: Path):
     assert snapshot(store) == before
     lr = open_store(store)["lr"].values.tolist()
     assert lr == [0.03, 0.04]
+
+
+@contextlib.contextmanager
+def address_cluster(tmp_path: Path, env: dict, workers: list[dict[str, str]]) -> Iterator[tuple[str, list]]:
+    """A real ``dask scheduler`` whose workers must heartbeat within 5 s (its worker TTL of 1 s,
+    which distributed raises to 10 heartbeat intervals of 0.5 s) and ``dask worker --no-nanny``
+    processes of one thread, one per mapping of ``workers`` (variables added to ``env``; an
+    empty list: none yet, see :func:`start_worker`). Yields the address and the worker
+    processes once every worker is registered; logs in ``tmp_path/{scheduler,worker-N}.log``."""
+    from distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with open(tmp_path / "scheduler.log", "w") as log:
+        scheduler = subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                      "--dashboard-address", "127.0.0.1:0"], cwd=tmp_path,
+                                     env={**env, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "1s"},
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs: list[subprocess.Popen] = []
+    try:
+        for extra in workers:
+            procs.append(start_worker(tmp_path, address, {**env, **extra}, len(procs)))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(len(workers), timeout=60)
+        yield address, procs
+    finally:
+        for p in [scheduler, *procs]:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def start_worker(tmp_path: Path, address: str, env: dict, n: int) -> subprocess.Popen:
+    """A ``dask worker --no-nanny`` process of one thread for ``address`` (``tmp_path/worker-N.log``)."""
+    with open(tmp_path / f"worker-{n}.log", "w") as log:
+        return subprocess.Popen(["dask", "worker", address, "--no-nanny", "--nthreads", "1", "--host",
+                                 "127.0.0.1", "--dashboard-address", "127.0.0.1:0"], env=env, cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def frozen_worker_rerun(tmp_path: Path, store: str, env: dict, files: Callable[[], dict[str, bytes]],
+                        stamps: Callable[[], dict], reference: Path, settle: float = 0.0) -> None:
+    """A worker frozen (SIGSTOP, before its first shard write) past the scheduler's worker TTL:
+    the scheduler removes it and reruns its task on the other worker, the sweep completes
+    (exit 0) and releases the store's lock while the frozen worker still holds its task.
+    SIGCONT then: the late write is refused by the fence (said in the worker's log), no file
+    (``stamps``: content and modification time) changes, and the store (``files``) is byte for
+    byte a clean sweep's (``reference``). ``settle``: seconds between taking the stamps and the
+    SIGCONT (a time stamp's resolution)."""
+    args = ["sweep", *TINY, *SMALL_GRID, "store_writer=workers", "cluster=address"]
+    with address_cluster(tmp_path, env, [{}, {STOP_BEFORE_WRITE_ENV: "1"}]) as (address, (_, frozen)):
+        res = run_main(*args, f"cluster.address={address}", f"store={store}", cwd=tmp_path, env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "cells      : 8 total, 8 computed now, 0 already done, 0 failed" in res.stdout
+        assert _stopped(frozen.pid)  # the sweep finished without it: its task was rerun elsewhere
+        scheduler = (tmp_path / "scheduler.log").read_text()
+        worker = re.search(r"Start worker at:\s+(\S+)", (tmp_path / "worker-1.log").read_text())[1]
+        removed = rf"Worker failed to heartbeat for \d+s; removing: <WorkerState '{worker}'"
+        assert re.search(removed, scheduler), scheduler
+        assert not files().keys() & {LOCK_NAME}  # released: the late write's fence must refuse
+        before = stamps()
+        time.sleep(settle)
+        frozen.send_signal(signal.SIGCONT)
+        refused = "the run that submitted this task no longer holds the store's lock; nothing written"
+        deadline = time.monotonic() + 60
+        while refused not in (log := (tmp_path / "worker-1.log").read_text()):  # logged instead of writing
+            assert time.monotonic() < deadline, log
+            time.sleep(0.05)
+    assert stamps() == before
+    assert same_bytes(files()) == same_bytes(store_files(reference))
+
+
+@pytest.mark.timeout(300)  # the sweep runs in this process: a hang fails here
+def test_a_worker_frozen_past_the_scheduler_ttl_is_rerun_and_its_late_write_refused(
+        workers_reference_store: Path, tmp_path: Path):
+    """Issue 21: a worker stopped (SIGSTOP) before its shard write, past the scheduler's
+    timeout; its task is rerun elsewhere and the sweep completes; woken (SIGCONT) once the sweep
+    released the store, its write is refused and the store equals a clean sweep's, byte for
+    byte (:func:`frozen_worker_rerun`); ``status --verify`` is clean."""
+    store = tmp_path / "f.zarr"
+    frozen_worker_rerun(tmp_path, store.name, ENV, lambda: store_files(store), lambda: snapshot(store),
+                        workers_reference_store)
+    res = run_main("status", store.name, "--verify", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "cells   : 8/8 done, 0 failed, 0 pending" in res.stdout and "0 corrupt cell(s)" in res.stdout

@@ -18,7 +18,20 @@ import xarray as xr
 from pipeline.run.faults import KILL_AFTER_WRITE_ENV
 from pipeline.store.lock import LOCK_NAME
 from sgdsweep.errors import ConfigError
-from tests.conftest import ENV, SMALL_GRID, TINY, assert_same_numbers, free_port, run_main, run_pipeline
+from tests.conftest import (
+    ENV,
+    FAIL_ON_WORKERS_ENV,
+    REPO,
+    SMALL_GRID,
+    TINY,
+    assert_same_numbers,
+    free_port,
+    pipeline_cmd,
+    run_main,
+    run_pipeline,
+    same_bytes,
+    store_files,
+)
 from tests.test_faults import _run
 
 pytestmark = pytest.mark.integration
@@ -74,6 +87,19 @@ def _open(url: str, env: dict) -> xr.Dataset:
     opts = {"key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"],
             "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}}
     return xr.open_zarr(url, storage_options=opts).load()
+
+
+def _objects(fs, prefix: str) -> dict[str, tuple[str, str]]:
+    """Every object under ``prefix``: its ETag (content) and LastModified (one-second resolution)."""
+    fs.invalidate_cache()
+    return {k: (fs.info(k)["ETag"], str(fs.info(k)["LastModified"])) for k in fs.find(prefix)}
+
+
+def _files(fs, prefix: str) -> dict[str, bytes]:
+    """Every object of the store under ``prefix`` by its key inside the store: the bytes (as
+    :func:`tests.conftest.store_files`)."""
+    fs.invalidate_cache()
+    return {k.removeprefix(f"{prefix}/"): fs.cat_file(k) for k in fs.find(prefix)}
 
 
 def _chunks(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -307,11 +333,6 @@ def test_a_writer_that_outlives_its_run_writes_nothing_on_s3(s3, tmp_path):
                               cwd=tmp_path, env={**env, STOP_BEFORE_WRITE_ENV: "1"}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
 
-    def objects() -> dict[str, tuple[str, str]]:
-        fs.invalidate_cache()
-        return {k: (fs.info(k)["ETag"], str(fs.info(k)["LastModified"]))
-                for k in fs.find(f"{BUCKET}/zombie.zarr")}
-
     try:
         deadline = time.monotonic() + 120
         while not _stopped(zombie.pid):
@@ -321,11 +342,108 @@ def test_a_writer_that_outlives_its_run_writes_nothing_on_s3(s3, tmp_path):
         second = run_pipeline("sweep", *new, "cluster.n_workers=1", f"store={url}", "overwrite=true",
                               cwd=tmp_path, env=env)
         assert second.returncode == 0, second.stdout + second.stderr
-        before = objects()
+        before = _objects(fs, f"{BUCKET}/zombie.zarr")
         time.sleep(1.1)  # LastModified has one-second resolution
         zombie.send_signal(signal.SIGCONT)
         out, err = zombie.communicate(timeout=120)
     finally:
         zombie.kill()
     assert zombie.returncode != 0 and "no longer holds the store's lock; nothing written" in err, out + err
-    assert objects() == before and len(before) > 10
+    assert _objects(fs, f"{BUCKET}/zombie.zarr") == before and len(before) > 10
+
+
+@pytest.mark.timeout(300)  # the sweep runs in this process: a hang fails here
+def test_a_worker_frozen_past_the_scheduler_ttl_is_rerun_and_its_late_write_refused_on_s3(
+        s3, workers_reference_store, tmp_path):
+    """tests/test_faults.py's worker frozen past the scheduler's timeout, on a bucket: its task
+    rerun elsewhere, the sweep completes; woken after it, its write (the fence reads the lock
+    object) is refused, no object changes (ETag, LastModified), and the objects are byte for
+    byte a clean local sweep's files; ``status --verify`` is clean."""
+    env, fs = s3
+    from tests.test_faults import frozen_worker_rerun
+
+    prefix = f"{BUCKET}/frozen.zarr"
+    frozen_worker_rerun(tmp_path, f"s3://{prefix}", env, lambda: _files(fs, prefix),
+                        lambda: _objects(fs, prefix), workers_reference_store,
+                        settle=1.1)  # LastModified: one-second resolution
+    res = run_main("status", f"s3://{prefix}", "--verify", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "cells   : 8/8 done, 0 failed, 0 pending" in res.stdout and "0 corrupt cell(s)" in res.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_cell_on_s3_is_recorded_and_retried(s3, tmp_path):
+    """store_writer=workers on a bucket, one of two cells raising on the worker (which has
+    FAIL_ON_WORKERS_ENV set): the cell is recorded failed, ``status`` names it by its
+    coordinates; the same command on a worker without the fault recomputes only it, and the
+    objects are byte for byte a clean sweep's files. The sweeps run in this process."""
+    env, fs = s3
+    from distributed import Client
+
+    from tests.test_faults import address_cluster, start_worker
+
+    env = {**env, "PYTHONPATH": str(REPO)}  # workers import the builder from tests/
+    prefix = f"{BUCKET}/failed.zarr"
+    with address_cluster(tmp_path, env, [{FAIL_ON_WORKERS_ENV: "1"}]) as (address, workers):
+        args = ["sweep", *TINY, "+landscape._target_=tests.conftest.landscape_failing_while_set",
+                "+landscape.fail=0", "grid.lr=[0.02]", "grid.fail=[0,1]", "store_writer=workers",
+                "cluster=address", f"cluster.address={address}"]
+        res = run_main(*args, f"store=s3://{prefix}", cwd=tmp_path, env=env)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "cells      : 2 total, 1 computed now, 0 already done, 1 failed" in res.stdout
+        reason = "RuntimeError: landscape data unavailable on this worker (fail=1)"
+        status = run_main("status", f"s3://{prefix}", cwd=tmp_path, env=env)
+        assert status.returncode == 1, status.stdout + status.stderr
+        assert "cells   : 1/2 done, 1 failed, 0 pending" in status.stdout
+        assert f"lr=0.02, fail=1: {reason}" in status.stdout
+
+        workers[0].kill()  # the fault gone: a worker without it
+        workers.append(start_worker(tmp_path, address, env, 1))
+        with Client(address, timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) != 1 or workers[0].poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        again = run_main(*args, f"store=s3://{prefix}", cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "cells      : 2 total, 1 computed now, 1 already done, 0 failed" in again.stdout
+        clean = run_main(*args, "store=clean.zarr", cwd=tmp_path, env=env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert same_bytes(_files(fs, prefix)) == same_bytes(store_files(tmp_path / "clean.zarr"))
+    status = run_main("status", f"s3://{prefix}", "--verify", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "cells   : 2/2 done, 0 failed, 0 pending" in status.stdout and "0 corrupt cell(s)" in status.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_write_on_s3_is_rerun_bit_identically(s3, workers_reference_store, tmp_path):
+    """store_writer=workers on a bucket, its one worker SIGKILLing itself between its first
+    shard's data and done flag (KILL_AFTER_WRITE_ENV=1): that cell's data objects are written,
+    no cell is done, and the sweep waits for a worker; one started then reruns the task, which
+    rewrites the shard whole. The sweep completes (exit 0) and the objects are byte for byte a
+    clean sweep's files."""
+    env, fs = s3
+    from tests.test_faults import address_cluster, start_worker
+
+    prefix = f"{BUCKET}/killed-worker.zarr"
+    args = ["sweep", *TINY, *SMALL_GRID, "store_writer=workers", "cluster=address", f"store=s3://{prefix}"]
+    with address_cluster(tmp_path, env, [{KILL_AFTER_WRITE_ENV: "1"}]) as (address, workers):
+        sweep = subprocess.Popen(pipeline_cmd(*args, f"cluster.address={address}"), cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            assert workers[0].wait(timeout=120) == -signal.SIGKILL
+            files = _files(fs, prefix)
+            written = {tuple(k.split("/")[2:5]) for k in files if k.startswith("mean/c/")}
+            assert len(written) == 1, sorted(files)  # the cell whose data the worker wrote
+            assert not _open(f"s3://{prefix}", env)["done"].values.any()  # and no done flag
+            workers.append(start_worker(tmp_path, address, env, 1))
+            out, err = sweep.communicate(timeout=120)
+        finally:
+            try:
+                os.killpg(sweep.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert sweep.returncode == 0, out + err
+    assert "cells      : 8 total, 8 computed now, 0 already done, 0 failed" in out
+    assert same_bytes(_files(fs, prefix)) == same_bytes(store_files(workers_reference_store))
