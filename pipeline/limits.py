@@ -70,9 +70,11 @@ def check_cell_memory(cells: Sequence[Any], cluster: Any) -> None:
 
     seen = {}
     for cell in cells:
-        if not isinstance(cell, CellConfig):  # model cells: no density grid to size
-            continue  # cells differ in swept values; the size depends on a few of them
-        key = (cell.landscape.n, cell.fp_refine, cell.chains, len(cell.landscape.basins or ()))
+        # cells differ in swept values; the size depends on a few of them
+        if isinstance(cell, CellConfig):
+            key = (cell.landscape.n, cell.fp_refine, cell.chains, len(cell.landscape.basins or ()))
+        else:  # a model cell
+            key = ("model", cell.model.n, cell.model.d, cell.chains, cell.models.max_cov_dim)
         if key not in seen:
             seen[key] = cell
     if not seen:

@@ -76,6 +76,41 @@ def test_neither_sgd_nor_its_sde_is_gibbs():
     assert np.ptp(td) / np.mean(td) > 0.05
 
 
+def test_projections_on_directions_of_ones_own(tmp_path):
+    """``models.project_on``: a parameter axis e_j (from a .npy file, unscaled) and the sharpest
+    Hessian direction h1 (inline, scaled by 3) become u1, u2. Along e_j every projected number is
+    the parameter's own (variance = the stored covariance's diagonal, curvature = H*_jj, the exact
+    stationary variance = the exact covariance's diagonal); along 3·h1 they are h1's (the same
+    chains, the same unit vector), up to the rounding of the rescaling."""
+    base = _cell(0.05, 8, "with_replacement", chains=300, steps=40)
+    v1 = ModelContext(parse_cell(base)).directions[0]
+    j = 4
+    e = np.zeros(v1.size)
+    e[j] = 2.0
+    np.save(tmp_path / "axis.npy", e)
+    ds = run_cell({**base, "models": {**base["models"], "project_on": str(tmp_path / "axis.npy")}})
+    both = run_cell({**base, "models": {**base["models"], "project_on": [e.tolist(), (3 * v1).tolist()]}})
+    assert ds["direction"].values.tolist() == ["h1", "h2", "h3", "u1"]
+    assert both["direction"].values.tolist() == ["h1", "h2", "h3", "u1", "u2"]
+    sgd = both.sel({"method": "sgd"})
+    np.testing.assert_allclose(sgd["proj_var"].sel(direction="u1"),
+                               sgd["cov"].isel(param=j, param2=j), rtol=1e-10, atol=1e-20)
+    np.testing.assert_allclose(both["stationary_proj_var"].sel(direction="u1"),
+                               both["stationary_cov"].isel(param=j, param2=j), rtol=1e-12)
+    H = parse_cell(base).model.hessian(both["theta_star"].values)
+    assert float(both["hessian_eig"].sel(direction="u1")) == pytest.approx(H[j, j], rel=1e-12)
+    assert float(both["hessian_eig"].sel(direction="u2")) == pytest.approx(
+        float(both["hessian_eig"].sel(direction="h1")), rel=1e-10)
+    np.testing.assert_allclose(sgd["proj_var"].sel(direction="u2"), sgd["proj_var"].sel(direction="h1"),
+                               rtol=1e-10, atol=1e-20)
+    np.testing.assert_allclose(sgd["density"].sel(direction="u2"), sgd["density"].sel(direction="h1"),
+                               atol=1e-9)
+    # a temperature only along eigenvectors
+    assert np.all(np.isnan(both["temperature_direction"].sel(direction=["u1", "u2"])))
+    # the file's direction gives what the inline one gives
+    np.testing.assert_array_equal(ds["proj_var"].sel(direction="u1"), both["proj_var"].sel(direction="u1"))
+
+
 @pytest.mark.integration
 def test_sweep_status_report_on_a_model_store(tmp_path):
     """A d-dimensional sweep through the CLI: lr × batch_size on diabetes, then a swept MLP width
@@ -146,6 +181,9 @@ BAD_MODEL = [
     (["landscape=linreg_diabetes", "batch_size=443", "~grid.lr", "grid.seed=[0]"], "batch_size"),
     (["landscape=linreg_diabetes", "models.directions=12"], "models.directions"),
     (["landscape=linreg_diabetes", "methods=[sgd,fp]"], "methods"),
+    (["landscape=linreg_diabetes", "models.project_on=[1,2]"], "models.project_on"),
+    (["landscape=linreg_diabetes", "models.project_on=[0,0,0,0,0,0,0,0,0,0]"], "models.project_on"),
+    (["landscape=linreg_diabetes", "models.project_on=/no/such.npy"], "models.project_on"),
 ]
 
 

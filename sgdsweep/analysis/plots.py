@@ -1,5 +1,9 @@
 """Figures of a sweep store (or of any ``.sel`` subset, or one ``run_cell`` result).
 
+(A little above the usual module size: these are the 1-D stores' figures, one public function
+each, sharing the facet and heatmap helpers; the 2-D, model and claims figures have their own
+modules.)
+
 Each function takes a dataset and returns a :class:`matplotlib.figure.Figure`
 built without pyplot (no global state; works under any backend, displays in
 Jupyter, saves with ``fig.savefig``). Colours are the Okabe–Ito palette, safe for

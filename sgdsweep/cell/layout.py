@@ -112,6 +112,8 @@ def cell_memory(cell: CellConfig) -> CellMemory:
     ``fp.refine`` per density method, and one per stationary kind), and the chains' state
     (position and bookkeeping, 6 words a chain and axis).
     """
+    if not hasattr(cell, "grids"):  # a model cell
+        return _model_cell_memory(cell)
     cells = [g.cells for g in cell.grids]
     points = math.prod(cells)
     density = sum(1 for m in cell.method_specs if m.kind == "density")
@@ -125,6 +127,30 @@ def cell_memory(cell: CellConfig) -> CellMemory:
                       landscape=points * (1 + d + 2 * d * d + cell.landscape.n * d),
                       fp=fine * (len(cell.times) * density + sizes["kind"]),
                       chains=6 * cell.chains * d)
+
+
+def _model_cell_memory(cell: CellConfig) -> CellMemory:
+    """:func:`cell_memory` of a cell on a model (:class:`~sgdsweep.cell.model_config.ModelCellConfig`):
+    the result (every variable of :func:`~sgdsweep.cell.model_schema.variables`, the full
+    covariance per method and snapshot up to ``models.max_cov_dim``); as "landscape" the data,
+    the per-sample gradients at θ* (n × d), the dense Hessian and noise covariance with their
+    inverse and eigenvectors (4 d², where they are formed: d ≤ 2000) and, for least squares, the
+    dense d² × d² moment operator up to :data:`~sgdsweep.models.moments.DENSE_MAX`; the chains'
+    state (position, one scratch row and the snapshot's gradients: 3 words a chain and parameter)."""
+    from sgdsweep.cell.model_schema import MODEL_KINDS, QUANTILES, variables
+    from sgdsweep.models.moments import DENSE_MAX
+
+    d, n = cell.model.d, cell.model.n
+    full = d <= cell.models.max_cov_dim
+    sizes = {"method": len(cell.methods), "t": len(cell.times), "x": cell.grid.cells,
+             "direction": cell.models.directions + len(cell.models.project_on), "param": d,
+             "param2": d, "kind": len(MODEL_KINDS), "quantile": len(QUANTILES)}
+    dims = [*variables(full).values(), *(v.dims for m in cell.method_specs for v in m.variables.values())]
+    dense = 4 * d * d if d <= 2000 else 0
+    moments = d**4 if cell.model.kind == "linear_regression" and d <= DENSE_MAX else 0
+    return CellMemory(result=sum(math.prod(sizes.get(k, 1) for k in dd) for dd in dims),
+                      landscape=n * (cell.model.data.p + 1 + d) + dense + moments, fp=0,
+                      chains=3 * cell.chains * d)
 
 
 def machine_memory() -> int:
@@ -145,10 +171,29 @@ def check_memory(cell: CellConfig, limit: int | None = None, where: str | None =
         limit, where = machine_memory(), "this machine's memory"
     if limit <= 0 or need.bytes <= limit:
         return
-    field = "mc.chains" if 2 * 8 * need.chains > need.bytes else "density_grid.cells"
-    raise ConfigError(f"{field}: a cell needs at least {_size(need.bytes)} of memory (density_grid.cells, "
-                      f"time.snapshots, methods and mc.chains), more than {_size(limit)} "
-                      f"({where}); use fewer cells, snapshots or chains")
+    raise ConfigError(f"{_memory_field(cell, need, limit)}: a cell needs at least {_size(need.bytes)} of "
+                      f"memory ({_KNOBS[hasattr(cell, 'grids')]}), more than {_size(limit)} ({where}); "
+                      "use fewer of them")
+
+
+#: What sizes a cell's memory, for term cells (True) and model cells (False).
+_KNOBS = {True: "density_grid.cells, time.snapshots, methods and mc.chains",
+          False: "the model's parameters and data, time.snapshots, models.max_cov_dim, methods and mc.chains"}
+
+
+def _memory_field(cell: CellConfig, need: CellMemory, limit: int) -> str:
+    """The field to change: for a model cell, the model itself when its own part cannot fit
+    whatever the chains; else the part of ``need`` that dominates."""
+    model = not hasattr(cell, "grids")
+    if model and 8 * need.landscape > limit:
+        return "landscape"
+    if 2 * need.chains > need.bytes / 8:
+        return "mc.chains"
+    if not model:
+        return "density_grid.cells"
+    if 2 * need.result > need.bytes / 8:
+        return "models.max_cov_dim" if cell.model.d <= cell.models.max_cov_dim else "time.snapshots"
+    return "landscape"
 
 
 def _size(n: int) -> str:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sgdsweep.cell.layout import check_memory
 from sgdsweep.cell.schedule import parse_methods, parse_schedule
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
@@ -62,6 +64,10 @@ class ModelsConf:
         "θ", "a chain with a non-finite θ or |θ_k| > bound is diverged (lost)"))
     hill_frac: float = field(default=0.05, metadata=_meta(
         "1", "fraction of the largest |projections| used by Hill's tail-index estimator"))
+    project_on: Any = field(default=None, metadata=_meta(
+        "θ", "further directions to project on, after the Hessian's: a list of d-vectors or the "
+             "path of a .npy or .csv file holding an (m, d) array; each scaled to unit length and "
+             "stored as direction u1…um"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +126,43 @@ def _models_conf(raw: Mapping[str, Any]) -> ModelsConf:
     return conf
 
 
+def user_directions(spec: Any, d: int) -> np.ndarray:
+    """``models.project_on`` as an (m, d) array of unit vectors (m = 0 without one).
+
+    ``spec``: None, a list of d numbers (one direction) or of such lists, or the path of a
+    ``.npy`` / ``.csv`` (comma-separated, no header) file holding one such array."""
+    field_ = "models.project_on"
+    if spec is None:
+        return np.zeros((0, d))
+    if isinstance(spec, str | Path):
+        f = Path(spec).expanduser()
+        if not f.is_file():
+            raise ConfigError(f"{field_}: no such file {str(f)!r}")
+        try:
+            raw = np.load(f) if f.suffix == ".npy" else np.loadtxt(f, delimiter=",", ndmin=2) \
+                if f.suffix == ".csv" else None
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{field_}: {f.name} is not a numeric array ({exc})") from None
+        if raw is None:
+            raise ConfigError(f"{field_}: expected a .npy or .csv file, got {f.name!r}")
+    else:
+        try:
+            raw = np.array(spec, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{field_}: expected numbers, a list of d-vectors or a file, "
+                              f"got {spec!r}") from None
+    V = np.asarray(raw, dtype=np.float64)
+    V = V[None, :] if V.ndim == 1 else V
+    if V.ndim != 2 or V.shape[1] != d or len(V) == 0:
+        raise ConfigError(f"{field_}: each direction needs the model's {d} parameters, got an array "
+                          f"of shape {tuple(np.shape(raw))}")
+    norms = np.linalg.norm(V, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+    if bad.size:
+        raise ConfigError(f"{field_}: direction {bad[0] + 1} is zero or not finite")
+    return np.ascontiguousarray(V / norms[:, None])
+
+
 def model_from_landscape(land: Mapping[str, Any]) -> Model:
     """The :class:`~sgdsweep.models.model.Model` of a ``family: model`` landscape mapping."""
     return build_model({k: v for k, v in land.items() if k not in _LANDSCAPE_ONLY})
@@ -162,6 +205,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
     if conf.directions > model.d:
         raise ConfigError(f"models.directions: {conf.directions} is more than the model's "
                           f"{model.d} parameters")
+    conf.project_on = user_directions(conf.project_on, model.d)
     if conf.sharpness_chains > chains:
         raise ConfigError(f"models.sharpness_chains: {conf.sharpness_chains} is more than "
                           f"mc.chains = {chains}")
@@ -170,6 +214,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
         seed=seed, grid=grid, times=times, steps=steps, chains=chains, sde_substeps=substeps,
         temperature=temperature, models=conf, method_specs=specs, sections=dict(sections),
     )
+    check_memory(cell)  # before θ* or any chain is allocated; the pipeline checks a worker's share
     for m in specs:
         if m.validate is not None:
             m.validate(cell)

@@ -50,16 +50,26 @@ class ModelContext:
 
     @cached_property
     def directions(self) -> np.ndarray:
-        """(k, d): the top-k Hessian eigenvectors at θ*, largest eigenvalue first, each with
-        its largest component positive (a sign convention, so that cells agree)."""
+        """(k + m, d): the top-k Hessian eigenvectors at θ*, largest eigenvalue first, each with
+        its largest component positive (a sign convention, so that cells agree), then the m
+        unit vectors of ``models.project_on``."""
         v = np.asarray(self.minimum.hessian_eigvecs[:, : self.cell.models.directions], dtype=np.float64).T
         signs = np.sign(v[np.arange(len(v)), np.argmax(np.abs(v), axis=1)])
-        return np.ascontiguousarray(v * signs[:, None])
+        return np.ascontiguousarray(np.vstack([v * signs[:, None], self.cell.models.project_on]))
 
     @cached_property
     def eigenvalues(self) -> np.ndarray:
-        """(k,) Hessian eigenvalues at θ* along :attr:`directions`."""
-        return np.asarray(self.minimum.hessian_eigvals[: self.cell.models.directions], dtype=np.float64)
+        """(k + m,) curvature along :attr:`directions`: the Hessian eigenvalues at θ*, then the
+        Rayleigh quotients uᵀH*u of the user's directions."""
+        lam = np.asarray(self.minimum.hessian_eigvals[: self.cell.models.directions], dtype=np.float64)
+        theta = self.minimum.theta
+        user = [float(u @ self.model.hvp(theta, u)) for u in self.cell.models.project_on]
+        return np.concatenate([lam, user])
+
+    @property
+    def hessian_directions(self) -> int:
+        """k: how many of :attr:`directions` are Hessian eigenvectors (the rest are the user's)."""
+        return self.cell.models.directions
 
     @cached_property
     def noise_cov(self) -> np.ndarray:

@@ -35,9 +35,11 @@ def full_cov(cell: ModelCellConfig) -> bool:
 def model_template(cell: ModelCellConfig) -> xr.Dataset:
     """The NaN-filled structure of the cell's result (nothing computed: no minimum is solved)."""
     k, d = cell.models.directions, cell.model.d
+    user = len(cell.models.project_on)
     coords = {"method": list(cell.methods), "t": cell.times, "x": cell.grid.centres,
-              "direction": [f"h{j + 1}" for j in range(k)], "param": np.arange(d),
-              "param2": np.arange(d), "kind": list(MODEL_KINDS), "quantile": list(QUANTILES)}
+              "direction": [f"h{j + 1}" for j in range(k)] + [f"u{j + 1}" for j in range(user)],
+              "param": np.arange(d), "param2": np.arange(d), "kind": list(MODEL_KINDS),
+              "quantile": list(QUANTILES)}
     sizes = {name: len(v) for name, v in coords.items()}
     data = {name: xr.Variable(dims, np.full(tuple(sizes[s] for s in dims), np.nan), attrs=ATTRS.get(name, {}))
             for name, dims in variables(full_cov(cell)).items()}
@@ -150,7 +152,9 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
             ds["stationary_excess_loss"].loc[sel] = 0.5 * float(np.sum(H * C))
         var_k = np.einsum("kd,de,ke->k", V, C, V)
         ds["stationary_proj_var"].loc[sel] = var_k
-        ds["temperature_direction"].loc[sel] = lam * var_k
+        # λ_k · var_k is a temperature only along an eigenvector (Gibbs: var_k = T/λ_k)
+        eig = np.arange(len(lam)) < ctx.hessian_directions
+        ds["temperature_direction"].loc[sel] = np.where(eig, lam * var_k, np.nan)
 
 
 __all__ = ["model_template", "run_model_cell"]

@@ -61,7 +61,8 @@ def variables(full_cov: bool) -> dict[str, tuple[str, ...]]:
 
 ATTRS: dict[str, dict[str, str]] = {
     "x": {"long_name": "projection (θ − θ*)·v_k on a Hessian eigenvector (cell centre)", "units": "θ"},
-    "direction": {"long_name": "eigenvector v_k of the Hessian at θ* (h1: the largest eigenvalue)"},
+    "direction": {"long_name": "direction v_k of the projections: h1…hk the Hessian's eigenvectors at θ* "
+                  "(h1: the largest eigenvalue), u1…um the unit vectors of models.project_on"},
     "param": {"long_name": "parameter index"},
     "param2": {"long_name": "parameter index (second axis of a covariance)"},
     "kind": {"long_name": "stationary reference: sgd (exact discrete-time SGD, least squares), "
@@ -88,14 +89,16 @@ ATTRS: dict[str, dict[str, str]] = {
     "theta_star": {"long_name": "reference minimum θ* (full-batch solve)", "units": "θ"},
     "loss_star": {"long_name": "training loss at θ*", "units": "loss"},
     "grad_norm_star": {"long_name": "|G(θ*)| reached by the full-batch solve", "units": "loss/θ"},
-    "hessian_eig": {"long_name": "Hessian eigenvalue λ_k at θ*", "units": "loss/θ²"},
+    "hessian_eig": {"long_name": "curvature λ_k = v_kᵀH*v_k at θ*: the Hessian eigenvalue along "
+                    "h-directions, the Rayleigh quotient along u-directions", "units": "loss/θ²"},
     "noise_proj": {"long_name": "per-sample gradient variance along v_k at θ*: v_kᵀ Σ* v_k "
                    "(population)", "units": "(loss/θ)²"},
     "noise_alignment": {"long_name": "noise–Hessian alignment tr(Σ*H*) / (‖Σ*‖_F ‖H*‖_F)", "units": "1"},
     "temperature": {"long_name": "Langevin / Gibbs temperature T (default tr D(θ*) / d, "
                     "D = η Σ_b / 2)", "units": "loss"},
     "temperature_direction": {"long_name": "temperature λ_k · var_k that a Gibbs law would need to "
-                              "match the reference's variance along v_k", "units": "loss"},
+                              "match the reference's variance along v_k (h-directions only: NaN along "
+                              "u-directions, where λ_k · var_k is no temperature)", "units": "loss"},
     "stationary_cov": {"long_name": "stationary covariance of θ of the reference (NaN where no "
                        "exact one exists)", "units": "θ²"},
     "stationary_var": {"long_name": "stationary variance of each parameter of the reference",
