@@ -184,6 +184,9 @@ BAD_MODEL = [
     (["landscape=linreg_diabetes", "models.project_on=[1,2]"], "models.project_on"),
     (["landscape=linreg_diabetes", "models.project_on=[0,0,0,0,0,0,0,0,0,0]"], "models.project_on"),
     (["landscape=linreg_diabetes", "models.project_on=/no/such.npy"], "models.project_on"),
+    # memory: 10¹⁰ chains of 10 parameters; a network of 10⁹ hidden units (its data part alone)
+    (["landscape=linreg_diabetes", "mc.chains=10000000000"], "mc.chains: a cell needs at least"),
+    (["landscape=mlp_wine", "landscape.hidden=1000000000"], "landscape: a cell needs at least"),
 ]
 
 
