@@ -23,13 +23,13 @@ import numpy as np
 
 from sgdsweep.cell.layout import check_memory
 from sgdsweep.cell.model_config import ModelCellConfig, ModelsConf, is_model_landscape, parse_model_cell
-from sgdsweep.cell.schedule import parse_methods, parse_schedule
+from sgdsweep.cell.schedule import parse_methods, parse_schedule, parse_step, parse_temperature
 from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.initial import Initial
 from sgdsweep.landscapes.landscape import Landscape, build_landscape
-from sgdsweep.landscapes.noise import SAMPLINGS, batch_noise_factor
+from sgdsweep.landscapes.noise import batch_noise_factor
 from sgdsweep.methods.registry import Method
 from sgdsweep.validate import integer, real
 
@@ -283,12 +283,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
         return parse_model_cell(raw, _parse_sections(raw))
     land = build_landscape(raw["landscape"])
 
-    lr = real(raw["lr"], "lr", positive=True)
-    batch_size = integer(raw["batch_size"], "batch_size", 1)
-    sampling = raw["sampling"]
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
-    batch_noise_factor(land.n, batch_size, sampling)  # raises on batch_size > n
+    lr, batch_size, sampling = parse_step(raw, land.n)
 
     methods, specs = parse_methods(raw)
     for m in specs:
@@ -312,8 +307,7 @@ def parse_cell(cfg: Mapping[str, Any]) -> CellConfig | ModelCellConfig:
     sched = parse_schedule(raw, lr)
     times, steps, chains, substeps = sched.times, sched.steps, sched.chains, sched.sde_substeps
 
-    temp = raw["langevin"]["temperature"]
-    temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)
+    temperature = parse_temperature(raw)
     convention = raw["fp"]["convention"]
     if convention not in CONVENTIONS:
         raise ConfigError(f"fp.convention: unknown {convention!r} (known: {', '.join(CONVENTIONS)})")

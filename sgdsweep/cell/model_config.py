@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from sgdsweep.cell.layout import check_memory
-from sgdsweep.cell.schedule import parse_methods, parse_schedule
+from sgdsweep.cell.schedule import parse_methods, parse_schedule, parse_step, parse_temperature
 from sgdsweep.errors import ConfigError
 from sgdsweep.landscapes.grid import Grid1D
-from sgdsweep.landscapes.noise import SAMPLINGS, batch_noise_factor
+from sgdsweep.landscapes.noise import batch_noise_factor
 from sgdsweep.methods.registry import Method, registered
 from sgdsweep.models.model import Model, build_model
 from sgdsweep.validate import integer, real
@@ -175,12 +175,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
     (``init``, ``fp``, ``escape``) are not read.
     """
     model = model_from_landscape(raw["landscape"])
-    lr = real(raw["lr"], "lr", positive=True)
-    batch_size = integer(raw["batch_size"], "batch_size", 1)
-    sampling = raw["sampling"]
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
-    batch_noise_factor(model.n, batch_size, sampling)  # raises on batch_size > n
+    lr, batch_size, sampling = parse_step(raw, model.n)
     methods, specs = parse_methods(raw)
     for m in specs:
         if m.fill_model is None:
@@ -197,8 +192,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
                   integer(spec["cells"], "density_grid.cells", 3))
     sched = parse_schedule(raw, lr)
     times, steps, chains, substeps = sched.times, sched.steps, sched.chains, sched.sde_substeps
-    temp = raw["langevin"]["temperature"]
-    temperature = None if temp is None else real(temp, "langevin.temperature", positive=True)
+    temperature = parse_temperature(raw)
     conf = _models_conf(raw["models"])
     if conf.directions is None:
         conf.directions = min(4, model.d)

@@ -1,5 +1,6 @@
-"""What every cell parses the same way, term landscape or model: the method list and the
-snapshot schedule (SDE times t = η·step, the SGD steps they fall on, the chain counts)."""
+"""What every cell parses the same way, term landscape or model: the step (learning rate,
+batch size, sampling), the method list and the snapshot schedule (SDE times t = η·step, the
+SGD steps they fall on, the chain counts)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,26 @@ from typing import Any
 import numpy as np
 
 from sgdsweep.errors import ConfigError
+from sgdsweep.landscapes.noise import SAMPLINGS, batch_noise_factor
 from sgdsweep.methods.registry import Method, get_method
 from sgdsweep.validate import integer, real
+
+
+def parse_step(raw: Mapping[str, Any], n: int) -> tuple[float, int, str]:
+    """``lr`` (> 0), ``batch_size`` (1 … n for a landscape of n samples) and ``sampling``."""
+    lr = real(raw["lr"], "lr", positive=True)
+    batch_size = integer(raw["batch_size"], "batch_size", 1)
+    sampling = raw["sampling"]
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"sampling: unknown {sampling!r} (known: {', '.join(SAMPLINGS)})")
+    batch_noise_factor(n, batch_size, sampling)  # raises on batch_size > n
+    return lr, batch_size, sampling
+
+
+def parse_temperature(raw: Mapping[str, Any]) -> float | None:
+    """``langevin.temperature``: > 0, or None for the cell's default."""
+    temp = raw["langevin"]["temperature"]
+    return None if temp is None else real(temp, "langevin.temperature", positive=True)
 
 
 def parse_methods(raw: Mapping[str, Any]) -> tuple[list[str], tuple[Method, ...]]:
