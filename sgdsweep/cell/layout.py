@@ -136,7 +136,9 @@ def _model_cell_memory(cell: CellConfig) -> CellMemory:
     the per-sample gradients at θ* (n × d), the dense Hessian and noise covariance with their
     inverse and eigenvectors (4 d², where they are formed: d ≤ 2000) and, for least squares, the
     dense d² × d² moment operator up to :data:`~sgdsweep.models.moments.DENSE_MAX`; the chains'
-    state (position, one scratch row and the snapshot's gradients: 3 words a chain and parameter)."""
+    state (position, one scratch row and the snapshot's gradients: 3 words a chain and parameter;
+    the batch's indices, the projections, loss, gradient norm and bookkeeping: b + k + 4 a chain).
+    Measured peaks are 2.5–4.5× it (``benchmarks/README.md``)."""
     from sgdsweep.cell.model_schema import MODEL_KINDS, QUANTILES, variables
     from sgdsweep.models.moments import DENSE_MAX
 
@@ -150,7 +152,7 @@ def _model_cell_memory(cell: CellConfig) -> CellMemory:
     moments = d**4 if cell.model.kind == "linear_regression" and d <= DENSE_MAX else 0
     return CellMemory(result=sum(math.prod(sizes.get(k, 1) for k in dd) for dd in dims),
                       landscape=n * (cell.model.data.p + 1 + d) + dense + moments, fp=0,
-                      chains=3 * cell.chains * d)
+                      chains=cell.chains * (3 * d + cell.batch_size + sizes["direction"] + 4))
 
 
 def machine_memory() -> int:
