@@ -138,7 +138,7 @@ def _model_cell_memory(cell: CellConfig) -> CellMemory:
     dense d² × d² moment operator up to :data:`~sgdsweep.models.moments.DENSE_MAX`; the chains'
     state (position, one scratch row and the snapshot's gradients: 3 words a chain and parameter;
     the batch's indices, the projections, loss, gradient norm and bookkeeping: b + k + 4 a chain).
-    Measured peaks are 2.5–4.5× it (``benchmarks/README.md``)."""
+    Measured peaks are ~3× it (``benchmarks/README.md``)."""
     from sgdsweep.cell.model_schema import MODEL_KINDS, QUANTILES, variables
     from sgdsweep.models.moments import DENSE_MAX
 
