@@ -182,8 +182,10 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
                          "recompute it\n")
     # The tables and figures read the per-cell summaries many times over: read each once.
     # Profiles over the density grid stay lazy: the figures take them for a few cells.
-    ds = ds.assign({name: var.load() for name, var in ds.data_vars.items()
-                    if var.nbytes <= LOAD_BYTES and not set(var.dims) & GRID_DIMS})
+    # In one compute: a compute per variable (35 here) cost ~0.8 s more on 10⁵ cells.
+    small = [name for name, var in ds.data_vars.items()
+             if var.nbytes <= LOAD_BYTES and not set(var.dims) & GRID_DIMS]
+    ds = ds.assign(ds[small].load().data_vars)
     out = default_out(loc) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
