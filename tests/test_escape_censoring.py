@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sgdsweep import run_cell
-from sgdsweep.cell.schema import MIN_ESCAPES, few_escape_cells
+from sgdsweep.cell.schema import MIN_ESCAPES, escape_error_cells, few_escape_cells
 from sgdsweep.montecarlo.escapes import censored_escapes
 
 
@@ -87,3 +87,27 @@ def test_few_escapes_are_flagged():
                      "done": (("lr",), [True, True])},
                     coords={"lr": [0.1, 0.2], "method": ["sgd", "fp"]})
     assert few_escape_cells(ds) == [({"lr": 0.1}, "sgd", 3.0)]
+
+
+def test_flagged_lists_build_only_the_first_entries_and_count_all():
+    """``most``: the first entries in C order (what ``status`` shows), ``.total``: all of them,
+    done cells only — the same entries as the whole list's head."""
+    import xarray as xr
+
+    count = np.full((3, 4, 2), 50.0)
+    count[:, :, 0] = [[1, 50, 2, 3], [50, 4, 50, 5], [6, 7, 50, 50]]  # 7 flagged sgd entries
+    done = np.ones((3, 4), bool)
+    done[2, 1] = False  # its 7 escapes are not flagged
+    err = np.where(count[:, :, 0] < 50, 0.5, 0.01)
+    ds = xr.Dataset({"escape_count": (("lr", "seed", "method"), count), "done": (("lr", "seed"), done),
+                     "escape_time_exact_error": (("lr", "seed"), err)},
+                    coords={"lr": [0.1, 0.2, 0.3], "seed": [0, 1, 2, 3], "method": ["sgd", "fp"]})
+    every = few_escape_cells(ds)
+    assert [c[2] for c in every] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and every.total == 6
+    head = few_escape_cells(ds, most=4)
+    assert head == every[:4] and head.total == 6
+    assert head[3] == ({"lr": 0.2, "seed": 1}, "sgd", 4.0)
+    flagged = escape_error_cells(ds, most=2)
+    assert flagged == [({"lr": 0.1, "seed": 0}, 0.5), ({"lr": 0.1, "seed": 2}, 0.5)]
+    assert flagged.total == 6 and len(escape_error_cells(ds)) == 6
+    assert few_escape_cells(ds, most=0) == [] and few_escape_cells(ds, most=0).total == 6

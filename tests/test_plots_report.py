@@ -311,3 +311,17 @@ def test_cell_densities_and_explore(store, monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # as if not installed
     with pytest.raises(ImportError, match=r"needs ipywidgets: pip install ipywidgets"):
         ds.sgd.explore()
+
+
+def test_status_and_report_import_no_planner_nor_cell_runner():
+    """``status`` and ``report`` only read a store: importing them must not bring Hydra,
+    dask.distributed, scipy.integrate or the cell runner (numba kernels, scipy solvers),
+    ~1 s of a 10⁵-cell ``report``'s start-up. ``sgdsweep.run_cell`` still resolves."""
+    code = ("import sys, pipeline.cli.main, pipeline.cli.status, pipeline.cli.report; "
+            "heavy = ('hydra', 'distributed', 'scipy.integrate', 'sgdsweep.cell.run'); "
+            "print([m for m in heavy if m in sys.modules]); "
+            "import sgdsweep; print(sgdsweep.run_cell.__module__, 'run_cell' in dir(sgdsweep))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["[]", "sgdsweep.cell.run True"], res.stdout

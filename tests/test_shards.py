@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
@@ -16,6 +17,7 @@ from pipeline.run.sweep import templates
 from pipeline.store import integrity
 from pipeline.store import store as stores
 from pipeline.store.location import parse
+from sgdsweep.analysis.reductions import load_variables
 from sgdsweep.store import shards
 from tests.conftest import TINY
 from tests.test_integrity import chunk, flip_bit
@@ -188,6 +190,11 @@ def test_shard_reader_equals_zarr_bit_for_bit(tmp_path, cells):
         np.testing.assert_array_equal(whole, b, err_msg=name)
     assert ds["done"].values.tolist() == [True, True, False] + [True] * 6 + [False]
     assert ds["error"].values[2] == "ValueError: boom" and np.isnan(ds["mean"].values[9]).all()
+    # report's loader: each variable read whole, no Dask task per shard; the same Dataset.
+    names = list(ds.data_vars)
+    loaded = load_variables(str(path), ds, names)
+    assert list(loaded) == names and all(not isinstance(v.data, da.Array) for v in loaded.values())
+    xr.testing.assert_identical(ds.assign(loaded), sgdsweep.open_sweep(path).load())
 
 
 def test_shard_reader_refuses_a_damaged_cell_as_zarr_does(tmp_path, cells):
@@ -198,6 +205,8 @@ def test_shard_reader_refuses_a_damaged_cell_as_zarr_does(tmp_path, cells):
                                   np.stack([c["density"].values for c in cells[1][:4]]))
     with pytest.raises(ValueError, match=r"'density', cell \(5,\)"):
         ds["density"].values  # noqa: B018
+    with pytest.raises(ValueError, match=r"'density', cell \(5,\)"):
+        load_variables(str(path), ds, ["mean", "density"])
     damaged: set = set()
     group = zarr.open_group(str(path), mode="r")
     whole = shards.read_shards(group["density"], 1, damaged=damaged)

@@ -32,7 +32,7 @@ from pipeline.store import location, metadata
 from pipeline.store.integrity import mask_corrupt
 from sgdsweep.analysis.claims_plots import claims_figures
 from sgdsweep.analysis.plots import FIGURES, FIGURES_2D, most_informative_cell
-from sgdsweep.analysis.reductions import open_sweep
+from sgdsweep.analysis.reductions import load_variables, open_sweep
 from sgdsweep.cell import schema
 from sgdsweep.cell.schema import DONE, ERROR, ESCAPE_ERROR_FLAG, MIN_ESCAPES
 from sgdsweep.errors import ConfigError
@@ -182,8 +182,9 @@ def write_report(loc: location.Location, out: str | Path | None = None) -> Path:
                          "recompute it\n")
     # The tables and figures read the per-cell summaries many times over: read each once.
     # Profiles over the density grid stay lazy: the figures take them for a few cells.
-    ds = ds.assign({name: var.load() for name, var in ds.data_vars.items()
-                    if var.nbytes <= LOAD_BYTES and not set(var.dims) & GRID_DIMS})
+    small = [name for name, var in ds.data_vars.items()
+             if var.nbytes <= LOAD_BYTES and not set(var.dims) & GRID_DIMS]
+    ds = ds.assign(load_variables(loc.dataset_path, ds, small, loc.storage_options))
     out = default_out(loc) if out is None else Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

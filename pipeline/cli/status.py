@@ -63,32 +63,32 @@ def describe(loc: location.Location, max_failures: int = 20) -> tuple[str, int, 
         lines.append(f"failed  : {schema.describe_cell(where)}: {msg}")
     if len(failed) > max_failures:
         lines.append(f"failed  : ... and {len(failed) - max_failures} more")
-    flagged = schema.escape_error_cells(ds)
-    for where, err in flagged[:max_failures]:
+    # Only the lines shown are built (every cell of a 10⁵-cell store may be flagged).
+    flagged = schema.escape_error_cells(ds, most=max_failures)
+    for where, err in flagged:
         lines.append(f"escape  : {schema.describe_cell(where)}: escape_time_exact_error {err:.1%} "
                      f"> {schema.ESCAPE_ERROR_FLAG:.0%} (refine the density grid or raise fp.refine)")
-    if len(flagged) > max_failures:
-        lines.append(f"escape  : ... and {len(flagged) - max_failures} more cells above the flag")
-    _method_lines(lines, "lost    ", schema.lost_cells(ds), max_failures,
+    if flagged.total > max_failures:
+        lines.append(f"escape  : ... and {flagged.total - max_failures} more cells above the flag")
+    _method_lines(lines, "lost    ", schema.lost_cells(ds, most=max_failures), max_failures,
                   lambda m, v: f"{m} lost {v:.1%} of its chains off the grid (> {schema.LOST_FLAG:.0%}; "
                                "widen density_grid)")
-    _method_lines(lines, "escapes ", schema.few_escape_cells(ds), max_failures,
+    _method_lines(lines, "escapes ", schema.few_escape_cells(ds, most=max_failures), max_failures,
                   lambda m, v: f"{m}: only {v:.0f} chain(s) escaped (< {schema.MIN_ESCAPES}): too few for "
                                "escape_time_mle (raise time.t_end or mc.chains)")
-    _method_lines(lines, "operator", schema.operator_diffusion_cells(ds), max_failures,
+    _method_lines(lines, "operator", schema.operator_diffusion_cells(ds, most=max_failures), max_failures,
                   lambda m, v: f"{m} adds numerical variance {v:.3g} × the minibatch variance per step, "
                                "above operator.diffusion_ratio (use more density_grid.cells or a larger "
                                "operator.max_refine)")
     return "\n".join(lines), n_done, total
 
 
-def _method_lines(lines: list[str], label: str, cells: list[tuple[dict[str, Any], str, float]],
-                  most: int, text: Any) -> None:
+def _method_lines(lines: list[str], label: str, cells: schema.Flagged, most: int, text: Any) -> None:
     """One ``label: cell: text(method, value)`` line per flagged (cell, method), at most ``most``."""
     for where, method, value in cells[:most]:
         lines.append(f"{label}: {schema.describe_cell(where) or 'the cell'}: {text(method, value)}")
-    if len(cells) > most:
-        lines.append(f"{label}: ... and {len(cells) - most} more")
+    if cells.total > most:
+        lines.append(f"{label}: ... and {cells.total - most} more")
 
 
 def axis_values(values: Sequence[object], most: int = 12) -> str:

@@ -13,10 +13,7 @@ import json
 from typing import Any
 
 import zarr
-from omegaconf import OmegaConf
 
-from pipeline.config import expand
-from pipeline.run.sweep import templates
 from pipeline.store import integrity
 from pipeline.store import store as stores
 from pipeline.store.location import Location
@@ -37,6 +34,13 @@ def _record(loc: Location, root: dict[str, Any] | None) -> dict[str, Any] | None
 def rebuilt(attrs: dict[str, Any]) -> dict[str, Any]:
     """The store as the sweep of the config in ``attrs`` creates it, before any cell is
     written: its keys (``NAME/zarr.json``, the coordinates' chunks) -> zarr buffers."""
+    # Here, not at the top: ``status`` imports this module, and the planner brings Hydra
+    # and dask.distributed (~0.5 s), needed only when a metadata file has no copy left.
+    from omegaconf import OmegaConf
+
+    from pipeline.config import expand
+    from pipeline.run.sweep import templates
+
     plan = expand(OmegaConf.create(attrs["config"]), reserved=set(CELL_DIMS))
     if plan.config_hash != attrs.get("config_hash"):
         raise ConfigError("repair: the run record's config does not give the store's config hash "

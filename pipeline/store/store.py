@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -45,7 +45,6 @@ import xarray as xr
 import zarr
 from xarray.coding.strings import create_vlen_dtype
 
-from pipeline.config import SweepPlan
 from pipeline.run import faults
 from pipeline.run.settings import RunConf
 from pipeline.store import integrity, location, lock
@@ -55,6 +54,9 @@ from sgdsweep.analysis.reductions import open_sweep
 from sgdsweep.cell.schema import ATTRS, DONE, ERROR, ERROR_CHARS, RUNTIME, UNION_COORDS
 from sgdsweep.errors import ConfigError
 from sgdsweep.store import shards
+
+if TYPE_CHECKING:  # annotations only: pipeline.config brings Hydra (~0.2 s); reading a store does not
+    from pipeline.config import SweepPlan
 
 ZARR_FORMAT = 3
 #: Cells per shard (at most), ``shard_cells``'s default: with ~25 variables, ≤ 0.025 chunk files per cell.

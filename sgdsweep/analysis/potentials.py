@@ -19,7 +19,6 @@ NumPy reductions on the last axis (the grid ``x``), mapped lazily by the ``ds.sg
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import cumulative_trapezoid
 
 from sgdsweep.analysis.reductions import basin_labels
 
@@ -42,6 +41,8 @@ def potential_parts(density: np.ndarray, grad: np.ndarray, diffusion: np.ndarray
     The additive constant of −log p is fixed so that the residual has zero p-weighted mean;
     cells where p < ``rel_floor``·max p (or D ≤ 0) are NaN in every part.
     """
+    from scipy.integrate import cumulative_trapezoid  # here: scipy.integrate costs ~0.3 s to import
+
     lead, (p2, g2, d2) = _rows(density, grad, diffusion)
     x = np.asarray(x, dtype=np.float64)
     out = np.full((p2.shape[0], 4, x.size), np.nan)
@@ -90,6 +91,8 @@ def noise_coordinate_fields(density: np.ndarray, grad: np.ndarray, diffusion: np
 def ito_log_density(grad: np.ndarray, diffusion: np.ndarray, x: np.ndarray) -> np.ndarray:
     """log p of the Itô stationary law, −∫ G/D dθ − log D (trapezoid, unnormalised): finite
     where the stored density underflows to 0 (below 1e-308). NaN rows where D ≤ 0."""
+    from scipy.integrate import cumulative_trapezoid  # here: scipy.integrate costs ~0.3 s to import
+
     lead, (g2, d2) = _rows(grad, diffusion)
     x = np.asarray(x, dtype=np.float64)
     out = np.full(g2.shape, np.nan)

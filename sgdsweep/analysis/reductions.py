@@ -68,26 +68,58 @@ def _decode_by_shard(path: str, ds: xr.Dataset, storage_options: dict[str, Any] 
     import zarr
     from xarray.core import indexing
 
-    from sgdsweep.store import shards
-
     dims = ds.attrs.get("sweep_dims", [])
-    dims = [dims] if isinstance(dims, str) else list(dims)
-    k = len(dims)
-    if not k:
+    if not ([dims] if isinstance(dims, str) else list(dims)):
         return ds
     group = zarr.open_group(path, mode="r", storage_options=storage_options)
     token = f"{time.time_ns()}"  # a store reopened after a resume is other data
     new = {}
-    for name, var in ds.data_vars.items():
-        if list(var.dims[:k]) != dims or name not in group:
-            continue
-        array = group[name]
-        if shards.plain_sharding(array, k) is None:
-            continue
-        lazy = xr.Variable(var.dims, indexing.LazilyIndexedArray(shards.ShardedArray(array, k)),
-                           var.attrs, var.encoding)
+    for name, (var, backend) in _by_shard(group, ds, ds.data_vars).items():
+        lazy = xr.Variable(var.dims, indexing.LazilyIndexedArray(backend), var.attrs, var.encoding)
         new[name] = lazy.chunk(dict(zip(var.dims, var.chunks, strict=True)), name=f"{name}-{token}")
     return ds.assign(new) if new else ds
+
+
+def _by_shard(group: Any, ds: xr.Dataset, names: Any) -> dict[str, tuple[xr.Variable, Any]]:
+    """The variables among ``names`` that :func:`_decode_by_shard` reads by shard, each with
+    its :class:`~sgdsweep.store.shards.ShardedArray`."""
+    from sgdsweep.store import shards
+
+    dims = ds.attrs.get("sweep_dims", [])
+    dims = [dims] if isinstance(dims, str) else list(dims)
+    k, out = len(dims), {}
+    for name in names:
+        var = ds[name].variable
+        if k and list(var.dims[:k]) == dims and name in group:
+            array = group[name]
+            if shards.plain_sharding(array, k) is not None:
+                out[name] = var, shards.ShardedArray(array, k)
+    return out
+
+
+def load_variables(path: str | Path | Any, ds: xr.Dataset, names: list[str],
+                   storage_options: dict[str, Any] | None = None) -> dict[str, xr.Variable]:
+    """The variables ``names`` of ``ds`` (:func:`open_sweep` of ``path``) read into memory.
+
+    One read per variable for those read by shard — the same reads and checks as their
+    Dask tasks (a damaged cell raises), without a task per shard: ~0.3 ms each, 0.7 s
+    for the per-cell summaries of a 10⁵-cell store. The others (in memory already, or
+    read by zarr) as ``.load()`` reads them.
+    """
+    import zarr
+    from xarray.core import indexing
+
+    local = isinstance(path, Path) or (isinstance(path, str) and "://" not in path)
+    direct = {}
+    if isinstance(path, (str, Path)):
+        group = zarr.open_group(str(path), mode="r", storage_options=None if local else storage_options)
+        for name, (var, backend) in _by_shard(group, ds, names).items():
+            if var.chunks is not None and var.shape == backend.shape:  # as opened, not replaced
+                whole = indexing.BasicIndexer((slice(None),) * var.ndim)
+                direct[name] = xr.Variable(var.dims, backend[whole], var.attrs, var.encoding)
+    rest = [name for name in names if name not in direct]
+    loaded = ds[rest].load().data_vars if rest else {}
+    return {name: direct[name] if name in direct else loaded[name].variable for name in names}
 
 
 def shard_chunks(ds: xr.Dataset) -> dict[str, int]:

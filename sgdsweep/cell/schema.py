@@ -141,11 +141,30 @@ def describe_cell(where: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in where.items())
 
 
-def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
+class Flagged(list):
+    """The entries of a flagged-cell list (:func:`escape_error_cells`, :func:`lost_cells`, …)
+    — only the first ``most`` when asked for fewer — and ``total``, how many there are in all."""
+
+    total: int = 0
+
+
+def _flagged(bad: np.ndarray, value: np.ndarray, most: int | None, entry: Any) -> Flagged:
+    """``entry(index as a list, value)`` of the first ``most`` (None: all) positions where
+    ``bad``, in C order, with their total."""
+    at, values = np.argwhere(bad), value[bad]  # both in C order
+    if most is not None:
+        at, values = at[:max(0, most)], values[:max(0, most)]
+    out = Flagged(entry(idx, v) for idx, v in zip(at.tolist(), values.tolist(), strict=True))
+    out.total = int(np.count_nonzero(bad))
+    return out
+
+
+def escape_error_cells(ds: Any, most: int | None = None) -> Flagged:
     """Done cells whose ``escape_time_exact_error`` exceeds :data:`ESCAPE_ERROR_FLAG`:
-    (sweep coords, relative error) each, in C order. For a single cell: ``{}`` as coords."""
+    (sweep coords, relative error) each, in C order — the first ``most`` (default: all);
+    ``.total`` counts them all. For a single cell: ``{}`` as coords."""
     if "escape_time_exact_error" not in ds:
-        return []
+        return Flagged()
     err = np.asarray(ds["escape_time_exact_error"].values, dtype=float)
     bad = np.nan_to_num(err, nan=0.0) > ESCAPE_ERROR_FLAG
     if DONE in ds:
@@ -153,8 +172,11 @@ def escape_error_cells(ds: Any) -> list[tuple[dict[str, Any], float]]:
     dims = ds["escape_time_exact_error"].dims
     coords = _coords(ds, dims)  # once: a Dataset lookup per entry cost ~25 µs (10⁵ cells: seconds)
     names = [str(d) for d in dims]
-    return [({n: coords[d][i] for n, d, i in zip(names, dims, idx, strict=True)}, v)
-            for idx, v in zip(np.argwhere(bad).tolist(), err[bad].tolist(), strict=True)]
+
+    def entry(idx: list[int], v: float) -> tuple[dict[str, Any], float]:
+        return {n: coords[d][i] for n, d, i in zip(names, dims, idx, strict=True)}, v
+
+    return _flagged(bad, err, most, entry)
 
 
 def _coords(ds: Any, dims: tuple) -> dict[Any, list]:
@@ -163,25 +185,27 @@ def _coords(ds: Any, dims: tuple) -> dict[Any, list]:
     return {d: (ds[d].values if d in ds.coords else np.arange(ds.sizes[d])).tolist() for d in dims}
 
 
-def operator_diffusion_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+def operator_diffusion_cells(ds: Any, most: int | None = None) -> Flagged:
     """Done cells where a one-step operator's measured numerical diffusion missed its target
-    (``operator_diffusion_flag``): (sweep coords, method, ``operator_diffusion_ratio``) each."""
+    (``operator_diffusion_flag``): (sweep coords, method, ``operator_diffusion_ratio``) each
+    (the first ``most``; ``.total``: all)."""
     if "operator_diffusion_flag" not in ds:
-        return []
+        return Flagged()
     flag = ds["operator_diffusion_flag"]
     return _method_cells(ds, flag.dims, np.asarray(flag.values, dtype=bool),
-                         np.asarray(ds["operator_diffusion_ratio"].values, dtype=float))
+                         np.asarray(ds["operator_diffusion_ratio"].values, dtype=float), most)
 
 
-def lost_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+def lost_cells(ds: Any, most: int | None = None) -> Flagged:
     """Done cells where a method lost more than :data:`LOST_FLAG` of its chains (off the grid
-    or diverged) by the last snapshot: (sweep coords, method, ``lost_fraction``) each. Its
-    densities, moments and distances then describe only the chains left."""
+    or diverged) by the last snapshot: (sweep coords, method, ``lost_fraction``) each (the
+    first ``most``; ``.total``: all). Its densities, moments and distances then describe only
+    the chains left."""
     if "lost_fraction" not in ds:
-        return []
+        return Flagged()
     lost = ds["lost_fraction"].isel(t=-1)
     frac = np.asarray(lost.values, dtype=float)
-    return _method_cells(ds, lost.dims, np.nan_to_num(frac, nan=0.0) > LOST_FLAG, frac)
+    return _method_cells(ds, lost.dims, np.nan_to_num(frac, nan=0.0) > LOST_FLAG, frac, most)
 
 
 def lost_summary(cells: list[tuple[dict[str, Any], str, float]]) -> str:
@@ -192,26 +216,29 @@ def lost_summary(cells: list[tuple[dict[str, Any], str, float]]) -> str:
             "densities, moments and distances describe only the chains left: widen density_grid")
 
 
-def few_escape_cells(ds: Any) -> list[tuple[dict[str, Any], str, float]]:
+def few_escape_cells(ds: Any, most: int | None = None) -> Flagged:
     """Done cells where fewer than :data:`MIN_ESCAPES` chains of an ensemble escaped, so that
-    ``escape_time_mle`` says little: (sweep coords, method, ``escape_count``) each."""
+    ``escape_time_mle`` says little: (sweep coords, method, ``escape_count``) each (the first
+    ``most``; ``.total``: all)."""
     if "escape_count" not in ds:
-        return []
+        return Flagged()
     count = ds["escape_count"]
     n = np.asarray(count.values, dtype=float)
-    return _method_cells(ds, count.dims, np.nan_to_num(n, nan=np.inf) < MIN_ESCAPES, n)
+    return _method_cells(ds, count.dims, np.nan_to_num(n, nan=np.inf) < MIN_ESCAPES, n, most)
 
 
-def _method_cells(ds: Any, dims: tuple, bad: np.ndarray, value: np.ndarray
-                  ) -> list[tuple[dict[str, Any], str, float]]:
+def _method_cells(ds: Any, dims: tuple, bad: np.ndarray, value: np.ndarray,
+                  most: int | None = None) -> Flagged:
     """(sweep coords, method, value) of the entries of a (*sweep, method) variable where
-    ``bad``, in done cells only."""
+    ``bad``, in done cells only (the first ``most``)."""
     if DONE in ds:
         done = np.asarray(ds[DONE].values, dtype=bool)
         bad = bad & done.reshape(done.shape + (1,) * (bad.ndim - done.ndim))
     coords = _coords(ds, dims)
     m = dims.index("method")
     keep = [(str(d), d, a) for a, d in enumerate(dims) if d != "method"]
-    return [({n: coords[d][idx[a]] for n, d, a in keep}, str(coords["method"][idx[m]]), v)
-            for idx, v in zip(np.argwhere(bad).tolist(), np.asarray(value, dtype=float)[bad].tolist(),
-                              strict=True)]
+
+    def entry(idx: list[int], v: float) -> tuple[dict[str, Any], str, float]:
+        return {n: coords[d][idx[a]] for n, d, a in keep}, str(coords["method"][idx[m]]), v
+
+    return _flagged(bad, np.asarray(value, dtype=float), most, entry)

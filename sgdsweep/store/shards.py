@@ -83,12 +83,21 @@ def plain_sharding(array: Any, k: int) -> Any:
 
 
 def _get(array: Any, key: str) -> bytes | None:
-    """The bytes the array's store holds at chunk ``key`` (None if absent): any zarr store."""
+    """The bytes the array's store holds at chunk ``key`` (None if absent): any zarr store.
+
+    A store that reads synchronously (zarr's local and memory stores) is read in this
+    thread: through zarr's event loop each read cost ~1 ms of thread hand-offs (a 10⁵-cell
+    report reads ~3,000 shard files)."""
+    from zarr.abc.store import SupportsGetSync
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
     sp = array.store_path
-    buf = sync(sp.store.get(f"{sp.path}/{key}" if sp.path else key, prototype=default_buffer_prototype()))
+    full = f"{sp.path}/{key}" if sp.path else key
+    if isinstance(sp.store, SupportsGetSync):
+        buf = sp.store.get_sync(full, prototype=default_buffer_prototype())
+    else:
+        buf = sync(sp.store.get(full, prototype=default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()
 
 
@@ -136,13 +145,16 @@ def _compressor(sc: Any) -> Any:
 
 
 def _crc_table() -> np.ndarray:
-    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) byte table."""
-    table = np.zeros(256, dtype=np.uint32)
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) tables for slicing by 8:
+    row 0 the byte table, row k the CRC of a byte followed by k zero bytes."""
+    table = np.zeros((8, 256), dtype=np.uint32)
     for b in range(256):
         c = b
         for _ in range(8):
             c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table[b] = c
+        table[0, b] = c
+    for k in range(1, 8):
+        table[k] = (table[k - 1] >> 8) ^ table[0, table[k - 1] & 0xFF]
     return table
 
 
@@ -152,18 +164,29 @@ _CRC_TABLE = _crc_table()
 @nb.njit(cache=True)
 def _crc_spans(buf, off, size, table):
     """Whether each span buf[off : off + size] lies in ``buf``, holds at least its 4-byte
-    checksum, and ends in the CRC-32C (little-endian) of the rest: :func:`crc_ok` per span."""
+    checksum, and ends in the CRC-32C (little-endian) of the rest: :func:`crc_ok` per span.
+    Eight bytes a step (slicing by 8: ~4x the byte-at-a-time loop), the tail byte by byte."""
     ok = np.zeros(off.shape[0], dtype=np.bool_)
+    m = np.uint32(0xFF)
     for r in range(off.shape[0]):
         o, n = off[r], size[r]
         if o < 0 or n < 4 or o + n > buf.shape[0]:
             continue
         c = np.uint32(0xFFFFFFFF)
-        for j in range(o, o + n - 4):
-            c = table[(c ^ buf[j]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        j, end = o, o + n - 4
+        while j + 8 <= end:
+            lo = c ^ (np.uint32(buf[j]) | (np.uint32(buf[j + 1]) << np.uint32(8))
+                      | (np.uint32(buf[j + 2]) << np.uint32(16)) | (np.uint32(buf[j + 3]) << np.uint32(24)))
+            c = (table[7, lo & m] ^ table[6, (lo >> np.uint32(8)) & m] ^ table[5, (lo >> np.uint32(16)) & m]
+                 ^ table[4, lo >> np.uint32(24)] ^ table[3, buf[j + 4]] ^ table[2, buf[j + 5]]
+                 ^ table[1, buf[j + 6]] ^ table[0, buf[j + 7]])
+            j += 8
+        while j < end:
+            c = table[0, (c ^ buf[j]) & m] ^ (c >> np.uint32(8))
+            j += 1
         stored = np.uint32(0)
-        for j in range(4):
-            stored |= np.uint32(buf[o + n - 4 + j]) << np.uint32(8 * j)
+        for q in range(4):
+            stored |= np.uint32(buf[o + n - 4 + q]) << np.uint32(8 * q)
         ok[r] = (c ^ np.uint32(0xFFFFFFFF)) == stored
     return ok
 
