@@ -10,7 +10,7 @@ directory and S3 (moto's server), and what the staged write costs per shard on S
    on moto: the direct write (34 concurrent PUTs, as a worker wrote before staging) against
    the staged one (34 concurrent PUTs under ``.staging/``, then the client's 34 concurrent
    server-side copies into place and one batch delete), and the same on a local directory
-   (tmp file + rename, then a rename into place).
+   (tmp file + rename, then a rename into place). ``--repeat 0`` skips part 1.
 
 Usage: python benchmarks/bench_fence.py [--cells 200] [--workers 2] [--repeat 2] [--keep DIR] [--shards N]
 """
@@ -33,7 +33,7 @@ from bench_store_url import BUCKET, cpu_model, cpu_seconds, start_server, sweep
 SIZES = [40_000] * 8 + [4_000] * 24 + [200, 100]
 
 
-def shard_costs(loc, n: int) -> tuple[float, float]:
+def shard_costs(loc, n: int, staged_key) -> tuple[float, float]:
     """Seconds per shard: a direct write of the 34 objects, and a staged one moved into place."""
     payload = [(f"v{k}/c/{{}}/0", os.urandom(size)) for k, size in enumerate(SIZES)]
     t = time.perf_counter()
@@ -43,9 +43,10 @@ def shard_costs(loc, n: int) -> tuple[float, float]:
     t = time.perf_counter()
     for s in range(n):
         stage = f".staging/bench/{s}"
-        loc.write_many((f"{stage}/0/{key.format(s)}", data) for key, data in payload)
-        loc.move_many([(f"{stage}/0/{key.format(s)}", key.format(s)) for key, _ in payload])
-        loc.remove_tree(stage)
+        loc.write_many((staged_key(f"{stage}/0", key.format(s)), data) for key, data in payload)
+        loc.move_many([[(staged_key(f"{stage}/0", key.format(s)), key.format(s)) for key, _ in payload]])
+        if loc.local_path is not None:
+            loc.remove_tree(stage)
     staged = (time.perf_counter() - t) / n
     return direct, staged
 
@@ -80,13 +81,14 @@ def main() -> int:
                     shutil.copytree(store, args.keep)
             if args.shards:
                 from pipeline.store import location
+                from pipeline.store.store import staged_key
 
                 print(f"\nper shard of {len(SIZES)} objects ({sum(SIZES) // 1000} kB), mean of {args.shards}")
                 print(f"{'store':6} {'direct ms':>10} {'staged ms':>10} {'extra ms':>9}")
                 for where in ("local", "s3"):
                     loc = location.parse(str(cwd / "s.zarr") if where == "local" else f"s3://{BUCKET}/s.zarr")
                     loc.make_dir()
-                    direct, staged = shard_costs(loc, args.shards)
+                    direct, staged = shard_costs(loc, args.shards, staged_key)
                     extra = 1e3 * (staged - direct)
                     print(f"{where:6} {1e3 * direct:10.1f} {1e3 * staged:10.1f} {extra:9.1f}", flush=True)
     finally:

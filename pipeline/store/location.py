@@ -205,9 +205,10 @@ class Location(ABC):
         """:meth:`write` of each (key, data); the order among them is not promised."""
 
     @abstractmethod
-    def move_many(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Move each (source, target) key: the target replaced atomically (readers see its old
-        or its new bytes), the source gone after."""
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """Move each (source, target) key, a step after the other (a step's moves in any
+        order): each target replaced atomically (readers see its old or its new bytes), the
+        sources gone after (a file system keeps their emptied directories)."""
 
     @abstractmethod
     def remove_tree(self, key: str) -> None:
@@ -365,12 +366,13 @@ class LocalLocation(Location):
     def remove(self, key: str) -> None:
         Path(self.root, key).unlink(missing_ok=True)
 
-    def move_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
         """``os.replace`` each (atomic, O(1): the same file system)."""
-        for source, target in pairs:
-            path = Path(self.root, target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(self.root, source), path)
+        for step in steps:
+            for source, target in step:
+                path = Path(self.root, target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(self.root, source), path)
 
     def remove_tree(self, key: str) -> None:
         path = Path(self.root, key)
@@ -567,30 +569,32 @@ class FsspecLocation(Location):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(f"{self.root}/{key}")
 
-    def move_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
         """S3: server-side copies (``CopyObject``: no bytes through this process; each target
-        appears whole), issued concurrently, then one batch delete of the sources. Other
-        protocols: copy, then delete, one after the other."""
-        if not pairs:
-            return
-        full = [(f"{self.root}/{source}", f"{self.root}/{target}") for source, target in pairs]
-        if self.protocol in ("s3", "s3a"):
-            import asyncio
+        appears whole), a step's issued concurrently, then one batch delete of every source.
+        Other protocols: copy, then delete, one after the other."""
+        sources = []
+        for step in steps:
+            full = [(f"{self.root}/{source}", f"{self.root}/{target}") for source, target in step]
+            sources += [src for src, _ in full]
+            if self.protocol in ("s3", "s3a"):
+                import asyncio
 
-            from fsspec.asyn import sync
+                from fsspec.asyn import sync
 
-            async def copy_all() -> None:
-                await asyncio.gather(*(self.fs._call_s3(
-                    "copy_object", Bucket=target.partition("/")[0], Key=target.partition("/")[2],
-                    CopySource={"Bucket": src.partition("/")[0], "Key": src.partition("/")[2]})
-                    for src, target in full))
+                async def copy_all(full: list[tuple[str, str]] = full) -> None:
+                    await asyncio.gather(*(self.fs._call_s3(
+                        "copy_object", Bucket=target.partition("/")[0], Key=target.partition("/")[2],
+                        CopySource={"Bucket": src.partition("/")[0], "Key": src.partition("/")[2]})
+                        for src, target in full))
 
-            sync(self.fs.loop, copy_all)
-        else:
-            for src, target in full:
-                self.fs.copy(src, target)
-        self.fs.rm([src for src, _ in full])
-        self.fs.invalidate_cache(self.root)
+                sync(self.fs.loop, copy_all)
+            else:
+                for src, target in full:
+                    self.fs.copy(src, target)
+        if sources:
+            self.fs.rm(sources)
+            self.fs.invalidate_cache(self.root)
 
     def remove_tree(self, key: str) -> None:
         top = f"{self.root}/{key}".rstrip("/")

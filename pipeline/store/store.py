@@ -323,10 +323,10 @@ class CellWriter:
     became durable in that call, for the caller's progress.
 
     With ``stage`` (a key prefix: a worker's, ``store_writer=workers``) nothing is written
-    into the store's arrays: every shard file goes to ``STAGE/<step>/<its key>`` instead and
+    into the store's arrays: every shard file goes to ``STAGE/<step>/`` instead and
     :attr:`moves` lists, step by step, the (staged, final) keys that the lock holder moves
     into place in that order (:meth:`commit`) — data first, ``done`` last, as written here
-    without a stage.
+    without a stage. (Staged names are flat: :func:`staged_key`.)
     """
 
     def __init__(self, loc: Location, template: xr.Dataset, sweep_dims: Sequence[str],
@@ -561,17 +561,17 @@ class CellWriter:
     def _stage(self, files: Sequence[tuple[str, bytes]]) -> None:
         """Write ``files`` (final key, bytes) under the stage, as the next step of :attr:`moves`."""
         prefix = f"{self.stage}/{len(self.moves)}"
-        self.loc.write_many((f"{prefix}/{k}", data) for k, data in files)
-        self.moves.append([(f"{prefix}/{k}", k) for k, _ in files])
+        self.loc.write_many((staged_key(prefix, k), data) for k, data in files)
+        self.moves.append([(staged_key(prefix, k), k) for k, _ in files])
 
     def commit(self, moves: Sequence[Sequence[tuple[str, str]]], stage: str) -> None:
         """Move the files a staged writer wrote (its :attr:`moves`, all under ``stage``) into
         place, a step at a time, then remove ``stage``."""
-        for step in moves:
-            if any(not src.startswith(f"{stage}/") for src, _ in step):
-                raise ValueError(f"a staged file outside {stage}")
-            self.loc.move_many(step)
-        self.loc.remove_tree(stage)
+        if any(not src.startswith(f"{stage}/") for step in moves for src, _ in step):
+            raise ValueError(f"a staged file outside {stage}")
+        self.loc.move_many(moves)
+        if self.loc.local_path is not None:  # its emptied directories (an object store has none)
+            self.loc.remove_tree(stage)
 
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
         """Write what waits, update attrs and consolidate metadata (once, at the end of a run)."""
@@ -581,6 +581,13 @@ class CellWriter:
             if integrity.RECORD in self.group:  # its copy (stores made before it have none)
                 self.group[integrity.RECORD].attrs.update(dict(extra_attrs))
             zarr.consolidate_metadata(self.loc.zarr_store)
+
+
+def staged_key(prefix: str, key: str) -> str:
+    """Where the store file ``key`` is staged under ``prefix``: flat (``mean/c/0/0`` ->
+    ``PREFIX/mean~c~0~0``), so that a file system makes one directory per step, not one
+    per variable and shard."""
+    return f"{prefix}/{key.replace('/', '~')}"
 
 
 def _sync(coro: Any) -> Any:
