@@ -295,9 +295,8 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
     path, failures = prep.path, outcome.failures
     loc = prep.loc
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
-    # Computed: the cells this run made done, read back from the store. After an interrupt
-    # that is neither what was submitted nor only what the client saw confirmed (a worker
-    # may finish writing its shard as the cluster closes).
+    # Computed: the cells this run made done, read back from the store (after an interrupt
+    # not what was submitted; a worker's shard counts once the client moved it into place).
     done = np.asarray(stores.read_status(loc)[schema.DONE].values, dtype=bool).ravel()
     runs.append({"command_line": prep.template.attrs["command_line"], "started": prep.started,
                  "finished": stores.now(), "computed": int(done[prep.todo].sum()),
