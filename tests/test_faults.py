@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.run.faults import KILL_AFTER_WRITE_ENV, STOP_BEFORE_WRITE_ENV
-from pipeline.store.lock import LOCK_NAME
+from pipeline.run.faults import KILL_AFTER_WRITE_ENV, STOP_AFTER_FENCE_ENV, STOP_BEFORE_WRITE_ENV
+from pipeline.store.lock import LOCK_NAME, STAGING
 from tests.conftest import (
     ENV,
     REPO,
@@ -300,6 +300,78 @@ def test_a_writer_that_outlives_its_run_writes_nothing(tmp_path: Path):
     assert snapshot(store) == before
     lr = open_store(store)["lr"].values.tolist()
     assert lr == [0.03, 0.04]
+
+
+#: How the zombie of :func:`late_write_after_the_fence` ends once woken: it finishes (its
+#: check once staged refuses, its staged files removed), or dies right after staging its
+#: data (SIGKILL: its staged files stay, unused, until the next run removes them).
+ENDINGS = {"refused": {}, "killed": {KILL_AFTER_WRITE_ENV: "1"}}
+
+
+def late_write_after_the_fence(tmp_path: Path, store: str, env: dict, opts: dict,
+                               files: Callable[[], dict], ending: str) -> None:
+    """Issue 21, item 4: a worker's shard task whose fence check passed, frozen (SIGSTOP)
+    before its data write while its run ends and a new sweep of another config takes the
+    store (overwrite=true); woken (SIGCONT), it writes. ``files`` (every file of the store:
+    bytes or stamps) outside ``.staging/`` must be unchanged, whatever the zombie wrote
+    landing under ``.staging/<its run's token>/`` only; the next run (the new config's,
+    nothing left to do) removes that, leaving the store as the new sweep wrote it."""
+    from pipeline.store import lock as locks
+    from pipeline.store.location import parse
+
+    old = [*TINY, "grid.lr=[0.01,0.02]", "grid.seed=[0,1]", "store_writer=workers"]
+    new = [*TINY, "grid.lr=[0.03,0.04]", "grid.seed=[0,1]", "store_writer=workers", "cluster.n_workers=1",
+           f"store={store}"]
+    first = run_main("sweep", *old, "cluster.n_workers=1", f"store={store}", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    held = locks.acquire(parse(store, opts), command="the old run, as its worker saw it")
+    token = held.info["token"]
+    zombie = subprocess.Popen([sys.executable, "-c", _ZOMBIE, store, json.dumps(old), token], cwd=tmp_path,
+                              env={**env, STOP_AFTER_FENCE_ENV: "1", **ENDINGS[ending]},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _stopped(zombie.pid):  # its fence check passed: about to write its shard
+            assert zombie.poll() is None and time.monotonic() < deadline, zombie.communicate()
+            time.sleep(0.05)
+        held.release()  # the old run ends
+        second = run_main("sweep", *new, "overwrite=true", cwd=tmp_path, env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        before = files()
+        time.sleep(1.1)  # S3's LastModified: one-second resolution
+        zombie.send_signal(signal.SIGCONT)
+        out, err = zombie.communicate(timeout=120)
+    finally:
+        zombie.kill()
+    after = files()
+    late = after.keys() - before.keys()
+    live = {k: v for k, v in after.items() if not k.startswith(f"{STAGING}/")}
+    assert live == before, sorted(k for k in live.keys() | before.keys() if live.get(k) != before.get(k))
+    if ending == "refused":
+        refused = "no longer holds the store's lock; nothing written"
+        assert zombie.returncode != 0 and refused in err, out + err
+        assert not late  # its staged files removed again
+    else:
+        assert zombie.returncode == -signal.SIGKILL, out + err
+        assert late and all(k.startswith(f"{STAGING}/{token}/") for k in late), sorted(late)
+        assert any("/mean~c~" in k for k in late), sorted(late)  # the late write happened, staged
+    status = run_main("status", store, "--verify", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "cells   : 4/4 done, 0 failed, 0 pending" in status.stdout and "0 corrupt cell(s)" in status.stdout
+    again = run_main("sweep", *new, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "4 already done" in again.stdout, again.stdout + again.stderr
+    assert not {k for k in files() if k.startswith(f"{STAGING}/")}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_a_writer_frozen_after_its_fence_check_cannot_write_into_the_live_store(tmp_path: Path, ending: str):
+    """:func:`late_write_after_the_fence` on a local store: every file outside ``.staging/``
+    byte for byte and to the nanosecond mtime what the new sweep wrote. Without the staging
+    (the shard written into place after the check) the zombie's shard — config A's numbers,
+    marked done — replaced the new store's."""
+    store = tmp_path / "z.zarr"
+    late_write_after_the_fence(tmp_path, str(store), ENV, {}, lambda: snapshot(store), ending)
+    assert open_store(store)["lr"].values.tolist() == [0.03, 0.04]
 
 
 @contextlib.contextmanager

@@ -352,6 +352,23 @@ def test_a_writer_that_outlives_its_run_writes_nothing_on_s3(s3, tmp_path):
     assert _objects(fs, f"{BUCKET}/zombie.zarr") == before and len(before) > 10
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("ending", ["killed", "refused"])
+def test_a_writer_frozen_after_its_fence_check_cannot_write_into_the_live_store_on_s3(s3, tmp_path, ending):
+    """tests/test_faults.py's zombie frozen between its fence check and its write, on a
+    bucket: no object outside ``.staging/`` changes (ETag, LastModified); what it wrote
+    lies under ``.staging/<its run's token>/`` until the next run removes it."""
+    env, fs = s3
+    from tests.test_faults import late_write_after_the_fence
+
+    prefix = f"{BUCKET}/late-{ending}.zarr"
+    opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
+    def objects() -> dict:
+        return {k.removeprefix(f"{prefix}/"): v for k, v in _objects(fs, prefix).items()}
+
+    late_write_after_the_fence(tmp_path, f"s3://{prefix}", env, opts, objects, ending)
+
+
 @pytest.mark.timeout(300)  # the sweep runs in this process: a hang fails here
 def test_a_worker_frozen_past_the_scheduler_ttl_is_rerun_and_its_late_write_refused_on_s3(
         s3, workers_reference_store, tmp_path):
@@ -418,10 +435,11 @@ def test_a_failed_cell_on_s3_is_recorded_and_retried(s3, tmp_path):
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_write_on_s3_is_rerun_bit_identically(s3, workers_reference_store, tmp_path):
     """store_writer=workers on a bucket, its one worker SIGKILLing itself between its first
-    shard's data and done flag (KILL_AFTER_WRITE_ENV=1): that cell's data objects are written,
-    no cell is done, and the sweep waits for a worker; one started then reruns the task, which
-    rewrites the shard whole. The sweep completes (exit 0) and the objects are byte for byte a
-    clean sweep's files."""
+    shard's data and done flag (KILL_AFTER_WRITE_ENV=1): that cell's data objects are staged
+    (under ``.staging/``, none in place), no cell is done, and the sweep waits for a worker; one
+    started then reruns the task, which stages the shard whole, and the client moves it into
+    place. The sweep completes (exit 0) and the objects are byte for byte a clean sweep's files
+    (the dead attempt's staged objects removed)."""
     env, fs = s3
     from tests.test_faults import address_cluster, start_worker
 
@@ -434,8 +452,9 @@ def test_a_worker_killed_mid_write_on_s3_is_rerun_bit_identically(s3, workers_re
         try:
             assert workers[0].wait(timeout=120) == -signal.SIGKILL
             files = _files(fs, prefix)
-            written = {tuple(k.split("/")[2:5]) for k in files if k.startswith("mean/c/")}
-            assert len(written) == 1, sorted(files)  # the cell whose data the worker wrote
+            assert not [k for k in files if k.startswith("mean/c/")], sorted(files)  # nothing in place
+            written = {k for k in files if k.startswith(".staging/") and "/mean~c~" in k}
+            assert len(written) == 1, sorted(files)  # the cell whose data the worker staged
             assert not _open(f"s3://{prefix}", env)["done"].values.any()  # and no done flag
             workers.append(start_worker(tmp_path, address, env, 1))
             out, err = sweep.communicate(timeout=120)

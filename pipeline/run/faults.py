@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 KILL_AFTER_WRITE_ENV = "SGDSWEEP_TEST_KILL_AFTER_WRITE"
 #: Test hook: a writer stops itself (SIGSTOP) before its first shard write, until SIGCONT.
 STOP_BEFORE_WRITE_ENV = "SGDSWEEP_TEST_STOP_BEFORE_WRITE"
+#: Test hook: a fenced writer stops itself (SIGSTOP) after its first fence check passed and
+#: before the shard's data is written, until SIGCONT (the window between check and write).
+STOP_AFTER_FENCE_ENV = "SGDSWEEP_TEST_STOP_AFTER_FENCE"
 
 _written = 0
 
@@ -60,4 +63,12 @@ def before_write() -> None:
     no-op unless the test hook is set: then the process stops itself once, as a worker
     frozen or cut off mid-task would, until a SIGCONT."""
     if os.environ.pop(STOP_BEFORE_WRITE_ENV, None):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def after_fence() -> None:
+    """Called when a shard write's fence check has passed, before its data is written; a
+    no-op unless the test hook is set: then the process stops itself once, as a worker
+    frozen between the check and the write would, until a SIGCONT."""
+    if os.environ.pop(STOP_AFTER_FENCE_ENV, None):
         os.kill(os.getpid(), signal.SIGSTOP)

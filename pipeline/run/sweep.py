@@ -216,6 +216,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
     else:
         todo = [i for i in range(len(plan.cells)) if not state.done.flat[i]]
         with faults.store_writes(loc, "the consolidated metadata"):
+            loc.remove_tree(locks.STAGING)  # files staged by earlier runs' workers: never moved into place
             stores.consolidate(loc)  # a store cut short, or made before stores had it at creation
     return Prepared(plan, plain, cluster, run, loc, template, todo, started, mode)
 
@@ -294,13 +295,14 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
     path, failures = prep.path, outcome.failures
     loc = prep.loc
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
-    # Computed: the cells this run made done, read back from the store. After an interrupt
-    # that is neither what was submitted nor only what the client saw confirmed (a worker
-    # may finish writing its shard as the cluster closes).
+    # Computed: the cells this run made done, read back from the store (after an interrupt
+    # not what was submitted; a worker's shard counts once the client moved it into place).
     done = np.asarray(stores.read_status(loc)[schema.DONE].values, dtype=bool).ravel()
     runs.append({"command_line": prep.template.attrs["command_line"], "started": prep.started,
                  "finished": stores.now(), "computed": int(done[prep.todo].sum()),
                  "failed": outcome.failed, "wall_time_s": round(wall, 3)})
+    with faults.store_writes(loc, "the staged files"):
+        loc.remove_tree(locks.STAGING)  # left by attempts this run did not take (a task rerun)
     writer.finish({"runs": json.dumps(runs), "last_run_finished": stores.now()})
     if outcome.interrupted:
         say(f"interrupted; {path} holds the cells finished so far. Rerun the same command to resume.")

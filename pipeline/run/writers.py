@@ -14,6 +14,7 @@ and the rest of its task is kept.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import xarray as xr
 
 from pipeline.config import SweepPlan
+from pipeline.run import faults
 from pipeline.run.batching import Batcher
 from pipeline.store import lock as locks
 from pipeline.store import store as stores
@@ -33,6 +35,9 @@ WORKER_TASKS = 16
 
 #: Per cell of a task run by :class:`WorkerWriter`: (flat index, done, error message, runtime).
 Confirmation = list[tuple[int, bool, str, float]]
+#: What a task of :class:`WorkerWriter` returns: its confirmation, the prefix its attempt
+#: staged its shard files under and their moves into place, step by step (:class:`stores.CellWriter`).
+Staged = tuple[Confirmation, str, list[list[tuple[str, str]]]]
 #: Called with the (index, ok) of cells made durable: the progress and the run's record.
 Written = Callable[[list[tuple[tuple[int, ...], bool]]], None]
 
@@ -54,12 +59,13 @@ class Superseded(RuntimeError):
 
 
 def fence(loc: Location, run_token: str) -> Callable[[], None]:
-    """The check a worker makes before each shard write: the store's lock still carries the
-    token of the run that submitted the task (:class:`Superseded` if not). A task that
-    outlives its run — a worker stopped or cut off while its sweep ended, and a new sweep
-    (``overwrite=true``, another config) took the store — writes nothing. Within one run a
-    task Dask reran writes the same bytes as its first attempt (cells are deterministic,
-    shards replaced whole), except ``runtime``."""
+    """The check a worker makes before each shard write and once its files are staged: the
+    store's lock still carries the token of the run that submitted the task
+    (:class:`Superseded` if not). A task that outlives its run — a worker stopped or cut off
+    while its sweep ended, and a new sweep (``overwrite=true``, another config) took the
+    store — writes nothing. The check is not atomic with the write; what makes a late write
+    harmless is the staging (:func:`write_cells`): a worker only ever writes under
+    ``.staging/<its run's token>/``, and only the run's client moves files into place."""
     def check() -> None:
         held = locks.read(loc, age=False)
         if held is None or held.get("token") != run_token:
@@ -72,34 +78,55 @@ def fence(loc: Location, run_token: str) -> Callable[[], None]:
     return check
 
 
+def stage_of(run_token: str) -> str:
+    """Where the workers of the run holding ``run_token`` stage their shard files."""
+    return f"{locks.STAGING}/{run_token}"
+
+
 def write_cells(loc: Location, sweep_dims: Sequence[str],
                 cells: Sequence[tuple[int, tuple[int, ...], CellConfig]],
-                run_token: str = "") -> Confirmation:
+                run_token: str = "") -> Staged:
     """The Dask task of :class:`WorkerWriter`: run the cells of one shard and write them
     (data first, ``done`` last) — this task is the shard's only writer. ``loc`` is the
-    store as the workers reach it (:meth:`Location.for_workers`); ``run_token``, the lock
-    token of the submitting run, fences every write (:func:`fence`; empty: none). Returns,
-    per cell, (flat index, done, error message, runtime) once the shard is written: the
-    confirmation."""
+    store as the workers reach it (:meth:`Location.for_workers`).
+
+    ``run_token``, the lock token of the submitting run: the shard's files are staged under
+    ``.staging/<run_token>/<attempt>/`` (a random name per attempt: Dask may run a task
+    twice), never written into place here; the run's client moves them into place when
+    this result reaches it (:meth:`WorkerWriter.receive`). A task that outlives its run
+    can then only write into its dead run's staging, which nothing moves and the next run
+    removes. Every write is also fenced (:func:`fence`), and the staged files are removed
+    again if the run ended meanwhile. Empty ``run_token``: no fence, written into place.
+
+    Returns, per cell, (flat index, done, error message, runtime) — the confirmation — and
+    the stage and the moves that put its files in place."""
     import sgdsweep
 
     if loc.url not in _LAYOUTS:
         _LAYOUTS[loc.url] = stores.read_status(loc)
-    writer = stores.CellWriter(loc, _LAYOUTS[loc.url], sweep_dims,
-                               fence=fence(loc, run_token) if run_token else None)
+    check = fence(loc, run_token) if run_token else None
+    stage = f"{stage_of(run_token)}/{secrets.token_hex(8)}" if run_token else None
+    writer = stores.CellWriter(loc, _LAYOUTS[loc.url], sweep_dims, fence=check, stage=stage)
     writer.expect([idx for _, idx, _ in cells])
     out = []
-    for i, idx, cell in cells:
-        ds = sgdsweep.run_cell(cell)  # raises: nothing of the shard written, the client isolates the cell
-        runtime = float(ds[RUNTIME]) if RUNTIME in ds else 0.0
-        try:
-            writer.write(idx, ds)
-            out.append((i, True, "", runtime))
-        except ValueError as exc:
-            writer.fail(idx, f"write: {exc}")
-            out.append((i, False, f"write: {exc}", runtime))
-    writer.flush()
-    return out
+    try:
+        for i, idx, cell in cells:
+            ds = sgdsweep.run_cell(cell)  # raises: nothing of the shard written, the client isolates the cell
+            runtime = float(ds[RUNTIME]) if RUNTIME in ds else 0.0
+            try:
+                writer.write(idx, ds)
+                out.append((i, True, "", runtime))
+            except ValueError as exc:
+                writer.fail(idx, f"write: {exc}")
+                out.append((i, False, f"write: {exc}", runtime))
+        writer.flush()
+        if check is not None:
+            check()  # the run ended while this task wrote: its staged files are of no use
+    except Superseded:
+        if stage is not None and writer.moves:
+            loc.remove_tree(stage)
+        raise
+    return out, stage or "", writer.moves
 
 
 def shard_blocks(todo: Sequence[int], plan: SweepPlan, writer: stores.CellWriter) -> list[list[int]]:
@@ -174,17 +201,27 @@ class WorkerWriter:
                              retries=retries, pure=False,
                              key=f"shard-{plan.config_hash[:10]}-{batch[0]}-{len(batch)}")
 
-    def receive(self, results: Confirmation, plan: SweepPlan, writer: stores.CellWriter,
+    def receive(self, results: Staged, plan: SweepPlan, writer: stores.CellWriter,
                 feed: Batcher, outcome: Any, written: Written) -> None:
-        """Record the confirmations of a shard its worker wrote."""
-        for i, ok, msg, runtime in results:
+        """Move the shard its worker staged into place (this process holds the store's lock),
+        then record its confirmations."""
+        confirmed, stage, moves = results
+        if stage:
+            if not stage.startswith(f"{stage_of(self.run_token)}/"):
+                raise ValueError(f"a task staged its shard outside this run's staging: {stage}")
+            tw = time.perf_counter()
+            with faults.store_writes(writer.loc, f"the shard staged at {stage}"):
+                writer.commit(moves, stage)
+            outcome.write_time += time.perf_counter() - tw
+        for i, ok, msg, runtime in confirmed:
             outcome.compute_time += runtime
             if not ok:
                 outcome.failures[i] = msg
             written([(plan.index(i), ok)])
 
     def summary(self, outcome: Any, computed: int) -> str:
-        return "store write: by the workers, a shard per task"
+        return (f"store write: by the workers, a shard per task, staged; moved into place here in "
+                f"{1e3 * outcome.write_time / max(computed, 1):.1f} ms per cell")
 
 
 #: ``store_writer`` -> its strategy.

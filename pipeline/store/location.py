@@ -205,6 +205,16 @@ class Location(ABC):
         """:meth:`write` of each (key, data); the order among them is not promised."""
 
     @abstractmethod
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """Move each (source, target) key, a step after the other (a step's moves in any
+        order): each target replaced atomically (readers see its old or its new bytes), the
+        sources gone after (a file system keeps their emptied directories)."""
+
+    @abstractmethod
+    def remove_tree(self, key: str) -> None:
+        """Remove ``key`` and everything under it (nothing there: nothing done)."""
+
+    @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
         """Create ``key`` holding ``data`` if it does not exist, atomically; False if it does."""
 
@@ -355,6 +365,21 @@ class LocalLocation(Location):
 
     def remove(self, key: str) -> None:
         Path(self.root, key).unlink(missing_ok=True)
+
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """``os.replace`` each (atomic, O(1): the same file system)."""
+        for step in steps:
+            for source, target in step:
+                path = Path(self.root, target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(self.root, source), path)
+
+    def remove_tree(self, key: str) -> None:
+        path = Path(self.root, key)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def remove_if(self, key: str, same: Callable[[bytes], bool]) -> bool:
         """Renamed to a name of our own first (atomic), checked, put back with a hard link
@@ -543,6 +568,41 @@ class FsspecLocation(Location):
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(f"{self.root}/{key}")
+
+    def move_many(self, steps: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """S3: server-side copies (``CopyObject``: no bytes through this process; each target
+        appears whole), a step's issued concurrently, then one batch delete of every source.
+        Other protocols: copy, then delete, one after the other."""
+        sources = []
+        for step in steps:
+            full = [(f"{self.root}/{source}", f"{self.root}/{target}") for source, target in step]
+            sources += [src for src, _ in full]
+            if self.protocol in ("s3", "s3a"):
+                import asyncio
+
+                from fsspec.asyn import sync
+
+                async def copy_all(full: list[tuple[str, str]] = full) -> None:
+                    await asyncio.gather(*(self.fs._call_s3(
+                        "copy_object", Bucket=target.partition("/")[0], Key=target.partition("/")[2],
+                        CopySource={"Bucket": src.partition("/")[0], "Key": src.partition("/")[2]})
+                        for src, target in full))
+
+                sync(self.fs.loop, copy_all)
+            else:
+                for src, target in full:
+                    self.fs.copy(src, target)
+        if sources:
+            self.fs.rm(sources)
+            self.fs.invalidate_cache(self.root)
+
+    def remove_tree(self, key: str) -> None:
+        top = f"{self.root}/{key}".rstrip("/")
+        self.fs.invalidate_cache(top)
+        doomed = self.fs.find(top)
+        if doomed:
+            self.fs.rm(doomed)
+        self.fs.invalidate_cache(top)
 
     def remove_if(self, key: str, same: Callable[[bytes], bool]) -> bool:
         """S3: the object's ETag is read, then its bytes, and the delete is conditional on

@@ -42,6 +42,9 @@ from pipeline.store.location import Location
 from sgdsweep.errors import ConfigError
 
 LOCK_NAME = ".sweep.lock"
+#: Where the workers of a run stage their shard files (``STAGING/<run token>/<attempt>/…``) for
+#: the run's client, the lock holder, to move into place (:mod:`pipeline.run.writers`).
+STAGING = ".staging"
 #: Seconds between heartbeats of a running sweep.
 HEARTBEAT_S = 30.0
 #: A lock whose heartbeat is older than this (seconds) is stale, on any host.
@@ -248,8 +251,8 @@ def refuse_if_held(loc: Location) -> None:
 
 
 def others_in(loc: Location) -> bool:
-    """Whether the store holds anything besides lock files."""
-    return any(not name.startswith(LOCK_NAME) for name in loc.entries())
+    """Whether the store holds anything besides lock files and staged writes."""
+    return any(not name.startswith(LOCK_NAME) and name != STAGING for name in loc.entries())
 
 
 def release_all() -> None:

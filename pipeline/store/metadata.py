@@ -72,7 +72,8 @@ def problems(loc: Location) -> dict[str, str]:
         out[ROOT] = "not a group's metadata (node_type 'array')"
     held = copies(root)
     try:
-        names = set(held) | {e for e in loc.entries() if e != lock.LOCK_NAME and loc.is_dir(e)}
+        names = set(held) | {e for e in loc.entries()
+                             if e not in (lock.LOCK_NAME, lock.STAGING) and loc.is_dir(e)}
     except location.io_errors():
         names = set(held)
     for name in sorted(names):

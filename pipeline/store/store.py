@@ -323,13 +323,22 @@ class CellWriter:
 
     ``write``/``fail``/``poll``/``flush`` return the (index, ok) of the cells that
     became durable in that call, for the caller's progress.
+
+    With ``stage`` (a key prefix: a worker's, ``store_writer=workers``) nothing is written
+    into the store's arrays: every shard file goes to ``STAGE/<step>/`` instead and
+    :attr:`moves` lists, step by step, the (staged, final) keys that the lock holder moves
+    into place in that order (:meth:`commit`) — data first, ``done`` last, as written here
+    without a stage. (Staged names are flat: :func:`staged_key`.)
     """
 
     def __init__(self, loc: Location, template: xr.Dataset, sweep_dims: Sequence[str],
                  buffer: bool = True, flush_seconds: float = FLUSH_SECONDS,
-                 fence: Callable[[], None] | None = None):
+                 fence: Callable[[], None] | None = None, stage: str | None = None):
         self.loc = loc
         self.fence = fence  # called before a shard's data and before its done flags are written
+        self.stage = stage
+        #: With ``stage``: the groups of (staged key, final key) written, in order.
+        self.moves: list[list[tuple[str, str]]] = []
         with quiet_zarr():
             self.group = zarr.open_group(self.loc.zarr_store, mode="r+")
         self.k = len(sweep_dims)
@@ -455,11 +464,16 @@ class CellWriter:
                 for rel in gone:
                     done[rel] = False
                     error[rel] = "corrupt chunk: rerun the sweep to recompute the cell"
-                self.arrays[ERROR][region] = error
-                self.arrays[DONE][region] = done
+                if self.stage is None:
+                    self.arrays[ERROR][region] = error
+                    self.arrays[DONE][region] = done
+                else:
+                    self._put(ERROR, key, region, error)
+                    self._put(DONE, key, region, done)
             faults.before_write()
             if self.fence is not None:
                 self.fence()
+                faults.after_fence()
             self._put_all(blocks, key, region)
             faults.after_data_written()
             for idx, item in cells.items():
@@ -478,6 +492,10 @@ class CellWriter:
         """:meth:`_put` of every block, the whole shards replaced by :meth:`Location.write_many`
         (one after the other on a file system; concurrent PUTs on an object store, where
         each request waits ~10–50 ms on the network)."""
+        if self.stage is not None:
+            self._stage([kv for name, block in blocks.items()
+                         for kv in self._files(name, key, region, block).items()])
+            return
         later = []
 
         def shards() -> Iterator[tuple[str, bytes]]:
@@ -505,6 +523,9 @@ class CellWriter:
         whose own index is corrupt cannot be merged into, and is replaced (``block`` holds
         the whole shard: the cells read back, the damaged ones already marked not done)."""
         arr = self.arrays[name]
+        if self.stage is not None:
+            self._stage(list(self._files(name, key, region, block).items()))
+            return
         shard_key, raw = self._encoded(name, key, block)
         if raw is not None:  # the whole shard, replaced atomically (a crash leaves the old or the new)
             self.loc.write(shard_key, raw)
@@ -520,6 +541,40 @@ class CellWriter:
             self.loc.remove(shard_key)
             arr[region] = block
 
+    def _files(self, name: str, key: tuple[int, ...], region: tuple[slice, ...],
+               block: np.ndarray) -> dict[str, bytes]:
+        """The store files (key -> bytes) that ``arr[region] = block`` leaves for the shard
+        ``key`` of array ``name``, ``block`` covering the whole shard: encoded here
+        (:meth:`_encoded`), or, for a layout that does not allow it (no sharding: a chunk
+        per cell), by zarr into memory — the same codecs, the same bytes."""
+        shard_key, raw = self._encoded(name, key, block)
+        if raw is not None:
+            return {shard_key: raw}
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.storage import MemoryStore
+
+        mem = MemoryStore()
+        doc = self.loc.read(f"{name}/zarr.json")
+        _sync(mem.set(f"{name}/zarr.json", default_buffer_prototype().buffer.from_bytes(doc)))
+        arr = zarr.open_array(mem, path=name, mode="r+").with_config({"write_empty_chunks": True})
+        arr[region] = block
+        return {k: bytes(v.to_bytes()) for k, v in mem._store_dict.items() if k.startswith(f"{name}/c")}
+
+    def _stage(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Write ``files`` (final key, bytes) under the stage, as the next step of :attr:`moves`."""
+        prefix = f"{self.stage}/{len(self.moves)}"
+        self.loc.write_many((staged_key(prefix, k), data) for k, data in files)
+        self.moves.append([(staged_key(prefix, k), k) for k, _ in files])
+
+    def commit(self, moves: Sequence[Sequence[tuple[str, str]]], stage: str) -> None:
+        """Move the files a staged writer wrote (its :attr:`moves`, all under ``stage``) into
+        place, a step at a time, then remove ``stage``."""
+        if any(not src.startswith(f"{stage}/") for step in moves for src, _ in step):
+            raise ValueError(f"a staged file outside {stage}")
+        self.loc.move_many(moves)
+        if self.loc.local_path is not None:  # its emptied directories (an object store has none)
+            self.loc.remove_tree(stage)
+
     def finish(self, extra_attrs: Mapping[str, Any]) -> None:
         """Write what waits, update attrs and consolidate metadata (once, at the end of a run)."""
         self.flush()
@@ -528,6 +583,19 @@ class CellWriter:
             if integrity.RECORD in self.group:  # its copy (stores made before it have none)
                 self.group[integrity.RECORD].attrs.update(dict(extra_attrs))
             zarr.consolidate_metadata(self.loc.zarr_store)
+
+
+def staged_key(prefix: str, key: str) -> str:
+    """Where the store file ``key`` is staged under ``prefix``: flat (``mean/c/0/0`` ->
+    ``PREFIX/mean~c~0~0``), so that a file system makes one directory per step, not one
+    per variable and shard."""
+    return f"{prefix}/{key.replace('/', '~')}"
+
+
+def _sync(coro: Any) -> Any:
+    from zarr.core.sync import sync
+
+    return sync(coro)
 
 
 def _read_block(arr: zarr.Array, region: tuple[slice, ...], lost: set[tuple[int, ...]]) -> np.ndarray:
