@@ -219,8 +219,9 @@ class FokkerPlanck2D:
     @classmethod
     def from_landscape(cls, landscape: Landscape, gx: Grid1D, gy: Grid1D, lr: float,
                        noise_factor: float, alpha: float = 1.0, drift_only: bool = False,
-                       sme2: bool = False) -> FokkerPlanck2D:
-        """The FP operator of SGD on a 2-D ``landscape``: G = ∇L, D = η Σ_b / 2.
+                       sme2: bool = False, extra_diffusion: float = 0.0) -> FokkerPlanck2D:
+        """The FP operator of SGD on a 2-D ``landscape``: G = ∇L, D = η Σ_b / 2 (+ ``extra_diffusion``·I,
+        isotropic noise injected on top of the minibatch noise, in θ²/t).
 
         ``noise_factor`` is Σ_b / Σ (:func:`sgdsweep.landscapes.noise.batch_noise_factor`);
         ``drift_only`` sets D ≡ 0 (the ``fp_drift`` method); ``sme2`` uses the drift of
@@ -240,8 +241,11 @@ class FokkerPlanck2D:
             e = landscape.evaluate(pts)
             return e["grad"] + 0.5 * lr * np.einsum("mij,mj->mi", e["hess"], e["grad"])
 
+        extra = real(extra_diffusion, "extra_diffusion", nonnegative=True)
+
         def diff(pts: np.ndarray) -> np.ndarray:
-            return diffusion(landscape.evaluate(pts)["cov"], lr, noise_factor)
+            D = diffusion(landscape.evaluate(pts)["cov"], lr, noise_factor)
+            return D + extra * np.eye(2) if extra else D
 
         return cls.from_functions(gx, gy, drift, None if drift_only else diff, alpha)
 

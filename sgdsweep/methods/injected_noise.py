@@ -29,7 +29,6 @@ from sgdsweep.errors import ConfigError
 from sgdsweep.fokker_planck.conventions import CONVENTIONS
 from sgdsweep.fokker_planck.fp1d import FokkerPlanck1D
 from sgdsweep.fokker_planck.fp2d import FokkerPlanck2D
-from sgdsweep.landscapes.noise import diffusion
 from sgdsweep.methods.ensemble import ENSEMBLE_FILLS, fill_model, simulate_cell, write_ensemble
 from sgdsweep.methods.registry import Variable, register_method
 from sgdsweep.montecarlo import kernels
@@ -92,14 +91,9 @@ def stationary_sgd_noise(ctx: CellContext) -> np.ndarray:
     cell, fine = ctx.cell, ctx.fine
     sigma2 = noise_sigma(ctx) ** 2
     if ctx.dim == 2:
-        land = cell.landscape
-
-        def diff2(pts: np.ndarray) -> np.ndarray:
-            injected = 0.5 * cell.lr * sigma2 * np.eye(2)
-            return diffusion(land.evaluate(pts)["cov"], cell.lr, cell.noise_factor) + injected
-
-        fp2 = FokkerPlanck2D.from_functions(*cell.grids, lambda pts: land.evaluate(pts)["grad"], diff2,
-                                            CONVENTIONS[cell.convention])
+        fp2 = FokkerPlanck2D.from_landscape(cell.landscape, *cell.grids, cell.lr, cell.noise_factor,
+                                            CONVENTIONS[cell.convention],
+                                            extra_diffusion=0.5 * cell.lr * sigma2)
         return fp2.stationary().density
     faces = cell.landscape.evaluate(fine.edges)
     centres = cell.landscape.evaluate(fine.centres)
