@@ -184,6 +184,8 @@ BAD_MODEL = [
     (["landscape=linreg_diabetes", "models.project_on=[1,2]"], "models.project_on"),
     (["landscape=linreg_diabetes", "models.project_on=[0,0,0,0,0,0,0,0,0,0]"], "models.project_on"),
     (["landscape=linreg_diabetes", "models.project_on=/no/such.npy"], "models.project_on"),
+    # 16 hidden units on wine: d = 241 > n = 178; without l2 its minima are not isolated
+    (["landscape=mlp_wine", "landscape.l2=0.0"], "landscape.l2: an MLP with more parameters than samples"),
     # memory: 10¹⁰ chains of 10 parameters; a network of 10⁹ hidden units (its data part alone)
     (["landscape=linreg_diabetes", "mc.chains=10000000000"], "mc.chains: a cell needs at least"),
     (["landscape=mlp_wine", "landscape.hidden=1000000000"], "landscape: a cell needs at least"),

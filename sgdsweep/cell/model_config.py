@@ -27,6 +27,7 @@ from sgdsweep.landscapes.grid import Grid1D
 from sgdsweep.landscapes.noise import batch_noise_factor
 from sgdsweep.methods.registry import Method, registered
 from sgdsweep.models.model import Model, build_model
+from sgdsweep.models.reference import check_isolated
 from sgdsweep.validate import integer, real
 
 #: ``landscape.family`` of model landscapes (term landscapes have none, or ``terms``).
@@ -175,6 +176,7 @@ def parse_model_cell(raw: Mapping[str, Any], sections: Mapping[str, Any]) -> Mod
     (``init``, ``fp``, ``escape``) are not read.
     """
     model = model_from_landscape(raw["landscape"])
+    check_isolated(model)  # at planning, not after a long solve on a worker
     lr, batch_size, sampling = parse_step(raw, model.n)
     methods, specs = parse_methods(raw)
     for m in specs:

@@ -113,6 +113,20 @@ def _separable(model: Model) -> bool:
     return res.status == 0
 
 
+def check_isolated(model: Model) -> None:
+    """ConfigError (field ``landscape.l2``) for an MLP with more parameters than samples and no
+    l2: it can fit its n data with d − n directions to spare, so its minima are not isolated
+    (the Hessian at a perfect fit, (1/n) Σ ∇f_i ∇f_iᵀ times the loss's curvature, has rank ≤ n < d)
+    and no solver reaches a reference θ* with ‖G‖ at round-off: L-BFGS and Newton–CG creep
+    along the valley for hours (digits, 32 hidden units: ‖G‖ stalls near 1.6e-4 while L falls
+    towards 0). Refused before any solve."""
+    if model.kind == "mlp" and model.l2 == 0.0 and model.d > model.n:
+        raise ConfigError(f"landscape.l2: an MLP with more parameters than samples (d = {model.d}, n = "
+                          f"{model.n}) and no l2 has no isolated minimum (its minima form a valley of "
+                          f"dimension >= d − n), so no reference θ* exists; use l2 > 0, fewer hidden "
+                          f"units or more samples")
+
+
 def _no_minimum(model: Model, why: str) -> ConfigError:
     return ConfigError(f"landscape.l2: without l2 the cross-entropy has no minimum when the data are "
                        f"separable ({why}; L → 0 as |θ| → ∞); use l2 > 0")
@@ -140,10 +154,12 @@ def find_minimum(model: Model, theta0=None, *, tol: float = 1e-10, k: int | None
     Spectra: all d Hessian eigenpairs (or the top ``k``) densely for d ≤ dense_max, the top ``k``
     (default 10) by Lanczos beyond; Σ* likewise (dense, or Lanczos on θ ↦ Σ*v from the per-sample
     gradients). ConfigError (field ``tol`` or ``landscape.l2``) if no minimum is reached; a cross-entropy
-    without l2 is checked for separable data first (logistic: an LP; MLP: L driven below 1e-8).
+    without l2 is checked for separable data first (logistic: an LP; MLP: L driven below 1e-8), an MLP
+    with d > n and no l2 refused at once (:func:`check_isolated`).
     """
     tol = real(tol, "tol", positive=True)
     dense_max = integer(dense_max, "dense_max", 1)
+    check_isolated(model)
     d = model.d
     theta = model.init(0) if theta0 is None else model._theta(theta0, "theta0").copy()
     target = tol * max(1.0, float(np.linalg.norm(model.grad(theta))))
