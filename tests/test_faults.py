@@ -302,6 +302,50 @@ def test_a_writer_that_outlives_its_run_writes_nothing(tmp_path: Path):
     assert lr == [0.03, 0.04]
 
 
+def test_a_client_whose_lock_was_taken_writes_nothing_more(tmp_path: Path):
+    """The sweep's own process frozen (SIGSTOP, by the test hook: right before its first cell
+    write) — past the stale-lock age, say — while another sweep breaks its lock and takes the
+    store; woken (SIGCONT), it writes no cell, run record or metadata (every file but the lock
+    unchanged, bytes and mtime), leaves the other's lock in place, and ends with an
+    ``error: store: …`` line, exit 3. Unfenced, it wrote all its cells and its run record
+    into the store the other sweep held (exit 0)."""
+    from pipeline.store import lock as locks
+    from pipeline.store.location import parse
+
+    store = tmp_path / "c.zarr"
+    args = ["sweep", *TINY, "grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]", "grid.seed=[0,1,2,3,4,5,6,7]",
+            "cluster.n_workers=1", "shard_cells=1", "cells_per_task=1", f"store={store.name}"]
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env={**ENV, STOP_BEFORE_WRITE_ENV: "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    other = None
+    try:
+        deadline = time.monotonic() + 300
+        while not _stopped(proc.pid):  # its first cell computed, about to write it
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        (store / LOCK_NAME).unlink()  # as a sweep that judged the lock stale breaks it
+        other = locks.acquire(parse(store), command="another sweep")
+        unlocked = {k: v for k, v in snapshot(store).items() if not k.startswith(LOCK_NAME)}
+        time.sleep(0.05)  # mtimes: a later write would show
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        assert proc.returncode == 3, out + err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: store: ") and "this sweep no longer holds the store's lock; " \
+            "nothing written" in last, err
+        assert {k: v for k, v in snapshot(store).items() if not k.startswith(LOCK_NAME)} == unlocked
+        assert _done(store) == 0
+        assert locks.read(parse(store))["token"] == other.info["token"]
+    finally:
+        other.release()
+
+
 #: How the zombie of :func:`late_write_after_the_fence` ends once woken: it finishes (its
 #: check once staged refuses, its staged files removed), or dies right after staging its
 #: data (SIGKILL: its staged files stay, unused, until the next run removes them).

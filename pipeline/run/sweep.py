@@ -142,6 +142,7 @@ class Prepared:
     todo: list[int]
     started: str
     writer: writers.ClientWriter | writers.WorkerWriter  # who writes the cells (store_writer)
+    run_token: str  # the token of the store's lock this run holds
 
     @property
     def path(self) -> str:
@@ -177,9 +178,17 @@ def run_sweep(cfg: DictConfig, argv: Sequence[str], out: TextIO | None = None) -
     prep = prepare(cfg, argv, say)
     say(f"sweep: {prep.total} cells over {', '.join(f'{a.name}[{len(a.values)}]' for a in prep.plan.axes)}"
         f" -> {prep.path}" + (f" (resuming: {prep.already} already done)" if prep.already else ""))
-    writer = stores.CellWriter(prep.loc, prep.template, [a.name for a in prep.plan.axes])
-    outcome = execute(prep, writer, say)
-    return summarise(prep, writer, outcome, time.perf_counter() - t0, say)
+    # Every write of this process is fenced too: frozen past the stale-lock age (600 s), its
+    # lock broken and the store taken by another sweep, it stops instead of writing into it.
+    writer = stores.CellWriter(prep.loc, prep.template, [a.name for a in prep.plan.axes],
+                               fence=writers.fence(prep.loc, prep.run_token, client=True))
+    try:
+        outcome = execute(prep, writer, say)
+        return summarise(prep, writer, outcome, time.perf_counter() - t0, say)
+    except writers.Superseded as exc:
+        raise faults.StoreWriteError(f"{exc} (another process removed or broke it, e.g. a sweep that "
+                                     "found it stale); the cells written before are kept, `status` "
+                                     "lists them") from None
 
 
 def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
@@ -218,7 +227,7 @@ def prepare(cfg: DictConfig, argv: Sequence[str], say: Any) -> Prepared:
         with faults.store_writes(loc, "the consolidated metadata"):
             loc.remove_tree(locks.STAGING)  # files staged by earlier runs' workers: never moved into place
             stores.consolidate(loc)  # a store cut short, or made before stores had it at creation
-    return Prepared(plan, plain, cluster, run, loc, template, todo, started, mode)
+    return Prepared(plan, plain, cluster, run, loc, template, todo, started, mode, held.info["token"])
 
 
 def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
@@ -236,8 +245,9 @@ def execute(prep: Prepared, writer: stores.CellWriter, say: Any) -> Outcome:
             outcome.run_time = time.perf_counter() - t_submit
     except KeyboardInterrupt:
         outcome.interrupted = True
-    if progress is not None:
-        progress.close()
+    finally:
+        if progress is not None:
+            progress.close()
     return outcome
 
 
@@ -294,6 +304,7 @@ def summarise(prep: Prepared, writer: stores.CellWriter, outcome: Outcome, wall:
     """Record the run in the store, print the summary; the exit status."""
     path, failures = prep.path, outcome.failures
     loc = prep.loc
+    writer.fence()  # the run record and the staging's removal: only while this run holds the store
     runs = json.loads(writer.group.attrs.get("runs", "[]"))
     # Computed: the cells this run made done, read back from the store (after an interrupt
     # not what was submitted; a worker's shard counts once the client moved it into place).

@@ -55,25 +55,30 @@ def compute_cells(cells: Sequence[tuple[int, CellConfig]]) -> list[tuple[int, xr
 
 
 class Superseded(RuntimeError):
-    """A worker's write refused: the run that submitted its task no longer holds the store."""
+    """A write refused: the run it belongs to no longer holds the store."""
 
 
-def fence(loc: Location, run_token: str) -> Callable[[], None]:
-    """The check a worker makes before each shard write and once its files are staged: the
-    store's lock still carries the token of the run that submitted the task
-    (:class:`Superseded` if not). A task that outlives its run — a worker stopped or cut off
-    while its sweep ended, and a new sweep (``overwrite=true``, another config) took the
-    store — writes nothing. The check is not atomic with the write; what makes a late write
-    harmless is the staging (:func:`write_cells`): a worker only ever writes under
-    ``.staging/<its run's token>/``, and only the run's client moves files into place."""
+def fence(loc: Location, run_token: str, client: bool = False) -> Callable[[], None]:
+    """The check made before each shard write (and, by a worker, once its files are staged;
+    by the run's client, before it moves them into place or records the run): the store's
+    lock still carries the token of the run (:class:`Superseded` if not). A task that outlives
+    its run — a worker stopped or cut off while its sweep ended, and a new sweep
+    (``overwrite=true``, another config) took the store — writes nothing; nor does a client
+    frozen past the stale-lock age whose lock another sweep broke. The check is not atomic
+    with the write; what makes a worker's late write harmless is the staging
+    (:func:`write_cells`): a worker only ever writes under ``.staging/<its run's token>/``,
+    and only the run's client moves files into place. ``client``: the check of the run's own
+    process (its message; not logged, the sweep reports it)."""
+    who = "this sweep" if client else "the run that submitted this task"
+
     def check() -> None:
         held = locks.read(loc, age=False)
         if held is None or held.get("token") != run_token:
-            exc = Superseded(f"store: {loc.show()}: the run that submitted this task no longer holds "
-                             "the store's lock; nothing written")
-            # Also in the worker's log: Dask drops the error of a task it no longer waits for
-            # (a worker removed for missed heartbeats, its task rerun elsewhere).
-            log.warning("%s", exc)
+            exc = Superseded(f"store: {loc.show()}: {who} no longer holds the store's lock; nothing written")
+            if not client:
+                # Also in the worker's log: Dask drops the error of a task it no longer waits
+                # for (a worker removed for missed heartbeats, its task rerun elsewhere).
+                log.warning("%s", exc)
             raise exc
     return check
 
@@ -206,6 +211,8 @@ class WorkerWriter:
         """Move the shard its worker staged into place (this process holds the store's lock),
         then record its confirmations."""
         confirmed, stage, moves = results
+        if writer.fence is not None:
+            writer.fence()  # this process still holds the store: its moves may go ahead
         if stage:
             if not stage.startswith(f"{stage_of(self.run_token)}/"):
                 raise ValueError(f"a task staged its shard outside this run's staging: {stage}")
