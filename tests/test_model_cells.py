@@ -74,6 +74,11 @@ def test_neither_sgd_nor_its_sde_is_gibbs():
     assert ratio_sgd[0] > ratio_ito[0]
     td = ds["temperature_direction"].sel(kind="sgd").values
     assert np.ptp(td) / np.mean(td) > 0.05
+    # Σ*'s spectrum: the top eigenvalues of the dense per-sample gradient covariance at θ*
+    model = parse_cell(_cell(0.05, 1, "with_replacement", chains=200, steps=20)).model
+    exact = np.linalg.eigvalsh(model.noise_cov(ds["theta_star"].values))[::-1][:3]
+    np.testing.assert_allclose(ds["noise_eig"].values, exact, rtol=1e-10)
+    assert ds["rank"].values.tolist() == [1, 2, 3]
 
 
 def test_projections_on_directions_of_ones_own(tmp_path):

@@ -145,7 +145,8 @@ def _model_cell_memory(cell: CellConfig) -> CellMemory:
     d, n = cell.model.d, cell.model.n
     full = d <= cell.models.max_cov_dim
     sizes = {"method": len(cell.methods), "t": len(cell.times), "x": cell.grid.cells,
-             "direction": cell.models.directions + len(cell.models.project_on), "param": d,
+             "direction": cell.models.directions + len(cell.models.project_on),
+             "rank": cell.models.directions, "param": d,
              "param2": d, "kind": len(MODEL_KINDS), "quantile": len(QUANTILES)}
     dims = [*variables(full).values(), *(v.dims for m in cell.method_specs for v in m.variables.values())]
     dense = 4 * d * d if d <= 2000 else 0

@@ -55,8 +55,8 @@ class ModelsConf:
             "parameter; init: at the model's seeded initialisation (training from scratch)"))
     start_std: float = field(default=0.0, metadata=_meta("θ", "spread of the start around θ*"))
     directions: int | None = field(default=None, metadata=_meta(
-        "1", "top Hessian eigenvectors of θ* whose projections are histogrammed (≤ d; "
-             "null: min(4, d))"))
+        "1", "top Hessian eigenvectors of θ* whose projections are histogrammed, and top "
+             "eigenvalues of Σ* stored (≤ d; null: min(4, d))"))
     max_cov_dim: int = field(default=64, metadata=_meta(
         "1", "store the full covariance of θ up to this d, only its diagonal beyond"))
     sharpness_chains: int = field(default=4, metadata=_meta(

@@ -38,6 +38,7 @@ def model_template(cell: ModelCellConfig) -> xr.Dataset:
     user = len(cell.models.project_on)
     coords = {"method": list(cell.methods), "t": cell.times, "x": cell.grid.centres,
               "direction": [f"h{j + 1}" for j in range(k)] + [f"u{j + 1}" for j in range(user)],
+              "rank": np.arange(1, k + 1),
               "param": np.arange(d), "param2": np.arange(d), "kind": list(MODEL_KINDS),
               "quantile": list(QUANTILES)}
     sizes = {name: len(v) for name, v in coords.items()}
@@ -115,6 +116,7 @@ def fill_model_references(ctx: ModelContext, ds: xr.Dataset) -> None:
     ds["hessian_eig"][:] = lam
     sigma = ctx.noise_cov
     ds["noise_proj"][:] = np.einsum("kd,de,ke->k", V, sigma, V)
+    ds["noise_eig"][:] = mini.noise_eigvals[: cell.models.directions]
     H = cell.model.hessian(mini.theta) if d <= 2000 else None
     if H is not None:
         geo = sharpness.noise_geometry(H, sigma)

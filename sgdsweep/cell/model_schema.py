@@ -1,7 +1,8 @@
 """The store layout of a cell on a model with many parameters: dims and CF attributes.
 
 Cell dims (after the sweep axes): ``method``, ``t`` (SDE time), ``x`` (the projection
-grid, θ units), ``direction`` (top Hessian eigenvectors h1…hk of θ*), ``param`` and
+grid, θ units), ``direction`` (top Hessian eigenvectors h1…hk of θ*, then the user's
+u1…um), ``rank`` (Σ*'s top k eigenvalues), ``param`` and
 ``param2`` (parameter index; the union over the sweep's cells, NaN past a cell's d),
 ``kind`` (stationary references), ``quantile``.
 """
@@ -14,7 +15,7 @@ from sgdsweep.cell.schema import RUNTIME
 MODEL_KINDS = ("sgd", "ito", "gibbs")
 QUANTILES = (0.05, 0.5, 0.95)
 #: Cell dims of model cells; sweep axes may not take these names.
-MODEL_DIMS = ("method", "t", "x", "direction", "param", "param2", "kind", "quantile")
+MODEL_DIMS = ("method", "t", "x", "direction", "rank", "param", "param2", "kind", "quantile")
 
 
 def variables(full_cov: bool) -> dict[str, tuple[str, ...]]:
@@ -44,6 +45,7 @@ def variables(full_cov: bool) -> dict[str, tuple[str, ...]]:
         "hessian_eig": ("direction",),
         "noise_proj": ("direction",),
         "noise_alignment": (),
+        "noise_eig": ("rank",),
         "temperature": (),
         "temperature_direction": ("kind", "direction"),
         **stat,
@@ -68,6 +70,7 @@ ATTRS: dict[str, dict[str, str]] = {
     "kind": {"long_name": "stationary reference: sgd (exact discrete-time SGD, least squares), "
              "ito (exact moments of the Itô SDE, least squares), gibbs (T·H*⁻¹)"},
     "quantile": {"long_name": "quantile over the chains", "units": "1"},
+    "rank": {"long_name": "rank of an eigenvalue of Σ* (1: the largest)", "units": "1"},
     "density": {"long_name": "probability density of the projection (θ − θ*)·v_k", "units": "1/θ"},
     "mean": {"long_name": "ensemble mean of θ", "units": "θ"},
     "cov": {"long_name": "ensemble covariance of θ (population, over chains not lost)", "units": "θ²"},
@@ -94,6 +97,8 @@ ATTRS: dict[str, dict[str, str]] = {
     "noise_proj": {"long_name": "per-sample gradient variance along v_k at θ*: v_kᵀ Σ* v_k "
                    "(population)", "units": "(loss/θ)²"},
     "noise_alignment": {"long_name": "noise–Hessian alignment tr(Σ*H*) / (‖Σ*‖_F ‖H*‖_F)", "units": "1"},
+    "noise_eig": {"long_name": "top eigenvalues of Σ*, the per-sample gradient covariance at θ* (population; "
+                  "dense for d ≤ 300, Lanczos beyond), largest first", "units": "(loss/θ)²"},
     "temperature": {"long_name": "Langevin / Gibbs temperature T (default tr D(θ*) / d, "
                     "D = η Σ_b / 2)", "units": "loss"},
     "temperature_direction": {"long_name": "temperature λ_k · var_k that a Gibbs law would need to "

@@ -14,7 +14,8 @@ import numpy as np
 
 # ----------------------------------------------------------------------- dimensions
 #: The cell's own dimensions (after the sweep axes); sweep axes may not take these names.
-CELL_DIMS = ("x", "y", "t", "method", "kind", "basin", "axis", "direction", "param", "param2", "quantile")
+CELL_DIMS = ("x", "y", "t", "method", "kind", "basin", "axis", "direction", "rank", "param", "param2",
+             "quantile")
 #: Cell coordinates whose labels may differ between the cells of a sweep (basins named by swept
 #: landscape parameters; the parameters of models whose size is swept): the store holds their
 #: union, and a cell without a label reads NaN there.
