@@ -312,46 +312,6 @@ def test_location_clear_and_conditional_remove_on_s3(s3):
     assert not loc.exists()
 
 
-def test_a_writer_that_outlives_its_run_writes_nothing_on_s3(s3, tmp_path):
-    """tests/test_faults.py's frozen writer on a bucket: a shard task of an ended run,
-    stopped before its write (SIGSTOP) while a new sweep of another config replaced the
-    store, is refused when it wakes (SIGCONT); no object of the new store changes."""
-    env, fs = s3
-    from pipeline.run.faults import STOP_BEFORE_WRITE_ENV
-    from pipeline.store import location
-    from pipeline.store import lock as locks
-    from tests.test_faults import _ZOMBIE, _stopped
-
-    url = f"s3://{BUCKET}/zombie.zarr"
-    old = [*TINY, "grid.lr=[0.01,0.02]", "grid.seed=[0,1]", "store_writer=workers"]
-    new = [*TINY, "grid.lr=[0.03,0.04]", "grid.seed=[0,1]", "store_writer=workers"]
-    first = run_pipeline("sweep", *old, "cluster.n_workers=1", f"store={url}", cwd=tmp_path, env=env)
-    assert first.returncode == 0, first.stdout + first.stderr
-    opts = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": env["AWS_ENDPOINT_URL"]}}
-    held = locks.acquire(location.parse(url, opts), command="the old run, as its worker saw it")
-    zombie = subprocess.Popen([sys.executable, "-c", _ZOMBIE, url, json.dumps(old), held.info["token"]],
-                              cwd=tmp_path, env={**env, STOP_BEFORE_WRITE_ENV: "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-
-    try:
-        deadline = time.monotonic() + 120
-        while not _stopped(zombie.pid):
-            assert zombie.poll() is None and time.monotonic() < deadline, zombie.communicate()
-            time.sleep(0.05)
-        held.release()
-        second = run_pipeline("sweep", *new, "cluster.n_workers=1", f"store={url}", "overwrite=true",
-                              cwd=tmp_path, env=env)
-        assert second.returncode == 0, second.stdout + second.stderr
-        before = _objects(fs, f"{BUCKET}/zombie.zarr")
-        time.sleep(1.1)  # LastModified has one-second resolution
-        zombie.send_signal(signal.SIGCONT)
-        out, err = zombie.communicate(timeout=120)
-    finally:
-        zombie.kill()
-    assert zombie.returncode != 0 and "no longer holds the store's lock; nothing written" in err, out + err
-    assert _objects(fs, f"{BUCKET}/zombie.zarr") == before and len(before) > 10
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("ending", ["killed", "refused"])
 def test_a_writer_frozen_after_its_fence_check_cannot_write_into_the_live_store_on_s3(s3, tmp_path, ending):
