@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,20 @@ ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUN
 
 def pipeline_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline", *args]
+
+
+@contextlib.contextmanager
+def pipeline_session(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``python -m pipeline ARGS`` started in its own session (text output piped; ``env``:
+    the whole environment, default :data:`ENV`); on exit the session is killed, with whatever
+    the process left running (the workers of a killed or stopped client)."""
+    proc = subprocess.Popen(pipeline_cmd(*args), cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_pipeline(*args: str, cwd: Path, timeout: float = 600,

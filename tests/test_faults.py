@@ -30,7 +30,7 @@ from tests.conftest import (
     assert_same_numbers,
     free_port,
     open_store,
-    pipeline_cmd,
+    pipeline_session,
     run_main,
     run_pipeline,
     same_bytes,
@@ -47,15 +47,8 @@ ARGS = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=2"]
 def _run(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """A sweep process in its own session; whatever it leaves running (workers of a killed
     client) is killed with it."""
-    proc = subprocess.Popen(pipeline_cmd(*args), cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with pipeline_session(*args, cwd=cwd, env=env) as proc:
         out, err = proc.communicate(timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -188,20 +181,13 @@ def test_worker_killed_on_every_attempt(tmp_path: Path):
 def test_a_second_sweep_on_the_same_store_is_refused(reference_store: Path, tmp_path: Path):
     store = tmp_path / "two.zarr"
     args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}"]
-    first = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with pipeline_session(*args, cwd=tmp_path) as first:
         deadline = time.monotonic() + 120
         while not (store / LOCK_NAME).exists():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         second = run_main(*args, cwd=tmp_path)  # in this process, while the first process runs
         out, err = first.communicate(timeout=600)
-    finally:
-        try:
-            os.killpg(first.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert second.returncode == 2 and second.stdout == ""
     assert second.stderr.count("\n") == 1
     assert second.stderr.startswith("error: store: two.zarr is in use by another sweep (host ")
@@ -219,20 +205,13 @@ def test_sigterm_releases_the_lock_and_the_rerun_resumes(reference_store: Path, 
     store = tmp_path / "t.zarr"
     args = ["sweep", *TINY, *SMALL_GRID, "cluster.n_workers=1", f"store={store.name}",
             f"store_writer={writer}", "shard_cells=1"]  # cells durable one by one
-    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with pipeline_session(*args, cwd=tmp_path) as proc:
         deadline = time.monotonic() + 300
         while _done(store) < 1:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 130, out + err
     assert "interrupted; t.zarr holds the cells finished so far" in out
     assert not (store / LOCK_NAME).exists()
@@ -315,10 +294,8 @@ def test_a_client_whose_lock_was_taken_writes_nothing_more(tmp_path: Path):
     store = tmp_path / "c.zarr"
     args = ["sweep", *TINY, "grid.lr=[0.01,0.02]", "grid.batch_size=[1,2]", "grid.seed=[0,1,2,3,4,5,6,7]",
             "cluster.n_workers=1", "shard_cells=1", "cells_per_task=1", f"store={store.name}"]
-    proc = subprocess.Popen(pipeline_cmd(*args), cwd=tmp_path, env={**ENV, STOP_BEFORE_WRITE_ENV: "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     other = None
-    try:
+    with pipeline_session(*args, cwd=tmp_path, env={**ENV, STOP_BEFORE_WRITE_ENV: "1"}) as proc:
         deadline = time.monotonic() + 300
         while not _stopped(proc.pid):  # its first cell computed, about to write it
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -329,11 +306,6 @@ def test_a_client_whose_lock_was_taken_writes_nothing_more(tmp_path: Path):
         time.sleep(0.05)  # mtimes: a later write would show
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     try:
         assert proc.returncode == 3, out + err
         last = err.strip().splitlines()[-1]

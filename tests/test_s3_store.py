@@ -26,7 +26,7 @@ from tests.conftest import (
     TINY,
     assert_same_numbers,
     free_port,
-    pipeline_cmd,
+    pipeline_session,
     run_main,
     run_pipeline,
     same_bytes,
@@ -406,10 +406,7 @@ def test_a_worker_killed_mid_write_on_s3_is_rerun_bit_identically(s3, workers_re
     prefix = f"{BUCKET}/killed-worker.zarr"
     args = ["sweep", *TINY, *SMALL_GRID, "store_writer=workers", "cluster=address", f"store=s3://{prefix}"]
     with address_cluster(tmp_path, env, [{KILL_AFTER_WRITE_ENV: "1"}]) as (address, workers):
-        sweep = subprocess.Popen(pipeline_cmd(*args, f"cluster.address={address}"), cwd=tmp_path, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
-        try:
+        with pipeline_session(*args, f"cluster.address={address}", cwd=tmp_path, env=env) as sweep:
             assert workers[0].wait(timeout=120) == -signal.SIGKILL
             files = _files(fs, prefix)
             assert not [k for k in files if k.startswith("mean/c/")], sorted(files)  # nothing in place
@@ -418,11 +415,6 @@ def test_a_worker_killed_mid_write_on_s3_is_rerun_bit_identically(s3, workers_re
             assert not _open(f"s3://{prefix}", env)["done"].values.any()  # and no done flag
             workers.append(start_worker(tmp_path, address, env, 1))
             out, err = sweep.communicate(timeout=120)
-        finally:
-            try:
-                os.killpg(sweep.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     assert sweep.returncode == 0, out + err
     assert "cells      : 8 total, 8 computed now, 0 already done, 0 failed" in out
     assert same_bytes(_files(fs, prefix)) == same_bytes(store_files(workers_reference_store))
