@@ -58,17 +58,19 @@ def after_data_written() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def before_write() -> None:
-    """Called before a shard's data is written (and before the write's fence is checked); a
-    no-op unless the test hook is set: then the process stops itself once, as a worker
-    frozen or cut off mid-task would, until a SIGCONT."""
-    if os.environ.pop(STOP_BEFORE_WRITE_ENV, None):
+def _stop_once(hook: str) -> None:
+    """With the test hook ``hook`` set, the process stops itself (SIGSTOP) once, until a SIGCONT."""
+    if os.environ.pop(hook, None):
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def before_write() -> None:
+    """Called before a shard's data is written (and before the write's fence is checked): a
+    writer frozen or cut off mid-task, under :data:`STOP_BEFORE_WRITE_ENV`."""
+    _stop_once(STOP_BEFORE_WRITE_ENV)
 
 
 def after_fence() -> None:
-    """Called when a shard write's fence check has passed, before its data is written; a
-    no-op unless the test hook is set: then the process stops itself once, as a worker
-    frozen between the check and the write would, until a SIGCONT."""
-    if os.environ.pop(STOP_AFTER_FENCE_ENV, None):
-        os.kill(os.getpid(), signal.SIGSTOP)
+    """Called when a shard write's fence check has passed, before its data is written: a
+    writer frozen between the check and the write, under :data:`STOP_AFTER_FENCE_ENV`."""
+    _stop_once(STOP_AFTER_FENCE_ENV)

@@ -551,11 +551,12 @@ class CellWriter:
         if raw is not None:
             return {shard_key: raw}
         from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
         from zarr.storage import MemoryStore
 
         mem = MemoryStore()
         doc = self.loc.read(f"{name}/zarr.json")
-        _sync(mem.set(f"{name}/zarr.json", default_buffer_prototype().buffer.from_bytes(doc)))
+        sync(mem.set(f"{name}/zarr.json", default_buffer_prototype().buffer.from_bytes(doc)))
         arr = zarr.open_array(mem, path=name, mode="r+").with_config({"write_empty_chunks": True})
         arr[region] = block
         return {k: bytes(v.to_bytes()) for k, v in mem._store_dict.items() if k.startswith(f"{name}/c")}
@@ -590,12 +591,6 @@ def staged_key(prefix: str, key: str) -> str:
     ``PREFIX/mean~c~0~0``), so that a file system makes one directory per step, not one
     per variable and shard."""
     return f"{prefix}/{key.replace('/', '~')}"
-
-
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
 
 
 def _read_block(arr: zarr.Array, region: tuple[slice, ...], lost: set[tuple[int, ...]]) -> np.ndarray:
